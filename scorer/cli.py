@@ -1,0 +1,167 @@
+"""Thin commands over the library. The one error boundary: ScorerError becomes one line and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from scorer.config import load_settings
+from scorer.errors import ScorerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console()
+err = Console(stderr=True)
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="config.yaml to use (default: ./config.yaml, else built-in defaults).",
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # journald and pipes: one plain line per record, level first
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("PIL", "matplotlib", "onnxscript", "torch", "watchdog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn the library's ScorerError into `error: <message>` and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ScorerError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, once there is a rate to show."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} img/s" if task.speed else "")
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """A rich progress bar with items/s on a terminal; silent otherwise. Yields (start, advance)."""
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        _RateColumn(), TimeElapsedColumn(),
+        console=err, disable=not err.is_terminal, transient=False,
+    )
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.version_option(package_name="scorer")
+def main(verbose: bool) -> None:
+    """Rank creatives by predicted engagement, before launch.
+
+    \b
+    Example:
+        scorer demo
+    """
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Exported learner (.pkl) to use instead of config's.")
+@click.option("--out", "outbox", type=click.Path(path_type=Path), default=None, help="Folder for the report instead of config's outbox.")
+@friendly_errors
+def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None, outbox: Path | None) -> None:
+    """Score image files and folders (recursively) into one ranked Excel report.
+
+    The inputs are never moved or modified. Unreadable files are listed on the
+    report's Rejected sheet; the rest are ranked by Engagement score.
+
+    \b
+    Example:
+        scorer score creatives/ extra-banner.png --out ~/reports
+    """
+    from scorer.score import score_paths
+
+    settings = load_settings(config_path, model=model, outbox=outbox)
+    with progress_bar("Scoring") as (start, advance):
+        run = score_paths(settings, list(paths), progress=advance, on_start=start)
+    _print_summary(run.result, run.report)
+
+
+def _print_summary(result: Any, report: Path, top: int = 10) -> None:
+    ranked = result.ranked()
+    table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
+    for name, justify in (("Rank", "right"), ("File", "left"), ("Predicted", "left"), ("Confidence", "right"), ("Score", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for rank, s in enumerate(ranked[:top], start=1):
+        table.add_row(str(rank), s.name, s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
+    out.print(table)
+    extra = []
+    if result.rejected:
+        extra.append(f"{len(result.rejected)} rejected")
+    if result.duplicates:
+        extra.append(f"{len(result.duplicates)} duplicates")
+    suffix = f" ({', '.join(extra)}: see the report)" if extra else ""
+    out.print(f"{len(ranked)} scored{suffix}")
+    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+
+
+@main.group()
+def model() -> None:
+    """Pin and inspect the model file."""
+
+
+@model.command("pin")
+@click.argument("path", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@friendly_errors
+def model_pin(path: Path, config_path: Path | None) -> None:
+    """Trust a model file: write its SHA-256 to config.yaml as model_sha256.
+
+    Run it after checking that the file came from someone you trust; the scorer
+    then refuses any other content under that name.
+
+    \b
+    Example:
+        scorer model pin models/engagement.pkl
+    """
+    from scorer.integrity import pin_model
+
+    settings = load_settings(config_path)
+    sha = pin_model(settings, path.absolute())
+    out.print(f"pinned {path}: sha256 {sha} (written to {settings.source})", highlight=False)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    main(prog_name="scorer")
+

@@ -1,0 +1,37 @@
+"""The errors the scorer raises on purpose.
+
+    ScorerError              anything the user can fix; the CLI prints it on one line, exit 2
+    ├── ConfigError          config.yaml has a bad key, value or path
+    ├── ModelError           the learner cannot be loaded, trusted or used
+    ├── ImageError           one input cannot be scored (it is rejected, never fatal)
+    ├── DataError            training data cannot be imported
+    └── ServiceError         the watcher cannot run (lock held, folders missing)
+
+Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ScorerError(Exception):
+    """A problem the user can fix; its message names the fix."""
+
+
+class ConfigError(ScorerError):
+    """A config key, value or path is wrong."""
+
+
+class ModelError(ScorerError):
+    """The learner cannot be loaded, trusted or used for scoring."""
+
+
+class ImageError(ScorerError):
+    """One input cannot be scored; the message is the reason shown to marketers."""
+
+
+class DataError(ScorerError):
+    """Training data cannot be imported or is too small to train on."""
+
+
+class ServiceError(ScorerError):
+    """The watch service cannot start or keep running."""

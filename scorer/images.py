@@ -1,0 +1,272 @@
+"""Find, vet and decode images, reproducing the learner's validation-time item transform.
+
+Only Pillow and numpy are imported here: this module runs inside the decoding
+worker processes, which must start fast and stay small.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from scorer.errors import ImageError
+
+# A half-copied JPEG must fail, not be scored with a grey bottom half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp")
+
+# Formats people drop that we may not accept, recognised by their first bytes so that
+# the reason can say what the file is without letting Pillow open every format.
+_MAGIC = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+)
+
+
+@dataclass(frozen=True)
+class ItemGeometry:
+    """How one decoded image becomes model input (the learner's Resize, as an ItemSpec)."""
+
+    method: str
+    size: tuple[int, int]
+    pad_mode: str = "reflection"
+    squish_to: tuple[int, int] | None = None
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """Decode JPEGs to at least twice the largest size the transform resizes to."""
+        w, h = self.squish_to or self.size
+        return (2 * w, 2 * h)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a file must satisfy before any pixel is decoded."""
+
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+    max_bytes: int = 100 * 2**20
+    max_pixels: int = 100_000_000
+    max_decode_bytes: int = 2**30
+
+
+@dataclass
+class Decoded:
+    """One vetted image: its facts, the model-sized pixels and a thumbnail."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    file_bytes: int
+    modified: float
+    pixels: np.ndarray | None = None
+    thumbnail: bytes | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden and temporary names are never scored: they are still being written or are not creatives."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
+
+
+def find_candidates(paths: list[Path]) -> list[Path]:
+    """Every file under the given paths, skipping hidden/temporary names, ordered by mtime then name.
+
+    Folders are walked recursively without following symlinks. Symlinks and other
+    non-regular entries are kept, so that they are rejected with a reason rather than
+    silently skipped.
+    """
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
+                found += [Path(root, f) for f in files if not is_ignored_name(f)]
+                # os.walk lists symlinks to folders among dirs and does not follow them
+                found += [Path(root, d) for d in dirs if Path(root, d).is_symlink()]
+        else:
+            found.append(path)
+    return sorted(set(found), key=_order_key)
+
+
+def _order_key(path: Path) -> tuple[float, str]:
+    try:
+        mtime = path.lstat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (mtime, str(path))
+
+
+def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """Read a regular file whole, refusing links, pipes, devices and oversized files without blocking."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ImageError("file disappeared before it could be read") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ImageError("symbolic link: not followed")
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError("a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"not a regular file ({_kind(st.st_mode)}): not opened")
+    if st.st_size == 0:
+        raise ImageError("empty file (0 bytes)")
+    if st.st_size > max_bytes:
+        raise ImageError(f"file too large: {st.st_size / 2**20:.0f} MB, limit {max_bytes / 2**20:.0f} MB")
+    # O_NOFOLLOW and O_NONBLOCK: if the name was swapped for a link or a FIFO since lstat,
+    # the open fails or returns at once instead of following it or blocking forever.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ImageError(f"cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"not a regular file ({_kind(st.st_mode)}): not opened")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageError(f"file too large: over {max_bytes / 2**20:.0f} MB")
+    return data, st
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Open (not decode) an image from bytes, only in accepted formats and within the pixel limit."""
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=list(limits.formats))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image too large: over the limit of {limits.max_pixels / 1e6:g} MP") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(_unidentified_reason(data, limits)) from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageError("file is incomplete or corrupt") from None
+    w, h = im.size
+    if w * h > limits.max_pixels:
+        raise ImageError(f"image too large: {w}×{h} pixels, limit {limits.max_pixels / 1e6:g} MP")
+    return im
+
+
+def _unidentified_reason(data: bytes, limits: ImageLimits) -> str:
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            if name in limits.formats:
+                return "file is incomplete or corrupt"
+            accepted = ", ".join(limits.formats)
+            return f"{name} files are not accepted (accepted: {accepted}): convert it, or add {name} to images.formats"
+    if data[8:12] == b"WEBP" and data.startswith(b"RIFF"):
+        return "file is incomplete or corrupt" if "WEBP" in limits.formats else "WEBP files are not accepted"
+    return "not an image"
+
+
+def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Load and turn any accepted image into upright 8-bit RGB, noting what was changed."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated: first of {frames} frames scored")
+    try:
+        im.load()
+        upright = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise ImageError("file is incomplete or corrupt") from None
+    if upright is not im:
+        notes.append("rotated upright from its EXIF orientation")
+        im = upright
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grey: keep the top 8 bits instead of clipping everything above 255 to white
+        grey = (np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        notes.append("16-bit image reduced to 8 bits")
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        notes.append("transparency flattened onto white")
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    return im.convert("RGB")
+
+
+def fit(im: Image.Image, geometry: ItemGeometry) -> Image.Image:
+    """Apply fastai's validation-time Resize (or RandomResizedCrop) to an RGB image."""
+    w, h = im.size
+    if geometry.method == "squish":
+        return im.resize(geometry.size, Image.BILINEAR)
+    if geometry.method == "center":
+        squished = im.resize(geometry.squish_to, Image.BILINEAR)
+        (sw, sh), (tw, th) = geometry.squish_to, geometry.size
+        left, top = (sw - tw) // 2, (sh - th) // 2
+        return squished.crop((left, top, left + tw, top + th))
+    tw, th = geometry.size
+    ratio_w, ratio_h = w / tw, h / th
+    if geometry.method == "crop":
+        m = ratio_w if ratio_w < ratio_h else ratio_h
+    else:
+        m = ratio_w if ratio_w > ratio_h else ratio_h
+    cw, ch = int(m * tw), int(m * th)
+    left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+    if geometry.method == "crop":
+        box = (max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h))
+        return im.crop(box).resize(geometry.size, Image.BILINEAR)
+    pads = ((max(-top, 0), max(ch - h + top, 0)), (max(-left, 0), max(cw - w + left, 0)), (0, 0))
+    mode = {"zeros": "constant", "border": "edge", "reflection": "reflect"}[geometry.pad_mode]
+    padded = np.pad(np.asarray(im), pads, mode=mode)
+    return Image.fromarray(padded).resize(geometry.size, Image.BILINEAR)
+
+
+def thumbnail_bytes(im: Image.Image, px: int) -> bytes:
+    """A small JPEG of an already-decoded image, for the report."""
+    thumb = im.copy()
+    thumb.thumbnail((px, px), Image.BILINEAR)
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> Decoded:
+    """Vet and decode one file into model-sized pixels (or only vet it when geometry is None)."""
+    data, st = read_regular_file(path, limits.max_bytes)
+    sha = hashlib.sha256(data).hexdigest()
+    im = open_image(data, limits)
+    fmt = im.format or "?"
+    width, height = im.size
+    if fmt == "JPEG" or fmt == "MPO":
+        draft = geometry.draft_size if geometry else (max(thumb_px, 256),) * 2
+        im.draft("RGB", draft)
+    decode_bytes = im.size[0] * im.size[1] * max(len(im.getbands()), 3) * (2 if ";16" in im.mode else 1)
+    if decode_bytes > limits.max_decode_bytes:
+        raise ImageError(
+            f"image too large to decode: {width}×{height} pixels needs {decode_bytes / 2**20:.0f} MB, "
+            f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
+        )
+    notes: list[str] = []
+    rgb = normalise(im, notes)
+    if rgb.size != im.size and (rgb.size[0] == im.size[1] and rgb.size[1] == im.size[0]):
+        width, height = height, width  # rotated upright
+    pixels = np.asarray(fit(rgb, geometry)) if geometry else None
+    thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
+    return Decoded(sha, width, height, fmt, st.st_size, st.st_mtime, pixels, thumb, tuple(notes))

@@ -1,0 +1,106 @@
+"""Model integrity: a learner file is a pickle, so only a file we trust may be loaded.
+
+A file is trusted when its SHA-256 matches its pin: `model_sha256` in config.yaml when
+set, otherwise the pin kept in the state folder (set on first use, or by `scorer train`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from scorer.config import Settings, set_top_level_keys
+from scorer.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+PINS_FILE = "model-pins.json"
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pins_path(settings: Settings) -> Path:
+    return settings.state / PINS_FILE
+
+
+def _read_pins(settings: Settings) -> dict[str, str]:
+    path = _pins_path(settings)
+    if not path.is_file():
+        return {}
+    try:
+        pins = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise ModelError(f"{path} is damaged: delete it, then run `scorer model pin` on the trusted model") from None
+    return {str(k): str(v) for k, v in pins.items()}
+
+
+def remember_pin(settings: Settings, model: Path, sha256: str) -> None:
+    """Keep a model's pin in the state folder, written atomically."""
+    settings.state.mkdir(parents=True, exist_ok=True)
+    pins = _read_pins(settings)
+    pins[str(model.resolve())] = sha256
+    path = _pins_path(settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(pins, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def verify_model(settings: Settings) -> str:
+    """Check the configured model file may be loaded, and return its SHA-256.
+
+    Refuses a missing file, a file inside the inbox or outbox, a file others can write,
+    and a file whose hash differs from its pin. Pins it on first use when nothing is pinned.
+    """
+    model = settings.model
+    if not model.exists():
+        raise ConfigError(
+            f"model {model} does not exist: run `scorer demo` or `scorer train`, or set 'model' in config.yaml"
+        )
+    real = model.resolve()
+    for folder, key in ((settings.inbox, "inbox"), (settings.outbox, "outbox")):
+        if real.is_relative_to(folder.resolve()):
+            raise ModelError(f"model {model} is inside the {key}, where anyone may drop files: move it to models/")
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"model {model} is not a file: set 'model' in config.yaml to the exported .pkl")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ModelError(f"model {model} can be written by group or others: run `chmod go-w {model}`")
+    sha = sha256_file(real)
+    pinned = settings.model_sha256 or _read_pins(settings).get(str(real))
+    if pinned is None:
+        remember_pin(settings, model, sha)
+        log.warning("model %s pinned on first use: sha256 %s", model, sha)
+        return sha
+    if sha != pinned.lower():
+        where = "model_sha256 in config.yaml" if settings.model_sha256 else f"{_pins_path(settings)}"
+        raise ModelError(
+            f"model {model} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in {where}): "
+            f"if you trust the new file, run `scorer model pin {model}`"
+        )
+    return sha
+
+
+def pin_model(settings: Settings, model: Path) -> str:
+    """Pin a trusted model: write model_sha256 (and model) to config.yaml and the state folder."""
+    if not model.is_file():
+        raise ConfigError(f"model {model} does not exist: give the path of the exported .pkl")
+    sha = sha256_file(model.resolve())
+    if settings.source is None:
+        raise ConfigError("no config.yaml to write the pin to: run from the project folder or pass --config")
+    values = {"model_sha256": sha}
+    if model.resolve() != settings.model.resolve():
+        values["model"] = os.path.relpath(model.resolve(), settings.source.parent)
+    set_top_level_keys(settings.source, values)
+    remember_pin(settings, model, sha)
+    return sha

@@ -1,0 +1,179 @@
+"""Everything that touches fastai: load an exported learner and read how it preprocesses.
+
+This is the only module that imports fastai, so the rest of the scorer (and its
+decoding worker processes) stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.vision.all import (
+    Learner,
+    RandomResizedCrop,
+    Resize,
+    ResizeMethod,
+    TensorImage,
+    ToTensor,
+    load_learner,
+)
+
+from scorer.errors import ModelError
+from scorer.images import ItemGeometry
+
+log = logging.getLogger(__name__)
+
+#: Attribute that `scorer train` sets on the learner before exporting it.
+CLASSES_ATTR = "engagement_classes"
+
+
+class _MissingGlobal:
+    """Stands in for a function or class pickled with the learner that cannot be imported here."""
+
+    missing_name = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ModelError(f"{self.missing_name} is needed but cannot be imported: install the module that defines it")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ModelError(f"{self.missing_name} is needed but cannot be imported: install the module that defines it")
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    # Notebooks export learners that reference their own labelling functions (get_y,
+    # label_func). Inference never calls them, so a stand-in lets the learner load.
+    missing: list[str] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            qualname = f"{module}.{name}"
+            _TolerantUnpickler.missing.append(qualname)
+            return type(name, (_MissingGlobal,), {"missing_name": qualname, "__module__": module})
+
+
+_tolerant_pickle = types.SimpleNamespace(
+    Unpickler=_TolerantUnpickler, load=pickle.load, loads=pickle.loads, __name__="pickle"
+)
+
+
+def load(path: Path) -> Learner:
+    """Load a learner saved with `learn.export()`, on the CPU, tolerating missing labelling functions."""
+    _TolerantUnpickler.missing = []
+    with warnings.catch_warnings():
+        # Our own integrity check (pinned SHA-256) stands in for fastai's generic pickle warning.
+        warnings.filterwarnings("ignore", message=".*load_learner.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="fastai")
+        try:
+            learn = load_learner(path, cpu=True, pickle_module=_tolerant_pickle)
+        except ModelError:
+            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise ModelError(
+                f"{path} is not a learner saved with learn.export() ({type(exc).__name__}: {exc}): "
+                "export it again with fastai"
+            ) from None
+    if not isinstance(learn, Learner):
+        raise ModelError(f"{path} holds a {type(learn).__name__}, not a fastai Learner: save it with learn.export()")
+    missing = sorted(set(_TolerantUnpickler.missing))
+    learn.model.eval()
+    _check_runs(learn, path, missing)
+    if missing:
+        log.info("ignored %s from the export: not needed for scoring", ", ".join(missing))
+    return learn
+
+
+def _check_runs(learn: Learner, path: Path, missing: list[str]) -> None:
+    vocab = vocab_of(learn)
+    probe = torch.zeros(1, 3, 64, 64)
+    try:
+        with torch.inference_mode():
+            out = learn.model(probe)
+    except Exception as exc:  # a model we cannot run: say what is missing, if anything is
+        hint = f" it needs {', '.join(missing)}, which cannot be imported here" if missing else ""
+        raise ModelError(f"the model in {path} does not run ({type(exc).__name__}: {exc});{hint}: "
+                         "install the code it was trained with") from None
+    if out.ndim != 2 or out.shape[1] != len(vocab):
+        raise ModelError(f"the model in {path} gives {tuple(out.shape)} outputs for {len(vocab)} classes: "
+                         "export a single-label image classifier")
+    probs = activation(learn)(out)
+    if not torch.allclose(probs.sum(dim=1), torch.ones(1), atol=1e-4):
+        raise ModelError(f"the learner in {path} is not a single-label classifier (its outputs don't sum to 1): "
+                         "train it with CrossEntropyLossFlat")
+
+
+def vocab_of(learn: Learner) -> list[str]:
+    """The learner's class names, in the order of its outputs."""
+    vocab = getattr(learn.dls, "vocab", None)
+    if vocab is None or len(vocab) < 2 or isinstance(vocab[0], (list, tuple)):
+        raise ModelError("the learner has no single list of classes: export an image classifier (CategoryBlock)")
+    return [str(v) for v in vocab]
+
+
+def saved_classes(learn: Learner) -> list[str] | None:
+    """The low-to-high class order that `scorer train` saved in the learner, if any."""
+    saved = getattr(learn, CLASSES_ATTR, None)
+    return [str(c) for c in saved] if saved else None
+
+
+def activation(learn: Learner) -> Any:
+    """Turn the model's raw outputs into probabilities, as fastai's get_preds does."""
+    act = getattr(learn.loss_func, "activation", None)
+    return act if callable(act) else (lambda x: torch.softmax(x, dim=1))
+
+
+def item_spec(learn: Learner) -> ItemGeometry | None:
+    """Describe the validation-time item transforms, or None when one is not understood."""
+    spec: ItemGeometry | None = None
+    for tfm in learn.dls.after_item.fs:
+        if isinstance(tfm, ToTensor):
+            continue
+        if type(tfm) is Resize and spec is None:
+            method = {ResizeMethod.Crop: "crop", ResizeMethod.Squish: "squish", ResizeMethod.Pad: "pad"}.get(tfm.method)
+            if method is None or tfm.mode != 2:  # 2 is Pillow's BILINEAR
+                return _unknown(tfm)
+            spec = ItemGeometry(method, (int(tfm.size[0]), int(tfm.size[1])), str(tfm.pad_mode))
+        elif type(tfm) is RandomResizedCrop and spec is None and tfm.mode == 2:
+            size = (int(tfm.size[0]), int(tfm.size[1]))
+            xtra = int(np.ceil(max(size) * tfm.val_xtra / 8) * 8)
+            spec = ItemGeometry("center", size, squish_to=(size[0] + xtra, size[1] + xtra))
+        else:
+            return _unknown(tfm)
+    if spec is None:
+        log.warning("the learner has no Resize item transform: using fastai's own test_dl path")
+    return spec
+
+
+def _unknown(tfm: Any) -> None:
+    log.warning("item transform %s is not one the fast engine knows: using fastai's own test_dl path",
+                type(tfm).__name__)
+    return None
+
+
+def batch_transform(learn: Learner) -> Any:
+    """The learner's validation-time batch transforms (IntToFloatTensor, Normalize, ...), as one callable."""
+    pipeline = learn.dls.valid.after_batch
+    # fastai sets this only while a DataLoader iterates; 1 means validation, so augmentations stay off.
+    pipeline.split_idx = 1
+
+    def apply(batch: torch.Tensor) -> torch.Tensor:
+        return pipeline(TensorImage(batch)).as_subclass(torch.Tensor)
+
+    return apply
+
+
+def predict_files(learn: Learner, files: list[Path], batch_size: int) -> np.ndarray:
+    """fastai's own batched path, for learners whose transforms the fast engine doesn't know."""
+    dl = learn.dls.test_dl(files, bs=batch_size, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probs, _ = learn.get_preds(dl=dl)
+    return probs.numpy()

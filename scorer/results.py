@@ -1,0 +1,104 @@
+"""What scoring produces: plain data shared by the pipeline, the report and the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the report's Model sheet says about the model that did the scoring."""
+
+    path: Path
+    sha256: str
+    classes: tuple[str, ...]
+    device: str
+    runtime: str
+    preprocessing: str
+    versions: dict[str, str]
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def engagement_score(probs: Sequence[float]) -> float:
+    """100 × Σ pᵢ·i/(K−1): 0 when surely the lowest class, 100 when surely the highest."""
+    k = len(probs)
+    return 100.0 * sum(p * i for i, p in enumerate(probs)) / (k - 1)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One creative with its predicted class probabilities, lowest class first."""
+
+    name: str
+    location: str
+    sha256: str
+    classes: tuple[str, ...]
+    probs: tuple[float, ...]
+    width: int
+    height: int
+    format: str
+    file_bytes: int
+    modified: float
+    scored_at: float
+    thumbnail: bytes | None = None
+    notes: str = ""
+    report: str = ""
+
+    @property
+    def score(self) -> float:
+        """The Engagement score, 0–100."""
+        return engagement_score(self.probs)
+
+    @property
+    def predicted(self) -> str:
+        """The most probable class."""
+        return self.classes[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the predicted class."""
+        return float(max(self.probs))
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An input that could not be scored, with a reason a marketer understands."""
+
+    name: str
+    location: str
+    reason: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An input whose content was already scored: listed with that earlier result, not rescored."""
+
+    name: str
+    location: str
+    original: Scored
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch produced."""
+
+    scored: list[Scored] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+    def ranked(self) -> list[Scored]:
+        """Scored creatives, best first; ties broken by name so the order is stable."""
+        return rank(self.scored)
+
+
+def rank(scored: Sequence[Scored]) -> list[Scored]:
+    """Sort by Engagement score, highest first, then by name."""
+    return sorted(scored, key=lambda s: (-round(s.score, 9), s.name))
+
+

@@ -1,0 +1,125 @@
+"""Inference runtimes: ONNX Runtime on CPU, PyTorch on CUDA or CPU.
+
+Each runtime takes a float32 NCHW batch that has already been through the learner's
+batch transforms and returns raw model outputs (logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from scorer.errors import ModelError
+from scorer.integrity import sha256_file
+
+log = logging.getLogger(__name__)
+
+# Largest |logit| difference between ONNX Runtime and PyTorch accepted at export.
+_EXPORT_TOLERANCE = 1e-3
+
+
+class Runtime(Protocol):
+    """Runs the model on a prepared batch."""
+
+    name: str
+    device: str
+
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """Raw outputs for a float32 NCHW batch."""
+        ...
+
+
+class TorchRuntime:
+    """Eager PyTorch, channels_last, optionally half precision on CUDA."""
+
+    def __init__(self, model: torch.nn.Module, device: str, half: bool = False) -> None:
+        self.device = device
+        self.name = f"torch-{device}" + ("-fp16" if half else "")
+        self._half = half and device == "cuda"
+        model = model.eval().to(device, memory_format=torch.channels_last)
+        self._model = model.half() if self._half else model
+
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """Run the model under inference_mode and bring the outputs back as float32."""
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        if self._half:
+            x = x.half()
+        with torch.inference_mode():
+            out = self._model(x)
+        return out.float().cpu().numpy()
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the CPU, with an explicit thread count."""
+
+    device = "cpu"
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads would steal the cores that the decoding workers need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.name = f"onnxruntime-{ort.__version__}"
+
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """Run the ONNX graph on the batch."""
+        x = np.ascontiguousarray(batch.numpy(), dtype=np.float32)
+        return self._session.run(None, {self._input: x})[0]
+
+
+def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path) -> Path:
+    """Where the ONNX copy of a learner lives: keyed by the learner's SHA-256."""
+    return cache_dir / f"{model_path.stem}.{model_sha256[:16]}.onnx"
+
+
+def load_or_export_onnx(
+    model: torch.nn.Module, sample: torch.Tensor, model_sha256: str, path: Path, threads: int
+) -> OnnxRuntime:
+    """Open the cached ONNX export of a learner's model, exporting and checking it first if needed."""
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("learner_sha256") == model_sha256 and meta.get("onnx_sha256") == sha256_file(path):
+            return OnnxRuntime(path, threads)
+        log.warning("ONNX cache %s does not match the learner: exporting again", path)
+    _export(model, sample, path)
+    runtime = OnnxRuntime(path, threads)
+    with torch.inference_mode():
+        expected = model.eval()(sample).float().numpy()
+    diff = float(np.abs(runtime.logits(sample) - expected).max())
+    if diff > _EXPORT_TOLERANCE:
+        path.unlink()
+        raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
+    meta = {"learner_sha256": model_sha256, "onnx_sha256": sha256_file(path), "max_abs_logit_diff": diff}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
+    return runtime
+
+
+def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter prints progress on stdout; keep the CLI's output clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,
+        )
+    os.replace(tmp, path)
+

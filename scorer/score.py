@@ -1,0 +1,63 @@
+"""`scorer score`: score files and folders into one report, leaving the inputs untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from scorer.config import Settings, require_writable_dir
+from scorer.errors import ConfigError
+from scorer.images import find_candidates
+from scorer.pipeline import Engine, Item, Progress, open_engine
+from scorer.results import BatchResult
+from scorer.report import ReportContent, report_name, save_report
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """The outcome of one `scorer score`."""
+
+    report: Path
+    result: BatchResult
+
+
+def collect_items(paths: Sequence[Path]) -> list[Item]:
+    """Expand files and folders into items named relative to the folder they were found in."""
+    items: list[Item] = []
+    for given in paths:
+        if not given.exists() and not given.is_symlink():
+            raise ConfigError(f"{given} does not exist: check the path")
+        for path in find_candidates([given]):
+            name = path.relative_to(given).as_posix() if given.is_dir() and path != given else path.name
+            items.append(Item(path, name))
+    seen: set[Path] = set()
+    return [i for i in items if not (i.path in seen or seen.add(i.path))]
+
+
+def score_paths(
+    settings: Settings,
+    paths: Sequence[Path],
+    *,
+    engine: Engine | None = None,
+    progress: Progress = lambda n: None,
+    on_start: Callable[[int], None] = lambda total: None,
+) -> ScoreRun:
+    """Score every file under `paths` and write one report to the outbox."""
+    outbox = require_writable_dir(settings.outbox, "outbox")
+    items = collect_items(paths)
+    if not items:
+        raise ConfigError(f"no files found in {', '.join(map(str, paths))}: give image files or folders that hold them")
+    own = engine is None
+    engine = engine or open_engine(settings)
+    try:
+        on_start(len(items))
+        result = engine.score(items, progress=progress)
+    finally:
+        if own:
+            engine.close()
+    content = ReportContent(result.scored, result.rejected, result.duplicates, engine.model.info,
+                            settings.report.thumbnails, settings.report.thumbnail_px)
+    report = save_report(outbox / report_name(datetime.now()), content)
+    return ScoreRun(report, result)

@@ -1,0 +1,201 @@
+"""A small pool of decoding processes.
+
+Decoding runs in separate processes for two reasons: it overlaps with inference in
+the main process, and a poison file that crashes or hangs a decoder takes down only
+that worker. The file is rejected and a fresh worker takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from scorer.errors import ImageError
+from scorer.images import Decoded, ImageLimits, ItemGeometry, decode_file
+
+log = logging.getLogger(__name__)
+
+DecodeFn = Callable[[Path, "ItemGeometry | None", ImageLimits, int], Decoded]
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """What every worker needs to turn a path into a Decoded image."""
+
+    geometry: ItemGeometry | None
+    limits: ImageLimits
+    thumb_px: int
+    decode: DecodeFn = decode_file
+
+
+def _worker_main(conn: Connection) -> None:
+    # The parent owns shutdown: Ctrl-C in a terminal must not kill workers mid-batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path[:] = conn.recv()  # so that a decode function from the caller's modules unpickles
+    job: DecodeJob = conn.recv()
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        if path is None:
+            return
+        try:
+            reply: tuple[str, object] = ("ok", job.decode(Path(path), job.geometry, job.limits, job.thumb_px))
+        except ImageError as exc:
+            reply = ("err", str(exc))
+        except MemoryError:
+            reply = ("err", "image needs more memory than is available to decode it")
+        except Exception as exc:  # a decoder bug must cost one file, not the batch
+            traceback.print_exc()
+            reply = ("err", f"cannot be decoded ({type(exc).__name__}: {exc})")
+        conn.send(reply)
+
+
+class _Slot:
+    """One worker process and the pipe to it; restarted after a crash or hang.
+
+    Workers are plain `python -m scorer.workers` subprocesses rather than multiprocessing
+    children, so they never re-import the caller's __main__ and start with only Pillow loaded.
+    """
+
+    def __init__(self, job: DecodeJob) -> None:
+        self._job = job
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+
+    def ensure_started(self) -> Connection:
+        if self.process is None or self.process.poll() is not None:
+            ours, theirs = socket.socketpair()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scorer.workers", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
+            self.conn = Connection(ours.detach())
+            self.conn.send(sys.path)
+            self.conn.send(self._job)
+        assert self.conn is not None
+        return self.conn
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None and self.conn is not None:
+            try:
+                self.conn.send(None)
+                self.process.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+class DecodePool:
+    """Decode files in worker processes and yield the results in input order."""
+
+    def __init__(self, job: DecodeJob, workers: int = 2, timeout: float = 60.0) -> None:
+        self._slots = [_Slot(job) for _ in range(workers)]
+        self._timeout = timeout
+
+    def imap(self, paths: Iterable[Path], ahead: int = 32) -> Iterator[tuple[Path, Decoded | ImageError]]:
+        """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting."""
+        tasks = iter(enumerate(paths))
+        results: dict[int, tuple[Path, Decoded | ImageError]] = {}
+        cond = threading.Condition()
+        room = threading.Semaphore(max(ahead, len(self._slots)))
+        cancelled, exhausted = threading.Event(), threading.Event()
+        pulled = 0
+
+        def feed(slot: _Slot) -> None:
+            nonlocal pulled
+            while not cancelled.is_set():
+                room.acquire()
+                with cond:
+                    item = next(tasks, None)
+                    if item is None:
+                        exhausted.set()
+                        cond.notify_all()
+                    else:
+                        pulled += 1
+                if item is None or cancelled.is_set():
+                    return
+                index, path = item
+                outcome = self._decode_in(slot, path)
+                with cond:
+                    results[index] = (path, outcome)
+                    cond.notify_all()
+
+        threads = [threading.Thread(target=feed, args=(slot,), daemon=True) for slot in self._slots]
+        for thread in threads:
+            thread.start()
+        try:
+            index = 0
+            while True:
+                with cond:
+                    while index not in results:
+                        if exhausted.is_set() and index >= pulled:
+                            return
+                        if not any(t.is_alive() for t in threads):
+                            raise RuntimeError("decoding threads stopped with files outstanding")
+                        cond.wait(0.5)
+                    item = results.pop(index)
+                room.release()
+                index += 1
+                yield item
+        finally:
+            cancelled.set()
+            for _ in threads:
+                room.release()
+
+    def _decode_in(self, slot: _Slot, path: Path) -> Decoded | ImageError:
+        conn = slot.ensure_started()
+        try:
+            conn.send(str(path))
+            if not conn.poll(self._timeout):
+                log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, self._timeout)
+                slot.kill()
+                return ImageError(f"the file hangs the image decoder (no result in {self._timeout:.0f} s)")
+            status, payload = conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            code = slot.exitcode
+            log.warning("decoding %s crashed the worker (exit code %s): worker restarted, file rejected", path, code)
+            slot.kill()
+            return ImageError("the file crashes the image decoder")
+        if status == "ok":
+            assert isinstance(payload, Decoded)
+            return payload
+        return ImageError(str(payload))
+
+    def close(self) -> None:
+        """Stop every worker process."""
+        for slot in self._slots:
+            slot.stop()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    _worker_main(Connection(int(sys.argv[1])))
