@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -31,6 +32,9 @@ CONFIG_OPTION = click.option(
 
 
 def _setup_logging(verbose: bool) -> None:
+    # Library deprecation chatter (torch.jit, pandas options) means nothing to a marketer or operator.
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
     level = logging.DEBUG if verbose else logging.INFO
     if sys.stderr.isatty():
         from rich.logging import RichHandler
@@ -42,7 +46,7 @@ def _setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("PIL", "matplotlib", "onnxscript", "torch", "watchdog"):
+    for noisy in ("PIL", "matplotlib", "onnxscript", "onnx_ir", "torch", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -306,11 +307,17 @@ def _is_hex(text: str) -> bool:
 
 
 def require_writable_dir(path: Path, key: str) -> Path:
-    """Check that a configured folder exists and can be written, or say how to fix it."""
+    """Check that a configured folder exists and a file can be created in it, or say how to fix it."""
     if not path.is_dir():
         raise ConfigError(f"{key} {path} does not exist: create it or change '{key}' in config.yaml")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key} {path} is not writable: fix its permissions or change '{key}' in config.yaml")
+    try:
+        # Permission bits don't tell the whole story (root, read-only mounts, immutable folders): try it.
+        with tempfile.TemporaryFile(dir=path, prefix=".~probe"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{key} {path} is not writable ({exc.strerror}): fix its permissions or change '{key}' in config.yaml"
+        ) from None
     return path
 
 

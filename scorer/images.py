@@ -23,6 +23,8 @@ from scorer.errors import ImageError
 # A half-copied JPEG must fail, not be scored with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+_EXIF_ORIENTATION = 0x0112
+
 IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp")
 
 # Formats people drop that we may not accept, recognised by their first bytes so that
@@ -188,12 +190,11 @@ def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
         notes.append(f"animated: first of {frames} frames scored")
     try:
         im.load()
-        upright = ImageOps.exif_transpose(im)
+        if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+            im = ImageOps.exif_transpose(im)
+            notes.append("rotated upright from its EXIF orientation")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise ImageError("file is incomplete or corrupt") from None
-    if upright is not im:
-        notes.append("rotated upright from its EXIF orientation")
-        im = upright
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

@@ -1,0 +1,130 @@
+"""Config: defaults, path resolution, and one-line errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from scorer.cli import main
+from scorer.config import Settings, documented_keys, load_settings, set_top_level_keys
+from scorer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    config = tmp_path / "cfg" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text("inbox: drops\nwatch:\n  settle_seconds: 0.5\n")
+    settings = load_settings(config)
+    assert settings.inbox == config.parent / "drops"
+    assert settings.outbox == config.parent / "outbox"
+    assert settings.model == config.parent / "models" / "demo.pkl"
+    assert settings.watch.settle_seconds == 0.5
+    assert settings.watch.max_batch == 200
+    assert settings.source == config
+
+
+def test_cli_overrides_replace_config_values(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model: models/a.pkl\n")
+    settings = load_settings(config, model=tmp_path / "b.pkl", outbox=None)
+    assert settings.model == tmp_path / "b.pkl"
+    assert settings.outbox == tmp_path / "outbox"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("inbx: inbox\n", "unknown key 'inbx'"),
+        ("watch:\n  setle_seconds: 2\n", "unknown key 'watch.setle_seconds'"),
+        ("batch_size: many\n", "'batch_size' in .* must be a whole number, got 'many'"),
+        ("device: gpu\n", "'device' in .* must be one of auto, cpu, cuda, got 'gpu'"),
+        ("watch:\n  polling: yes please\n", "'watch.polling' in .* must be true or false"),
+        ("images:\n  formats: JPEG\n", "'images.formats' in .* must be a list"),
+        ("batch_size: 0\n", "'batch_size' in .* must be at least 1"),
+        ("watch: 3\n", "'watch' in .* must be a mapping"),
+        ("model_sha256: abc\n", "'model_sha256' .* must be 64 hex digits: run `scorer model pin`"),
+        ("train:\n  label:\n    thresholds: [7000]\n", "'train.label.thresholds' .* needs 2 cut points"),
+        ("- a\n- b\n", "must be a mapping of keys to values"),
+        ("inbox: [\n", "is not valid YAML at line"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(config)
+
+
+def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("watch:\n  settle_secs: 2\n")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scorer", "score", str(tmp_path / "a.jpg"), "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "unknown key 'watch.settle_secs'" in lines[0]
+    assert "remove it or use one of" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_model_file_names_the_path_and_the_fix(project) -> None:  # type: ignore[no-untyped-def]
+    project.write_config("model: models/nope.pkl\n")
+    (project.inbox / "a.jpg").write_bytes(b"x")
+    result = CliRunner().invoke(main, ["score", str(project.inbox), "--config", str(project.config)])
+    assert result.exit_code == 2
+    assert "nope.pkl does not exist: run `scorer demo` or `scorer train`" in result.output
+
+
+def test_missing_outbox_is_an_error_not_created(project) -> None:  # type: ignore[no-untyped-def]
+    project.write_config("model: models/tiny.pkl\noutbox: nowhere\n")
+    (project.inbox / "a.jpg").write_bytes(b"x")
+    result = CliRunner().invoke(main, ["score", str(project.inbox), "--config", str(project.config)])
+    assert result.exit_code == 2
+    assert "outbox" in result.output and "does not exist: create it or change 'outbox'" in result.output
+    assert not (project.root / "nowhere").exists()
+
+
+def test_unwritable_outbox_is_refused(project) -> None:  # type: ignore[no-untyped-def]
+    # Even root cannot create files in an immutable folder, so this check works in CI too.
+    if subprocess.run(["chattr", "+i", str(project.outbox)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        (project.inbox / "a.jpg").write_bytes(b"x")
+        result = CliRunner().invoke(main, ["score", str(project.inbox), "--config", str(project.config)])
+    finally:
+        subprocess.run(["chattr", "-i", str(project.outbox)], check=True)
+    assert result.exit_code == 2
+    assert "is not writable" in result.output and "change 'outbox' in config.yaml" in result.output
+
+
+def test_set_top_level_keys_keeps_comments_and_other_lines(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("# header\nmodel: models/a.pkl   # the learner\nmodel_sha256: null  # pin\ninbox: inbox\n")
+    set_top_level_keys(config, {"model_sha256": "ab" * 32, "outbox": "out"})
+    text = config.read_text()
+    assert text.startswith("# header\nmodel: models/a.pkl   # the learner\n")
+    assert f"model_sha256: {'ab' * 32}  # pin\n" in text
+    assert text.endswith("inbox: inbox\noutbox: out\n")
+    assert load_settings(config).model_sha256 == "ab" * 32
+
+
+def test_the_shipped_config_is_valid_and_documents_every_key() -> None:
+    text = (ROOT / "config.yaml").read_text()
+    settings = load_settings(ROOT / "config.yaml")
+    assert isinstance(settings, Settings)
+    for key, doc, _ in documented_keys():
+        leaf = key.rsplit(".", 1)[-1]
+        lines = [line for line in text.splitlines() if line.strip().startswith(f"{leaf}:")]
+        assert lines, f"config.yaml does not mention {key}"
+        assert all("#" in line for line in lines), f"config.yaml has no comment on {key}"
+        assert doc, f"{key} has no documentation in scorer/config.py"

@@ -1,0 +1,121 @@
+"""`scorer score` end to end: a real exported learner, real files, the report that comes out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+
+from scorer.cli import main
+from scorer.results import engagement_score
+from tests.conftest import RENAMED, Project
+from tests.imagegen import CLASS_COLOURS, write_creative
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _rows(path: Path, sheet: str) -> list[dict[str, object]]:
+    ws = load_workbook(path)[sheet]
+    header = [c.value for c in ws[1]]
+    return [dict(zip(header, row)) for row in ws.iter_rows(min_row=2, values_only=True)]
+
+
+@pytest.fixture
+def campaign(project: Project) -> Path:
+    """Four creatives of each class colour, one in a subfolder, plus a broken file."""
+    folder = project.inbox
+    for label, colour in CLASS_COLOURS.items():
+        for n in range(4):
+            sub = "stories/" if n == 0 else ""
+            write_creative(folder / f"{sub}{label.lower()}-{n}.jpg", colour, (320, 400), seed=n)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return folder
+
+
+@pytest.mark.slow
+def test_score_ranks_good_images_and_rejects_the_broken_one(project: Project, campaign: Path) -> None:
+    before = _snapshot(campaign)
+    result = CliRunner().invoke(main, ["score", str(campaign), "--config", str(project.config)])
+    assert result.exit_code == 0, result.output
+    (report,) = project.reports()
+    assert f"Report: {report}" in result.output.replace("\n", "")
+    assert "12 scored (1 rejected: see the report)" in result.output
+    assert _snapshot(campaign) == before, "scoring must never modify or move its inputs"
+
+    ranking = _rows(report, "Ranking")
+    assert sorted(r["File"] for r in ranking) == sorted(
+        f"{'stories/' if n == 0 else ''}{label.lower()}-{n}.jpg" for label in CLASS_COLOURS for n in range(4))
+    assert [r["Rank"] for r in ranking] == list(range(1, 13))
+    scores = [r["Engagement score"] for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+    for r in ranking:
+        probs = [r["P(Low)"], r["P(Neutral)"], r["P(High)"]]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-6)
+        assert r["Engagement score"] == pytest.approx(engagement_score(probs), abs=0.01)
+        assert r["Confidence"] == pytest.approx(max(probs))
+        assert r["Pixels"] == "320 × 400" and r["Format"] == "JPEG"
+    # The learner learned colour -> class, so red creatives must outrank blue ones.
+    mean = {label: sum(r["Engagement score"] for r in ranking if r["File"].split("/")[-1].startswith(label.lower())) / 4
+            for label in CLASS_COLOURS}
+    assert mean["High"] > mean["Low"]
+
+    assert _rows(report, "Rejected") == [
+        {"File": "broken.jpg", "Reason": "file is incomplete or corrupt", "Location": str(campaign / "broken.jpg")}]
+    model = dict(load_workbook(report)["Model"].iter_rows(min_row=2, values_only=True))
+    assert model["Classes (low → high)"] == "Low < Neutral < High"
+    assert model["SHA-256"] == hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_score_with_model_and_out_options_and_custom_classes(project: Project, renamed_learner: Path,
+                                                              tmp_path: Path) -> None:
+    for label, colour in CLASS_COLOURS.items():
+        write_creative(project.inbox / f"{RENAMED[label]}.png", colour, (64, 64))
+    elsewhere = tmp_path / "reports"
+    elsewhere.mkdir()
+    args = ["score", str(project.inbox), "--config", str(project.config), "--model", str(renamed_learner),
+            "--out", str(elsewhere)]
+
+    unordered = CliRunner().invoke(main, args)
+    assert unordered.exit_code == 2
+    assert "cannot tell the low-to-high order of the learner's classes ['bronze', 'gold', 'silver']" in unordered.output
+
+    project.write_config("model: models/tiny.pkl\nclasses: [bronze, silver, gold]\n")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert project.reports() == []
+    (report,) = elsewhere.glob("engagement-report-*.xlsx")
+    ranking = _rows(report, "Ranking")
+    assert list(ranking[0])[:8] == ["Rank", "File", "Predicted class", "Confidence", "Engagement score",
+                                    "P(bronze)", "P(silver)", "P(gold)"]
+    for r in ranking:
+        probs = [r["P(bronze)"], r["P(silver)"], r["P(gold)"]]
+        assert r["Engagement score"] == pytest.approx(engagement_score(probs), abs=0.01)
+        assert r["Predicted class"] == ["bronze", "silver", "gold"][probs.index(max(probs))]
+
+
+@pytest.mark.slow
+def test_formula_names_are_text_and_files_are_never_overwritten(project: Project) -> None:
+    write_creative(project.inbox / "=1+1.jpg", CLASS_COLOURS["High"], (64, 64))
+    args = ["score", str(project.inbox / "=1+1.jpg"), "--config", str(project.config)]
+    first = CliRunner().invoke(main, args)
+    second = CliRunner().invoke(main, args)
+    assert first.exit_code == second.exit_code == 0
+    reports = project.reports()
+    assert len(reports) == 2, "a second report in the same second must get a new name"
+    cell = load_workbook(reports[0])["Ranking"]["B2"]
+    assert cell.value == "=1+1.jpg" and cell.data_type == "s"
+    assert not [p for p in os.listdir(project.outbox) if p.startswith(".")], "temporary files left behind"
+
+
+def test_missing_input_is_a_one_line_error(project: Project) -> None:
+    result = CliRunner().invoke(main, ["score", str(project.root / "nope.jpg"), "--config", str(project.config)])
+    assert result.exit_code == 2
+    assert "nope.jpg does not exist: check the path" in result.output
