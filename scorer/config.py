@@ -82,9 +82,9 @@ class LabelSettings:
     """How likes + comments become engagement classes."""
 
     method: Literal["thresholds", "quantiles"] = _opt("thresholds", "thresholds: fixed cut points; quantiles: equal-sized classes")
-    thresholds: tuple[float, ...] = _opt((7000.0, 11000.0), "cut points on likes+comments, lowest first (one fewer than classes)")
+    thresholds: tuple[float, ...] = _opt((7000.0, 11000.0), "cut points on likes+comments, lowest first, one fewer than classes (7000 and 11000 are both Neutral); ratios such as [0.8, 1.25] with rolling_median")
     classes: tuple[str, ...] = _opt(("Low", "Neutral", "High"), "class names, lowest engagement first")
-    normalize: Literal["none", "rolling_median"] = _opt("none", "rolling_median: divide each total by the median of the posts before it")
+    normalize: Literal["none", "rolling_median"] = _opt("none", "rolling_median: divide each total by the median of the last `window` posts up to it")
     window: int = _opt(30, "posts in the rolling median", minimum=1)
 
 
@@ -97,6 +97,8 @@ class TrainSettings:
     epochs: int = _opt(3, "fine-tuning epochs; the article saw overfitting after 3", minimum=1)
     image_size: int = _opt(224, "training and scoring size, in pixels", minimum=16)
     batch_size: int = _opt(32, "training batch size", minimum=1)
+    learning_rate: float = _opt(0.002, "peak learning rate of the one-cycle schedule", minimum=1e-7)
+    workers: int = _opt(0, "processes that decode training images; 0 decodes them in the main process", minimum=0)
     valid_pct: float = _opt(0.2, "share of posts held out (the newest, when dates are known)", minimum=0.01)
     seed: int = _opt(42, "random seed for the split, augmentation and bootstrap")
     bootstrap: int = _opt(1000, "bootstrap resamples for the 95% intervals", minimum=100)
@@ -275,6 +277,9 @@ def _coerce(value: Any, hint: Any, key: str, base: Path, where: str) -> Any:
     raise AssertionError(f"unhandled settings type {hint} for {key}")
 
 
+_MAX_RATIO_THRESHOLD = 20
+
+
 def _check_relations(s: Settings, where: str) -> None:
     clean = s.train.clean
     if clean.min_comment_ratio > clean.max_comment_ratio:
@@ -290,6 +295,12 @@ def _check_relations(s: Settings, where: str) -> None:
             )
         if list(label.thresholds) != sorted(set(label.thresholds)):
             raise ConfigError(f"'train.label.thresholds' in {where} must increase: sort them")
+        # Normalised totals are ratios to the account's recent median; counts like 7000 would put every post Low.
+        if label.normalize == "rolling_median" and max(label.thresholds) > _MAX_RATIO_THRESHOLD:
+            raise ConfigError(
+                f"'train.label.thresholds' in {where} are ratios to the rolling median when 'train.label.normalize' "
+                f"is rolling_median, like [0.8, 1.25], got {list(label.thresholds)}: change them or use 'method: quantiles'"
+            )
     if len(label.classes) < 2 or len(set(label.classes)) != len(label.classes):
         raise ConfigError(f"'train.label.classes' in {where} needs at least two distinct names")
     if s.classes is not None and len(set(s.classes)) != len(s.classes):
