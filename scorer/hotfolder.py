@@ -1,0 +1,266 @@
+"""One batch's crash-safe path from inbox to outbox, and the recovery that finishes a crashed one.
+
+Per batch, in this order:
+
+1. score the files that need it (known content becomes a Duplicate, not a rescore);
+2. record every outcome, each file's destination and the report's name in ONE transaction;
+3. write the report atomically under that name;
+4. mark the batch reported;
+5. move each file to its destination and mark it done.
+
+A kill -9 before step 2 leaves the files in the inbox to be scored again; after it, start-up
+recovery repeats steps 3-5 from the ledger without rescoring. Watch reports carry the
+batch id in their name, so nothing else ever writes that name and recovery can tell
+whether the report exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from scorer.config import Settings
+from scorer.disposal import free_name, move, remove_stale_temps, sync, write_reason
+from scorer.ledger import Entry, Ledger, Outcome, View
+from scorer.pipeline import Engine, Item, Progress
+from scorer.report import ReportContent, report_name, save_report
+from scorer.results import BatchResult, ModelInfo, Scored
+
+log = logging.getLogger(__name__)
+
+LATEST_NAME = "latest.xlsx"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A settled inbox file and the content fingerprint it had when its batch began."""
+
+    path: Path
+    name: str
+    sha: str | None
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What one batch produced."""
+
+    batch: int
+    report: Path
+    scored: int
+    rejected: int
+    duplicates: int
+    seconds: float
+
+
+class HotFolder:
+    """The inbox, the outbox and the ledger that keeps them consistent."""
+
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self._move = settings.watch.after_scoring == "move"
+
+    def recover(self) -> None:
+        """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
+        roots = [self.settings.outbox, self.settings.archive_dir, self.settings.rejected_dir]
+        for path in remove_stale_temps(roots):
+            log.info("removed %s, left by an interrupted write", path)
+        for batch, report in self.ledger.unreported():
+            log.info("finishing batch %d from the ledger (no rescoring): %s", batch, report)
+            self._write_report(batch, report)
+        self.dispose_pending()
+
+    def already_recorded(self, path: Path, st: os.stat_result) -> bool:
+        """Whether this exact file is in the ledger already, so intake need not read it again."""
+        return self.ledger.known_here(path, st.st_size, st.st_mtime_ns)
+
+    def process(self, paths: Sequence[Path], engine: Engine, *, stop: Callable[[], bool],
+                progress: Progress = lambda n: None) -> BatchSummary | None:
+        """Take settled files through all five steps; None if nothing was decided or `stop` abandoned it."""
+        started = time.monotonic()
+        log.info("scoring a batch of %d files", len(paths))
+        entries: list[Entry] = []
+        fresh: list[Candidate] = []
+        suspects: list[Candidate] = []
+        for candidate in filter(None, (self._fingerprint(p) for p in paths)):
+            sha = candidate.sha
+            if sha is not None and self.ledger.in_place(sha, candidate.path):
+                continue  # kept in place by design, or waiting for its move: decided already
+            earlier = self.ledger.earlier(sha) if sha else None
+            tries = self.ledger.attempts(sha) if sha else 0
+            if earlier is not None:
+                entries.append(self._entry(candidate, "duplicate", reason=_duplicate_reason(earlier)))
+            elif tries >= self.settings.watch.max_attempts:
+                entries.append(self._entry(candidate, "rejected", reason=(
+                    f"the service stopped {tries} times while scoring it (watch.max_attempts): not scored "
+                    "again; check the file, then drop it in again")))
+            else:
+                (suspects if tries else fresh).append(candidate)
+        # A file that was in flight when the service died is scored on its own: if it kills the
+        # service again, only its own count rises, and it alone is rejected at max_attempts.
+        chunks = ([fresh] if fresh else []) + [[s] for s in suspects]
+        result = BatchResult()
+
+        def known(sha: str) -> Scored | None:
+            # earlier chunks of this batch are not in the ledger yet
+            return self.ledger.earlier(sha) or next((s for s in result.scored if s.sha256 == sha), None)
+
+        for chunk in chunks:
+            part = self._score(chunk, engine, known, stop, progress)
+            if part is None:
+                log.info("batch abandoned on request: %d files stay in the inbox", len(paths))
+                return None
+            result.scored += part.scored
+            result.rejected += part.rejected
+            result.duplicates += part.duplicates
+        entries = self._place(entries + self._entries(chunks, result))
+        if not entries:
+            return None
+        now = datetime.now()
+        batch, report = self.ledger.record_batch(
+            entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
+        log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
+        progress(0)
+        self._write_report(batch, report)
+        log.debug("batch %d reported: moving its files", batch)
+        progress(0)
+        self.dispose_pending()
+        counts = {k: sum(e.outcome == k for e in entries) for k in ("scored", "rejected", "duplicate")}
+        summary = BatchSummary(batch, report, counts["scored"], counts["rejected"], counts["duplicate"],
+                               time.monotonic() - started)
+        log.info("batch %d: %d scored, %d rejected, %d duplicates in %.1f s: %s", batch, summary.scored,
+                 summary.rejected, summary.duplicates, summary.seconds, report)
+        return summary
+
+    def latest_is_stale(self) -> bool:
+        """Whether batches were reported since latest.xlsx was last written."""
+        return self.ledger.get("latest_batch") != str(self.ledger.last_batch())
+
+    def write_latest(self, info: ModelInfo) -> Path:
+        """Rewrite outbox/latest.xlsx from the ledger: everything recorded in the last `latest_days` days."""
+        newest = self.ledger.last_batch()
+        view = self.ledger.recent_view(time.time() - self.settings.watch.latest_days * 86400)
+        path = save_report(self.settings.outbox / LATEST_NAME, self._content(view, info), replace=True)
+        self.ledger.put("latest_batch", str(newest))
+        return path
+
+    def dispose_pending(self) -> None:
+        """Move every recorded file that is not yet at its destination, and mark it done."""
+        pending = self.ledger.undisposed()
+        taken = {d.destination for d in pending}
+        moved: list[tuple[int, Path]] = []
+        for d in pending:
+            rejected = d.outcome != "scored"
+            root = self.settings.rejected_dir if rejected else self.settings.archive_dir
+            try:
+                if not os.path.lexists(d.path) and not os.path.lexists(d.destination):
+                    log.warning("%s left the inbox before it could be moved to %s", d.path, d.destination)
+                    moved.append((d.id, d.destination))
+                    continue
+                final = move(d.path, d.destination, d.sha, taken - {d.destination}, root=root, with_reason=rejected)
+                if rejected:
+                    write_reason(final, d.reason)
+            except OSError as exc:
+                log.error("cannot move %s to %s (%s): give the service write access to both folders, or set "
+                          "'watch.after_scoring: keep' for a read-only inbox", d.path, d.destination, exc.strerror)
+                continue
+            taken.add(final)
+            moved.append((d.id, final))
+        if moved:
+            self.ledger.mark_done(moved)
+
+    def _score(self, chunk: list[Candidate], engine: Engine, known: Callable[[str], Scored | None],
+               stop: Callable[[], bool], progress: Progress) -> BatchResult | None:
+        shas = [c.sha for c in chunk if c.sha]
+        self.ledger.begin_attempt(shas)
+        result = engine.score([Item(c.path, c.name) for c in chunk], known=known, progress=progress, stop=stop)
+        # Abandoning on request is not a crash: the attempt is taken back either way.
+        self.ledger.end_attempt(shas)
+        return None if stop() else result
+
+    def _entries(self, chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:
+        by_path = {str(c.path): c for chunk in chunks for c in chunk}
+        entries = []
+        for s in result.scored:
+            # The decoder's hash is what was scored, should the file have changed since intake.
+            entries.append(self._entry(by_path[s.location], "scored", sha=s.sha256, scored=s))
+        for r in result.rejected:
+            entries.append(self._entry(by_path[r.location], "rejected", reason=r.reason))
+        for d in result.duplicates:
+            entries.append(self._entry(by_path[d.location], "duplicate", sha=d.original.sha256,
+                                       reason=_duplicate_reason(d.original)))
+        return entries
+
+    def _entry(self, c: Candidate, outcome: Outcome, *, sha: str | None = None, scored: Scored | None = None,
+               reason: str = "") -> Entry:
+        return Entry(sha or c.sha, c.path, c.name, c.size, c.mtime_ns, outcome, None, scored, reason)
+
+    def _place(self, entries: list[Entry]) -> list[Entry]:
+        """Choose each file's destination now, so the ledger knows it before anything moves."""
+        if not self._move:
+            return entries
+        taken = self.ledger.destinations()
+        day = f"{datetime.now():%Y-%m-%d}"
+        placed = []
+        for e in entries:
+            scored = e.outcome == "scored"
+            wanted = self.settings.archive_dir / day / e.name if scored else self.settings.rejected_dir / e.name
+            destination = free_name(wanted, taken, with_reason=not scored)
+            taken.add(destination)
+            placed.append(dataclasses.replace(e, destination=destination))
+        return placed
+
+    def _fingerprint(self, path: Path) -> Candidate | None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        name = path.relative_to(self.settings.inbox).as_posix()
+        limit = self.settings.images.max_file_mb * 2**20
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            # Rejected unread by the decoder; reading a pipe would block, a huge file is wasted time.
+            return Candidate(path, name, None, st.st_size, st.st_mtime_ns)
+        return Candidate(path, name, _sha256(path), st.st_size, st.st_mtime_ns)
+
+    def _write_report(self, batch: int, report: Path) -> None:
+        content = self._content(self.ledger.batch_view(batch), self.ledger.batch_model(batch))
+        save_report(report, content, replace=True)
+        sync(report)
+        self.ledger.mark_reported(batch)
+
+    def _content(self, view: View, info: ModelInfo) -> ReportContent:
+        return ReportContent(view.scored, view.rejected, view.duplicates, info,
+                             self.settings.report.thumbnails, self.settings.report.thumbnail_px)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        # O_NOFOLLOW | O_NONBLOCK: a name swapped for a link or a pipe since lstat must not be followed or block.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # the decoder rejects it with the reason
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _duplicate_reason(original: Scored) -> str:
+    if not original.report:
+        return f"same content as {original.name} in this batch: listed once"
+    when = datetime.fromtimestamp(original.scored_at)
+    return (f"same content as {original.name}, scored {when:%Y-%m-%d %H:%M} "
+            f"(report {Path(original.report).name}): not scored again")

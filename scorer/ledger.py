@@ -1,0 +1,335 @@
+"""What was scored, so that a restart never rescores or loses a file.
+
+The ledger is a SQLite database in the `state` folder and the source of truth of the
+watch service; every report is a view of it. Content is identified by its SHA-256.
+
+    batches  one per report: pending (outcomes recorded) -> reported (workbook written)
+    files    one per inbox file decided: its outcome, everything a report row needs,
+             and where the file goes (done once it is there)
+    attempts files whose scoring was under way when the service died, and how often
+    meta     small facts, such as which batch latest.xlsx last included
+
+A batch's outcomes and its report name are written in one transaction, so after a
+crash a batch is either wholly recorded or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from scorer.errors import ServiceError
+from scorer.results import Duplicate, ModelInfo, Rejected, Scored
+
+LEDGER_NAME = "ledger.sqlite"
+_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE batches (
+    id       INTEGER PRIMARY KEY,
+    state    TEXT NOT NULL CHECK (state IN ('pending', 'reported')),
+    report   TEXT NOT NULL,   -- the workbook's path, chosen when the batch is recorded
+    model    TEXT NOT NULL,   -- ModelInfo as JSON, so a recovered report names the model that scored it
+    created  REAL NOT NULL
+);
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY,
+    sha         TEXT,             -- content SHA-256; NULL for entries that are not regular files
+    path        TEXT NOT NULL,    -- where it was in the inbox
+    name        TEXT NOT NULL,    -- the name reports show: its path relative to the inbox
+    size        INTEGER,
+    mtime_ns    INTEGER,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'duplicate')),
+    result      TEXT,             -- scored: probabilities, classes, pixels, format, dates, notes as JSON
+    thumbnail   BLOB,
+    reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
+    batch       INTEGER NOT NULL REFERENCES batches(id),
+    destination TEXT,             -- where the file is moved; NULL when it stays in place
+    done        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX files_sha ON files(sha);
+CREATE INDEX files_path ON files(path);
+CREATE INDEX files_pending ON files(done) WHERE done = 0;
+CREATE TABLE attempts (
+    sha   TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+Outcome = Literal["scored", "rejected", "duplicate"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decided file, as the watch service records it."""
+
+    sha: str | None
+    path: Path
+    name: str
+    size: int | None
+    mtime_ns: int | None
+    outcome: Outcome
+    destination: Path | None
+    scored: Scored | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Disposal:
+    """A recorded file that still has to reach its destination."""
+
+    id: int
+    sha: str | None
+    path: Path
+    destination: Path
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
+class View:
+    """The rows of one report: a batch's, or everything recent for latest.xlsx."""
+
+    scored: list[Scored]
+    rejected: list[Rejected]
+    duplicates: list[Duplicate]
+
+
+class Ledger:
+    """The watch service's SQLite ledger; use from one thread."""
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / LEDGER_NAME
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            # WAL + FULL: a committed batch survives a power cut, and readers never see half of one.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            raise ServiceError(
+                f"ledger {self.path} cannot be opened ({exc}): keep 'state' on a local disk, "
+                "or move the damaged file away to start a fresh ledger"
+            ) from None
+        if version > _VERSION:
+            raise ServiceError(f"ledger {self.path} was written by a newer scorer: upgrade this one")
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # Intake: what is already decided.
+
+    def known_here(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """Whether this very file (path, size and mtime) has been recorded, so a rescan can skip it unread."""
+        row = self._db.execute(
+            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1",
+            (str(path), size, mtime_ns),
+        ).fetchone()
+        return row is not None
+
+    def in_place(self, sha: str, path: Path) -> bool:
+        """Whether this content was recorded from this path and is meant to be there (kept, or not yet moved)."""
+        row = self._db.execute(
+            "SELECT 1 FROM files WHERE sha = ? AND path = ? AND (done = 0 OR destination IS NULL) LIMIT 1",
+            (sha, str(path)),
+        ).fetchone()
+        return row is not None
+
+    def earlier(self, sha: str) -> Scored | None:
+        """The first scored result for this content, if it was ever scored."""
+        row = self._db.execute(
+            f"SELECT {_SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
+            "WHERE sha = ? AND outcome = 'scored' ORDER BY files.id LIMIT 1",
+            (sha,),
+        ).fetchone()
+        return _scored(row) if row else None
+
+    # Attempts: files in flight when the service died.
+
+    def attempts(self, sha: str) -> int:
+        """How often the service died while this content was being scored."""
+        row = self._db.execute("SELECT count FROM attempts WHERE sha = ?", (sha,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def begin_attempt(self, shas: Iterable[str]) -> None:
+        """Count an attempt for each file before scoring it; `end_attempt` takes it back if nothing crashed."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO attempts (sha, count) VALUES (?, 1) ON CONFLICT(sha) DO UPDATE SET count = count + 1",
+                [(s,) for s in set(shas)],
+            )
+
+    def end_attempt(self, shas: Iterable[str]) -> None:
+        """Scoring these files finished (or was abandoned on purpose): that attempt did not crash."""
+        with self._transaction():
+            rows = [(s,) for s in set(shas)]
+            self._db.executemany("UPDATE attempts SET count = count - 1 WHERE sha = ?", rows)
+            self._db.execute("DELETE FROM attempts WHERE count <= 0")
+
+    # Batches.
+
+    def record_batch(self, entries: Sequence[Entry], info: ModelInfo, report_for: Callable[[int], Path]) -> tuple[int, Path]:
+        """Record a batch's outcomes and its report's path in one transaction; return (batch id, report path)."""
+        now = time.time()
+        with self._transaction():
+            cur = self._db.execute(
+                "INSERT INTO batches (state, report, model, created) VALUES ('pending', '', ?, ?)",
+                (_model_json(info), now),
+            )
+            batch = int(cur.lastrowid or 0)
+            report = report_for(batch)
+            self._db.execute("UPDATE batches SET report = ? WHERE id = ?", (str(report), batch))
+            self._db.executemany(
+                "INSERT INTO files (sha, path, name, size, mtime_ns, outcome, result, thumbnail, reason, batch, "
+                "destination, done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_file_row(e, batch) for e in entries],
+            )
+            # A decided file is no longer in flight, whatever its attempts were.
+            self._db.executemany("DELETE FROM attempts WHERE sha = ?", [(e.sha,) for e in entries if e.sha])
+        return batch, report
+
+    def unreported(self) -> list[tuple[int, Path]]:
+        """Recorded batches whose report may not have been written yet, oldest first."""
+        rows = self._db.execute("SELECT id, report FROM batches WHERE state = 'pending' ORDER BY id").fetchall()
+        return [(int(i), Path(r)) for i, r in rows]
+
+    def mark_reported(self, batch: int) -> None:
+        """The batch's report is on disk."""
+        with self._transaction():
+            self._db.execute("UPDATE batches SET state = 'reported' WHERE id = ?", (batch,))
+
+    def batch_model(self, batch: int) -> ModelInfo:
+        """The model that scored a batch."""
+        (text,) = self._db.execute("SELECT model FROM batches WHERE id = ?", (batch,)).fetchone()
+        data = json.loads(text)
+        return ModelInfo(**{**data, "path": Path(data["path"]), "classes": tuple(data["classes"])})
+
+    def last_batch(self) -> int:
+        """The newest batch's id, 0 when there is none."""
+        return int(self._db.execute("SELECT coalesce(max(id), 0) FROM batches").fetchone()[0])
+
+    def batch_view(self, batch: int) -> View:
+        """The rows of one batch's report."""
+        return self._view("files.batch = ?", (batch,))
+
+    def recent_view(self, since: float) -> View:
+        """Everything recorded since a time, for latest.xlsx."""
+        return self._view("batches.created >= ?", (since,))
+
+    def _view(self, where: str, args: tuple[Any, ...]) -> View:
+        rows = self._db.execute(
+            f"SELECT outcome, reason, {_SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
+            f"WHERE {where} ORDER BY files.id",
+            args,
+        ).fetchall()
+        view = View([], [], [])
+        for outcome, reason, *scored in rows:
+            name, location, sha = scored[0], scored[1], scored[2]
+            if outcome == "scored":
+                view.scored.append(_scored(scored))
+            elif outcome == "rejected":
+                view.rejected.append(Rejected(name, location, reason or "", sha or ""))
+            else:
+                original = self.earlier(sha)
+                assert original is not None, f"duplicate {name} of content that was never scored"
+                view.duplicates.append(Duplicate(name, location, original))
+        return view
+
+    # Dispositions.
+
+    def undisposed(self) -> list[Disposal]:
+        """Recorded files not yet at their destination, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, sha, path, destination, outcome, reason FROM files WHERE done = 0 ORDER BY id"
+        ).fetchall()
+        return [Disposal(i, s, Path(p), Path(d), o, r or "") for i, s, p, d, o, r in rows]
+
+    def mark_done(self, moved: Sequence[tuple[int, Path]]) -> None:
+        """These files reached their destinations (which may differ from the chosen ones after a clash)."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE files SET done = 1, destination = ? WHERE id = ?", [(str(d), i) for i, d in moved]
+            )
+
+    def destinations(self) -> set[Path]:
+        """Destinations chosen for files not yet moved, so a new choice never collides with one."""
+        rows = self._db.execute("SELECT destination FROM files WHERE done = 0").fetchall()
+        return {Path(d) for (d,) in rows}
+
+    # Meta.
+
+    def get(self, key: str) -> str | None:
+        """A value from the meta table."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        """Set a value in the meta table."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+# The destination is where a scored file can be found after the batch, so reports show it as its
+# location; kept files and rejected entries that never had one show the inbox path.
+_SCORED_COLUMNS = (
+    "files.name, coalesce(files.destination, files.path), files.sha, files.result, files.thumbnail, batches.report"
+)
+
+
+def _scored(row: Sequence[Any]) -> Scored:
+    name, location, sha, result, thumbnail, report = row
+    data = json.loads(result)
+    return Scored(
+        name=name, location=location, sha256=sha, classes=tuple(data["classes"]), probs=tuple(data["probs"]),
+        width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
+        modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
+        report=report,
+    )
+
+
+def _file_row(e: Entry, batch: int) -> tuple[Any, ...]:
+    result = thumbnail = None
+    if e.scored is not None:
+        s = e.scored
+        result = json.dumps({
+            "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
+            "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
+            "notes": s.notes,
+        })
+        thumbnail = s.thumbnail
+    destination = str(e.destination) if e.destination else None
+    return (e.sha, str(e.path), e.name, e.size, e.mtime_ns, e.outcome, result, thumbnail, e.reason, batch,
+            destination, int(e.destination is None))
+
+
+def _model_json(info: ModelInfo) -> str:
+    data = asdict(info)
+    data["path"] = str(info.path)
+    return json.dumps(data, default=str)

@@ -1,0 +1,284 @@
+"""`scorer watch` as a long-running service: the state lock, signals, systemd notifications and the work loop.
+
+    lock state -> recover from the ledger -> load the model -> start watching -> READY=1
+    loop: poll the intake, ping the watchdog, process each closed batch
+    SIGTERM/SIGINT -> finish or abandon the batch -> STOPPING=1 -> exit 0
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import logging
+import os
+import pwd
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+
+from scorer.config import Settings, require_readable_dir, require_writable_dir
+from scorer.errors import ServiceError
+from scorer.hotfolder import BatchSummary, HotFolder
+from scorer.ledger import Ledger
+from scorer.pipeline import Engine, open_engine
+from scorer.watcher import Intake, ObserverFactory, make_observer
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "scorer.lock"
+UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "scorer.service"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the service is doing, for the live display and the final summary."""
+
+    state: str = "starting"
+    watching: str = ""
+    waiting: int = 0
+    batches: int = 0
+    scored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    last_report: Path | None = None
+
+    def line(self) -> str:
+        """One line for a terminal or systemd's STATUS=."""
+        last = f"; last report {self.last_report.name}" if self.last_report else ""
+        return (f"{self.state}; {self.waiting} waiting; {self.batches} batches: {self.scored} scored, "
+                f"{self.rejected} rejected, {self.duplicates} duplicates{last}")
+
+    def counted(self, batch: BatchSummary) -> Status:
+        """This status with one more batch added in."""
+        return replace(self, batches=self.batches + 1, scored=self.scored + batch.scored,
+                       rejected=self.rejected + batch.rejected, duplicates=self.duplicates + batch.duplicates,
+                       last_report=batch.report)
+
+
+class Notifier:
+    """sd_notify(3) over NOTIFY_SOCKET, with no dependency; silent when not run by systemd."""
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        address = environ.get("NOTIFY_SOCKET", "")
+        # An abstract socket is written with a leading '@' and addressed with a leading NUL.
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        usec = environ.get("WATCHDOG_USEC", "")
+        for_us = environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
+        # Ping at a third of the deadline, so one slow step does not cost a restart.
+        self.interval = int(usec) / 3e6 if usec.isdigit() and for_us else 5.0
+        self._last_ping = float("-inf")
+
+    def send(self, *lines: str) -> None:
+        """Send state lines such as READY=1 or STATUS=...; errors are logged, never raised."""
+        if not self._address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto("\n".join(lines).encode(), self._address)
+        except OSError as exc:
+            log.debug("sd_notify to %s failed: %s", self._address, exc)
+
+    def ping(self) -> None:
+        """WATCHDOG=1, at most once per interval."""
+        now = time.monotonic()
+        if now - self._last_ping >= self.interval:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+@dataclass
+class _Loop:
+    """The work loop's collaborators and the status it reports."""
+
+    intake: Intake
+    notifier: Notifier
+    on_status: Callable[[Status], None]
+    stopping: threading.Event
+    status: Status = field(default_factory=Status)
+
+    def report(self, **changes: object) -> None:
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
+        self.on_status(self.status)
+
+    def heartbeat(self, done: int = 0) -> None:
+        # WATCHDOG=1 only from this thread, and only while events can still reach us: a hung loop
+        # or a dead observer that cannot be restarted stops the pings, and systemd restarts us.
+        if self.intake.alive or self.intake.inbox_missing:
+            self.notifier.ping()
+
+
+def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status], None] = lambda s: None,
+          observer_factory: ObserverFactory = make_observer) -> Status:
+    """Run the hot-folder service until SIGTERM/SIGINT (or, with `once`, until the inbox is done)."""
+    inbox = require_readable_dir(settings.inbox, "inbox")
+    require_writable_dir(settings.outbox, "outbox")
+    settings.state.mkdir(parents=True, exist_ok=True)
+    require_writable_dir(settings.state, "state")
+    _check_layout(settings)
+    stopping = threading.Event()
+    with _locked(settings.state), _stop_on_signals(stopping):
+        for line in settings.describe():
+            log.info("setting %s", line)
+        ledger = Ledger(settings.state)
+        try:
+            hot = HotFolder(settings, ledger)
+            hot.recover()
+            engine = open_engine(settings)
+            try:
+                if hot.latest_is_stale():
+                    hot.write_latest(engine.model.info)
+                intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
+                loop = _Loop(intake, Notifier(), on_status, stopping)
+                try:
+                    return _run(loop, hot, engine, once)
+                finally:
+                    loop.notifier.send("STOPPING=1")
+                    intake.stop()
+            finally:
+                engine.close()
+        finally:
+            ledger.close()
+
+
+def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
+    intake, stopping = loop.intake, loop.stopping
+    if stopping.is_set():
+        return loop.status
+    intake.start(observe=not once)
+    mode = "once" if once else ("polling" if intake.polling else "events")
+    loop.report(state="watching", watching=mode)
+    loop.notifier.send("READY=1", f"STATUS={loop.status.line()}")
+    log.info("ready: %s", loop.status.line())
+    tick = min(0.2, hot.settings.watch.settle_seconds / 4)
+    while not stopping.is_set():
+        batch = intake.poll()
+        loop.heartbeat()
+        if batch:
+            loop.report(state=f"scoring {len(batch)} files", waiting=intake.waiting)
+            summary = hot.process(batch, engine, stop=stopping.is_set, progress=loop.heartbeat)
+            if summary is not None:
+                loop.report(state="writing latest.xlsx")
+                if not stopping.is_set():
+                    hot.write_latest(engine.model.info)
+                loop.status = loop.status.counted(summary)
+            loop.report(state="watching", waiting=intake.waiting)
+            loop.notifier.send(f"STATUS={loop.status.line()}")
+            continue
+        if once and intake.idle():
+            break
+        if loop.status.waiting != intake.waiting:
+            loop.report(waiting=intake.waiting)
+        stopping.wait(tick)
+    loop.report(state="stopped")
+    return loop.status
+
+
+def _check_layout(settings: Settings) -> None:
+    inbox = settings.inbox
+    others = {"outbox": settings.outbox, "state": settings.state, "watch.archive": settings.archive_dir,
+              "watch.rejected": settings.rejected_dir}
+    for key, folder in others.items():
+        if folder == inbox or inbox in folder.parents:
+            raise ServiceError(f"{key} {folder} is inside the inbox {inbox}: the service would score its own "
+                               f"output; move it out, or change '{key}' in config.yaml")
+
+
+@contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    path = state / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise ServiceError(
+                f"another scorer watch (pid {holder}) is using the state folder {state}: stop it first; "
+                "two services must not share an inbox") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+@contextmanager
+def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            log.info("%s received: stopping after the current step", signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A rendered systemd unit, and the folders it names that must be created before it starts."""
+
+    text: str
+    missing: list[Path]
+
+
+def render_unit(settings: Settings, user: str | None = None) -> Unit:
+    """deploy/scorer.service filled in with this install's executable, config, folders and user."""
+    if not UNIT_TEMPLATE.is_file():
+        raise ServiceError(f"the unit template {UNIT_TEMPLATE} is missing: run this from a source checkout "
+                           "installed with `pip install -e .`")
+    try:
+        account = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
+    except KeyError:
+        raise ServiceError(f"no user named {user}: create it, or pass --user with an existing account") from None
+    group = grp.getgrgid(account.pw_gid).gr_name
+    script = Path(sys.executable).with_name("scorer")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "scorer"]
+    command.append("watch")
+    workdir = Path.cwd()
+    if settings.source is not None:
+        command += ["--config", str(settings.source)]
+        workdir = settings.source.parent
+    folders = [settings.inbox, settings.outbox, settings.state, settings.archive_dir, settings.rejected_dir]
+    # outbox/scored needs no entry of its own when outbox is writable already
+    writable = [p for p in dict.fromkeys(folders) if not any(other in p.parents for other in folders)]
+    values = {
+        "@USER@": account.pw_name,
+        "@GROUP@": group,
+        "@WORKDIR@": _unit_quote(str(workdir)),
+        "@EXEC@": " ".join(_unit_quote(part) for part in command),
+        "@READ_WRITE_PATHS@": " ".join(_unit_quote(str(p)) for p in writable),
+        "@MOUNTS@": " ".join(_unit_quote(str(p)) for p in (settings.inbox, settings.outbox)),
+    }
+    text = UNIT_TEMPLATE.read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return Unit(text, [p for p in writable if not p.is_dir()])
+
+
+def install_commands(unit_file: str = "scorer.service") -> list[str]:
+    """The shell commands that install and start the rendered unit."""
+    return [
+        f"scorer service > {unit_file}",
+        f"sudo install -m 644 {unit_file} /etc/systemd/system/scorer.service",
+        "sudo systemctl daemon-reload",
+        "sudo systemctl enable --now scorer",
+        "journalctl -u scorer -f",
+    ]
+
+
+def _unit_quote(text: str) -> str:
+    # systemd expands %-specifiers in unit files and splits on spaces unless quoted
+    text = text.replace("%", "%%")
+    return shlex.quote(text) if any(c in text for c in " \t\"'\\") else text
