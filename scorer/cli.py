@@ -165,6 +165,135 @@ def model_pin(path: Path, config_path: Path | None) -> None:
     out.print(f"pinned {path}: sha256 {sha} (written to {settings.source})", highlight=False)
 
 
+@main.command()
+@CONFIG_OPTION
+@click.option("--once", is_flag=True, help="Score what is in the inbox now (once it has settled), then exit.")
+@friendly_errors
+def watch(config_path: Path | None, once: bool) -> None:
+    """Watch the inbox and score each batch of creatives dropped into it.
+
+    Files that arrive together give one report in the outbox, and outbox/latest.xlsx
+    ranks everything recent. Each file then moves to the archive (scored) or to the
+    rejected folder with a <name>.reason.txt. Ctrl-C or SIGTERM finishes or abandons
+    the batch in progress and exits; a restart picks up where it stopped.
+
+    \b
+    Example:
+        scorer watch --config /srv/scorer/config.yaml
+    """
+    from scorer.service import serve
+
+    settings = load_settings(config_path)
+    with _live_status() as show:
+        final = serve(settings, once=once, on_status=show)
+    out.print(final.line(), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _live_status() -> Iterator[Callable[[Any], None]]:
+    """A one-line rich live status on a terminal; nothing otherwise (journald gets the logs)."""
+    if not out.is_terminal:
+        yield lambda status: None
+        return
+    from rich.live import Live
+
+    with Live(Text("starting"), console=out, transient=True, refresh_per_second=4) as live:
+        yield lambda status: live.update(Text(status.line()))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--user", default=None, help="Account the service runs as (default: you).")
+@friendly_errors
+def service(config_path: Path | None, user: str | None) -> None:
+    """Print a systemd unit for `scorer watch` with this install's paths; install steps go to stderr.
+
+    \b
+    Example:
+        scorer service --config /srv/scorer/config.yaml --user scorer > scorer.service
+    """
+    from scorer.service import install_commands, render_unit
+
+    unit = render_unit(load_settings(config_path), user)
+    click.echo(unit.text, nl=False)
+    for folder in unit.missing:
+        err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
+    err.print("To install it:\n  " + "\n  ".join(install_commands()), highlight=False)
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@click.option("--out", "model_out", type=click.Path(path_type=Path), default=None,
+              help="Export the learner here instead of config's model (an existing file is archived, never lost).")
+@friendly_errors
+def train(data: Path, config_path: Path | None, model_out: Path | None) -> None:
+    """Train an engagement learner on past posts; export it with a model card and an honest verdict.
+
+    DATA is a folder of images with posts.csv (columns file, likes, comments; optional
+    posted_at, is_ad, caption), or a profile folder downloaded by Instaloader. Likely
+    advertised posts are dropped, the rest are classed by likes + comments, and the
+    newest posts are held out to judge the model against always answering the most
+    common class. `scorer score` and `scorer watch` then use the new model.
+
+    \b
+    Example:
+        scorer train ~/instagram/myshop --out models/myshop.pkl
+    """
+    from scorer.train import train as train_model
+
+    settings = load_settings(config_path)
+    run = train_model(settings, data, out=model_out, progress=out.is_terminal)
+    _print_training(run)
+
+
+def _print_training(run: Any) -> None:
+    funnel = Table(title="Cleaning funnel", title_justify="left")
+    for name, justify in (("Step", "left"), ("Removed", "right"), ("Left", "right")):
+        funnel.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for step in run.funnel:
+        funnel.add_row(step.rule, str(step.removed), str(step.left))
+    out.print(funnel)
+    metrics = Table(title="Held-out posts", title_justify="left")
+    metrics.add_column("Metric")
+    metrics.add_column("Value", justify="right")
+    for key, value in run.headline.items():
+        metrics.add_row(key, value)
+    out.print(metrics)
+    colour = "green" if run.evaluation.better_than_baseline else "yellow"
+    out.print(f"[bold {colour}]Verdict: {run.evaluation.verdict}[/]", highlight=False, soft_wrap=True)
+    if run.archived:
+        out.print(f"Previous model moved to {run.archived}", highlight=False, soft_wrap=True)
+    out.print(f"Model: {run.model} (sha256 {run.sha256[:12]}…, pinned)", highlight=False, soft_wrap=True)
+    out.print(f"Model card: {run.page}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@CONFIG_OPTION
+@friendly_errors
+def demo(config_path: Path | None) -> None:
+    """Show the whole job: train a demo learner on generated posts, then score generated creatives.
+
+    The posts and creatives go to demo/ beside config.yaml; the learner goes to the
+    configured model path (an existing one is archived) and the report to the outbox.
+    It takes a minute or two on a laptop and needs no network.
+
+    \b
+    Example:
+        scorer demo
+    """
+    from scorer.demo import NOTE, prepare_demo
+    from scorer.score import score_paths
+    from scorer.train import train as train_model
+
+    demo = prepare_demo(load_settings(config_path))
+    _print_training(train_model(demo.settings, demo.posts, progress=out.is_terminal))
+    with progress_bar("Scoring") as (start, advance):
+        run = score_paths(demo.settings, [demo.creatives], progress=advance, on_start=start)
+    _print_summary(run.result, run.report)
+    out.print(f"[bold]{NOTE}[/]", highlight=False, soft_wrap=True)
+
+
 def run() -> None:
     """Console-script entry point."""
     main(prog_name="scorer")
