@@ -1,0 +1,180 @@
+"""The model card beside an exported learner: JSON for programs, Markdown with PNG plots for people.
+
+Files, for a model `models/engagement.pkl`:
+    engagement.card.json        everything below, as data (the report's Model sheet reads its headline)
+    engagement.card.md          the same, readable, linking the two plots
+    engagement.confusion.png    confusion matrix of the validation posts
+    engagement.classes.png      posts per class, training and validation
+    engagement.predictions.csv  each validation post's truth and probabilities, to recompute any metric
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from scorer.evaluate import Evaluation, Interval
+
+_SUFFIXES = (".card.json", ".card.md", ".confusion.png", ".classes.png", ".predictions.csv")
+_VERSIONS = ("scorer", "fastai", "torch", "torchvision", "timm", "numpy", "pandas", "pillow")
+# Spreadsheets run a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_MAX_BAD_ROWS_SHOWN = 50
+
+
+def card_files(model: Path) -> list[Path]:
+    """Every file of the card that belongs to `model`, whether it exists or not."""
+    return [model.with_name(model.stem + suffix) for suffix in _SUFFIXES]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that trained the model."""
+    found = {}
+    for name in _VERSIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def headline(ev: Evaluation, split: str) -> dict[str, str]:
+    """The few lines the report's Model sheet shows, as display strings."""
+    how = "the newest (split by time)" if split == "time" else "a random share (no dates to split by)"
+    return {
+        "Accuracy": _show(ev.accuracy, percent=True),
+        "Baseline": f"{_show(ev.baseline_accuracy, percent=True, interval=False)} (always {ev.majority_class})",
+        "Balanced accuracy": _show(ev.balanced_accuracy, percent=True),
+        "Macro-F1": _show(ev.macro_f1),
+        "±1-class accuracy": _show(ev.within_one_accuracy, percent=True),
+        "Spearman (score vs total)": _show(ev.spearman),
+        "Validation posts": f"{ev.n}, {how}",
+    }
+
+
+def _show(iv: Interval, *, percent: bool = False, interval: bool = True) -> str:
+    if iv.value is None or iv.low is None or iv.high is None:
+        return "n/a"
+    if percent:
+        text, low, high = f"{iv.value:.0%}", f"{iv.low:.0%}", f"{iv.high:.0%}"
+    else:
+        text, low, high = f"{iv.value:.2f}", f"{iv.low:.2f}", f"{iv.high:.2f}"
+    return f"{text} (95% CI {low} to {high})" if interval else text
+
+
+def write_card(model: Path, card: dict[str, Any], predictions: pd.DataFrame, counts: pd.DataFrame) -> Path:
+    """Write the card files beside `model`; `counts` has one row per class and columns train and valid."""
+    json_path, md_path, confusion_png, classes_png, csv_path = card_files(model)
+    card = {**card, "files": {"page": md_path.name, "confusion_matrix": confusion_png.name,
+                              "class_distribution": classes_png.name, "predictions": csv_path.name}}
+    _atomic(csv_path, lambda tmp: _safe_for_spreadsheets(predictions).to_csv(tmp, index=False))
+    _atomic(confusion_png, lambda tmp: _plot_confusion(card["metrics"]["confusion"], card["classes"], tmp))
+    _atomic(classes_png, lambda tmp: _plot_counts(counts, tmp))
+    _atomic(md_path, lambda tmp: tmp.write_text(_markdown(card), encoding="utf-8"))
+    _atomic(json_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2, default=str), encoding="utf-8"))
+    return json_path
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _safe_for_spreadsheets(frame: pd.DataFrame) -> pd.DataFrame:
+    safe = frame.copy()
+    for column in safe.columns[safe.dtypes == object]:
+        safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v for v in safe[column]]
+    return safe
+
+
+def _plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
+    cm = np.array(confusion)
+    fig = Figure(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(cm, cmap="Blues")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes)
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title("Validation posts")
+    for (i, j), value in np.ndenumerate(cm):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _plot_counts(counts: pd.DataFrame, path: Path) -> None:
+    fig = Figure(figsize=(1.2 * len(counts) + 2.5, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(len(counts))
+    for offset, column in ((-0.2, "train"), (0.2, "valid")):
+        ax.bar(x + offset, counts[column], width=0.4, label="training" if column == "train" else "validation")
+    ax.set_xticks(x, list(counts.index))
+    ax.set_ylabel("Posts")
+    ax.set_title("Posts per class")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    m, data, files = card["metrics"], card["data"], card["files"]
+    lines = [
+        f"# Model card: {card['model']['file']}", "",
+        f"**Verdict: {card['verdict']}.**", "",
+        f"Trained {card['created']} on {data['train']} posts; judged on {data['valid']} held-out posts "
+        f"({'the newest: split by time' if data['split'] == 'time' else 'a random share: no dates to split by'}).", "",
+        "| Metric | Value |", "| --- | --- |",
+        *(f"| {key} | {value} |" for key, value in card["headline"].items()),
+        "", f"Intervals are bootstrap 95% intervals over {m['bootstrap']} resamples of the validation posts. "
+        f"The verdict needs the interval of accuracy minus baseline to exclude 0.", "",
+        "## Confusion matrix", "", f"![confusion matrix]({files['confusion_matrix']})", "",
+        "| True \\ Predicted | " + " | ".join(card["classes"]) + " |",
+        "| --- |" + " --- |" * len(card["classes"]),
+        *(f"| {name} | " + " | ".join(map(str, row)) + " |" for name, row in zip(card["classes"], m["confusion"])),
+        "", "## Classes", "", f"![posts per class]({files['class_distribution']})", "",
+        f"Classes, lowest engagement first: {', '.join(card['classes'])}. "
+        f"Labelled by {card['labelling']['method']}"
+        + (f" {card['labelling']['thresholds']}" if card["labelling"]["method"] == "thresholds" else "")
+        + f" on likes + comments (normalize: {card['labelling']['normalize']}).", "",
+        "| Class | Range | Training | Validation |", "| --- | --- | --- | --- |",
+        *(f"| {name} | {_range(card['labelling']['ranges'][name])} | {data['class_counts']['train'][name]} | "
+          f"{data['class_counts']['valid'][name]} |" for name in card["classes"]),
+        "", "## Cleaning funnel", "", "| Step | Removed | Left |", "| --- | --- | --- |",
+        *(f"| {step['rule']} | {step['removed']} | {step['left']} |" for step in card["cleaning"]["funnel"]),
+    ]
+    bad = card["bad_rows"]
+    if bad:
+        lines += ["", "## Skipped rows", "", "| Row | Reason |", "| --- | --- |",
+                  *(f"| {_cell(row['source'])} | {_cell(row['reason'])} |" for row in bad[:_MAX_BAD_ROWS_SHOWN])]
+        if len(bad) > _MAX_BAD_ROWS_SHOWN:
+            lines.append(f"\n…and {len(bad) - _MAX_BAD_ROWS_SHOWN} more: see the card's JSON.")
+    lines += [
+        "", "## Training", "",
+        *(f"- {key}: {value}" for key, value in card["training"].items()),
+        "", "## Files", "",
+        f"- model SHA-256: `{card['model']['sha256']}`",
+        f"- validation predictions: {files['predictions']}",
+        "- library versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()), "",
+    ]
+    return "\n".join(lines)
+
+
+def _range(span: list[float] | None) -> str:
+    return "none" if span is None else f"{span[0]:,.6g} to {span[1]:,.6g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
