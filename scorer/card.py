@@ -90,10 +90,10 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 def _safe_for_spreadsheets(frame: pd.DataFrame) -> pd.DataFrame:
-    safe = frame.copy()
-    for column in safe.columns[safe.dtypes == object]:
-        safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v for v in safe[column]]
-    return safe
+    def guard(value: Any) -> Any:
+        return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+    return frame.apply(lambda column: column.map(guard))
 
 
 def _plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
@@ -143,7 +143,8 @@ def _markdown(card: dict[str, Any]) -> str:
         "## Confusion matrix", "", f"![confusion matrix]({files['confusion_matrix']})", "",
         "| True \\ Predicted | " + " | ".join(card["classes"]) + " |",
         "| --- |" + " --- |" * len(card["classes"]),
-        *(f"| {name} | " + " | ".join(map(str, row)) + " |" for name, row in zip(card["classes"], m["confusion"])),
+        *(f"| {name} | " + " | ".join(map(str, row)) + " |"
+          for name, row in zip(card["classes"], m["confusion"], strict=True)),
         "", "## Classes", "", f"![posts per class]({files['class_distribution']})", "",
         f"Classes, lowest engagement first: {', '.join(card['classes'])}. "
         f"Labelled by {card['labelling']['method']}"

@@ -1,4 +1,4 @@
-"""`scorer demo`: synthetic posts whose engagement follows their colour, trained with `scorer train`'s pipeline, then scored.
+"""`scorer demo`: synthetic posts whose engagement follows their colour, for `scorer train`, then scoring.
 
 The images are generated, so the demo model only learns "warm colours engage more".
 It shows the whole job on a fresh machine in a couple of minutes; it says nothing
@@ -18,7 +18,8 @@ from PIL import Image
 
 from scorer.config import Settings, TrainSettings
 
-NOTE = "The demo model learned from synthetic images (warm colours were given more likes): it knows nothing about real creatives."
+NOTE = ("The demo model learned from synthetic images (warm colours were given more likes): "
+        "it knows nothing about real creatives.")
 
 # Small enough to train in well under two minutes on 2 CPU cores, offline.
 DEMO_TRAINING = TrainSettings(arch="resnet18", pretrained=False, epochs=5, image_size=64, batch_size=16,
@@ -41,7 +42,9 @@ def creative(colour: tuple[int, int, int], size: tuple[int, int], rng: np.random
     yy, xx = np.mgrid[0:h, 0:w]
     for _ in range(rng.integers(1, 4)):
         cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(min(w, h) // 8, min(w, h) // 3)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r**2 if rng.random() < 0.5 else (abs(xx - cx) < r) & (abs(yy - cy) < r // 2)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r**2
+        bar = (abs(xx - cx) < r) & (abs(yy - cy) < r // 2)
+        mask = disc if rng.random() < 0.5 else bar
         pixels[mask] *= rng.choice([0.6, 1.35])
     pixels += rng.normal(0, 12, pixels.shape)
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")

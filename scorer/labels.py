@@ -21,7 +21,7 @@ class FunnelStep:
 
 
 def clean(posts: pd.DataFrame, rules: CleanSettings) -> tuple[pd.DataFrame, list[FunnelStep]]:
-    """Drop likely advertised posts by the article's rules, in order; each row is counted under the first rule that drops it."""
+    """Drop likely advertised posts by the article's rules, in order; a row counts under the first rule it breaks."""
     likes = posts["likes"].to_numpy(dtype=float)
     comments = posts["comments"].to_numpy(dtype=float)
     # With no likes, any comment makes the ratio infinite and no comment makes it 0: both are out of range.

@@ -281,7 +281,7 @@ def fit_classifier(table: pd.DataFrame, classes: Sequence[str], train: TrainSett
             # Without its bars fastai print()s each epoch's row as a bare list: log it with names instead.
             learn.logger = lambda row: log.info("  ".join(
                 f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
-                for name, value in zip(learn.recorder.metric_names, row)))
+                for name, value in zip(learn.recorder.metric_names, row, strict=False)))
         with nullcontext() if progress else learn.no_bar():
             if train.pretrained:
                 learn.fine_tune(train.epochs, base_lr=train.learning_rate)

@@ -77,6 +77,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     majority = int(np.argmax(counts["train"].to_numpy()))
     ev = evaluate(y_true, fitted.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap, t.seed)
     log.info("verdict: %s", ev.verdict)
+    top = headline(ev, how)
 
     sha = _export(fitted, model, classes)
     archived = _archive(model)
@@ -86,7 +87,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "verdict": ev.verdict,
         "better_than_baseline": ev.better_than_baseline,
-        "headline": headline(ev, how),
+        "headline": top,
         "classes": list(classes),
         "labelling": {"method": t.label.method, "thresholds": list(t.label.thresholds),
                       "normalize": t.label.normalize, "window": t.label.window,
@@ -101,7 +102,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     }
     card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), counts)
     _pin(settings, model, sha)
-    return TrainRun(model, sha, card, card_files(model)[1], archived, posts.bad, funnel, ev, facts["headline"])
+    return TrainRun(model, sha, card, card_files(model)[1], archived, posts.bad, funnel, ev, top)
 
 
 def _image_limits(settings: Settings) -> ImageLimits:

@@ -1,0 +1,93 @@
+"""Generated training data: Instaloader profile folders written by instaloader itself, and bad rows for posts.csv.
+
+Instaloader's own `Post`, `format_filename` and `save_structure_to_file` write the files,
+so the format under test is the real one; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from instaloader import Instaloader, Post, save_structure_to_file
+
+
+def media(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "",
+          slides: int = 0) -> dict[str, Any]:
+    """A post as Instagram's web API returns it (Polaris media), which instaloader 4.16 normalises."""
+    item: dict[str, Any] = {
+        "code": code, "pk": str(abs(hash(code)) % 10**12), "media_type": 8 if slides else 1,
+        "taken_at": int(taken_at.timestamp()), "user": {"pk": "42", "username": "shop"},
+        "image_versions2": {"candidates": [{"url": f"https://example.invalid/{code}.jpg"}]},
+        "like_count": likes, "comment_count": comments, "caption": {"text": caption} if caption else None,
+    }
+    if slides:
+        item["carousel_media"] = [
+            {"media_type": 1, "image_versions2": {"candidates": [{"url": f"https://example.invalid/{code}_{i}.jpg"}]}}
+            for i in range(slides)
+        ]
+    return item
+
+
+def post_node(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "", *,
+              slides: int = 0, sponsored: bool | None = False) -> dict[str, Any]:
+    """The node instaloader keeps for a post; `sponsored=None` leaves the sponsor field out, as many nodes do."""
+    node = Post._normalize_post_data(media(code, taken_at, likes, comments, caption, slides))
+    if sponsored is not None:
+        node["edge_media_to_sponsor_user"] = {"edges": [{"node": {"sponsor": {"username": "brand"}}}] if sponsored
+                                                        else []}
+    return node
+
+
+def legacy_node(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "") -> dict[str, Any]:
+    """The older GraphQL node that instaloader wrote before 4.16 (edge_media_to_comment, taken_at_timestamp)."""
+    return {
+        "__typename": "GraphImage", "shortcode": code, "id": "1", "is_video": False,
+        "display_url": f"https://example.invalid/{code}.jpg", "taken_at_timestamp": int(taken_at.timestamp()),
+        "edge_media_preview_like": {"count": likes}, "edge_media_to_comment": {"count": comments},
+        "edge_media_to_caption": {"edges": [{"node": {"text": caption}}] if caption else []},
+        "owner": {"id": "42", "username": "shop"}, "edge_media_to_sponsor_user": {"edges": []},
+    }
+
+
+def save_post(folder: Path, node: dict[str, Any], images: list[Path], *, compress: bool = True) -> Path:
+    """Write a post as `instaloader <profile>` does: <date>_UTC.json[.xz] and its picture(s); returns the JSON path."""
+    loader = Instaloader(quiet=True)
+    post = Post(loader.context, node)
+    base = folder / loader.format_filename(post, target="shop")
+    folder.mkdir(parents=True, exist_ok=True)
+    if post.typename == "GraphSidecar":
+        for number, image in enumerate(images, start=1):
+            shutil.copy(image, f"{base}_{number}.jpg")
+    elif images:
+        shutil.copy(images[0], f"{base}.jpg")
+    metadata = Path(f"{base}.json.xz" if compress else f"{base}.json")
+    save_structure_to_file(post, str(metadata))
+    return metadata
+
+
+def csv_to_instaloader(posts_csv: Path, folder: Path, shuffle_seed: int | None = None) -> Path:
+    """Turn a posts.csv folder into an Instaloader profile folder; optionally shuffle likes and comments across posts."""
+    with open(posts_csv, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    counts = [(int(r["likes"]), int(r["comments"])) for r in rows]
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(counts))
+        counts = [counts[i] for i in order]
+    for n, (row, (likes, comments)) in enumerate(zip(rows, counts, strict=True)):
+        node = post_node(f"C{n:05d}", datetime.fromisoformat(row["posted_at"]), likes, comments, row["caption"],
+                         sponsored=row["is_ad"] == "true")
+        save_post(folder, node, [posts_csv.parent / row["file"]], compress=n % 2 == 0)
+    return folder
+
+
+def append_rows(posts_csv: Path, rows: list[dict[str, str]]) -> None:
+    """Add rows to a posts.csv, leaving missing columns empty."""
+    with open(posts_csv, encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    with open(posts_csv, "a", newline="", encoding="utf-8") as handle:
+        csv.DictWriter(handle, fieldnames=header, restval="").writerows(rows)

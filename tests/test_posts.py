@@ -1,0 +1,149 @@
+"""Importing past posts: posts.csv folders and Instaloader profile folders, with every bad row counted and explained."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from instaloader import Instaloader, Profile, load_structure_from_file, save_structure_to_file
+
+from scorer.errors import DataError
+from scorer.images import ImageLimits
+from scorer.posts import import_posts
+from tests.imagegen import write_creative
+from tests.postgen import legacy_node, post_node, save_post
+
+LIMITS = ImageLimits()
+
+
+def _csv(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "posts.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def csv_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "posts"
+    for n in range(4):
+        write_creative(folder / f"p{n}.jpg", (40 * n, 100, 200), seed=n)
+    shutil.copy(folder / "p0.jpg", folder / "copy-of-p0.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    _csv(folder, "\n".join([
+        "File,Likes,Comments,posted_at,is_ad,caption,extra column",
+        "p0.jpg,8000,80,2024-05-01,false,first,x",
+        "p1.jpg,\"12,500\",100,2024-05-02T18:30:00+02:00,TRUE,second,x",
+        "p2.jpg,7000,70,,,third,x",
+        "p3.jpg,lots,70,2024-05-04,false,,x",
+        "missing.jpg,100,1,2024-05-05,false,,x",
+        "broken.jpg,100,1,2024-05-06,false,,x",
+        "copy-of-p0.jpg,100,1,2024-05-07,false,,x",
+        ",100,1,2024-05-08,false,,x",
+        "p3.jpg,100,-1,2024-05-09,false,,x",
+        "p3.jpg,100,1.5,2024-05-09,false,,x",
+        "p3.jpg,100,1,someday,false,,x",
+        "p3.jpg,100,1,2024-05-10,maybe,,x",
+        "notes.txt,100,1,2024-05-11,false,,x",
+    ]) + "\n")
+    return folder
+
+
+def test_csv_rows_are_read_and_every_bad_row_is_reported_with_its_reason(csv_folder: Path) -> None:
+    posts = import_posts(csv_folder, LIMITS)
+    assert posts.format == "posts.csv"
+    table = posts.table
+    assert list(table["image"]) == [str(csv_folder / f"p{n}.jpg") for n in range(3)]
+    assert list(table["likes"]) == [8000, 12500, 7000]
+    assert list(table["comments"]) == [80, 100, 70]
+    assert list(table["is_ad"]) == [False, True, False]
+    assert list(table["caption"]) == ["first", "second", "third"]
+    assert table["posted_at"].iloc[0] == pd.Timestamp("2024-05-01", tz="UTC")
+    assert table["posted_at"].iloc[1] == pd.Timestamp("2024-05-02T16:30:00", tz="UTC")
+    assert pd.isna(table["posted_at"].iloc[2])
+    assert [(b.source, b.reason) for b in posts.bad] == [
+        ("posts.csv line 5", "likes is not a number: 'lots'"),
+        ("posts.csv line 6", "image missing.jpg not found"),
+        ("posts.csv line 7", "image broken.jpg: file is incomplete or corrupt"),
+        ("posts.csv line 8", "same image as posts.csv line 2"),
+        ("posts.csv line 9", "no file name"),
+        ("posts.csv line 10", "comments must be a whole number of at least 0, got '-1'"),
+        ("posts.csv line 11", "comments must be a whole number of at least 0, got '1.5'"),
+        ("posts.csv line 12", "posted_at is not a date: 'someday' (use 2024-05-31 or 2024-05-31T18:00:00)"),
+        ("posts.csv line 13", "is_ad must be true or false, got 'maybe'"),
+        ("posts.csv line 14", "image notes.txt: not an image"),
+    ]
+    assert len(table) + len(posts.bad) == 13
+
+
+def test_the_csv_itself_can_be_given(csv_folder: Path) -> None:
+    assert len(import_posts(csv_folder / "posts.csv", LIMITS).table) == 3
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "does not exist: give a folder with posts.csv, or an Instaloader profile folder"),
+        (lambda d: d.mkdir(), "has neither posts.csv nor Instaloader post metadata"),
+        (lambda d: _csv(d, "file,likes\na.jpg,1\n"), "has no column comments: the header needs file, likes, comments"),
+        (lambda d: _csv(d, ""), "is not a readable CSV"),
+    ],
+)
+def test_unusable_data_folders_name_the_fix(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "data"
+    setup(folder)
+    with pytest.raises(DataError, match=message):
+        import_posts(folder, LIMITS)
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    """A profile folder as `instaloader shop` leaves it: posts, a carousel, a profile JSON, a broken file."""
+    src = tmp_path / "src"
+    images = [write_creative(src / f"{n}.jpg", (30 * n, 90, 160), seed=n) for n in range(6)]
+    folder = tmp_path / "shop"
+    day = [datetime(2024, 6, d, 9, 15, tzinfo=timezone.utc) for d in range(1, 10)]
+    save_post(folder, post_node("A1", day[0], 9000, 90, "linen dress #summer"), [images[0]])
+    save_post(folder, post_node("A2", day[1], 12000, 150, sponsored=True), [images[1]], compress=False)
+    save_post(folder, post_node("A3", day[2], 5000, 40, slides=2), [images[2], images[3]])
+    save_post(folder, legacy_node("A4", day[3], 7000, 70, "from an older instaloader"), [images[4]])
+    save_post(folder, post_node("A5", day[4], 100, 1, sponsored=None), [images[5]], compress=False)
+    save_post(folder, post_node("A6", day[5], 100, 1), [])
+    save_post(folder, post_node("A7", day[6], 100, 1), [images[0]])
+    # What else instaloader leaves in a profile folder: the profile itself, comments, a caption file.
+    save_structure_to_file(Profile(Instaloader(quiet=True).context, {"username": "shop", "id": "42"}),
+                           str(folder / "shop_42.json.xz"))
+    (folder / "2024-06-01_09-15-00_UTC_comments.json").write_text("[]")
+    (folder / "2024-06-01_09-15-00_UTC.txt").write_text("linen dress #summer")
+    (folder / "2024-06-09_09-15-00_UTC.json.xz").write_bytes(b"\xfd7zXZ\x00 truncated")
+    return folder
+
+
+def test_instaloader_folder_reads_like_instaloader_itself(profile: Path) -> None:
+    posts = import_posts(profile, LIMITS)
+    assert posts.format == "instaloader"
+    table = posts.table.set_index("source")
+    ok = ["2024-06-0{}_09-15-00_UTC.json{}".format(d, x) for d, x in
+          ((1, ".xz"), (2, ""), (3, ".xz"), (4, ".xz"), (5, ""))]
+    assert list(table.index) == ok
+    context = Instaloader(quiet=True).context
+    for source in ok[:4]:
+        post = load_structure_from_file(context, str(profile / source))
+        row = table.loc[source]
+        assert (row.likes, row.comments) == (post.likes, post.comments)
+        assert row.posted_at == pd.Timestamp(post.date_utc, tz="UTC")
+        assert row.caption == (post.caption or "")
+        assert row.is_ad == post.is_sponsored
+    assert table.loc[ok[1], "is_ad"]
+    assert not table.loc[ok[4], "is_ad"], "a node without sponsor data is not an ad"
+    assert table.loc[ok[2], "image"] == str(profile / "2024-06-03_09-15-00_UTC_1.jpg"), "a carousel's first picture"
+    assert {(b.source, b.reason) for b in posts.bad} == {
+        ("2024-06-06_09-15-00_UTC.json.xz",
+         "image not found (expected 2024-06-06_09-15-00_UTC.jpg or 2024-06-06_09-15-00_UTC_1.jpg)"),
+        ("2024-06-07_09-15-00_UTC.json.xz", "same image as 2024-06-01_09-15-00_UTC.json.xz"),
+        ("2024-06-09_09-15-00_UTC.json.xz", "metadata file is damaged (LZMAError)"),
+    }
