@@ -82,9 +82,15 @@ class LabelSettings:
     """How likes + comments become engagement classes."""
 
     method: Literal["thresholds", "quantiles"] = _opt("thresholds", "thresholds: fixed cut points; quantiles: equal-sized classes")
-    thresholds: tuple[float, ...] = _opt((7000.0, 11000.0), "cut points on likes+comments, lowest first, one fewer than classes (7000 and 11000 are both Neutral); ratios such as [0.8, 1.25] with rolling_median")
+    thresholds: tuple[float, ...] = _opt(
+        (7000.0, 11000.0),
+        "cut points on likes+comments, lowest first, one fewer than classes (7000 and 11000 are both Neutral); "
+        "ratios such as [0.8, 1.25] with rolling_median",
+    )
     classes: tuple[str, ...] = _opt(("Low", "Neutral", "High"), "class names, lowest engagement first")
-    normalize: Literal["none", "rolling_median"] = _opt("none", "rolling_median: divide each total by the median of the last `window` posts up to it")
+    normalize: Literal["none", "rolling_median"] = _opt(
+        "none", "rolling_median: divide each total by the median of the last `window` posts up to it"
+    )
     window: int = _opt(30, "posts in the rolling median", minimum=1)
 
 
@@ -299,7 +305,8 @@ def _check_relations(s: Settings, where: str) -> None:
         if label.normalize == "rolling_median" and max(label.thresholds) > _MAX_RATIO_THRESHOLD:
             raise ConfigError(
                 f"'train.label.thresholds' in {where} are ratios to the rolling median when 'train.label.normalize' "
-                f"is rolling_median, like [0.8, 1.25], got {list(label.thresholds)}: change them or use 'method: quantiles'"
+                f"is rolling_median, like [0.8, 1.25], got {list(label.thresholds)}: "
+                "change them or use 'method: quantiles'"
             )
     if len(label.classes) < 2 or len(set(label.classes)) != len(label.classes):
         raise ConfigError(f"'train.label.classes' in {where} needs at least two distinct names")
