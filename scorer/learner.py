@@ -257,9 +257,12 @@ def _fetch_torchvision_weights(name: str) -> None:
 
 
 def fit_classifier(table: pd.DataFrame, classes: Sequence[str], train: TrainSettings, device: str,
-                   progress: bool) -> Fitted:
+                   threads: int, progress: bool) -> Fitted:
     """Fine-tune a vision learner on rows with `image`, `label` and `is_valid`, then predict the validation rows."""
     arch = resolve_arch(train.arch, train.pretrained)
+    if threads:
+        # On a busy machine, more threads than free cores makes PyTorch's CPU training many times slower.
+        torch.set_num_threads(threads)
     table = table.reset_index(drop=True)
     set_seed(train.seed, reproducible=True)
     batch_tfms = aug_transforms()

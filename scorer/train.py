@@ -69,7 +69,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
              t.pretrained, int((~table["is_valid"]).sum()), int(table["is_valid"].sum()), how, device)
     started = time.perf_counter()
-    fitted = learner.fit_classifier(table, classes, t, device, progress)
+    fitted = learner.fit_classifier(table, classes, t, device, settings.threads, progress)
     seconds = time.perf_counter() - started
 
     valid = table.iloc[fitted.valid_rows]
