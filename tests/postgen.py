@@ -71,7 +71,7 @@ def save_post(folder: Path, node: dict[str, Any], images: list[Path], *, compres
 
 
 def csv_to_instaloader(posts_csv: Path, folder: Path, shuffle_seed: int | None = None) -> Path:
-    """Turn a posts.csv folder into an Instaloader profile folder; optionally shuffle likes and comments across posts."""
+    """Turn a posts.csv folder into an Instaloader profile folder, optionally shuffling likes and comments."""
     with open(posts_csv, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     counts = [(int(r["likes"]), int(r["comments"])) for r in rows]

@@ -1,4 +1,4 @@
-"""Evaluation: metrics agree with scikit-learn, intervals cover them, and the verdict only claims what the interval supports."""
+"""Evaluation: metrics agree with scikit-learn, and the verdict only claims what the interval supports."""
 
 from __future__ import annotations
 

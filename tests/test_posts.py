@@ -127,7 +127,7 @@ def test_instaloader_folder_reads_like_instaloader_itself(profile: Path) -> None
     posts = import_posts(profile, LIMITS)
     assert posts.format == "instaloader"
     table = posts.table.set_index("source")
-    ok = ["2024-06-0{}_09-15-00_UTC.json{}".format(d, x) for d, x in
+    ok = [f"2024-06-0{d}_09-15-00_UTC.json{x}" for d, x in
           ((1, ".xz"), (2, ""), (3, ".xz"), (4, ".xz"), (5, ""))]
     assert list(table.index) == ok
     context = Instaloader(quiet=True).context

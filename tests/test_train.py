@@ -11,6 +11,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from openpyxl import load_workbook
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
@@ -340,3 +342,12 @@ def test_too_little_data_is_a_data_error_that_names_the_fix(tmp_path: Path, n: i
     config.write_text(config.read_text() + label_yaml)
     with pytest.raises(DataError, match=message):
         train(load_settings(config), data, progress=False)
+
+
+@pytest.mark.slow
+def test_plain_fastai_loads_the_export_without_the_scorer(visual: Trained) -> None:
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); from fastai.vision.all import load_learner; "
+            f"learn = load_learner({str(visual.model)!r}); "
+            "print(learn.engagement_classes, list(learn.dls.vocab), any(m.startswith('scorer') for m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert done.stdout.strip() == "['Low', 'Neutral', 'High'] ['Low', 'Neutral', 'High'] False"
