@@ -1,4 +1,4 @@
-"""Everything that touches fastai: load an exported learner and read how it preprocesses.
+"""Everything that touches fastai: load an exported learner, read how it preprocesses, and (at the end) train one.
 
 This is the only module that imports fastai, so the rest of the scorer (and its
 decoding worker processes) stays light.
