@@ -234,7 +234,8 @@ def train(data: Path, config_path: Path | None, model_out: Path | None) -> None:
     posted_at, is_ad, caption), or a profile folder downloaded by Instaloader. Likely
     advertised posts are dropped, the rest are classed by likes + comments, and the
     newest posts are held out to judge the model against always answering the most
-    common class. `scorer score` and `scorer watch` then use the new model.
+    common class. The learner replaces the configured model (the old one is
+    archived), so `scorer score` and `scorer watch` use it next.
 
     \b
     Example:
