@@ -108,6 +108,9 @@ class HotFolder:
                 (suspects if tries else fresh).append(candidate)
         # A file that was in flight when the service died is scored on its own: if it kills the
         # service again, only its own count rises, and it alone is rejected at max_attempts.
+        if suspects:
+            log.warning("%d files were being scored when the service died: scoring them one at a time",
+                        len(suspects))
         chunks = ([fresh] if fresh else []) + [[s] for s in suspects]
         result = BatchResult()
 
@@ -152,6 +155,7 @@ class HotFolder:
         view = self.ledger.recent_view(time.time() - self.settings.watch.latest_days * 86400)
         path = save_report(self.settings.outbox / LATEST_NAME, self._content(view, info), replace=True)
         self.ledger.put("latest_batch", str(newest))
+        log.debug("rewrote %s: %d creatives ranked", path, len(view.scored))
         return path
 
     def dispose_pending(self) -> None:

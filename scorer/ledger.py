@@ -120,10 +120,9 @@ class Ledger:
             if version == 0:
                 self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={_VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
-            raise ServiceError(
-                f"ledger {self.path} cannot be opened ({exc}): keep 'state' on a local disk, "
-                "or move the damaged file away to start a fresh ledger"
-            ) from None
+            fix = ("move the damaged file away to start a fresh ledger" if "not a database" in str(exc)
+                   else "check that the state folder exists, is writable and is on a local disk")
+            raise ServiceError(f"ledger {self.path} cannot be opened ({exc}): {fix}") from None
         if version > _VERSION:
             raise ServiceError(f"ledger {self.path} was written by a newer scorer: upgrade this one")
 
@@ -144,9 +143,10 @@ class Ledger:
     # Intake: what is already decided.
 
     def known_here(self, path: Path, size: int, mtime_ns: int) -> bool:
-        """Whether this very file (path, size and mtime) has been recorded, so a rescan can skip it unread."""
+        """Whether this very file (path, size, mtime) was recorded and belongs there, so a rescan can skip it unread."""
         row = self._db.execute(
-            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1",
+            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? AND (done = 0 OR destination IS NULL) "
+            "LIMIT 1",
             (str(path), size, mtime_ns),
         ).fetchone()
         return row is not None

@@ -1,0 +1,144 @@
+"""The ledger: what a report row needs survives a round trip, and a batch is recorded wholly or not at all."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from scorer.errors import ServiceError
+from scorer.ledger import LEDGER_NAME, Entry, Ledger
+from scorer.results import ModelInfo, Scored
+
+INFO = ModelInfo(path=Path("/models/m.pkl"), sha256="ab" * 32, classes=("Low", "High"), device="cpu",
+                 runtime="onnxruntime", preprocessing="squish to 32×32", versions={"fastai": "2.8"},
+                 card={"accuracy": 0.9})
+
+
+def scored(name: str, sha: str, p_high: float = 0.7) -> Scored:
+    return Scored(name=name, location=f"/in/{name}", sha256=sha, classes=("Low", "High"),
+                  probs=(1 - p_high, p_high), width=640, height=480, format="JPEG", file_bytes=1234,
+                  modified=1_700_000_000.0, scored_at=time.time(), thumbnail=b"\xff\xd8thumb", notes="rotated")
+
+
+def entry(name: str, sha: str | None, outcome: str, *, result: Scored | None = None, reason: str = "",
+          destination: Path | None = None) -> Entry:
+    return Entry(sha, Path(f"/in/{name}"), name, 10, 1000, outcome, destination, result, reason)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    led = Ledger(tmp_path)
+    yield led
+    led.close()
+
+
+def test_a_batch_round_trips_everything_its_report_shows(ledger: Ledger, tmp_path: Path) -> None:
+    a = scored("a.jpg", "1" * 64)
+    batch, report = ledger.record_batch(
+        [entry("a.jpg", a.sha256, "scored", result=a, destination=tmp_path / "scored/a.jpg"),
+         entry("bad.jpg", "2" * 64, "rejected", reason="not an image"),
+         entry("copy.jpg", a.sha256, "duplicate", reason="same content as a.jpg")],
+        INFO, lambda n: tmp_path / f"report-batch{n}.xlsx")
+    assert (batch, report) == (1, tmp_path / "report-batch1.xlsx")
+
+    view = ledger.batch_view(batch)
+    (got,) = view.scored
+    assert got.probs == a.probs and got.classes == a.classes and got.thumbnail == a.thumbnail
+    assert (got.width, got.height, got.format, got.file_bytes, got.notes) == (640, 480, "JPEG", 1234, "rotated")
+    assert got.location == str(tmp_path / "scored/a.jpg"), "a scored file's location is where it was moved"
+    assert got.report == str(report)
+    assert [(r.name, r.reason, r.location) for r in view.rejected] == [("bad.jpg", "not an image", "/in/bad.jpg")]
+    (dup,) = view.duplicates
+    assert (dup.name, dup.original.name, dup.original.score) == ("copy.jpg", "a.jpg", pytest.approx(70.0))
+    assert ledger.batch_model(batch) == INFO
+    assert ledger.earlier(a.sha256) == got
+    assert ledger.earlier("2" * 64) is None, "rejected content is tried again, not called a duplicate"
+
+
+def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path) -> None:
+    dest = tmp_path / "scored/a.jpg"
+    a = scored("a.jpg", "1" * 64)
+    batch, report = ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a, destination=dest)],
+                                        INFO, lambda n: tmp_path / f"r{n}.xlsx")
+    assert ledger.unreported() == [(batch, report)]
+    ledger.mark_reported(batch)
+    assert ledger.unreported() == []
+    (pending,) = ledger.undisposed()
+    assert (pending.path, pending.destination, pending.outcome) == (Path("/in/a.jpg"), dest, "scored")
+    assert ledger.destinations() == {dest}
+    assert ledger.in_place(a.sha256, Path("/in/a.jpg")), "recorded but not yet moved"
+    assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
+    ledger.mark_done([(pending.id, dest.with_name("a-2.jpg"))])
+    assert ledger.undisposed() == [] and ledger.destinations() == set()
+    assert ledger.batch_view(batch).scored[0].location == str(dest.with_name("a-2.jpg"))
+    assert not ledger.in_place(a.sha256, Path("/in/a.jpg")), "moved away: the same content again is a duplicate"
+    assert not ledger.known_here(Path("/in/a.jpg"), 10, 1000)
+
+
+def test_kept_files_stay_known_in_place(ledger: Ledger, tmp_path: Path) -> None:
+    a = scored("a.jpg", "1" * 64)
+    ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    assert ledger.undisposed() == [], "a kept file has nowhere to go: done at once"
+    assert ledger.in_place(a.sha256, Path("/in/a.jpg"))
+    assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
+    assert not ledger.known_here(Path("/in/a.jpg"), 10, 2000), "touched since: read it again"
+
+
+def test_a_batch_is_recorded_wholly_or_not_at_all(ledger: Ledger, tmp_path: Path) -> None:
+    def crash(n: int) -> Path:
+        raise KeyboardInterrupt  # dies inside the transaction, after the batch row was written
+
+    a = scored("a.jpg", "1" * 64)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, crash)
+    assert ledger.last_batch() == 0 and ledger.earlier(a.sha256) is None and ledger.unreported() == []
+
+
+def test_attempts_count_only_runs_that_died(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.begin_attempt(["x", "y"])
+    ledger.end_attempt(["x", "y"])
+    assert ledger.attempts("x") == 0, "a finished attempt is taken back"
+    ledger.begin_attempt(["x"])  # ... and the service dies here
+    ledger.begin_attempt(["x"])  # the restart tries again
+    assert ledger.attempts("x") == 2
+    ledger.end_attempt(["x"])
+    assert ledger.attempts("x") == 1
+    ledger.record_batch([entry("x.jpg", "x", "rejected", reason="r")], INFO, lambda n: tmp_path / "r.xlsx")
+    assert ledger.attempts("x") == 0, "a decided file is no longer in flight"
+
+
+def test_recent_view_and_meta(ledger: Ledger, tmp_path: Path) -> None:
+    a = scored("a.jpg", "1" * 64)
+    ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    assert [s.name for s in ledger.recent_view(time.time() - 60).scored] == ["a.jpg"]
+    assert ledger.recent_view(time.time() + 60).scored == []
+    assert ledger.get("latest_batch") is None
+    ledger.put("latest_batch", "1")
+    ledger.put("latest_batch", "2")
+    assert ledger.get("latest_batch") == "2"
+
+
+def test_it_persists_across_reopening(tmp_path: Path) -> None:
+    a = scored("a.jpg", "1" * 64)
+    first = Ledger(tmp_path)
+    first.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    first.close()
+    again = Ledger(tmp_path)
+    assert again.earlier(a.sha256) is not None and again.last_batch() == 1
+    again.close()
+
+
+def test_a_damaged_or_newer_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_NAME).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ServiceError, match="move the damaged file away"):
+        Ledger(tmp_path)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    db = sqlite3.connect(newer / LEDGER_NAME)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(ServiceError, match="newer scorer: upgrade"):
+        Ledger(newer)
