@@ -17,8 +17,7 @@ from scorer.demo import NOTE
 def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()
     config = tmp_path / "config.yaml"
-    # One thread: these tests share two cores with others, and oversubscribed PyTorch slows down many times over.
-    config.write_text("threads: 1\n")
+    config.write_text("# all defaults, as on a fresh clone\n")
 
     first = CliRunner().invoke(main, ["demo", "--config", str(config)])
     assert first.exit_code == 0, first.output
