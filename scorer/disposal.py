@@ -62,10 +62,10 @@ def move(source: Path, destination: Path, sha: str | None, taken: Collection[Pat
     return destination
 
 
-def write_reason(destination: Path, reason: str) -> None:
-    """Write `<name>.reason.txt` beside a rejected file, atomically."""
+def write_reason(destination: Path, reason: str, *, root: Path) -> None:
+    """Write `<name>.reason.txt` beside a rejected file, atomically (the temporary sits at the top of `root`)."""
     path = reason_path(destination)
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.tmp")
+    tmp = root / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.tmp"
     tmp.write_text(reason.rstrip() + "\n", encoding="utf-8")
     os.replace(tmp, path)
 

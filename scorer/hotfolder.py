@@ -92,7 +92,11 @@ class HotFolder:
         entries: list[Entry] = []
         fresh: list[Candidate] = []
         suspects: list[Candidate] = []
-        for candidate in filter(None, (self._fingerprint(p) for p in paths)):
+        for path in paths:
+            candidate = self._fingerprint(path)
+            progress(0)  # hashing a batch of large files takes a while: keep the watchdog fed
+            if candidate is None:
+                continue
             sha = candidate.sha
             if sha is not None and self.ledger.in_place(sha, candidate.path):
                 continue  # kept in place by design, or waiting for its move: decided already
@@ -173,7 +177,7 @@ class HotFolder:
                     continue
                 final = move(d.path, d.destination, d.sha, taken - {d.destination}, root=root, with_reason=rejected)
                 if rejected:
-                    write_reason(final, d.reason)
+                    write_reason(final, d.reason, root=root)
             except OSError as exc:
                 log.error("cannot move %s to %s (%s): give the service write access to both folders, or set "
                           "'watch.after_scoring: keep' for a read-only inbox", d.path, d.destination, exc.strerror)

@@ -105,8 +105,11 @@ class _Loop:
     status: Status = field(default_factory=Status)
 
     def report(self, **changes: object) -> None:
-        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
-        self.on_status(self.status)
+        status = replace(self.status, **changes)  # type: ignore[arg-type]
+        if status != self.status:
+            self.status = status
+            self.on_status(status)
+            self.notifier.send(f"STATUS={status.line()}")
 
     def heartbeat(self, done: int = 0) -> None:
         # WATCHDOG=1 only from this thread, and only while events can still reach us: a hung loop
@@ -155,7 +158,7 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
     intake.start(observe=not once)
     mode = "once" if once else ("polling" if intake.polling else "events")
     loop.report(state="watching", watching=mode)
-    loop.notifier.send("READY=1", f"STATUS={loop.status.line()}")
+    loop.notifier.send("READY=1")
     log.info("ready: %s", loop.status.line())
     tick = min(0.2, hot.settings.watch.settle_seconds / 4)
     while not stopping.is_set():
@@ -169,14 +172,12 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
                 if not stopping.is_set():
                     hot.write_latest(engine.model.info)
                 loop.status = loop.status.counted(summary)
-            loop.report(state="watching", waiting=intake.waiting)
-            loop.notifier.send(f"STATUS={loop.status.line()}")
-            continue
-        if once and intake.idle():
+        elif once and intake.idle():
             break
-        if loop.status.waiting != intake.waiting:
-            loop.report(waiting=intake.waiting)
-        stopping.wait(tick)
+        idle = "inbox missing: waiting for it to come back" if intake.inbox_missing else "watching"
+        loop.report(state=idle, waiting=intake.waiting)
+        if not batch:
+            stopping.wait(tick)
     loop.report(state="stopped")
     return loop.status
 

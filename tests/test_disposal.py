@@ -74,7 +74,7 @@ def test_move_across_filesystems_goes_through_a_temp_name(tmp_path: Path, monkey
 
 
 def test_reason_and_stale_temps(tmp_path: Path) -> None:
-    write_reason(tmp_path / "bad.jpg", "not an image")
+    write_reason(tmp_path / "bad.jpg", "not an image", root=tmp_path)
     assert reason_path(tmp_path / "bad.jpg").read_text() == "not an image\n"
     (tmp_path / ".~engagement-report.123.tmp").write_bytes(b"half")
     (tmp_path / ".keep").write_bytes(b"not ours")

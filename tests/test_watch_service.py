@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.service import Notifier, render_unit
+from scorer.service import Notifier
 from tests.conftest import Project
 from tests.imagegen import CLASS_COLOURS, creative, write_creative
 from tests.workbooks import files_across
@@ -243,7 +243,8 @@ def test_the_service_scores_everything_dropped_once_and_stops_cleanly(watched: P
 
     every = reports(watched)
     ranking = files_across(every, "Ranking")
-    expected = ["early-red.jpg", "early-blue.png", "slow.jpg", "download.jpg"] + [f"burst-{n:03}.jpg" for n in range(500)]
+    expected = ["early-red.jpg", "early-blue.png", "slow.jpg", "download.jpg"]
+    expected += [f"burst-{n:03}.jpg" for n in range(500)]
     assert sorted(ranking) == sorted(expected), "each creative exactly once across the reports"
     assert files_across(every, "Rejected") == ["broken.jpg"]
     assert files_across(every, "Duplicates") == ["again-red.jpg"]
