@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -42,7 +42,6 @@ class Status:
     """What the service is doing, for the live display and the final summary."""
 
     state: str = "starting"
-    watching: str = ""
     waiting: int = 0
     batches: int = 0
     scored: int = 0
@@ -111,7 +110,7 @@ class _Loop:
             self.on_status(status)
             self.notifier.send(f"STATUS={status.line()}")
 
-    def heartbeat(self, done: int = 0) -> None:
+    def heartbeat(self, _done: int = 0) -> None:
         # WATCHDOG=1 only from this thread, and only while events can still reach us: a hung loop
         # or a dead observer that cannot be restarted stops the pings, and systemd restarts us.
         if self.intake.alive or self.intake.inbox_missing:
@@ -127,28 +126,25 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
     require_writable_dir(settings.state, "state")
     _check_layout(settings)
     stopping = threading.Event()
-    with _locked(settings.state), _stop_on_signals(stopping):
+    # Closed in reverse: STOPPING=1, stop watching, stop the decoders, close the ledger, unlock.
+    with ExitStack() as stack:
+        stack.enter_context(_locked(settings.state))
+        stack.enter_context(_stop_on_signals(stopping))
         for line in settings.describe():
             log.info("setting %s", line)
         ledger = Ledger(settings.state)
-        try:
-            hot = HotFolder(settings, ledger)
-            hot.recover()
-            engine = open_engine(settings)
-            try:
-                if hot.latest_is_stale():
-                    hot.write_latest(engine.model.info)
-                intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
-                loop = _Loop(intake, Notifier(), on_status, stopping)
-                try:
-                    return _run(loop, hot, engine, once)
-                finally:
-                    loop.notifier.send("STOPPING=1")
-                    intake.stop()
-            finally:
-                engine.close()
-        finally:
-            ledger.close()
+        stack.callback(ledger.close)
+        hot = HotFolder(settings, ledger)
+        hot.recover()
+        engine = open_engine(settings)
+        stack.callback(engine.close)
+        if hot.latest_is_stale():
+            hot.write_latest(engine.model.info)
+        intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
+        stack.callback(intake.stop)
+        loop = _Loop(intake, Notifier(), on_status, stopping)
+        stack.callback(loop.notifier.send, "STOPPING=1")
+        return _run(loop, hot, engine, once)
 
 
 def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
@@ -156,8 +152,7 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
     if stopping.is_set():
         return loop.status
     intake.start(observe=not once)
-    mode = "once" if once else ("polling" if intake.polling else "events")
-    loop.report(state="watching", watching=mode)
+    loop.report(state="watching")
     loop.notifier.send("READY=1")
     log.info("ready: %s", loop.status.line())
     tick = min(0.2, hot.settings.watch.settle_seconds / 4)
