@@ -192,7 +192,8 @@ class Ledger:
 
     # Batches.
 
-    def record_batch(self, entries: Sequence[Entry], info: ModelInfo, report_for: Callable[[int], Path]) -> tuple[int, Path]:
+    def record_batch(self, entries: Sequence[Entry], info: ModelInfo,
+                     report_for: Callable[[int], Path]) -> tuple[int, Path]:
         """Record a batch's outcomes and its report's path in one transaction; return (batch id, report path)."""
         now = time.time()
         with self._transaction():

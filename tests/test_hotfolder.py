@@ -275,7 +275,7 @@ def test_latest_ranks_everything_recent_across_batches(settings: Settings, engin
     ranking = load_workbook(latest)["Ranking"]
     header = [c.value for c in ranking[1]]
     assert header == [c.value for c in load_workbook(next(settings.outbox.glob("*-batch1.xlsx")))["Ranking"][1]]
-    rows = [dict(zip(header, r)) for r in ranking.iter_rows(min_row=2, values_only=True)]
+    rows = [dict(zip(header, r, strict=True)) for r in ranking.iter_rows(min_row=2, values_only=True)]
     assert sorted(r["File"] for r in rows) == ["a.jpg", "b.jpg", "c.jpg"]
     assert [r["Rank"] for r in rows] == [1, 2, 3]
     assert rows[0]["File"] == "c.jpg", "the red creative ranks first"
