@@ -252,10 +252,11 @@ def render_unit(settings: Settings, user: str | None = None) -> Unit:
     values = {
         "@USER@": account.pw_name,
         "@GROUP@": group,
-        "@WORKDIR@": _unit_quote(str(workdir)),
+        "@WORKDIR@": str(workdir).replace("%", "%%"),  # the whole value is the path: no quotes
         "@EXEC@": " ".join(_unit_quote(part) for part in command),
         "@READ_WRITE_PATHS@": " ".join(_unit_quote(str(p)) for p in writable),
         "@MOUNTS@": " ".join(_unit_quote(str(p)) for p in (settings.inbox, settings.outbox)),
+        "@MPLCONFIGDIR@": _unit_quote(f"MPLCONFIGDIR={settings.state / 'matplotlib'}"),
     }
     text = UNIT_TEMPLATE.read_text(encoding="utf-8")
     for key, value in values.items():

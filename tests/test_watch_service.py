@@ -347,6 +347,7 @@ def test_scorer_service_prints_a_unit_for_this_install(project: Project) -> None
     assert not any(line.startswith(("PrivateDevices", "MemoryDenyWriteExecute")) for line in active)
     assert f"ExecStart={Path(sys.executable).with_name('scorer')} watch --config {project.config}" in unit
     assert f"WorkingDirectory={project.root}" in unit
+    assert f"Environment=MPLCONFIGDIR={project.root / 'state'}/matplotlib" in unit
     assert (f"ReadWritePaths={project.inbox} {project.outbox} {project.root / 'state'} /srv/rejected-creatives"
             in unit), "outbox/scored is covered by outbox; state and an outside rejected folder are listed"
     assert "@" not in "".join(active).replace("multi-user", ""), "every placeholder filled in"
@@ -357,6 +358,24 @@ def test_scorer_service_prints_a_unit_for_this_install(project: Project) -> None
     unit_file = project.root / "scorer.service"
     unit_file.write_text(unit)
     check = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_unit_quotes_paths_with_spaces_and_percent_signs(tmp_path: Path) -> None:
+    root = tmp_path / "Marketing 100% shared"
+    for name in ("inbox", "outbox", "state"):
+        (root / name).mkdir(parents=True)
+    (root / "config.yaml").write_text("model: models/m.pkl\n")
+    result = CliRunner().invoke(main, ["service", "--config", str(root / "config.yaml")])
+    assert result.exit_code == 0, result.output
+    escaped = str(root).replace("%", "%%")
+    assert f"WorkingDirectory={escaped}\n" in result.stdout
+    assert f"ReadWritePaths='{escaped}/inbox' '{escaped}/outbox' '{escaped}/state'" in result.stdout
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax was not checked")
+    (tmp_path / "scorer.service").write_text(result.stdout)
+    check = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "scorer.service")],
+                           capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
 
