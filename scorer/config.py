@@ -56,7 +56,8 @@ class WatchSettings:
 
     polling: bool = _opt(False, "poll instead of inotify: set for SMB/NFS shares and sync clients")
     poll_interval: float = _opt(1.0, "seconds between polls when polling", minimum=0.1)
-    settle_seconds: float = _opt(2.0, "a file is complete once its size and mtime are unchanged this long", minimum=0.1)
+    settle_seconds: float = _opt(2.0, "a file is complete once its size and mtime are unchanged this long; "
+                                 "a batch closes once no file has become complete for this long", minimum=0.1)
     rescan_seconds: float = _opt(30.0, "full rescan of the inbox, catches missed events", minimum=0.5)
     max_batch: int = _opt(200, "most files in one batch report", minimum=1)
     max_batch_age: float = _opt(60.0, "seconds after which a growing batch is scored anyway", minimum=0.1)
@@ -64,7 +65,8 @@ class WatchSettings:
     archive: Path | None = _opt(None, "where scored files go; default outbox/scored (a dated folder inside)")
     rejected: Path | None = _opt(None, "where rejected files go, with <name>.reason.txt; default outbox/rejected")
     latest_days: int = _opt(30, "outbox/latest.xlsx ranks everything scored in this many days", minimum=1)
-    max_attempts: int = _opt(3, "a file whose batch crashed the service this often is rejected", minimum=1)
+    max_attempts: int = _opt(3, "a file being scored each time the service died, this many times, is rejected",
+                             minimum=1)
 
 
 @dataclass(frozen=True)
