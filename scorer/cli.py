@@ -214,11 +214,12 @@ def service(config_path: Path | None, user: str | None) -> None:
     """
     from scorer.service import install_commands, render_unit
 
-    unit = render_unit(load_settings(config_path), user)
+    settings = load_settings(config_path)
+    unit = render_unit(settings, user)
     click.echo(unit.text, nl=False)
     for folder in unit.missing:
         err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    err.print("To install it:\n  " + "\n  ".join(install_commands()), highlight=False)
+    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user)), highlight=False)
 
 
 @main.command()

@@ -264,11 +264,16 @@ def render_unit(settings: Settings, user: str | None = None) -> Unit:
     return Unit(text, [p for p in writable if not p.is_dir()])
 
 
-def install_commands(unit_file: str = "scorer.service") -> list[str]:
-    """The shell commands that install and start the rendered unit."""
+def install_commands(settings: Settings, user: str | None = None) -> list[str]:
+    """The shell commands that render, install and start the unit."""
+    render = ["scorer", "service"]
+    if settings.source is not None:
+        render += ["--config", str(settings.source)]
+    if user:
+        render += ["--user", user]
     return [
-        f"scorer service > {unit_file}",
-        f"sudo install -m 644 {unit_file} /etc/systemd/system/scorer.service",
+        " ".join(shlex.quote(part) for part in render) + " > scorer.service",
+        "sudo install -m 644 scorer.service /etc/systemd/system/scorer.service",
         "sudo systemctl daemon-reload",
         "sudo systemctl enable --now scorer",
         "journalctl -u scorer -f",
