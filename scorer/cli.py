@@ -276,8 +276,8 @@ def _print_training(run: Any) -> None:
 def demo(config_path: Path | None) -> None:
     """Show the whole job: train a demo learner on generated posts, then score generated creatives.
 
-    The posts and creatives go to demo/ beside config.yaml; the learner goes to the
-    configured model path (an existing one is archived) and the report to the outbox.
+    The posts and creatives go to demo/ beside config.yaml; the learner goes to
+    models/demo.pkl (an earlier one is archived) and the report to the outbox.
     It takes a minute or two on a laptop and needs no network.
 
     \b

@@ -127,7 +127,7 @@ class Settings:
     runtime: Literal["auto", "onnx", "torch"] = _opt("auto", "auto: PyTorch on CUDA, else ONNX Runtime, else PyTorch")
     classes: tuple[str, ...] | None = _opt(None, "the learner's classes, lowest engagement first; inferred when unset")
     threads: int = _opt(0, "CPU threads for inference and training; 0 means all cores", minimum=0)
-    batch_size: int = _opt(32, "images per inference batch", minimum=1)
+    batch_size: int = _opt(16, "images per inference batch", minimum=1)
     half: bool = _opt(False, "half precision on CUDA")
     images: ImageSettings = _opt(ImageSettings(), "")
     report: ReportSettings = _opt(ReportSettings(), "")

@@ -110,11 +110,17 @@ class Demo:
 
 def prepare_demo(settings: Settings) -> Demo:
     """Generate the demo's posts and creatives in demo/ beside config.yaml (or in the working folder)."""
-    root = (settings.source.parent if settings.source else Path.cwd()) / "demo"
+    base = settings.source.parent if settings.source else Path.cwd()
+    root = base / "demo"
+    # Always models/demo.pkl: a demo must never replace the learner that config.yaml points at.
+    model = base / "models" / "demo.pkl"
+    pin = settings.model_sha256 if settings.model == model else None
     posts = write_posts(root / "posts").parent
     creatives = root / "creatives"
     write_creatives(creatives)
     # The demo's own training settings and the article's rules, whatever config.yaml says: the data is made for them.
     # One thread unless configured: 64-pixel images gain little from more, and on a busy 2-core machine PyTorch
     # with a thread per core was seen to take 90 s instead of 20.
-    return Demo(dataclasses.replace(settings, train=DEMO_TRAINING, threads=settings.threads or 1), posts, creatives)
+    demo_settings = dataclasses.replace(settings, model=model, model_sha256=pin, classes=None, train=DEMO_TRAINING,
+                                        threads=settings.threads or 1)
+    return Demo(demo_settings, posts, creatives)

@@ -13,11 +13,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from scorer.errors import ImageError
+
+if TYPE_CHECKING:
+    from scorer.config import ImageSettings
 
 # A half-copied JPEG must fail, not be scored with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -59,6 +63,16 @@ class ImageLimits:
     max_bytes: int = 100 * 2**20
     max_pixels: int = 100_000_000
     max_decode_bytes: int = 2**30
+
+    @classmethod
+    def from_settings(cls, images: ImageSettings) -> ImageLimits:
+        """The limits that config.yaml's `images` section sets."""
+        return cls(
+            formats=tuple(f.upper() for f in images.formats),
+            max_bytes=int(images.max_file_mb * 2**20),
+            max_pixels=int(images.max_megapixels * 1e6),
+            max_decode_bytes=images.decode_memory_mb * 2**20,
+        )
 
 
 @dataclass
@@ -210,13 +224,19 @@ def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB")
 
 
-def fit(im: Image.Image, geometry: ItemGeometry) -> Image.Image:
-    """Apply fastai's validation-time Resize (or RandomResizedCrop) to an RGB image."""
-    w, h = im.size
+def fit(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | None = None, scale: int = 1) -> Image.Image:
+    """Apply fastai's validation-time Resize (or RandomResizedCrop) to an RGB image.
+
+    `im` may be a JPEG decoded in draft mode at 1/`scale` of `full_size`: the crop is then
+    computed on the full size, as fastai does, and mapped onto the smaller image, which stays
+    closer to fastai's pixels than cropping the small image with its own rounding.
+    """
+    w, h = full_size or im.size
+    whole = (0, 0, w / scale, h / scale) if scale > 1 else None
     if geometry.method == "squish":
-        return im.resize(geometry.size, Image.BILINEAR)
+        return im.resize(geometry.size, Image.BILINEAR, box=whole)
     if geometry.method == "center":
-        squished = im.resize(geometry.squish_to, Image.BILINEAR)
+        squished = im.resize(geometry.squish_to, Image.BILINEAR, box=whole)
         (sw, sh), (tw, th) = geometry.squish_to, geometry.size
         left, top = (sw - tw) // 2, (sh - th) // 2
         return squished.crop((left, top, left + tw, top + th))
@@ -230,7 +250,14 @@ def fit(im: Image.Image, geometry: ItemGeometry) -> Image.Image:
     left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
     if geometry.method == "crop":
         box = (max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h))
-        return im.crop(box).resize(geometry.size, Image.BILINEAR)
+        if scale == 1:  # exactly fastai's crop, then resize
+            return im.crop(box).resize(geometry.size, Image.BILINEAR)
+        return im.resize(geometry.size, Image.BILINEAR, box=tuple(v / scale for v in box))
+    # pad: rare enough to pad the (possibly smaller) image in its own pixels
+    w, h = im.size
+    m = w / tw if w / tw > h / th else h / th
+    cw, ch = int(m * tw), int(m * th)
+    left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
     pads = ((max(-top, 0), max(ch - h + top, 0)), (max(-left, 0), max(cw - w + left, 0)), (0, 0))
     mode = {"zeros": "constant", "border": "edge", "reflection": "reflect"}[geometry.pad_mode]
     padded = np.pad(np.asarray(im), pads, mode=mode)
@@ -253,9 +280,12 @@ def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, 
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
-    if fmt == "JPEG" or fmt == "MPO":
+    scale = 1
+    if fmt in ("JPEG", "MPO"):
         draft = geometry.draft_size if geometry else (max(thumb_px, 256),) * 2
-        im.draft("RGB", draft)
+        drafted = im.draft("RGB", draft)
+        if drafted is not None:
+            scale = round(width / drafted[1][2])  # the DCT scale: 1, 2, 4 or 8
     decode_bytes = im.size[0] * im.size[1] * max(len(im.getbands()), 3) * (2 if ";16" in im.mode else 1)
     if decode_bytes > limits.max_decode_bytes:
         raise ImageError(
@@ -263,9 +293,10 @@ def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, 
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
+    drafted_size = im.size
     rgb = normalise(im, notes)
-    if rgb.size != im.size and (rgb.size[0] == im.size[1] and rgb.size[1] == im.size[0]):
-        width, height = height, width  # rotated upright
-    pixels = np.asarray(fit(rgb, geometry)) if geometry else None
+    if rgb.size != drafted_size:  # turned upright: a quarter turn swaps the sides
+        width, height = height, width
+    pixels = np.asarray(fit(rgb, geometry, (width, height), scale)) if geometry else None
     thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
     return Decoded(sha, width, height, fmt, st.st_size, st.st_mtime, pixels, thumb, tuple(notes))

@@ -107,7 +107,22 @@ class Classifier:
             return TorchRuntime(self._learn.model, device)
         folder = settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
         sample = self._prepare(self._sample_pixels())
-        return load_or_export_onnx(self._learn.model, sample, sha, onnx_cache_path(settings.model, sha, folder), threads)
+        try:
+            onnx = load_or_export_onnx(self._learn.model, sample, sha, onnx_cache_path(settings.model, sha, folder),
+                                       threads)
+        except ModelError:
+            raise
+        except Exception as exc:  # the exporter does not cover every layer a user's model may have
+            if runtime == "onnx":
+                raise ModelError(f"this model cannot be exported to ONNX ({type(exc).__name__}: {exc}): "
+                                 "set 'runtime: torch' in config.yaml") from None
+            log.warning("ONNX export failed (%s: %s): scoring with PyTorch instead", type(exc).__name__, exc)
+            return TorchRuntime(self._learn.model, device)
+        # Only cheap batch transforms stay in PyTorch now; its idle OpenMP threads would spin on
+        # the cores that ONNX Runtime and the decoders need.
+        torch.set_num_threads(1)
+        self._learn.model = None  # ONNX Runtime holds its own copy of the weights
+        return onnx
 
     def _sample_pixels(self) -> np.ndarray:
         assert self.geometry is not None

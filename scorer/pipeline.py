@@ -33,7 +33,9 @@ class Model(Protocol):
 class Decoder(Protocol):
     """What the pipeline needs from a decoding pool (see scorer.workers.DecodePool)."""
 
-    def imap(self, paths: Sequence[Path], ahead: int = ...) -> Iterator[tuple[Path, Decoded | ImageError]]: ...
+    def imap(
+        self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...
+    ) -> Iterator[tuple[Path, Decoded | ImageError]]: ...
 
     def close(self) -> None: ...
 
@@ -82,7 +84,7 @@ def score_items(
         progress(len(waiting))
         waiting.clear()
 
-    for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size):
+    for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop):
         if stop():
             return result
         item = by_path[path]
@@ -155,12 +157,7 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None) -> Engine:
     from scorer.model import Classifier
 
     classifier = Classifier(settings)
-    limits = ImageLimits(
-        formats=tuple(f.upper() for f in settings.images.formats),
-        max_bytes=int(settings.images.max_file_mb * 2**20),
-        max_pixels=int(settings.images.max_megapixels * 1e6),
-        max_decode_bytes=settings.images.decode_memory_mb * 2**20,
-    )
+    limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
     pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)

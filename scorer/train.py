@@ -52,7 +52,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     t = settings.train
     classes = t.label.classes
     model = (out or settings.model).absolute()
-    posts = import_posts(data, _image_limits(settings))
+    posts = import_posts(data, ImageLimits.from_settings(settings.images))
     for row in posts.bad:
         log.warning("skipped %s: %s", row.source, row.reason)
     kept, steps = clean(posts.table, t.clean)
@@ -103,13 +103,6 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), counts)
     _pin(settings, model, sha)
     return TrainRun(model, sha, card, card_files(model)[1], archived, posts.bad, funnel, ev, top)
-
-
-def _image_limits(settings: Settings) -> ImageLimits:
-    # Training images are vetted by the same limits as the images that are scored.
-    images = settings.images
-    return ImageLimits(formats=tuple(f.upper() for f in images.formats), max_bytes=int(images.max_file_mb * 2**20),
-                       max_pixels=int(images.max_megapixels * 1e6), max_decode_bytes=images.decode_memory_mb * 2**20)
 
 
 def _class_counts(table: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:

@@ -116,8 +116,13 @@ class DecodePool:
         self._slots = [_Slot(job) for _ in range(workers)]
         self._timeout = timeout
 
-    def imap(self, paths: Iterable[Path], ahead: int = 32) -> Iterator[tuple[Path, Decoded | ImageError]]:
-        """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting."""
+    def imap(
+        self, paths: Iterable[Path], ahead: int = 32, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[tuple[Path, Decoded | ImageError]]:
+        """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting.
+
+        Returns early once `stop()` is true, even while a decoder is still busy.
+        """
         tasks = iter(enumerate(paths))
         results: dict[int, tuple[Path, Decoded | ImageError]] = {}
         cond = threading.Condition()
@@ -156,7 +161,9 @@ class DecodePool:
                             return
                         if not any(t.is_alive() for t in threads):
                             raise RuntimeError("decoding threads stopped with files outstanding")
-                        cond.wait(0.5)
+                        if stop():
+                            return
+                        cond.wait(0.2)
                     item = results.pop(index)
                 room.release()
                 index += 1

@@ -92,9 +92,9 @@ def test_jpeg_is_decoded_in_draft_mode_at_no_less_than_twice_the_target(tmp_path
     seen: list[tuple[int, int]] = []
     real_fit = fit
 
-    def spy(im: Image.Image, geometry: ItemGeometry) -> Image.Image:
-        seen.append(im.size)
-        return real_fit(im, geometry)
+    def spy(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int], scale: int) -> Image.Image:
+        seen.append((im.size, full_size, scale))
+        return real_fit(im, geometry, full_size, scale)
 
     import scorer.images as images
 
@@ -105,7 +105,7 @@ def test_jpeg_is_decoded_in_draft_mode_at_no_less_than_twice_the_target(tmp_path
         images.fit = saved
     assert (decoded.width, decoded.height) == (2000, 1500)
     # 2000×1500 at 1/2 scale is 1000×750, the smallest DCT scale that keeps both sides ≥ 448
-    assert seen == [(1000, 750)]
+    assert seen == [((1000, 750), (2000, 1500), 2)]
     assert decoded.pixels is not None and decoded.pixels.shape == (224, 224, 3)
     assert decoded.thumbnail and Image.open(__import__("io").BytesIO(decoded.thumbnail)).size == (64, 48)
 
