@@ -20,7 +20,11 @@ def train_tiny_learner(folder: Path, classes: dict[str, tuple[int, int, int]], o
     """Plain fastai, as a user's notebook would do it: train a small resnet18 on colours and export it."""
     from fastai.vision.all import ImageDataLoaders, Resize, accuracy, resnet18, set_seed, vision_learner
 
+    import torch
+
     items = labelled_set(folder, per_class=16, classes=classes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a single thread keeps float sums, and so the trained weights, reproducible
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         set_seed(0, reproducible=True)
@@ -29,8 +33,9 @@ def train_tiny_learner(folder: Path, classes: dict[str, tuple[int, int, int]], o
             item_tfms=Resize(32, method=method), bs=8, num_workers=0,
         )
         learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
-        learn.fit_one_cycle(8, 2e-3)
+        learn.fit_one_cycle(10, 5e-3)
         learn.export(out)
+    torch.set_num_threads(threads)
     os.chmod(out, 0o644)
     return out
 

@@ -36,8 +36,8 @@ def labelled_set(folder: Path, per_class: int, classes: dict[str, tuple[int, int
     """per_class JPEGs for each class, named <class>_<n>.jpg; returns (path, label) pairs."""
     classes = classes or CLASS_COLOURS
     items = []
-    for label, colour in classes.items():
+    for k, (label, colour) in enumerate(classes.items()):
         for n in range(per_class):
-            seed = hash((label, n)) % 2**32
+            seed = 1000 * k + n  # not hash(): str hashes change from one process to the next
             items.append((write_creative(folder / f"{label}_{n}.jpg", colour, size, seed), label))
     return items

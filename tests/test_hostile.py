@@ -162,3 +162,28 @@ def test_a_file_that_hangs_or_crashes_the_decoder_is_rejected_and_the_rest_score
     hashes = {s.sha256 for s in result.scored}
     assert hashlib.sha256((project.inbox / "a.jpg").read_bytes()).hexdigest() in hashes
     assert os.listdir(project.inbox)  # nothing moved: `score` never touches inputs
+
+
+@pytest.mark.slow
+def test_corpus_through_watch_once(project: Project, corpus: dict[str, Expect], tmp_path: Path) -> None:
+    project.write_config("model: models/tiny.pkl\nwatch:\n  settle_seconds: 0.3\n")
+    proc = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(project.config)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (report,) = project.outbox.glob("engagement-report-*-batch*.xlsx")
+    check_report_accounts_for_corpus(report, corpus)
+    check_report_accounts_for_corpus(project.outbox / "latest.xlsx", corpus)
+    left = [p for p in project.inbox.rglob("*") if not p.is_dir() or p.is_symlink()]
+    assert left == [], f"left in the inbox: {left}"
+    rejected_dir = project.outbox / "rejected"
+    for name, want in corpus.items():
+        if want.outcome == "rejected":
+            assert os.path.lexists(rejected_dir / name), f"{name!r} was not set aside"
+            reason = (rejected_dir / f"{name}.reason.txt").read_text(encoding="utf-8")
+            assert want.text in reason
+    assert (rejected_dir / "link.jpg").is_symlink(), "the link itself is set aside, never followed"
+    assert (tmp_path / "outside" / "secret.jpg").exists()
+    (day,) = (project.outbox / "scored").iterdir()
+    archived = {p.relative_to(day).as_posix() for p in day.rglob("*") if p.is_file()}
+    assert archived == {n for n, w in corpus.items() if w.outcome == "scored"}
+    check_libreoffice_shows_text_as_typed(report, corpus, tmp_path / "csv")
