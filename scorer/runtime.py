@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -116,12 +117,21 @@ def load_or_export_onnx(
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # The exporter prints progress on stdout; keep the CLI's output clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(
-            model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,
-        )
+    # The TorchScript exporter covers fastai's AdaptiveConcatPool2d on every torch release we
+    # support (the torch.export one fails on aten.adaptive_max_pool2d before torch 2.14) and
+    # takes a second instead of five; the newer exporter is the fallback once it is gone.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+            )
+        except (TypeError, RuntimeError, NotImplementedError) as exc:
+            log.info("TorchScript ONNX export unavailable (%s): using torch.export", exc)
+            torch.onnx.export(
+                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
+                external_data=False, verbose=False,
+            )
     os.replace(tmp, path)
-
