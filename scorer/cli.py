@@ -141,7 +141,12 @@ def _print_summary(result: Any, report: Path, top: int = 10) -> None:
 
 @main.group()
 def model() -> None:
-    """Pin and inspect the model file."""
+    """Pin the model file that scoring may load.
+
+    \b
+    Example:
+        scorer model pin models/engagement.pkl
+    """
 
 
 @model.command("pin")
