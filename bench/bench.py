@@ -82,8 +82,17 @@ def train_learner(work: Path) -> Path:
     out = work / "bench-resnet34.pkl"
     if out.exists():
         return out
-    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize, accuracy, resnet34,
-                                   set_seed, vision_learner)
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        RandomSplitter,
+        Resize,
+        accuracy,
+        resnet34,
+        set_seed,
+        vision_learner,
+    )
 
     train = work / "train"
     for i in range(90):
@@ -93,9 +102,10 @@ def train_learner(work: Path) -> Path:
         (train / "rgb"[c]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(train / "rgb"[c] / f"t{i:03d}.jpg", quality=90)
     set_seed(0)
-    dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda p: sorted(p.rglob("*.jpg")),
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda p: sorted(p.rglob("*.jpg")),
                     get_y=lambda p: {"r": "High", "g": "Neutral", "b": "Low"}[p.parent.name],
-                    splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(224)).dataloaders(train, bs=16, num_workers=0)
+                    splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(224))
+    dls = block.dataloaders(train, bs=16, num_workers=0)
     learn = vision_learner(dls, resnet34, pretrained=False, metrics=accuracy)
     learn.fit_one_cycle(3, 2e-3)
     learn.export(out)
@@ -148,7 +158,9 @@ def measure_speed(model: Path, files: list[Path], work: Path, label: str, predic
         engine = open_engine(settings)
         try:
             score_paths(settings, [files[0]], engine=engine)  # warm-up: workers started, caches filled
-            run, secs = timed(lambda: score_paths(settings, [folder], engine=engine))
+            start = time.perf_counter()
+            run = score_paths(settings, [folder], engine=engine)
+            secs = time.perf_counter() - start
         finally:
             engine.close()
         got = {s.location: s.probs for s in run.result.scored}
@@ -235,8 +247,8 @@ def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]], abou
               "| ---: | ---: | ---: |"]
     lines += [f"| {m['files']} | {m['peak_tree_rss_mib']:.0f} MiB | {m['wall_s_with_startup']:.0f} s |" for m in memory]
     if len(memory) == 2:
-        lines.append(f"\nPeak RSS for {memory[1]['files']} files is "
-                     f"{memory[1]['peak_tree_rss_mib'] / memory[0]['peak_tree_rss_mib'] - 1:+.0%} against {memory[0]['files']}.")
+        growth = memory[1]["peak_tree_rss_mib"] / memory[0]["peak_tree_rss_mib"] - 1
+        lines.append(f"\nPeak RSS for {memory[1]['files']} files is {growth:+.0%} against {memory[0]['files']}.")
     return "\n".join(lines)
 
 

@@ -100,8 +100,10 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @CONFIG_OPTION
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="Exported learner (.pkl) to use instead of config's.")
-@click.option("--out", "outbox", type=click.Path(path_type=Path), default=None, help="Folder for the report instead of config's outbox.")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Exported learner (.pkl) to use instead of config's.")
+@click.option("--out", "outbox", type=click.Path(path_type=Path), default=None,
+              help="Folder for the report instead of config's outbox.")
 @friendly_errors
 def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None, outbox: Path | None) -> None:
     """Score image files and folders (recursively) into one ranked Excel report.
@@ -124,8 +126,8 @@ def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None,
 def _print_summary(result: Any, report: Path, top: int = 10) -> None:
     ranked = result.ranked()
     table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
-    for name, justify in (("Rank", "right"), ("File", "left"), ("Predicted", "left"), ("Confidence", "right"), ("Score", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in ("Rank", "File", "Predicted", "Confidence", "Score"):
+        table.add_column(name, justify="left" if name in ("File", "Predicted") else "right")
     for rank, s in enumerate(ranked[:top], start=1):
         table.add_row(str(rank), s.name, s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
     out.print(table)

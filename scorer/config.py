@@ -11,6 +11,7 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,9 @@ class WatchSettings:
     rescan_seconds: float = _opt(30.0, "full rescan of the inbox, catches missed events", minimum=0.5)
     max_batch: int = _opt(200, "most files in one batch report", minimum=1)
     max_batch_age: float = _opt(60.0, "seconds after which a growing batch is scored anyway", minimum=0.1)
-    after_scoring: Literal["move", "keep"] = _opt("move", "move: archive scored/rejected files; keep: leave them (read-only shares)")
+    after_scoring: Literal["move", "keep"] = _opt(
+        "move", "move: archive scored/rejected files; keep: leave them (read-only shares)"
+    )
     archive: Path | None = _opt(None, "where scored files go; default outbox/scored (a dated folder inside)")
     rejected: Path | None = _opt(None, "where rejected files go, with <name>.reason.txt; default outbox/rejected")
     latest_days: int = _opt(30, "outbox/latest.xlsx ranks everything scored in this many days", minimum=1)
@@ -83,7 +86,9 @@ class CleanSettings:
 class LabelSettings:
     """How likes + comments become engagement classes."""
 
-    method: Literal["thresholds", "quantiles"] = _opt("thresholds", "thresholds: fixed cut points; quantiles: equal-sized classes")
+    method: Literal["thresholds", "quantiles"] = _opt(
+        "thresholds", "thresholds: fixed cut points; quantiles: equal-sized classes"
+    )
     thresholds: tuple[float, ...] = _opt(
         (7000.0, 11000.0),
         "cut points on likes+comments, lowest first, one fewer than classes (7000 and 11000 are both Neutral); "
@@ -173,7 +178,8 @@ def documented_keys(cls: type = Settings, prefix: str = "") -> list[tuple[str, s
         if dataclasses.is_dataclass(hints[f.name]):
             rows += documented_keys(hints[f.name], f"{prefix}{f.name}.")
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            factory: Callable[[], Any] = f.default_factory  # type: ignore[assignment]
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             rows.append((f"{prefix}{f.name}", f.metadata["doc"], default))
     return rows
 
@@ -225,8 +231,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, where: str)
     values: dict[str, Any] = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        hint: Any = hints[name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             sub = data.get(name) or {}
             if not isinstance(sub, dict):
                 raise ConfigError(f"'{key}' in {where} must be a mapping of keys: fix it or remove it")

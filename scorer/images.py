@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _EXIF_ORIENTATION = 0x0112
+# fastai's pad modes in numpy's words
+_PAD_MODES: dict[str, Literal["constant", "edge", "reflect"]] = {"zeros": "constant", "border": "edge",
+                                                                  "reflection": "reflect"}
 
 IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp")
 
@@ -224,7 +227,9 @@ def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB")
 
 
-def fit(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | None = None, scale: int = 1) -> Image.Image:
+def fit(
+    im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | None = None, scale: int = 1
+) -> Image.Image:
     """Apply fastai's validation-time Resize (or RandomResizedCrop) to an RGB image.
 
     `im` may be a JPEG decoded in draft mode at 1/`scale` of `full_size`: the crop is then
@@ -234,9 +239,10 @@ def fit(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | No
     w, h = full_size or im.size
     whole = (0, 0, w / scale, h / scale) if scale > 1 else None
     if geometry.method == "squish":
-        return im.resize(geometry.size, Image.BILINEAR, box=whole)
+        return im.resize(geometry.size, Image.Resampling.BILINEAR, box=whole)
     if geometry.method == "center":
-        squished = im.resize(geometry.squish_to, Image.BILINEAR, box=whole)
+        assert geometry.squish_to is not None
+        squished = im.resize(geometry.squish_to, Image.Resampling.BILINEAR, box=whole)
         (sw, sh), (tw, th) = geometry.squish_to, geometry.size
         left, top = (sw - tw) // 2, (sh - th) // 2
         return squished.crop((left, top, left + tw, top + th))
@@ -251,23 +257,24 @@ def fit(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | No
     if geometry.method == "crop":
         box = (max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h))
         if scale == 1:  # exactly fastai's crop, then resize
-            return im.crop(box).resize(geometry.size, Image.BILINEAR)
-        return im.resize(geometry.size, Image.BILINEAR, box=tuple(v / scale for v in box))
+            return im.crop(box).resize(geometry.size, Image.Resampling.BILINEAR)
+        x0, y0, x1, y1 = (v / scale for v in box)
+        return im.resize(geometry.size, Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
     # pad: rare enough to pad the (possibly smaller) image in its own pixels
     w, h = im.size
     m = w / tw if w / tw > h / th else h / th
     cw, ch = int(m * tw), int(m * th)
     left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
     pads = ((max(-top, 0), max(ch - h + top, 0)), (max(-left, 0), max(cw - w + left, 0)), (0, 0))
-    mode = {"zeros": "constant", "border": "edge", "reflection": "reflect"}[geometry.pad_mode]
+    mode: Literal["constant", "edge", "reflect"] = _PAD_MODES[geometry.pad_mode]
     padded = np.pad(np.asarray(im), pads, mode=mode)
-    return Image.fromarray(padded).resize(geometry.size, Image.BILINEAR)
+    return Image.fromarray(padded).resize(geometry.size, Image.Resampling.BILINEAR)
 
 
 def thumbnail_bytes(im: Image.Image, px: int) -> bytes:
     """A small JPEG of an already-decoded image, for the report."""
     thumb = im.copy()
-    thumb.thumbnail((px, px), Image.BILINEAR)
+    thumb.thumbnail((px, px), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=80)
     return out.getvalue()

@@ -158,14 +158,16 @@ def item_spec(learn: Learner) -> ItemGeometry | None:
         if type(tfm) is Resize and spec is None:
             method = {ResizeMethod.Crop: "crop", ResizeMethod.Squish: "squish", ResizeMethod.Pad: "pad"}.get(tfm.method)
             if method is None or tfm.mode != 2:  # 2 is Pillow's BILINEAR
-                return _unknown(tfm)
+                _unknown(tfm)
+                return None
             spec = ItemGeometry(method, (int(tfm.size[0]), int(tfm.size[1])), str(tfm.pad_mode))
         elif type(tfm) is RandomResizedCrop and spec is None and tfm.mode == 2:
             size = (int(tfm.size[0]), int(tfm.size[1]))
             xtra = int(np.ceil(max(size) * tfm.val_xtra / 8) * 8)
             spec = ItemGeometry("center", size, squish_to=(size[0] + xtra, size[1] + xtra))
         else:
-            return _unknown(tfm)
+            _unknown(tfm)
+            return None
     if spec is None:
         log.warning("the learner has no Resize item transform: using fastai's own test_dl path")
     return spec
@@ -174,7 +176,6 @@ def item_spec(learn: Learner) -> ItemGeometry | None:
 def _unknown(tfm: Any) -> None:
     log.warning("item transform %s is not one the fast engine knows: using fastai's own test_dl path",
                 type(tfm).__name__)
-    return None
 
 
 def batch_transform(learn: Learner) -> Any:

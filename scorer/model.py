@@ -103,7 +103,9 @@ class Classifier:
             import onnxruntime  # noqa: F401
         except ImportError:
             if runtime == "onnx":
-                raise ConfigError("'runtime: onnx' needs onnxruntime: pip install onnxruntime, or set 'runtime: auto'") from None
+                raise ConfigError(
+                    "'runtime: onnx' needs onnxruntime: pip install onnxruntime, or set 'runtime: auto'"
+                ) from None
             return TorchRuntime(self._learn.model, device)
         folder = settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
         sample = self._prepare(self._sample_pixels())

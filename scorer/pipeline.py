@@ -75,11 +75,12 @@ def score_items(
         if not waiting:
             return
         if model.geometry is not None:
-            probs = model.predict_pixels(np.stack([decoded.pixels for _, decoded in waiting]))
+            pixels = [decoded.pixels for _, decoded in waiting if decoded.pixels is not None]
+            probs = model.predict_pixels(np.stack(pixels))
         else:
             probs = model.predict_files([item.path for item, _ in waiting])
         now = time.time()
-        for (item, decoded), p in zip(waiting, probs):
+        for (item, decoded), p in zip(waiting, probs, strict=True):
             result.scored.append(_scored(item, decoded, model.classes, p, now))
         progress(len(waiting))
         waiting.clear()

@@ -74,7 +74,7 @@ def _put_text(ws: Worksheet, row: int, col: int, value: str) -> None:
 
 
 def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> None:
-    for col, (name, width) in enumerate(zip(names, widths), start=1):
+    for col, (name, width) in enumerate(zip(names, widths, strict=True), start=1):
         cell = ws.cell(row=1, column=col, value=name)
         cell.font, cell.fill = _HEADER_FONT, _HEADER_FILL
         cell.alignment = Alignment(vertical="center", wrap_text=True)
@@ -143,7 +143,8 @@ def _duplicates(ws: Worksheet, duplicates: Sequence[Duplicate]) -> None:
         _put_text(ws, row, 2, d.original.name)
         _put_text(ws, row, 3, d.original.predicted)
         ws.cell(row=row, column=4, value=round(d.original.score, 2)).number_format = "0.0"
-        ws.cell(row=row, column=5, value=datetime.fromtimestamp(d.original.scored_at)).number_format = "yyyy-mm-dd hh:mm"
+        first = ws.cell(row=row, column=5, value=datetime.fromtimestamp(d.original.scored_at))
+        first.number_format = "yyyy-mm-dd hh:mm"
         _put_text(ws, row, 6, d.location)
 
 
@@ -158,7 +159,7 @@ def _model(ws: Worksheet, info: ModelInfo, generated: datetime) -> None:
         ("Preprocessing", info.preprocessing),
         *((f"{name} version", version) for name, version in info.versions.items()),
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
-        ("Engagement score", f"100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
+        ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
     ]
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
     for row, (key, value) in enumerate(rows, start=2):

@@ -45,7 +45,7 @@ class TorchRuntime:
         self.device = device
         self.name = f"torch-{device}" + ("-fp16" if half else "")
         self._half = half and device == "cuda"
-        model = model.eval().to(device, memory_format=torch.channels_last)
+        model = model.eval().to(device).to(memory_format=torch.channels_last)
         self._model = model.half() if self._half else model
 
     def logits(self, batch: torch.Tensor) -> np.ndarray:

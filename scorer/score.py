@@ -11,8 +11,8 @@ from scorer.config import Settings, require_writable_dir
 from scorer.errors import ConfigError
 from scorer.images import find_candidates
 from scorer.pipeline import Engine, Item, Progress, open_engine
-from scorer.results import BatchResult
 from scorer.report import ReportContent, report_name, save_report
+from scorer.results import BatchResult
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,10 @@ def collect_items(paths: Sequence[Path]) -> list[Item]:
         for path in find_candidates([given]):
             name = path.relative_to(given).as_posix() if given.is_dir() and path != given else path.name
             items.append(Item(path, name))
-    seen: set[Path] = set()
-    return [i for i in items if not (i.path in seen or seen.add(i.path))]
+    unique: dict[Path, Item] = {}
+    for item in items:  # a file given twice, or inside two given folders, is scored once
+        unique.setdefault(item.path, item)
+    return list(unique.values())
 
 
 def score_paths(

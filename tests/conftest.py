@@ -18,9 +18,8 @@ RENAMED = {"Low": "bronze", "Neutral": "silver", "High": "gold"}
 def train_tiny_learner(folder: Path, classes: dict[str, tuple[int, int, int]], out: Path,
                        method: str = "crop") -> Path:
     """Plain fastai, as a user's notebook would do it: train a small resnet18 on colours and export it."""
-    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, resnet18, set_seed, vision_learner
-
     import torch
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, resnet18, set_seed, vision_learner
 
     items = labelled_set(folder, per_class=16, classes=classes)
     threads = torch.get_num_threads()

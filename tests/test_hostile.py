@@ -26,10 +26,10 @@ from tests.poison import poison_decode
 def _sheet(path: Path, name: str) -> list[dict[str, object]]:
     ws = load_workbook(path)[name]
     header = [c.value for c in ws[1]]
-    return [dict(zip(header, row)) for row in ws.iter_rows(min_row=2, values_only=True)]
+    return [dict(zip(header, row, strict=True)) for row in ws.iter_rows(min_row=2, values_only=True)]
 
 
-def check_report_accounts_for_corpus(report: Path, expect: dict[str, Expect], name_of: "callable" = shown) -> None:
+def check_report_accounts_for_corpus(report: Path, expect: dict[str, Expect], name_of: callable = shown) -> None:
     """Every corpus entry is on exactly one sheet, with the expected note, reason or original."""
     ranking = {r["File"]: r for r in _sheet(report, "Ranking")}
     rejected = {r["File"]: r for r in _sheet(report, "Rejected")}

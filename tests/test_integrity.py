@@ -20,8 +20,8 @@ from tests.imagegen import CLASS_COLOURS, write_creative
 
 
 def _score(project: Project) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scorer", "score", str(project.inbox), "--config", str(project.config)],
-                          capture_output=True, text=True, timeout=300)
+    args = [sys.executable, "-m", "scorer", "score", str(project.inbox), "--config", str(project.config)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

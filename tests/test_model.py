@@ -51,8 +51,17 @@ def test_order_saved_by_training_is_used() -> None:
     assert order_classes(["x", "y", "z"], None, ["z", "x", "y"]) == ["z", "x", "y"]
 
 
-def _train(folder: Path, out: Path, item_tfms: object, batch_tfms: object = None, label_module: str | None = None) -> Path:
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, RandomSplitter, resnet18, set_seed, vision_learner
+def _train(folder: Path, out: Path, item_tfms: object, batch_tfms: object = None,
+           label_module: str | None = None) -> Path:
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        RandomSplitter,
+        resnet18,
+        set_seed,
+        vision_learner,
+    )
 
     items = labelled_set(folder, per_class=8, classes=CLASS_COLOURS, size=(90, 60))
     labels = {p.name: label for p, label in items}
@@ -169,8 +178,8 @@ def test_learner_with_unimportable_label_function_loads_and_scores(tmp_path: Pat
         sys.modules.pop("campaign_labels", None)
     write_creative(project.inbox / "a.jpg", CLASS_COLOURS["High"], (200, 150))
     project.write_config("model: models/nb.pkl\n")
-    proc = subprocess.run([sys.executable, "-m", "scorer", "score", str(project.inbox), "--config", str(project.config)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    args = [sys.executable, "-m", "scorer", "score", str(project.inbox), "--config", str(project.config)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "campaign_labels.label_func" in proc.stderr  # logged as ignored: not needed for scoring
     assert len(project.reports()) == 1

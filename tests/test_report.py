@@ -30,7 +30,8 @@ def _thumb() -> bytes:
 
 
 def _scored(name: str, probs: tuple[float, ...], thumb: bool = False) -> Scored:
-    return Scored(name, f"/in/{name}", name.encode("utf-8", "surrogateescape").hex().ljust(64, "0")[:64], CLASSES, probs, 1080, 1350, "JPEG",
+    sha = name.encode("utf-8", "surrogateescape").hex().ljust(64, "0")[:64]
+    return Scored(name, f"/in/{name}", sha, CLASSES, probs, 1080, 1350, "JPEG",
                   2048, 1_700_000_000.0, 1_700_000_100.0, _thumb() if thumb else None, "")
 
 

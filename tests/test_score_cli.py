@@ -24,7 +24,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 def _rows(path: Path, sheet: str) -> list[dict[str, object]]:
     ws = load_workbook(path)[sheet]
     header = [c.value for c in ws[1]]
-    return [dict(zip(header, row)) for row in ws.iter_rows(min_row=2, values_only=True)]
+    return [dict(zip(header, row, strict=True)) for row in ws.iter_rows(min_row=2, values_only=True)]
 
 
 @pytest.fixture
