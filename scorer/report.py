@@ -81,6 +81,11 @@ def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> Non
         ws.column_dimensions[get_column_letter(col)].width = width
     ws.freeze_panes = "A2"
     ws.row_dimensions[1].height = 30
+    # Printed, a sheet is as wide as the page and repeats its header row.
+    ws.page_setup.orientation = "landscape"
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0
+    ws.print_title_rows = "1:1"
 
 
 def _ranking(ws: Worksheet, content: ReportContent) -> None:
