@@ -8,13 +8,14 @@ folders (it holds the state lock), so a name that is free when checked stays fre
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import os
 import shutil
 import stat
 from collections.abc import Collection
 from pathlib import Path
+
+from scorer.integrity import sha256_file
 
 REASON_SUFFIX = ".reason.txt"
 TEMP_PREFIX = ".~"
@@ -105,11 +106,7 @@ def _same(source: Path, destination: Path, sha: str | None) -> bool:
         return False
     if sha is None or not (stat.S_ISREG(src.st_mode) and stat.S_ISREG(dst.st_mode)) or src.st_size != dst.st_size:
         return False
-    digest = hashlib.sha256()
-    with open(destination, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == sha
+    return sha256_file(destination) == sha
 
 
 def _copy_across(source: Path, destination: Path, root: Path) -> None:

@@ -17,7 +17,6 @@ whether the report exists.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import stat
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from scorer.config import Settings
 from scorer.disposal import free_name, move, remove_stale_temps, sync, write_reason
+from scorer.integrity import sha256_handle
 from scorer.ledger import Entry, Ledger, Outcome, View
 from scorer.pipeline import Engine, Item, Progress
 from scorer.report import ReportContent, report_name, save_report
@@ -257,13 +257,10 @@ def _sha256(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None  # the decoder rejects it with the reason
-    digest = hashlib.sha256()
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_handle(handle)
 
 
 def _duplicate_reason(original: Scored) -> str:

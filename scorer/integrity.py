@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from scorer.config import Settings, set_top_level_keys
 from scorer.errors import ConfigError, ModelError
@@ -21,13 +22,18 @@ log = logging.getLogger(__name__)
 PINS_FILE = "model-pins.json"
 
 
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks."""
+def sha256_handle(handle: BinaryIO) -> str:
+    """The SHA-256 of what is left to read in an open binary file, read in blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file."""
+    with open(path, "rb") as handle:
+        return sha256_handle(handle)
 
 
 def _pins_path(settings: Settings) -> Path:
