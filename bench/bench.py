@@ -131,8 +131,8 @@ def measure_speed(model: Path, files: list[Path], work: Path, label: str, predic
     from fastai.vision.all import load_learner
 
     from scorer.config import load_settings
-    from scorer.pipeline import open_engine
-    from scorer.score import score_paths
+    from scorer.scoring.engine import open_engine
+    from scorer.scoring.score import score_paths
 
     rows: list[dict[str, object]] = []
     learn = load_learner(model)

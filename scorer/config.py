@@ -1,4 +1,4 @@
-"""Typed settings: defaults live here, config.yaml only overrides them.
+"""Read config.yaml over the typed defaults in scorer.settings; check folders the settings name.
 
 This is the only module that reads YAML. Every problem becomes a ConfigError
 that names the key and the fix, so the CLI can print it on one line.
@@ -11,177 +11,16 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from scorer.errors import ConfigError
+from scorer.fsutil import atomic_write
+from scorer.settings import Settings
 
 CONFIG_NAME = "config.yaml"
-
-
-def _opt(default: Any, doc: str, *, minimum: float | None = None) -> Any:
-    """A settings field with its one-line documentation and an optional lower bound."""
-    meta = {"doc": doc, "min": minimum}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the scorer accepts as an image, and how hard it works to decode one."""
-
-    formats: tuple[str, ...] = _opt(("JPEG", "PNG", "WEBP"), "Pillow format names that are accepted")
-    max_file_mb: float = _opt(100.0, "larger files are rejected unread", minimum=0.001)
-    max_megapixels: float = _opt(100.0, "larger images are rejected before decoding", minimum=0.001)
-    decode_workers: int = _opt(2, "decoding processes, overlapped with inference", minimum=1)
-    decode_timeout: float = _opt(60.0, "seconds before a file that hangs a decoder is rejected", minimum=1)
-    decode_memory_mb: int = _opt(1024, "bound on pixels being decoded at once", minimum=16)
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """How the Excel report looks."""
-
-    thumbnails: bool = _opt(True, "embed a thumbnail of each creative")
-    thumbnail_px: int = _opt(96, "longest side of a thumbnail, in pixels", minimum=16)
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """The hot-folder service."""
-
-    polling: bool = _opt(False, "poll instead of inotify: set for SMB/NFS shares and sync clients")
-    poll_interval: float = _opt(1.0, "seconds between polls when polling", minimum=0.1)
-    settle_seconds: float = _opt(2.0, "a file is complete once its size and mtime are unchanged this long; "
-                                 "a batch closes once no file has become complete for this long", minimum=0.1)
-    rescan_seconds: float = _opt(30.0, "full rescan of the inbox, catches missed events", minimum=0.5)
-    max_batch: int = _opt(200, "most files in one batch report", minimum=1)
-    max_batch_age: float = _opt(60.0, "seconds after which a growing batch is scored anyway", minimum=0.1)
-    after_scoring: Literal["move", "keep"] = _opt(
-        "move", "move: archive scored/rejected files; keep: leave them (read-only shares)"
-    )
-    archive: Path | None = _opt(None, "where scored files go; default outbox/scored (a dated folder inside)")
-    rejected: Path | None = _opt(None, "where rejected files go, with <name>.reason.txt; default outbox/rejected")
-    latest_days: int = _opt(30, "outbox/latest.xlsx ranks everything scored in this many days", minimum=1)
-    max_attempts: int = _opt(3, "a file being scored each time the service died, this many times, is rejected",
-                             minimum=1)
-
-
-@dataclass(frozen=True)
-class CleanSettings:
-    """The article's rules for dropping posts that were probably advertised."""
-
-    drop_is_ad: bool = _opt(True, "drop posts whose is_ad column is true")
-    min_comment_ratio: float = _opt(0.005, "drop posts with comments/likes below this", minimum=0)
-    max_comment_ratio: float = _opt(0.02, "drop posts with comments/likes above this", minimum=0)
-    max_likes: int = _opt(16000, "drop posts with more likes than this", minimum=0)
-
-
-@dataclass(frozen=True)
-class LabelSettings:
-    """How likes + comments become engagement classes."""
-
-    method: Literal["thresholds", "quantiles"] = _opt(
-        "thresholds", "thresholds: fixed cut points; quantiles: equal-sized classes"
-    )
-    thresholds: tuple[float, ...] = _opt(
-        (7000.0, 11000.0),
-        "cut points on likes+comments, lowest first, one fewer than classes (7000 and 11000 are both Neutral); "
-        "ratios such as [0.8, 1.25] with rolling_median",
-    )
-    classes: tuple[str, ...] = _opt(("Low", "Neutral", "High"), "class names, lowest engagement first")
-    normalize: Literal["none", "rolling_median"] = _opt(
-        "none", "rolling_median: divide each total by the median of the last `window` posts up to it"
-    )
-    window: int = _opt(30, "posts in the rolling median", minimum=1)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """`scorer train`."""
-
-    arch: str = _opt("resnet34", "a torchvision (or timm, if installed) architecture name")
-    pretrained: bool = _opt(True, "start from ImageNet weights (needs the weights file: see README)")
-    epochs: int = _opt(3, "fine-tuning epochs; the article saw overfitting after 3", minimum=1)
-    image_size: int = _opt(224, "training and scoring size, in pixels", minimum=16)
-    batch_size: int = _opt(32, "training batch size", minimum=1)
-    learning_rate: float = _opt(0.002, "peak learning rate of the one-cycle schedule", minimum=1e-7)
-    workers: int = _opt(0, "processes that decode training images; 0 decodes them in the main process", minimum=0)
-    valid_pct: float = _opt(0.2, "share of posts held out (the newest, when dates are known)", minimum=0.01)
-    seed: int = _opt(42, "random seed for the split, augmentation and bootstrap")
-    bootstrap: int = _opt(1000, "bootstrap resamples for the 95% intervals", minimum=100)
-    clean: CleanSettings = _opt(CleanSettings(), "")
-    label: LabelSettings = _opt(LabelSettings(), "")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the scorer reads from config.yaml, with paths already resolved."""
-
-    model: Path = _opt(Path("models/demo.pkl"), "the learner saved with learn.export()")
-    model_sha256: str | None = _opt(None, "pinned SHA-256 of the model; `scorer model pin` writes it")
-    inbox: Path = _opt(Path("inbox"), "the hot folder marketers drop creatives into")
-    outbox: Path = _opt(Path("outbox"), "where reports (and archived creatives) go")
-    state: Path = _opt(Path("state"), "the ledger, model pins and the ONNX cache live here")
-    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto picks CUDA when available")
-    runtime: Literal["auto", "onnx", "torch"] = _opt("auto", "auto: PyTorch on CUDA, else ONNX Runtime, else PyTorch")
-    classes: tuple[str, ...] | None = _opt(None, "the learner's classes, lowest engagement first; inferred when unset")
-    threads: int = _opt(0, "CPU threads for inference and training; 0 means all cores", minimum=0)
-    batch_size: int = _opt(16, "images per inference batch", minimum=1)
-    half: bool = _opt(False, "half precision on CUDA")
-    images: ImageSettings = _opt(ImageSettings(), "")
-    report: ReportSettings = _opt(ReportSettings(), "")
-    watch: WatchSettings = _opt(WatchSettings(), "")
-    train: TrainSettings = _opt(TrainSettings(), "")
-    source: Path | None = field(default=None, metadata={"internal": True})
-
-    @property
-    def archive_dir(self) -> Path:
-        """Where `scorer watch` moves scored files."""
-        return self.watch.archive or self.outbox / "scored"
-
-    @property
-    def rejected_dir(self) -> Path:
-        """Where `scorer watch` moves rejected files."""
-        return self.watch.rejected or self.outbox / "rejected"
-
-    def describe(self) -> list[str]:
-        """The effective settings as `key = value` lines, for the start-up log."""
-        return [f"{key} = {value}" for key, value in _flatten(self)]
-
-
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("internal"):
-            continue
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            rows += _flatten(value, f"{prefix}{f.name}.")
-        else:
-            rows.append((f"{prefix}{f.name}", value))
-    return rows
-
-
-def documented_keys(cls: type = Settings, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """Every config key with its documentation and default, for docs and their tests."""
-    rows: list[tuple[str, str, Any]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += documented_keys(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            factory: Callable[[], Any] = f.default_factory  # type: ignore[assignment]
-            default = f.default if f.default is not dataclasses.MISSING else factory()
-            rows.append((f"{prefix}{f.name}", f.metadata["doc"], default))
-    return rows
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -209,7 +48,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         data = loaded or {}
         base = path.parent
     where = str(path) if path else "the defaults"
-    settings = _build(Settings, data, "", base, where)
+    settings: Settings = _build(Settings, data, "", base, where)
     clean = {k: v for k, v in overrides.items() if v is not None}
     for key, value in clean.items():
         if isinstance(getattr(settings, key), Path) or key == "model":
@@ -368,6 +207,4 @@ def set_top_level_keys(path: Path, values: dict[str, str]) -> None:
                 break
         else:
             lines.append(rendered)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n")

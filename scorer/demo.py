@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scorer.config import Settings, TrainSettings
+from scorer.settings import Settings, TrainSettings
 
 NOTE = ("The demo model learned from synthetic images (warm colours were given more likes): "
         "it knows nothing about real creatives.")

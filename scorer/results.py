@@ -1,4 +1,4 @@
-"""What scoring produces: plain data shared by the pipeline, the report and the ledger."""
+"""What scoring produces: plain data shared by the engine, the report, the ledger and the commands."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class Scored:
     @property
     def predicted(self) -> str:
         """The most probable class."""
-        return self.classes[int(np.argmax(self.probs))]
+        return self.classes[max(range(len(self.probs)), key=self.probs.__getitem__)]
 
     @property
     def confidence(self) -> float:
@@ -86,7 +84,7 @@ class Duplicate:
 
 @dataclass
 class BatchResult:
-    """Everything one batch produced."""
+    """Everything one batch (or one `scorer score`, or the window of latest.xlsx) produced."""
 
     scored: list[Scored] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)

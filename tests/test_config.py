@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from scorer.config import Settings, documented_keys, load_settings, set_top_level_keys
+from scorer.config import load_settings, set_top_level_keys
 from scorer.errors import ConfigError
+from scorer.settings import Settings, documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,16 +101,38 @@ def test_missing_outbox_is_an_error_not_created(project) -> None:  # type: ignor
     assert not (project.root / "nowhere").exists()
 
 
-def test_unwritable_outbox_is_refused(project) -> None:  # type: ignore[no-untyped-def]
-    # Even root cannot create files in an immutable folder, so this check works in CI too.
-    if subprocess.run(["chattr", "+i", str(project.outbox)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available on this filesystem")
+@contextmanager
+def _unprivileged() -> Iterator[None]:
+    """Run the block as `nobody` when we are root, whom folder permissions would not stop."""
+    if os.geteuid() != 0:
+        yield
+        return
+    # Load what the command imports while we can: the interpreter's own files may be private to root.
+    importlib.import_module("scorer.scoring.score")
+    os.setegid(65534)
+    os.seteuid(65534)
     try:
-        (project.inbox / "a.jpg").write_bytes(b"x")
-        result = CliRunner().invoke(main, ["score", str(project.inbox), "--config", str(project.config)])
+        yield
     finally:
-        subprocess.run(["chattr", "-i", str(project.outbox)], check=True)
-    assert result.exit_code == 2
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_unwritable_outbox_is_refused() -> None:
+    # Outside pytest's private tmp folder, so that `nobody` can read the config.
+    root = Path(tempfile.mkdtemp(prefix="scorer-readonly-"))
+    try:
+        root.chmod(0o755)
+        (root / "inbox").mkdir(mode=0o755)
+        (root / "outbox").mkdir()
+        (root / "outbox").chmod(0o555)
+        (root / "inbox" / "a.jpg").write_bytes(b"x")
+        (root / "config.yaml").write_text("model: models/m.pkl\n")
+        with _unprivileged():
+            result = CliRunner().invoke(main, ["score", str(root / "inbox"), "--config", str(root / "config.yaml")])
+    finally:
+        shutil.rmtree(root)
+    assert result.exit_code == 2, result.output
     assert "is not writable" in result.output and "change 'outbox' in config.yaml" in result.output
 
 

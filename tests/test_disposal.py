@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scorer import disposal
-from scorer.disposal import free_name, move, reason_path, remove_stale_temps, write_reason
+from scorer import fsutil
+from scorer.fsutil import free_name, remove_temps
+from scorer.watch import disposal
+from scorer.watch.disposal import move, reason_path, write_reason
 
 
 def sha(data: bytes) -> str:
@@ -20,11 +22,10 @@ def sha(data: bytes) -> str:
 def test_free_name_never_reuses_a_name(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "a-2.jpg.reason.txt").write_text("left behind")
-    assert free_name(tmp_path / "b.jpg", set(), with_reason=True) == tmp_path / "b.jpg"
-    assert free_name(tmp_path / "a.jpg", set(), with_reason=False) == tmp_path / "a-2.jpg"
-    assert free_name(tmp_path / "a.jpg", set(), with_reason=True) == tmp_path / "a-3.jpg"
-    assert free_name(tmp_path / "a.jpg", {tmp_path / "a-2.jpg", tmp_path / "a-3.jpg"},
-                     with_reason=False) == tmp_path / "a-4.jpg"
+    assert free_name(tmp_path / "b.jpg", set(), reason_path) == tmp_path / "b.jpg"
+    assert free_name(tmp_path / "a.jpg", set()) == tmp_path / "a-2.jpg"
+    assert free_name(tmp_path / "a.jpg", set(), reason_path) == tmp_path / "a-3.jpg"
+    assert free_name(tmp_path / "a.jpg", {tmp_path / "a-2.jpg", tmp_path / "a-3.jpg"}) == tmp_path / "a-4.jpg"
 
 
 def test_move_on_a_clash_keeps_both(tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ def test_move_across_filesystems_goes_through_a_temp_name(tmp_path: Path, monkey
         real_replace(a, b)
 
     monkeypatch.setattr(disposal.os, "rename", no_rename)
-    monkeypatch.setattr(disposal.os, "replace", watch_replace)
+    monkeypatch.setattr(fsutil.os, "replace", watch_replace)
     src, dest = tmp_path / "a.jpg", tmp_path / "out/2026-01-01/a.jpg"
     src.write_bytes(b"content")
     os.utime(src, (1_600_000_000, 1_600_000_000))
@@ -78,5 +79,5 @@ def test_reason_and_stale_temps(tmp_path: Path) -> None:
     assert reason_path(tmp_path / "bad.jpg").read_text() == "not an image\n"
     (tmp_path / ".~engagement-report.123.tmp").write_bytes(b"half")
     (tmp_path / ".keep").write_bytes(b"not ours")
-    assert remove_stale_temps([tmp_path, tmp_path / "missing"]) == [tmp_path / ".~engagement-report.123.tmp"]
+    assert remove_temps([tmp_path, tmp_path / "missing"]) == [tmp_path / ".~engagement-report.123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "bad.jpg.reason.txt"]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from scorer.config import documented_keys
+from scorer.settings import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-from scorer.evaluate import evaluate, scores_of
 from scorer.results import engagement_score
+from scorer.training.evaluate import evaluate, scores_of
 
 CLASSES = ("Low", "Neutral", "High")
 

@@ -16,8 +16,8 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.config import load_settings
-from scorer.pipeline import Item, open_engine
-from tests.conftest import Project
+from scorer.scoring.engine import Item, open_engine
+from tests.conftest import Project, tool_or_warn
 from tests.hostile import Expect, make_corpus, png_bomb, shown
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.poison import poison_decode
@@ -67,9 +67,9 @@ def test_corpus_through_score(project: Project, corpus: dict[str, Expect], tmp_p
 
 def check_libreoffice_shows_text_as_typed(report: Path, expect: dict[str, Expect], out: Path) -> None:
     """LibreOffice opens the report headlessly and every external string comes back exactly as typed."""
-    soffice = shutil.which("soffice")
+    soffice = tool_or_warn("soffice", "LibreOffice: apt-get install libreoffice-calc to check the report in it")
     if soffice is None:
-        pytest.skip("LibreOffice (soffice) is not installed: apt-get install libreoffice-calc to run this check")
+        return
     out.mkdir()
     # Filter options: comma, quote, UTF-8, ..., last token -1 = every sheet into its own CSV.
     fmt = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,true,false,false,-1"

@@ -15,15 +15,18 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from scorer import hotfolder
-from scorer.config import Settings, load_settings
-from scorer.disposal import reason_path
-from scorer.hotfolder import LATEST_NAME, HotFolder
-from scorer.images import ImageLimits, ItemGeometry, decode_file
-from scorer.ledger import Ledger
-from scorer.pipeline import Engine
+from scorer.config import load_settings
 from scorer.results import ModelInfo
-from scorer.workers import DecodeJob, DecodePool
+from scorer.scoring.decode import ItemGeometry, decode_file
+from scorer.scoring.decode_pool import DecodeJob, DecodePool
+from scorer.scoring.engine import Engine
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+from scorer.watch import batch as hotfolder
+from scorer.watch import disposal
+from scorer.watch.batch import LATEST_NAME, HotFolder
+from scorer.watch.disposal import reason_path
+from scorer.watch.ledger import Ledger
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.workbooks import files_across
 
@@ -208,7 +211,7 @@ def _arm(patch: pytest.MonkeyPatch, step: str, hot: HotFolder, settings: Setting
 
         patch.setattr(hot.ledger, "record_batch", record_then_crash)
     elif step == "report-write":
-        def half_written(path: Path, content: object, *, replace: bool = False) -> Path:
+        def half_written(path: Path, content: object, *, replace: bool = False, durable: bool = False) -> Path:
             path.with_name(f".~{path.stem}.{os.getpid()}.tmp").write_bytes(b"PK half a workbook")
             raise Crash(step)
 
@@ -216,7 +219,7 @@ def _arm(patch: pytest.MonkeyPatch, step: str, hot: HotFolder, settings: Setting
     elif step == "mark-reported":
         patch.setattr(hot.ledger, "mark_reported", crash)
     elif step == "dispose":
-        real_move = hotfolder.move
+        real_move = disposal.move
         calls = []
 
         def move_some(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -225,16 +228,16 @@ def _arm(patch: pytest.MonkeyPatch, step: str, hot: HotFolder, settings: Setting
                 raise Crash(step)
             return real_move(*args, **kwargs)
 
-        patch.setattr(hotfolder, "move", move_some)
+        patch.setattr(disposal, "move", move_some)
     else:
         patch.setattr(hotfolder, "save_report", _crash_on_latest(hotfolder.save_report))
 
 
 def _crash_on_latest(real):  # type: ignore[no-untyped-def]
-    def save(path: Path, content: object, *, replace: bool = False) -> Path:
+    def save(path: Path, content: object, *, replace: bool = False, durable: bool = False) -> Path:
         if path.name == LATEST_NAME:
             raise Crash("latest")
-        return real(path, content, replace=replace)
+        return real(path, content, replace=replace, durable=durable)
 
     return save
 

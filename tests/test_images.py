@@ -11,15 +11,8 @@ import pytest
 from PIL import Image
 
 from scorer.errors import ImageError
-from scorer.images import (
-    ImageLimits,
-    ItemGeometry,
-    decode_file,
-    find_candidates,
-    fit,
-    is_ignored_name,
-    normalise,
-)
+from scorer.scoring.decode import ItemGeometry, decode_file, fit, normalise
+from scorer.scoring.vet import ImageLimits, find_candidates, is_ignored_name
 from tests.imagegen import creative, write_creative
 
 
@@ -96,7 +89,7 @@ def test_jpeg_is_decoded_in_draft_mode_at_no_less_than_twice_the_target(tmp_path
         seen.append((im.size, full_size, scale))
         return real_fit(im, geometry, full_size, scale)
 
-    import scorer.images as images
+    import scorer.scoring.decode as images
 
     images.fit, saved = spy, images.fit
     try:

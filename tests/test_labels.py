@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scorer.config import CleanSettings, LabelSettings, load_settings
+from scorer.config import load_settings
 from scorer.errors import ConfigError, DataError
-from scorer.labels import class_index, class_ranges, clean, label, split
+from scorer.settings import CleanSettings, LabelSettings
+from scorer.training.labels import class_index, class_ranges, clean, label, split
 
 RULES = ["is_ad is true", "comments/likes below 0.5%", "comments/likes above 2%", "more than 16,000 likes"]
 KEPT = None

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from scorer.errors import ServiceError
-from scorer.ledger import LEDGER_NAME, Entry, Ledger
 from scorer.results import ModelInfo, Scored
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import LEDGER_NAME, Candidate, Entry
 
 INFO = ModelInfo(path=Path("/models/m.pkl"), sha256="ab" * 32, classes=("Low", "High"), device="cpu",
                  runtime="onnxruntime", preprocessing="squish to 32×32", versions={"fastai": "2.8"},
@@ -25,7 +26,8 @@ def scored(name: str, sha: str, p_high: float = 0.7) -> Scored:
 
 def entry(name: str, sha: str | None, outcome: str, *, result: Scored | None = None, reason: str = "",
           destination: Path | None = None) -> Entry:
-    return Entry(sha, Path(f"/in/{name}"), name, 10, 1000, outcome, destination, result, reason)  # type: ignore[arg-type]
+    file = Candidate(Path(f"/in/{name}"), name, sha, 10, 1000)
+    return Entry(file, outcome, sha=sha, destination=destination, scored=result, reason=reason)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 
 from scorer.config import load_settings
 from scorer.errors import ConfigError
-from scorer.model import order_classes
-from scorer.pipeline import Item, open_engine
+from scorer.scoring.engine import Item, open_engine
+from scorer.scoring.model import order_classes
 from tests.conftest import Project
 from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
 

@@ -11,8 +11,8 @@ import pytest
 from instaloader import Instaloader, Profile, load_structure_from_file, save_structure_to_file
 
 from scorer.errors import DataError
-from scorer.images import ImageLimits
-from scorer.posts import import_posts
+from scorer.scoring.vet import ImageLimits
+from scorer.training.posts import import_posts
 from tests.imagegen import write_creative
 from tests.postgen import legacy_node, post_node, save_post
 

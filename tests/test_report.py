@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from scorer.report import ReportContent, headers, report_name, save_report
-from scorer.results import Duplicate, ModelInfo, Rejected, Scored, engagement_score
+from scorer.report.workbook import ReportContent, headers, report_name, save_report
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
 from tests.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
@@ -47,7 +47,7 @@ def test_engagement_score_formula(probs: tuple[float, ...], expected: float) -> 
 def test_ranking_sheet_headers_order_and_values(tmp_path: Path) -> None:
     scored = [_scored("mid.jpg", (0.2, 0.5, 0.3)), _scored("top.jpg", (0.1, 0.1, 0.8), thumb=True),
               _scored("low.jpg", (0.7, 0.2, 0.1)), _scored("tie-b.jpg", (0.2, 0.5, 0.3))]
-    content = ReportContent(scored, [], [], _info())
+    content = ReportContent(BatchResult(scored), _info())
     path = save_report(tmp_path / report_name(datetime(2026, 1, 2, 3, 4, 5)), content)
     assert path.name == "engagement-report-20260102-030405.xlsx"
     wb = load_workbook(path)
@@ -79,7 +79,7 @@ def test_formula_like_and_control_character_names_stay_text(tmp_path: Path) -> N
              "bad-\udcff-bytes.jpg", "L" * 250 + ".jpg"]
     scored = [_scored(n, (0.3, 0.3, 0.4)) for n in names]
     rejected = [Rejected("=HYPERLINK(\"http://x\")", "/in/x", "=cmd|' /C calc'!A0")]
-    path = save_report(tmp_path / "r.xlsx", ReportContent(scored, rejected, [], _info()))
+    path = save_report(tmp_path / "r.xlsx", ReportContent(BatchResult(scored, rejected), _info()))
     wb = load_workbook(path)
     ws = wb["Ranking"]
     cells = {ws.cell(r, 2).value: ws.cell(r, 2) for r in range(2, ws.max_row + 1)}
@@ -95,7 +95,7 @@ def test_formula_like_and_control_character_names_stay_text(tmp_path: Path) -> N
 
 def test_duplicates_and_model_sheets(tmp_path: Path) -> None:
     original = _scored("first.jpg", (0.1, 0.2, 0.7))
-    content = ReportContent([original], [], [Duplicate("again.jpg", "/in/again.jpg", original)],
+    content = ReportContent(BatchResult([original], [], [Duplicate("again.jpg", "/in/again.jpg", original)]),
                             _info({"verdict": "not better than baseline", "accuracy": "0.41 (0.35–0.47)"}))
     wb = load_workbook(save_report(tmp_path / "r.xlsx", content))
     dup = [[c.value for c in row] for row in wb["Duplicates"].iter_rows()]
@@ -110,7 +110,7 @@ def test_duplicates_and_model_sheets(tmp_path: Path) -> None:
 
 
 def test_reports_are_never_overwritten_and_leave_no_temp_files(tmp_path: Path) -> None:
-    content = ReportContent([_scored("a.jpg", (0.2, 0.3, 0.5))], [], [], _info())
+    content = ReportContent(BatchResult([_scored("a.jpg", (0.2, 0.3, 0.5))]), _info())
     target = tmp_path / "engagement-report-20260101-000000.xlsx"
     target.write_bytes(b"someone else's report")
     first = save_report(target, content)

@@ -29,9 +29,9 @@ from scorer.cli import main
 from scorer.config import load_settings
 from scorer.demo import write_creatives, write_posts
 from scorer.errors import DataError
-from scorer.integrity import sha256_file
+from scorer.fsutil import sha256_file
 from scorer.results import engagement_score
-from scorer.train import train
+from scorer.training.train import train
 from tests.postgen import append_rows, csv_to_instaloader
 
 CLASSES = ["Low", "Neutral", "High"]

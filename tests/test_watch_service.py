@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.service import Notifier
-from tests.conftest import Project
+from scorer.watch.systemd import Notifier
+from tests.conftest import Project, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, creative, write_creative
 from tests.workbooks import files_across
 
@@ -31,7 +31,7 @@ COLOURS = list(CLASS_COLOURS.values())
 @pytest.fixture(scope="session")
 def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The tiny learner's ONNX export, made once, so each service starts without exporting again."""
-    from scorer.model import Classifier
+    from scorer.scoring.model import Classifier
 
     root = tmp_path_factory.mktemp("onnx")
     (root / "models").mkdir()
@@ -353,8 +353,8 @@ def test_scorer_service_prints_a_unit_for_this_install(project: Project) -> None
     assert "@" not in "".join(active).replace("multi-user", ""), "every placeholder filled in"
     assert "sudo systemctl enable --now scorer" in result.stderr
     assert "create /srv/rejected-creatives" in result.stderr
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed: the unit's syntax was not checked")
+    if tool_or_warn("systemd-analyze", "the unit's syntax: apt-get install systemd to check it") is None:
+        return
     unit_file = project.root / "scorer.service"
     unit_file.write_text(unit)
     check = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True)
@@ -371,8 +371,8 @@ def test_the_unit_quotes_paths_with_spaces_and_percent_signs(tmp_path: Path) -> 
     escaped = str(root).replace("%", "%%")
     assert f"WorkingDirectory={escaped}\n" in result.stdout
     assert f"ReadWritePaths='{escaped}/inbox' '{escaped}/outbox' '{escaped}/state'" in result.stdout
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed: the unit's syntax was not checked")
+    if tool_or_warn("systemd-analyze", "the unit's syntax: apt-get install systemd to check it") is None:
+        return
     (tmp_path / "scorer.service").write_text(result.stdout)
     check = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "scorer.service")],
                            capture_output=True, text=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scorer.config import WatchSettings
-from scorer.watcher import Intake, make_observer
+from scorer.settings import WatchSettings
+from scorer.watch.intake import Intake, make_observer
 
 MODES = pytest.mark.parametrize("polling", [False, True], ids=["events", "polling"])
 
@@ -229,7 +229,7 @@ def test_inotify_limits_fall_back_to_polling(inbox: Path, started: list[Intake],
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
         return make_observer(polling, interval)
 
-    with caplog.at_level(logging.ERROR, logger="scorer.watcher"):
+    with caplog.at_level(logging.ERROR, logger="scorer.watch.intake"):
         intake = start(inbox, started, observer_factory=limited)
     assert intake.polling
     assert "fs.inotify.max_user_watches" in caplog.text

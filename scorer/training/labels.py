@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scorer.config import CleanSettings, LabelSettings
 from scorer.errors import DataError
+from scorer.settings import CleanSettings, LabelSettings
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def class_index(values: np.ndarray, settings: LabelSettings, order: np.ndarray |
 def _order(table: pd.DataFrame) -> np.ndarray:
     """Older posts first, when dates are known; file order otherwise."""
     if table["posted_at"].notna().all():
-        return table["posted_at"].rank(method="first").to_numpy()
+        return np.asarray(table["posted_at"].rank(method="first").to_numpy())
     return np.arange(len(table))
 
 

@@ -1,4 +1,4 @@
-"""Find, vet and decode images, reproducing the learner's validation-time item transform.
+"""Decode a vetted image into the learner's input pixels, reproducing its validation-time item transform.
 
 Only Pillow and numpy are imported here: this module runs inside the decoding
 worker processes, which must start fast and stay small.
@@ -6,40 +6,22 @@ worker processes, which must start fast and stay small.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 from scorer.errors import ImageError
-
-if TYPE_CHECKING:
-    from scorer.config import ImageSettings
-
-# A half-copied JPEG must fail, not be scored with a grey bottom half.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+from scorer.scoring.vet import ImageLimits, open_image, read_regular_file
 
 _EXIF_ORIENTATION = 0x0112
 # fastai's pad modes in numpy's words
 _PAD_MODES: dict[str, Literal["constant", "edge", "reflect"]] = {"zeros": "constant", "border": "edge",
                                                                   "reflection": "reflect"}
-
-IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp")
-
-# Formats people drop that we may not accept, recognised by their first bytes so that
-# the reason can say what the file is without letting Pillow open every format.
-_MAGIC = (
-    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
-    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"),
-    (b"8BPS", "PSD"),
-)
 
 
 @dataclass(frozen=True)
@@ -58,26 +40,6 @@ class ItemGeometry:
         return (2 * w, 2 * h)
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    """What a file must satisfy before any pixel is decoded."""
-
-    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
-    max_bytes: int = 100 * 2**20
-    max_pixels: int = 100_000_000
-    max_decode_bytes: int = 2**30
-
-    @classmethod
-    def from_settings(cls, images: ImageSettings) -> ImageLimits:
-        """The limits that config.yaml's `images` section sets."""
-        return cls(
-            formats=tuple(f.upper() for f in images.formats),
-            max_bytes=int(images.max_file_mb * 2**20),
-            max_pixels=int(images.max_megapixels * 1e6),
-            max_decode_bytes=images.decode_memory_mb * 2**20,
-        )
-
-
 @dataclass
 class Decoded:
     """One vetted image: its facts, the model-sized pixels and a thumbnail."""
@@ -91,111 +53,6 @@ class Decoded:
     pixels: np.ndarray | None = None
     thumbnail: bytes | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-def is_ignored_name(name: str) -> bool:
-    """Hidden and temporary names are never scored: they are still being written or are not creatives."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
-
-
-def find_candidates(paths: list[Path]) -> list[Path]:
-    """Every file under the given paths, skipping hidden/temporary names, ordered by mtime then name.
-
-    Folders are walked recursively without following symlinks. Symlinks and other
-    non-regular entries are kept, so that they are rejected with a reason rather than
-    silently skipped.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
-                found += [Path(root, f) for f in files if not is_ignored_name(f)]
-                # os.walk lists symlinks to folders among dirs and does not follow them
-                found += [Path(root, d) for d in dirs if Path(root, d).is_symlink()]
-        else:
-            found.append(path)
-    return sorted(set(found), key=_order_key)
-
-
-def _order_key(path: Path) -> tuple[float, str]:
-    try:
-        mtime = path.lstat().st_mtime
-    except OSError:
-        mtime = 0.0
-    return (mtime, str(path))
-
-
-def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
-    """Read a regular file whole, refusing links, pipes, devices and oversized files without blocking."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise ImageError("file disappeared before it could be read") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise ImageError("symbolic link: not followed")
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageError("a folder, not a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(f"not a regular file ({_kind(st.st_mode)}): not opened")
-    if st.st_size == 0:
-        raise ImageError("empty file (0 bytes)")
-    if st.st_size > max_bytes:
-        raise ImageError(f"file too large: {st.st_size / 2**20:.0f} MB, limit {max_bytes / 2**20:.0f} MB")
-    # O_NOFOLLOW and O_NONBLOCK: if the name was swapped for a link or a FIFO since lstat,
-    # the open fails or returns at once instead of following it or blocking forever.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ImageError(f"cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"not a regular file ({_kind(st.st_mode)}): not opened")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageError(f"file too large: over {max_bytes / 2**20:.0f} MB")
-    return data, st
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "named pipe"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
-
-
-def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Open (not decode) an image from bytes, only in accepted formats and within the pixel limit."""
-    # Pillow's own bomb check only warns below twice its limit and hides the dimensions; opening
-    # parses headers only, so checking the size right here, before any pixel is decoded, is as safe
-    # and lets the reason say how large the image is.
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        im = Image.open(io.BytesIO(data), formats=list(limits.formats))
-    except Image.UnidentifiedImageError:
-        raise ImageError(_unidentified_reason(data, limits)) from None
-    except (OSError, SyntaxError, ValueError, EOFError):
-        raise ImageError("file is incomplete or corrupt") from None
-    w, h = im.size
-    if w * h > limits.max_pixels:
-        raise ImageError(f"image too large: {w}×{h} pixels, limit {limits.max_pixels / 1e6:g} MP")
-    return im
-
-
-def _unidentified_reason(data: bytes, limits: ImageLimits) -> str:
-    for magic, name in _MAGIC:
-        if data.startswith(magic):
-            if name in limits.formats:
-                return "file is incomplete or corrupt"
-            accepted = ", ".join(limits.formats)
-            return f"{name} files are not accepted (accepted: {accepted}): convert it, or add {name} to images.formats"
-    if data[8:12] == b"WEBP" and data.startswith(b"RIFF"):
-        return "file is incomplete or corrupt" if "WEBP" in limits.formats else "WEBP files are not accepted"
-    return "not an image"
 
 
 def normalise(im: Image.Image, notes: list[str]) -> Image.Image:

@@ -6,34 +6,20 @@ set, otherwise the pin kept in the state folder (set on first use, or by `scorer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
 
-from scorer.config import Settings, set_top_level_keys
+from scorer.config import set_top_level_keys
 from scorer.errors import ConfigError, ModelError
+from scorer.fsutil import atomic_write, sha256_file
+from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PINS_FILE = "model-pins.json"
-
-
-def sha256_handle(handle: BinaryIO) -> str:
-    """The SHA-256 of what is left to read in an open binary file, read in blocks."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file."""
-    with open(path, "rb") as handle:
-        return sha256_handle(handle)
 
 
 def _pins_path(settings: Settings) -> Path:
@@ -56,10 +42,7 @@ def remember_pin(settings: Settings, model: Path, sha256: str) -> None:
     settings.state.mkdir(parents=True, exist_ok=True)
     pins = _read_pins(settings)
     pins[str(model.resolve())] = sha256
-    path = _pins_path(settings)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(pins, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(_pins_path(settings), json.dumps(pins, indent=2, sort_keys=True))
 
 
 def verify_model(settings: Settings) -> str:

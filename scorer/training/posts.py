@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from scorer.errors import DataError, ImageError
-from scorer.images import ImageLimits, decode_file, is_ignored_name
+from scorer.scoring.decode import decode_file
+from scorer.scoring.vet import ImageLimits, is_ignored_name
 
 CSV_NAME = "posts.csv"
 CSV_REQUIRED = ("file", "likes", "comments")
@@ -212,7 +213,8 @@ def _date(value: Any) -> datetime | None:
         stamp = pd.NaT
     if stamp is pd.NaT:
         raise DataError(f"posted_at is not a date: {value!r} (use 2024-05-31 or 2024-05-31T18:00:00)")
-    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+    utc: datetime = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+    return utc
 
 
 def _flag(value: Any) -> bool:

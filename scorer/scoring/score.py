@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from scorer.config import Settings, require_writable_dir
+from scorer.config import require_writable_dir
 from scorer.errors import ConfigError
-from scorer.images import find_candidates
-from scorer.pipeline import Engine, Item, Progress, open_engine
-from scorer.report import ReportContent, report_name, save_report
+from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult
+from scorer.scoring.engine import Engine, Item, Progress, open_engine
+from scorer.scoring.vet import find_candidates
+from scorer.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,6 @@ def score_paths(
     finally:
         if own:
             engine.close()
-    content = ReportContent(result.scored, result.rejected, result.duplicates, engine.model.info,
-                            settings.report.thumbnails, settings.report.thumbnail_px)
+    content = ReportContent(result, engine.model.info, settings.report)
     report = save_report(outbox / report_name(datetime.now()), content)
     return ScoreRun(report, result)

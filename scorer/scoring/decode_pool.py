@@ -1,4 +1,4 @@
-"""A small pool of decoding processes.
+"""The decode pool: a few worker processes that vet and decode files beside inference.
 
 Decoding runs in separate processes for two reasons: it overlaps with inference in
 the main process, and a poison file that crashes or hangs a decoder takes down only
@@ -20,7 +20,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scorer.errors import ImageError
-from scorer.images import Decoded, ImageLimits, ItemGeometry, decode_file
+from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
+from scorer.scoring.vet import ImageLimits
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _worker_main(conn: Connection) -> None:
 class _Slot:
     """One worker process and the pipe to it; restarted after a crash or hang.
 
-    Workers are plain `python -m scorer.workers` subprocesses rather than multiprocessing
+    Workers are plain `python -m scorer.scoring.decode_pool` subprocesses rather than multiprocessing
     children, so they never re-import the caller's __main__ and start with only Pillow loaded.
     """
 
@@ -77,7 +78,7 @@ class _Slot:
         if self.process is None or self.process.poll() is not None:
             ours, theirs = socket.socketpair()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scorer.workers", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", "scorer.scoring.decode_pool", str(theirs.fileno())], pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
             theirs.close()
@@ -109,6 +110,60 @@ class _Slot:
         self.kill()
 
 
+Outcome = tuple[Path, "Decoded | ImageError"]
+
+
+class _Queue:
+    """Files handed out to the feeder threads, and their results waiting to be yielded in order."""
+
+    def __init__(self, paths: Iterable[Path], room: int) -> None:
+        self._tasks = iter(enumerate(paths))
+        self._results: dict[int, Outcome] = {}
+        self._cond = threading.Condition()
+        self._room = threading.Semaphore(room)
+        self._cancelled, self._exhausted = threading.Event(), threading.Event()
+        self._pulled = 0
+
+    def next_task(self) -> tuple[int, Path] | None:
+        """The next file to decode, once there is room for its result; None when done or cancelled."""
+        if self._cancelled.is_set():
+            return None
+        self._room.acquire()
+        with self._cond:
+            item = next(self._tasks, None)
+            if item is None:
+                self._exhausted.set()
+                self._cond.notify_all()
+            else:
+                self._pulled += 1
+        return None if self._cancelled.is_set() else item
+
+    def put(self, index: int, outcome: Outcome) -> None:
+        with self._cond:
+            self._results[index] = outcome
+            self._cond.notify_all()
+
+    def take(self, index: int, threads: list[threading.Thread], stop: Callable[[], bool]) -> Outcome | None:
+        """The result for `index`, waiting for it; None when every file was yielded or `stop()` turned true."""
+        with self._cond:
+            while index not in self._results:
+                if self._exhausted.is_set() and index >= self._pulled:
+                    return None
+                if not any(t.is_alive() for t in threads):
+                    raise RuntimeError("decoding threads stopped with files outstanding")
+                if stop():
+                    return None
+                self._cond.wait(0.2)
+            item = self._results.pop(index)
+        self._room.release()
+        return item
+
+    def cancel(self, feeders: int) -> None:
+        self._cancelled.set()
+        for _ in range(feeders):
+            self._room.release()
+
+
 class DecodePool:
     """Decode files in worker processes and yield the results in input order."""
 
@@ -118,60 +173,27 @@ class DecodePool:
 
     def imap(
         self, paths: Iterable[Path], ahead: int = 32, stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[tuple[Path, Decoded | ImageError]]:
+    ) -> Iterator[Outcome]:
         """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting.
 
         Returns early once `stop()` is true, even while a decoder is still busy.
         """
-        tasks = iter(enumerate(paths))
-        results: dict[int, tuple[Path, Decoded | ImageError]] = {}
-        cond = threading.Condition()
-        room = threading.Semaphore(max(ahead, len(self._slots)))
-        cancelled, exhausted = threading.Event(), threading.Event()
-        pulled = 0
-
-        def feed(slot: _Slot) -> None:
-            nonlocal pulled
-            while not cancelled.is_set():
-                room.acquire()
-                with cond:
-                    item = next(tasks, None)
-                    if item is None:
-                        exhausted.set()
-                        cond.notify_all()
-                    else:
-                        pulled += 1
-                if item is None or cancelled.is_set():
-                    return
-                index, path = item
-                outcome = self._decode_in(slot, path)
-                with cond:
-                    results[index] = (path, outcome)
-                    cond.notify_all()
-
-        threads = [threading.Thread(target=feed, args=(slot,), daemon=True) for slot in self._slots]
+        queue = _Queue(paths, max(ahead, len(self._slots)))
+        threads = [threading.Thread(target=self._feed, args=(slot, queue), daemon=True) for slot in self._slots]
         for thread in threads:
             thread.start()
         try:
             index = 0
-            while True:
-                with cond:
-                    while index not in results:
-                        if exhausted.is_set() and index >= pulled:
-                            return
-                        if not any(t.is_alive() for t in threads):
-                            raise RuntimeError("decoding threads stopped with files outstanding")
-                        if stop():
-                            return
-                        cond.wait(0.2)
-                    item = results.pop(index)
-                room.release()
+            while (item := queue.take(index, threads, stop)) is not None:
                 index += 1
                 yield item
         finally:
-            cancelled.set()
-            for _ in threads:
-                room.release()
+            queue.cancel(len(threads))
+
+    def _feed(self, slot: _Slot, queue: _Queue) -> None:
+        while (task := queue.next_task()) is not None:
+            index, path = task
+            queue.put(index, (path, self._decode_in(slot, path)))
 
     def _decode_in(self, slot: _Slot, path: Path) -> Decoded | ImageError:
         conn = slot.ensure_started()

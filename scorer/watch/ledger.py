@@ -20,68 +20,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from scorer.errors import ServiceError
-from scorer.results import Duplicate, ModelInfo, Rejected, Scored
-
-LEDGER_NAME = "ledger.sqlite"
-_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE batches (
-    id       INTEGER PRIMARY KEY,
-    state    TEXT NOT NULL CHECK (state IN ('pending', 'reported')),
-    report   TEXT NOT NULL,   -- the workbook's path, chosen when the batch is recorded
-    model    TEXT NOT NULL,   -- ModelInfo as JSON, so a recovered report names the model that scored it
-    created  REAL NOT NULL
-);
-CREATE TABLE files (
-    id          INTEGER PRIMARY KEY,
-    sha         TEXT,             -- content SHA-256; NULL for entries that are not regular files
-    path        TEXT NOT NULL,    -- where it was in the inbox
-    name        TEXT NOT NULL,    -- the name reports show: its path relative to the inbox
-    size        INTEGER,
-    mtime_ns    INTEGER,
-    outcome     TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'duplicate')),
-    result      TEXT,             -- scored: probabilities, classes, pixels, format, dates, notes as JSON
-    thumbnail   BLOB,
-    reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
-    batch       INTEGER NOT NULL REFERENCES batches(id),
-    destination TEXT,             -- where the file is moved; NULL when it stays in place
-    done        INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX files_sha ON files(sha);
-CREATE INDEX files_path ON files(path);
-CREATE INDEX files_pending ON files(done) WHERE done = 0;
-CREATE TABLE attempts (
-    sha   TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
-);
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-Outcome = Literal["scored", "rejected", "duplicate"]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One decided file, as the watch service records it."""
-
-    sha: str | None
-    path: Path
-    name: str
-    size: int | None
-    mtime_ns: int | None
-    outcome: Outcome
-    destination: Path | None
-    scored: Scored | None = None
-    reason: str = ""
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
+from scorer.watch.schema import (
+    LEDGER_NAME,
+    SCHEMA,
+    SCORED_COLUMNS,
+    VERSION,
+    Entry,
+    Outcome,
+    file_row,
+    model_json,
+    scored_from_row,
+)
 
 
 @dataclass(frozen=True)
@@ -94,15 +49,6 @@ class Disposal:
     destination: Path
     outcome: Outcome
     reason: str
-
-
-@dataclass(frozen=True)
-class View:
-    """The rows of one report: a batch's, or everything recent for latest.xlsx."""
-
-    scored: list[Scored]
-    rejected: list[Rejected]
-    duplicates: list[Duplicate]
 
 
 class Ledger:
@@ -118,12 +64,12 @@ class Ledger:
             self._db.execute("PRAGMA foreign_keys=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
-                self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={_VERSION}; COMMIT;")
+                self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
             fix = ("move the damaged file away to start a fresh ledger" if "not a database" in str(exc)
                    else "check that the state folder exists, is writable and is on a local disk")
             raise ServiceError(f"ledger {self.path} cannot be opened ({exc}): {fix}") from None
-        if version > _VERSION:
+        if version > VERSION:
             raise ServiceError(f"ledger {self.path} was written by a newer scorer: upgrade this one")
 
     def close(self) -> None:
@@ -162,11 +108,11 @@ class Ledger:
     def earlier(self, sha: str) -> Scored | None:
         """The first scored result for this content, if it was ever scored."""
         row = self._db.execute(
-            f"SELECT {_SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
+            f"SELECT {SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
             "WHERE sha = ? AND outcome = 'scored' ORDER BY files.id LIMIT 1",
             (sha,),
         ).fetchone()
-        return _scored(row) if row else None
+        return scored_from_row(row) if row else None
 
     # Attempts: files in flight when the service died.
 
@@ -199,7 +145,7 @@ class Ledger:
         with self._transaction():
             cur = self._db.execute(
                 "INSERT INTO batches (state, report, model, created) VALUES ('pending', '', ?, ?)",
-                (_model_json(info), now),
+                (model_json(info), now),
             )
             batch = int(cur.lastrowid or 0)
             report = report_for(batch)
@@ -207,7 +153,7 @@ class Ledger:
             self._db.executemany(
                 "INSERT INTO files (sha, path, name, size, mtime_ns, outcome, result, thumbnail, reason, batch, "
                 "destination, done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_file_row(e, batch) for e in entries],
+                [file_row(e, batch) for e in entries],
             )
             # A decided file is no longer in flight, whatever its attempts were.
             self._db.executemany("DELETE FROM attempts WHERE sha = ?", [(e.sha,) for e in entries if e.sha])
@@ -233,25 +179,25 @@ class Ledger:
         """The newest batch's id, 0 when there is none."""
         return int(self._db.execute("SELECT coalesce(max(id), 0) FROM batches").fetchone()[0])
 
-    def batch_view(self, batch: int) -> View:
+    def batch_view(self, batch: int) -> BatchResult:
         """The rows of one batch's report."""
         return self._view("files.batch = ?", (batch,))
 
-    def recent_view(self, since: float) -> View:
+    def recent_view(self, since: float) -> BatchResult:
         """Everything recorded since a time, for latest.xlsx."""
         return self._view("batches.created >= ?", (since,))
 
-    def _view(self, where: str, args: tuple[Any, ...]) -> View:
+    def _view(self, where: str, args: tuple[Any, ...]) -> BatchResult:
         rows = self._db.execute(
-            f"SELECT outcome, reason, {_SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
+            f"SELECT outcome, reason, {SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
             f"WHERE {where} ORDER BY files.id",
             args,
         ).fetchall()
-        view = View([], [], [])
+        view = BatchResult()
         for outcome, reason, *scored in rows:
             name, location, sha = scored[0], scored[1], scored[2]
             if outcome == "scored":
-                view.scored.append(_scored(scored))
+                view.scored.append(scored_from_row(scored))
             elif outcome == "rejected":
                 view.rejected.append(Rejected(name, location, reason or "", sha or ""))
             else:
@@ -295,42 +241,3 @@ class Ledger:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-
-# The destination is where a scored file can be found after the batch, so reports show it as its
-# location; kept files and rejected entries that never had one show the inbox path.
-_SCORED_COLUMNS = (
-    "files.name, coalesce(files.destination, files.path), files.sha, files.result, files.thumbnail, batches.report"
-)
-
-
-def _scored(row: Sequence[Any]) -> Scored:
-    name, location, sha, result, thumbnail, report = row
-    data = json.loads(result)
-    return Scored(
-        name=name, location=location, sha256=sha, classes=tuple(data["classes"]), probs=tuple(data["probs"]),
-        width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
-        modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
-        report=report,
-    )
-
-
-def _file_row(e: Entry, batch: int) -> tuple[Any, ...]:
-    result = thumbnail = None
-    if e.scored is not None:
-        s = e.scored
-        result = json.dumps({
-            "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
-            "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
-            "notes": s.notes,
-        })
-        thumbnail = s.thumbnail
-    destination = str(e.destination) if e.destination else None
-    return (e.sha, str(e.path), e.name, e.size, e.mtime_ns, e.outcome, result, thumbnail, e.reason, batch,
-            destination, int(e.destination is None))
-
-
-def _model_json(info: ModelInfo) -> str:
-    data = asdict(info)
-    data["path"] = str(info.path)
-    return json.dumps(data, default=str)

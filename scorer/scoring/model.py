@@ -12,15 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from scorer import learner as fastai_learner
-from scorer.config import Settings
 from scorer.errors import ConfigError, ModelError
-from scorer.images import ItemGeometry
-from scorer.integrity import verify_model
 from scorer.results import ModelInfo
-from scorer.runtime import Runtime, TorchRuntime, load_or_export_onnx, onnx_cache_path
+from scorer.scoring import learner as fastai_learner
+from scorer.scoring.decode import ItemGeometry
+from scorer.scoring.integrity import verify_model
+from scorer.scoring.runtime import (
+    Runtime,
+    TorchRuntime,
+    choose_device,
+    load_or_export_onnx,
+    onnx_cache_path,
+    set_threads,
+)
+from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +58,6 @@ def order_classes(vocab: list[str], configured: tuple[str, ...] | None, saved: l
     )
 
 
-def choose_device(requested: str) -> str:
-    """Resolve `device: auto|cpu|cuda` against the hardware that is there."""
-    available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        raise ConfigError("device is 'cuda' but PyTorch sees no CUDA GPU: set 'device: auto' or 'device: cpu'")
-    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
-
-
 class Classifier:
     """Turns model-sized pixels (or, on the fallback path, files) into class probabilities, low to high."""
 
@@ -76,7 +74,7 @@ class Classifier:
         self.geometry: ItemGeometry | None = fastai_learner.item_spec(self._learn)
         self.batch_size = settings.batch_size
         threads = settings.threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
+        set_threads(threads)
         device = choose_device(settings.device)
         self._runtime = self._make_runtime(settings, device, sha, threads)
         self.info = ModelInfo(
@@ -122,7 +120,7 @@ class Classifier:
             return TorchRuntime(self._learn.model, device)
         # Only cheap batch transforms stay in PyTorch now; its idle OpenMP threads would spin on
         # the cores that ONNX Runtime and the decoders need.
-        torch.set_num_threads(1)
+        set_threads(1)
         self._learn.model = None  # ONNX Runtime holds its own copy of the weights
         return onnx
 
@@ -140,13 +138,11 @@ class Classifier:
             how += f" ({g.pad_mode} padding)"
         return f"{how}, JPEG draft decode at ≥{g.draft_size[0]}×{g.draft_size[1]}"
 
-    def _prepare(self, pixels: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-        return self._batch_tfm(batch).float()
+    def _prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return self._batch_tfm(pixels)
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
-        probs = self._activation(torch.from_numpy(np.asarray(logits, dtype=np.float32))).numpy()
-        return probs[:, self._columns].astype(np.float64)
+        return self._activation(logits)[:, self._columns].astype(np.float64)
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (N, K), lowest class first, for uint8 pixels shaped (N, H, W, 3)."""

@@ -1,7 +1,7 @@
-"""Everything that touches fastai: load an exported learner, read how it preprocesses, and (at the end) train one.
+"""Everything that touches fastai: load an exported learner, read how it preprocesses, and (at the end) fit one.
 
-This is the only module that imports fastai, so the rest of the scorer (and its
-decoding worker processes) stays light.
+This is the only module that imports fastai, and with scoring/runtime.py the only one
+that imports torch, so the rest of the scorer (and its decoding worker processes) stays light.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import logging
 import os
 import pickle
 import socket
-import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,10 @@ from fastai.vision.all import (
     vision_learner,
 )
 
-from scorer.config import TrainSettings
 from scorer.errors import ConfigError, ModelError
-from scorer.images import ItemGeometry
+from scorer.scoring.decode import ItemGeometry
+from scorer.scoring.unpickle import TolerantPickle
+from scorer.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +53,15 @@ log = logging.getLogger(__name__)
 CLASSES_ATTR = "engagement_classes"
 
 
-class _MissingGlobal:
-    """Stands in for a function or class pickled with the learner that cannot be imported here."""
-
-    missing_name = "?"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise ModelError(f"{self.missing_name} is needed but cannot be imported: install the module that defines it")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise ModelError(f"{self.missing_name} is needed but cannot be imported: install the module that defines it")
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    # Notebooks export learners that reference their own labelling functions (get_y,
-    # label_func). Inference never calls them, so a stand-in lets the learner load.
-    missing: list[str] = []
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            qualname = f"{module}.{name}"
-            _TolerantUnpickler.missing.append(qualname)
-            return type(name, (_MissingGlobal,), {"missing_name": qualname, "__module__": module})
-
-
-_tolerant_pickle = types.SimpleNamespace(
-    Unpickler=_TolerantUnpickler, load=pickle.load, loads=pickle.loads, __name__="pickle"
-)
-
-
 def load(path: Path) -> Learner:
     """Load a learner saved with `learn.export()`, on the CPU, tolerating missing labelling functions."""
-    _TolerantUnpickler.missing = []
+    tolerant = TolerantPickle()
     with warnings.catch_warnings():
         # Our own integrity check (pinned SHA-256) stands in for fastai's generic pickle warning.
         warnings.filterwarnings("ignore", message=".*load_learner.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="fastai")
         try:
-            learn = load_learner(path, cpu=True, pickle_module=_tolerant_pickle)
+            learn = load_learner(path, cpu=True, pickle_module=tolerant)
         except ModelError:
             raise
         except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, OSError) as exc:
@@ -102,7 +71,7 @@ def load(path: Path) -> Learner:
             ) from None
     if not isinstance(learn, Learner):
         raise ModelError(f"{path} holds a {type(learn).__name__}, not a fastai Learner: save it with learn.export()")
-    missing = sorted(set(_TolerantUnpickler.missing))
+    missing = tolerant.missing_names()
     learn.model.eval()
     _check_runs(learn, path, missing)
     if missing:
@@ -123,7 +92,7 @@ def _check_runs(learn: Learner, path: Path, missing: list[str]) -> None:
     if out.ndim != 2 or out.shape[1] != len(vocab):
         raise ModelError(f"the model in {path} gives {tuple(out.shape)} outputs for {len(vocab)} classes: "
                          "export a single-label image classifier")
-    probs = activation(learn)(out)
+    probs = _activation(learn)(out)
     if not torch.allclose(probs.sum(dim=1), torch.ones(1), atol=1e-4):
         raise ModelError(f"the learner in {path} is not a single-label classifier (its outputs don't sum to 1): "
                          "train it with CrossEntropyLossFlat")
@@ -143,8 +112,17 @@ def saved_classes(learn: Learner) -> list[str] | None:
     return [str(c) for c in saved] if saved else None
 
 
-def activation(learn: Learner) -> Any:
+def activation(learn: Learner) -> Callable[[np.ndarray], np.ndarray]:
     """Turn the model's raw outputs into probabilities, as fastai's get_preds does."""
+    act = _activation(learn)
+
+    def apply(logits: np.ndarray) -> np.ndarray:
+        return np.asarray(act(torch.from_numpy(np.asarray(logits, dtype=np.float32))).numpy())
+
+    return apply
+
+
+def _activation(learn: Learner) -> Any:
     act = getattr(learn.loss_func, "activation", None)
     return act if callable(act) else (lambda x: torch.softmax(x, dim=1))
 
@@ -178,14 +156,15 @@ def _unknown(tfm: Any) -> None:
                 type(tfm).__name__)
 
 
-def batch_transform(learn: Learner) -> Any:
-    """The learner's validation-time batch transforms (IntToFloatTensor, Normalize, ...), as one callable."""
+def batch_transform(learn: Learner) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 pixels (N, H, W, 3) to the model's float32 NCHW input, through the validation-time batch transforms."""
     pipeline = learn.dls.valid.after_batch
     # fastai sets this only while a DataLoader iterates; 1 means validation, so augmentations stay off.
     pipeline.split_idx = 1
 
-    def apply(batch: torch.Tensor) -> torch.Tensor:
-        return pipeline(TensorImage(batch)).as_subclass(torch.Tensor)
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        return np.asarray(pipeline(TensorImage(batch)).as_subclass(torch.Tensor).float().numpy())
 
     return apply
 
@@ -196,7 +175,7 @@ def predict_files(learn: Learner, files: list[Path], batch_size: int) -> np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probs, _ = learn.get_preds(dl=dl)
-    return probs.numpy()
+    return np.asarray(probs.numpy())
 
 
 # --- Training -----------------------------------------------------------------------------------

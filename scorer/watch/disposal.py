@@ -8,34 +8,25 @@ folders (it holds the state lock), so a name that is free when checked stays fre
 from __future__ import annotations
 
 import errno
-import itertools
+import logging
 import os
 import shutil
 import stat
 from collections.abc import Collection
 from pathlib import Path
 
-from scorer.integrity import sha256_file
+from scorer.fsutil import atomic_write, free_name, fsync, sha256_file
+from scorer.settings import Settings
+from scorer.watch.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 REASON_SUFFIX = ".reason.txt"
-TEMP_PREFIX = ".~"
 
 
 def reason_path(destination: Path) -> Path:
     """The text file beside a rejected file that says why it was rejected."""
     return destination.with_name(destination.name + REASON_SUFFIX)
-
-
-def free_name(wanted: Path, taken: Collection[Path], *, with_reason: bool) -> Path:
-    """`wanted`, or `stem-2.ext`, `stem-3.ext`, ...: the first name neither on disk nor taken."""
-    for n in itertools.count(1):
-        candidate = wanted if n == 1 else wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
-        clash = os.path.lexists(candidate) or candidate in taken
-        if with_reason:
-            clash = clash or os.path.lexists(reason_path(candidate))
-        if not clash:
-            return candidate
-    raise AssertionError("unreachable")
 
 
 def move(source: Path, destination: Path, sha: str | None, taken: Collection[Path], *, root: Path,
@@ -51,7 +42,7 @@ def move(source: Path, destination: Path, sha: str | None, taken: Collection[Pat
         if _same(source, destination, sha):
             os.unlink(source)
             return destination
-        destination = free_name(destination, taken, with_reason=with_reason)
+        destination = free_name(destination, taken, reason_path if with_reason else None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(source, destination)
@@ -65,36 +56,33 @@ def move(source: Path, destination: Path, sha: str | None, taken: Collection[Pat
 
 def write_reason(destination: Path, reason: str, *, root: Path) -> None:
     """Write `<name>.reason.txt` beside a rejected file, atomically (the temporary sits at the top of `root`)."""
-    path = reason_path(destination)
-    tmp = root / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(reason.rstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(reason_path(destination), reason.rstrip() + "\n", folder=root)
 
 
-def sync(path: Path) -> None:
-    """Flush a file and its folder entry to disk, so a record that says it exists stays true after a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def remove_stale_temps(folders: Collection[Path]) -> list[Path]:
-    """Delete `.~*.tmp` files that a killed process left at the top of these folders; return them."""
-    removed = []
-    for folder in folders:
-        if not folder.is_dir():
+def dispose_pending(ledger: Ledger, settings: Settings) -> None:
+    """Move every recorded file that is not yet at its destination, and mark it done."""
+    pending = ledger.undisposed()
+    taken = {d.destination for d in pending}
+    moved: list[tuple[int, Path]] = []
+    for d in pending:
+        rejected = d.outcome != "scored"
+        root = settings.rejected_dir if rejected else settings.archive_dir
+        try:
+            if not os.path.lexists(d.path) and not os.path.lexists(d.destination):
+                log.warning("%s left the inbox before it could be moved to %s", d.path, d.destination)
+                moved.append((d.id, d.destination))
+                continue
+            final = move(d.path, d.destination, d.sha, taken - {d.destination}, root=root, with_reason=rejected)
+            if rejected:
+                write_reason(final, d.reason, root=root)
+        except OSError as exc:
+            log.error("cannot move %s to %s (%s): give the service write access to both folders, or set "
+                      "'watch.after_scoring: keep' for a read-only inbox", d.path, d.destination, exc.strerror)
             continue
-        for path in folder.glob(f"{TEMP_PREFIX}*.tmp"):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+        taken.add(final)
+        moved.append((d.id, final))
+    if moved:
+        ledger.mark_done(moved)
 
 
 def _same(source: Path, destination: Path, sha: str | None) -> bool:
@@ -110,21 +98,20 @@ def _same(source: Path, destination: Path, sha: str | None) -> bool:
 
 
 def _copy_across(source: Path, destination: Path, root: Path) -> None:
-    # Another filesystem (an archive on a share): copy under a temporary name, then os.replace,
-    # so the archive never holds half a file under the real name. The temporary sits at the
-    # top of the archive (same filesystem), where start-up cleaning looks for leftovers.
-    tmp = root / f"{TEMP_PREFIX}{destination.name}.{os.getpid()}.tmp"
+    # Another filesystem (an archive on a share): copy under a temporary name, then rename, so the
+    # archive never holds half a file under the real name. The temporary sits at the top of the
+    # archive (same filesystem), where start-up cleaning looks for leftovers.
     st = os.lstat(source)
-    try:
+
+    def copy(tmp: Path) -> None:
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), tmp)
         elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(source, tmp)
             shutil.copystat(source, tmp)
-            sync(tmp)
+            fsync(tmp)
         else:
             # A pipe, socket or device cannot be copied; an empty stand-in keeps its name in the folder.
             tmp.touch()
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(destination, copy, folder=root)

@@ -11,7 +11,6 @@ Files, for a model `models/engagement.pkl`:
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from scorer.evaluate import Evaluation, Interval
+from scorer.fsutil import atomic_write
+from scorer.textsafe import csv_text
+from scorer.training.evaluate import Evaluation, Interval
 
 _SUFFIXES = (".card.json", ".card.md", ".confusion.png", ".classes.png", ".predictions.csv")
 _VERSIONS = ("scorer", "fastai", "torch", "torchvision", "timm", "numpy", "pandas", "pillow")
-# Spreadsheets run a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MAX_BAD_ROWS_SHOWN = 50
 
 
@@ -75,25 +74,13 @@ def write_card(model: Path, card: dict[str, Any], predictions: pd.DataFrame, cou
     json_path, md_path, confusion_png, classes_png, csv_path = card_files(model)
     card = {**card, "files": {"page": md_path.name, "confusion_matrix": confusion_png.name,
                               "class_distribution": classes_png.name, "predictions": csv_path.name}}
-    _atomic(csv_path, lambda tmp: _safe_for_spreadsheets(predictions).to_csv(tmp, index=False))
-    _atomic(confusion_png, lambda tmp: _plot_confusion(card["metrics"]["confusion"], card["classes"], tmp))
-    _atomic(classes_png, lambda tmp: _plot_counts(counts, tmp))
-    _atomic(md_path, lambda tmp: tmp.write_text(_markdown(card), encoding="utf-8"))
-    _atomic(json_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2, default=str), encoding="utf-8"))
+    safe = predictions.apply(lambda column: column.map(csv_text))
+    atomic_write(csv_path, lambda tmp: safe.to_csv(tmp, index=False))
+    atomic_write(confusion_png, lambda tmp: _plot_confusion(card["metrics"]["confusion"], card["classes"], tmp))
+    atomic_write(classes_png, lambda tmp: _plot_counts(counts, tmp))
+    atomic_write(md_path, _markdown(card))
+    atomic_write(json_path, json.dumps(card, indent=2, default=str))
     return json_path
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _safe_for_spreadsheets(frame: pd.DataFrame) -> pd.DataFrame:
-    def guard(value: Any) -> Any:
-        return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
-
-    return frame.apply(lambda column: column.map(guard))
 
 
 def _plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:

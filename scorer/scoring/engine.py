@@ -1,4 +1,4 @@
-"""Score a batch of files: the one place where decoding, the model and the results meet."""
+"""The engine: the one place where decoding, the model and the results meet, for a batch of files."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from typing import Protocol
 
 import numpy as np
 
-from scorer.config import Settings
 from scorer.errors import ImageError
-from scorer.images import Decoded, ImageLimits, ItemGeometry, decode_file
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
-from scorer.workers import DecodeFn, DecodeJob, DecodePool
+from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
+from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
 
 
 class Model(Protocol):
-    """What the pipeline needs from a classifier (see scorer.model.Classifier)."""
+    """What the engine needs from a classifier (see scorer.scoring.model.Classifier)."""
 
     classes: tuple[str, ...]
     geometry: ItemGeometry | None
@@ -31,7 +32,7 @@ class Model(Protocol):
 
 
 class Decoder(Protocol):
-    """What the pipeline needs from a decoding pool (see scorer.workers.DecodePool)."""
+    """What the engine needs from a decoding pool (see scorer.scoring.decode_pool.DecodePool)."""
 
     def imap(
         self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...
@@ -65,51 +66,64 @@ def score_items(
     `known` looks up content scored earlier (the watch service's ledger). When `stop`
     turns true the batch is abandoned and the partial result returned.
     """
-    result = BatchResult()
+    run = _Run(model, known, progress)
     by_path = {item.path: item for item in items}
-    first_seen: dict[str, Item] = {}
-    waiting: list[tuple[Item, Decoded]] = []
-    duplicates_of_new: list[tuple[Item, str]] = []
-
-    def flush() -> None:
-        if not waiting:
-            return
-        if model.geometry is not None:
-            pixels = [decoded.pixels for _, decoded in waiting if decoded.pixels is not None]
-            probs = model.predict_pixels(np.stack(pixels))
-        else:
-            probs = model.predict_files([item.path for item, _ in waiting])
-        now = time.time()
-        for (item, decoded), p in zip(waiting, probs, strict=True):
-            result.scored.append(_scored(item, decoded, model.classes, p, now))
-        progress(len(waiting))
-        waiting.clear()
-
     for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop):
         if stop():
-            return result
-        item = by_path[path]
+            return run.result
+        run.take(by_path[path], outcome)
+    run.finish()
+    return run.result
+
+
+class _Run:
+    """One call of score_items: decoded items wait here until a model batch is full."""
+
+    def __init__(self, model: Model, known: Callable[[str], Scored | None], progress: Progress) -> None:
+        self.result = BatchResult()
+        self._model, self._known, self._progress = model, known, progress
+        self._first_seen: set[str] = set()
+        self._waiting: list[tuple[Item, Decoded]] = []
+        self._duplicates_of_new: list[tuple[Item, str]] = []
+
+    def take(self, item: Item, outcome: Decoded | ImageError) -> None:
         if isinstance(outcome, ImageError):
-            result.rejected.append(Rejected(item.name, str(item.path), str(outcome)))
-            progress(1)
-            continue
-        earlier = known(outcome.sha256)
+            self.result.rejected.append(Rejected(item.name, str(item.path), str(outcome)))
+            self._progress(1)
+            return
+        earlier = self._known(outcome.sha256)
         if earlier is not None:
-            result.duplicates.append(Duplicate(item.name, str(item.path), earlier))
-            progress(1)
-        elif outcome.sha256 in first_seen:
-            duplicates_of_new.append((item, outcome.sha256))
+            self.result.duplicates.append(Duplicate(item.name, str(item.path), earlier))
+            self._progress(1)
+        elif outcome.sha256 in self._first_seen:
+            self._duplicates_of_new.append((item, outcome.sha256))
         else:
-            first_seen[outcome.sha256] = item
-            waiting.append((item, outcome))
-            if len(waiting) >= model.batch_size:
-                flush()
-    flush()
-    by_sha = {s.sha256: s for s in result.scored}
-    for item, sha in duplicates_of_new:
-        result.duplicates.append(Duplicate(item.name, str(item.path), by_sha[sha]))
-        progress(1)
-    return result
+            self._first_seen.add(outcome.sha256)
+            self._waiting.append((item, outcome))
+            if len(self._waiting) >= self._model.batch_size:
+                self._flush()
+
+    def finish(self) -> None:
+        self._flush()
+        by_sha = {s.sha256: s for s in self.result.scored}
+        for item, sha in self._duplicates_of_new:
+            self.result.duplicates.append(Duplicate(item.name, str(item.path), by_sha[sha]))
+            self._progress(1)
+
+    def _flush(self) -> None:
+        if not self._waiting:
+            return
+        model = self._model
+        if model.geometry is not None:
+            pixels = [decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None]
+            probs = model.predict_pixels(np.stack(pixels))
+        else:
+            probs = model.predict_files([item.path for item, _ in self._waiting])
+        now = time.time()
+        for (item, decoded), p in zip(self._waiting, probs, strict=True):
+            self.result.scored.append(_scored(item, decoded, model.classes, p, now))
+        self._progress(len(self._waiting))
+        self._waiting.clear()
 
 
 def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float) -> Scored:
@@ -155,7 +169,7 @@ class Engine:
 
 def open_engine(settings: Settings, decode: DecodeFn | None = None) -> Engine:
     """Load the configured model (once) and start its decoding workers."""
-    from scorer.model import Classifier
+    from scorer.scoring.model import Classifier
 
     classifier = Classifier(settings)
     limits = ImageLimits.from_settings(settings.images)

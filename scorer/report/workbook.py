@@ -1,16 +1,14 @@
-"""The Excel report: Ranking, Rejected, Duplicates and Model sheets. The only openpyxl import.
+"""The Excel workbook: Ranking, Rejected, Duplicates and Model sheets. The only openpyxl import.
 
-Every string that comes from outside (file names, reasons, captions) goes through
-`_text`, so a name can neither become a formula nor crash the writer.
+Every string that comes from outside (file names, reasons, class names) goes through
+`_put_text`, so a name can neither become a formula nor crash the writer.
 """
 
 from __future__ import annotations
 
 import errno
 import io
-import itertools
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +21,10 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from scorer.results import Duplicate, ModelInfo, Rejected, Scored, rank
+from scorer.fsutil import atomic_write, numbered, temp_path
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, rank
+from scorer.settings import ReportSettings
+from scorer.textsafe import looks_like_formula, xml_text
 
 REPORT_PREFIX = "engagement-report-"
 FIXED_HEADERS = ("Rank", "File", "Predicted class", "Confidence", "Engagement score")
@@ -32,20 +33,15 @@ EXTRA_HEADERS = ("Thumbnail", "Pixels", "Format", "File size (KB)", "File date",
 
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", start_color="1F4E78")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
 class ReportContent:
-    """What one workbook shows."""
+    """What one workbook shows: the outcomes, the model that scored them, and how the report looks."""
 
-    scored: Sequence[Scored]
-    rejected: Sequence[Rejected]
-    duplicates: Sequence[Duplicate]
+    result: BatchResult
     info: ModelInfo
-    thumbnails: bool = True
-    thumbnail_px: int = 96
+    look: ReportSettings = ReportSettings()
 
 
 def headers(classes: Sequence[str]) -> list[str]:
@@ -58,18 +54,12 @@ def report_name(now: datetime, suffix: str = "") -> str:
     return f"{REPORT_PREFIX}{now:%Y%m%d-%H%M%S}{suffix}.xlsx"
 
 
-def _text(value: str) -> str:
-    # Undecodable bytes in a file name arrive as surrogates, which XML cannot hold.
-    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _CONTROL.sub("\ufffd", value)
-
-
 def _put_text(ws: Worksheet, row: int, col: int, value: str) -> None:
     cell = ws.cell(row=row, column=col)
-    cell.value = _text(value)
+    cell.value = xml_text(value)
     # openpyxl turns any string starting with '=' into a formula; external text never is one.
     cell.data_type = "s"
-    if cell.value.startswith(_FORMULA_START):
+    if looks_like_formula(cell.value):
         cell.quotePrefix = True  # and Excel must not re-read it as one when the cell is edited
 
 
@@ -92,12 +82,12 @@ def _ranking(ws: Worksheet, content: ReportContent) -> None:
     classes = content.info.classes
     names = headers(classes)
     k = len(classes)
-    thumbs = content.thumbnails and any(s.thumbnail for s in content.scored)
-    thumb_width = content.thumbnail_px / 6.5 + 2 if thumbs else 10
+    thumbs = content.look.thumbnails and any(s.thumbnail for s in content.result.scored)
+    thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
     widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, 13, 8, 14, 18, 18, 30, 60, 20]
     _header(ws, names, widths)
     thumb_col = len(FIXED_HEADERS) + k + 1
-    for row, s in enumerate(rank(content.scored), start=2):
+    for row, s in enumerate(rank(content.result.scored), start=2):
         ws.cell(row=row, column=1, value=row - 1)
         _put_text(ws, row, 2, s.name)
         _put_text(ws, row, 3, s.predicted)
@@ -119,10 +109,10 @@ def _ranking(ws: Worksheet, content: ReportContent) -> None:
         if thumbs and s.thumbnail:
             image = SheetImage(io.BytesIO(s.thumbnail))
             ws.add_image(image, f"{get_column_letter(thumb_col)}{row}")
-            ws.row_dimensions[row].height = content.thumbnail_px * 0.75 + 4
-    last = len(content.scored) + 1
+            ws.row_dimensions[row].height = content.look.thumbnail_px * 0.75 + 4
+    last = len(content.result.scored) + 1
     ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
-    if content.scored:
+    if content.result.scored:
         ws.conditional_formatting.add(
             f"E2:E{last}",
             ColorScaleRule(start_type="num", start_value=0, start_color="F8696B",
@@ -178,33 +168,34 @@ def build_workbook(content: ReportContent, generated: datetime) -> Workbook:
     ranking = wb.active
     ranking.title = "Ranking"
     _ranking(ranking, content)
-    _rejected(wb.create_sheet("Rejected"), content.rejected)
-    _duplicates(wb.create_sheet("Duplicates"), content.duplicates)
+    _rejected(wb.create_sheet("Rejected"), content.result.rejected)
+    _duplicates(wb.create_sheet("Duplicates"), content.result.duplicates)
     _model(wb.create_sheet("Model"), content.info, generated)
     return wb
 
 
-def save_report(path: Path, content: ReportContent, *, replace: bool = False) -> Path:
+def save_report(path: Path, content: ReportContent, *, replace: bool = False, durable: bool = False) -> Path:
     """Write the workbook under a temporary name, then move it into place; return where it landed.
 
     With replace=False an existing file is never overwritten: the name gets -2, -3, ...
     """
     generated = datetime.now()
-    tmp = path.with_name(f".~{path.stem}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         build_workbook(content, generated).save(tmp)
-        if replace:
-            os.replace(tmp, path)
-            return path
+
+    if replace:
+        return atomic_write(path, write, durable=durable)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
         return _publish(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _publish(tmp: Path, path: Path) -> Path:
-    for n in itertools.count(1):
-        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+    for candidate in numbered(path):
         try:
             # A hard link fails if the name exists, so a report is never overwritten, even by a race.
             os.link(tmp, candidate)

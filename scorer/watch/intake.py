@@ -1,4 +1,4 @@
-"""watchdog events and rescans to settled, ordered batches. The only watchdog import.
+"""Intake: watchdog events and rescans become settled, ordered batches. The only watchdog import.
 
 watchdog runs handlers on its dispatcher thread, where a slow handler blocks every
 event and an exception kills the thread, so the handler here only queues paths.
@@ -30,9 +30,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from scorer.config import WatchSettings
 from scorer.errors import ServiceError
-from scorer.images import find_candidates, is_ignored_name
+from scorer.scoring.vet import find_candidates, is_ignored_name
+from scorer.settings import WatchSettings
 
 log = logging.getLogger(__name__)
 

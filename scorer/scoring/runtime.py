@@ -1,7 +1,8 @@
 """Inference runtimes: ONNX Runtime on CPU, PyTorch on CUDA or CPU.
 
-Each runtime takes a float32 NCHW batch that has already been through the learner's
-batch transforms and returns raw model outputs (logits).
+Each runtime takes a float32 NCHW batch (numpy) that has already been through the learner's
+batch transforms and returns raw model outputs (logits). With scorer.learner, the only
+module that imports torch.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from scorer.errors import ModelError
-from scorer.integrity import sha256_file
+from scorer.errors import ConfigError, ModelError
+from scorer.fsutil import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,22 @@ class Runtime(Protocol):
     name: str
     device: str
 
-    def logits(self, batch: torch.Tensor) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs for a float32 NCHW batch."""
         ...
+
+
+def choose_device(requested: str) -> str:
+    """Resolve `device: auto|cpu|cuda` against the hardware that is there."""
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise ConfigError("device is 'cuda' but PyTorch sees no CUDA GPU: set 'device: auto' or 'device: cpu'")
+    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
+
+
+def set_threads(threads: int) -> None:
+    """PyTorch's CPU thread count for this process."""
+    torch.set_num_threads(threads)
 
 
 class TorchRuntime:
@@ -48,14 +61,15 @@ class TorchRuntime:
         model = model.eval().to(device).to(memory_format=torch.channels_last)
         self._model = model.half() if self._half else model
 
-    def logits(self, batch: torch.Tensor) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the model under inference_mode and bring the outputs back as float32."""
-        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self._half:
             x = x.half()
         with torch.inference_mode():
             out = self._model(x)
-        return out.float().cpu().numpy()
+        result: np.ndarray = out.float().cpu().numpy()
+        return result
 
 
 class OnnxRuntime:
@@ -79,10 +93,11 @@ class OnnxRuntime:
         self._input = self._session.get_inputs()[0].name
         self.name = f"onnxruntime-{ort.__version__}"
 
-    def logits(self, batch: torch.Tensor) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the ONNX graph on the batch."""
-        x = np.ascontiguousarray(batch.numpy(), dtype=np.float32)
-        return self._session.run(None, {self._input: x})[0]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        result: np.ndarray = self._session.run(None, {self._input: x})[0]
+        return result
 
 
 def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path) -> Path:
@@ -91,7 +106,7 @@ def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path) -> Pat
 
 
 def load_or_export_onnx(
-    model: torch.nn.Module, sample: torch.Tensor, model_sha256: str, path: Path, threads: int
+    model: torch.nn.Module, sample: np.ndarray, model_sha256: str, path: Path, threads: int
 ) -> OnnxRuntime:
     """Open the cached ONNX export of a learner's model, exporting and checking it first if needed."""
     meta_path = path.with_suffix(".json")
@@ -100,23 +115,26 @@ def load_or_export_onnx(
         if meta.get("learner_sha256") == model_sha256 and meta.get("onnx_sha256") == sha256_file(path):
             return OnnxRuntime(path, threads)
         log.warning("ONNX cache %s does not match the learner: exporting again", path)
-    _export(model, sample, path)
+    _export(model, torch.from_numpy(sample), path)
     runtime = OnnxRuntime(path, threads)
     with torch.inference_mode():
-        expected = model.eval()(sample).float().numpy()
+        expected = model.eval()(torch.from_numpy(sample)).float().numpy()
     diff = float(np.abs(runtime.logits(sample) - expected).max())
     if diff > _EXPORT_TOLERANCE:
         path.unlink()
         raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
     meta = {"learner_sha256": model_sha256, "onnx_sha256": sha256_file(path), "max_abs_logit_diff": diff}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    atomic_write(meta_path, json.dumps(meta, indent=2))
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
     return runtime
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    atomic_write(path, lambda tmp: _export_to(model, sample, tmp))
+
+
+def _export_to(model: torch.nn.Module, sample: torch.Tensor, tmp: Path) -> None:
     # The TorchScript exporter covers fastai's AdaptiveConcatPool2d on every torch release we
     # support (the torch.export one fails on aten.adaptive_max_pool2d before torch 2.14) and
     # takes a second instead of five; the newer exporter is the fallback once it is gone.
@@ -134,4 +152,3 @@ def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
                 external_data=False, verbose=False,
             )
-    os.replace(tmp, path)

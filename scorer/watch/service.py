@@ -1,4 +1,4 @@
-"""`scorer watch` as a long-running service: the state lock, signals, systemd notifications and the work loop.
+"""`scorer watch` as a long-running service: the state lock, signals and the work loop.
 
     lock state -> recover from the ledger -> load the model -> start watching -> READY=1
     loop: poll the intake, ping the watchdog, process each closed batch
@@ -8,33 +8,28 @@
 from __future__ import annotations
 
 import fcntl
-import grp
 import logging
 import os
-import pwd
-import shlex
 import signal
-import socket
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from scorer.config import Settings, require_readable_dir, require_writable_dir
+from scorer.config import require_readable_dir, require_writable_dir
 from scorer.errors import ServiceError
-from scorer.hotfolder import BatchSummary, HotFolder
-from scorer.ledger import Ledger
-from scorer.pipeline import Engine, open_engine
-from scorer.watcher import Intake, ObserverFactory, make_observer
+from scorer.scoring.engine import Engine, open_engine
+from scorer.settings import Settings
+from scorer.watch.batch import BatchSummary, HotFolder
+from scorer.watch.intake import Intake, ObserverFactory, make_observer
+from scorer.watch.ledger import Ledger
+from scorer.watch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "scorer.lock"
-UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "scorer.service"
 
 
 @dataclass(frozen=True)
@@ -60,37 +55,6 @@ class Status:
         return replace(self, batches=self.batches + 1, scored=self.scored + batch.scored,
                        rejected=self.rejected + batch.rejected, duplicates=self.duplicates + batch.duplicates,
                        last_report=batch.report)
-
-
-class Notifier:
-    """sd_notify(3) over NOTIFY_SOCKET, with no dependency; silent when not run by systemd."""
-
-    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
-        address = environ.get("NOTIFY_SOCKET", "")
-        # An abstract socket is written with a leading '@' and addressed with a leading NUL.
-        self._address = "\0" + address[1:] if address.startswith("@") else address
-        usec = environ.get("WATCHDOG_USEC", "")
-        for_us = environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
-        # Ping at a third of the deadline, so one slow step does not cost a restart.
-        self.interval = int(usec) / 3e6 if usec.isdigit() and for_us else 5.0
-        self._last_ping = float("-inf")
-
-    def send(self, *lines: str) -> None:
-        """Send state lines such as READY=1 or STATUS=...; errors are logged, never raised."""
-        if not self._address:
-            return
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto("\n".join(lines).encode(), self._address)
-        except OSError as exc:
-            log.debug("sd_notify to %s failed: %s", self._address, exc)
-
-    def ping(self) -> None:
-        """WATCHDOG=1, at most once per interval."""
-        now = time.monotonic()
-        if now - self._last_ping >= self.interval:
-            self._last_ping = now
-            self.send("WATCHDOG=1")
 
 
 @dataclass
@@ -219,68 +183,3 @@ def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A rendered systemd unit, and the folders it names that must be created before it starts."""
-
-    text: str
-    missing: list[Path]
-
-
-def render_unit(settings: Settings, user: str | None = None) -> Unit:
-    """deploy/scorer.service filled in with this install's executable, config, folders and user."""
-    if not UNIT_TEMPLATE.is_file():
-        raise ServiceError(f"the unit template {UNIT_TEMPLATE} is missing: run this from a source checkout "
-                           "installed with `pip install -e .`")
-    try:
-        account = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
-    except KeyError:
-        raise ServiceError(f"no user named {user}: create it, or pass --user with an existing account") from None
-    group = grp.getgrgid(account.pw_gid).gr_name
-    script = Path(sys.executable).with_name("scorer")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "scorer"]
-    command.append("watch")
-    workdir = Path.cwd()
-    if settings.source is not None:
-        command += ["--config", str(settings.source)]
-        workdir = settings.source.parent
-    folders = [settings.inbox, settings.outbox, settings.state, settings.archive_dir, settings.rejected_dir]
-    # outbox/scored needs no entry of its own when outbox is writable already
-    writable = [p for p in dict.fromkeys(folders) if not any(other in p.parents for other in folders)]
-    values = {
-        "@USER@": account.pw_name,
-        "@GROUP@": group,
-        "@WORKDIR@": str(workdir).replace("%", "%%"),  # the whole value is the path: no quotes
-        "@EXEC@": " ".join(_unit_quote(part) for part in command),
-        "@READ_WRITE_PATHS@": " ".join(_unit_quote(str(p)) for p in writable),
-        "@MOUNTS@": " ".join(_unit_quote(str(p)) for p in (settings.inbox, settings.outbox)),
-        "@MPLCONFIGDIR@": _unit_quote(f"MPLCONFIGDIR={settings.state / 'matplotlib'}"),
-    }
-    text = UNIT_TEMPLATE.read_text(encoding="utf-8")
-    for key, value in values.items():
-        text = text.replace(key, value)
-    return Unit(text, [p for p in writable if not p.is_dir()])
-
-
-def install_commands(settings: Settings, user: str | None = None) -> list[str]:
-    """The shell commands that render, install and start the unit."""
-    render = ["scorer", "service"]
-    if settings.source is not None:
-        render += ["--config", str(settings.source)]
-    if user:
-        render += ["--user", user]
-    return [
-        " ".join(shlex.quote(part) for part in render) + " > scorer.service",
-        "sudo install -m 644 scorer.service /etc/systemd/system/scorer.service",
-        "sudo systemctl daemon-reload",
-        "sudo systemctl enable --now scorer",
-        "journalctl -u scorer -f",
-    ]
-
-
-def _unit_quote(text: str) -> str:
-    # systemd expands %-specifiers in unit files and splits on spaces unless quoted
-    text = text.replace("%", "%%")
-    return shlex.quote(text) if any(c in text for c in " \t\"'\\") else text

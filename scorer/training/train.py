@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scorer import learner
-from scorer.card import card_files, headline, versions, write_card
-from scorer.config import Settings, set_top_level_keys
+from scorer.config import set_top_level_keys
 from scorer.errors import DataError
-from scorer.evaluate import Evaluation, evaluate, scores_of
-from scorer.images import ImageLimits
-from scorer.integrity import remember_pin, sha256_file
-from scorer.labels import FunnelStep, class_ranges, clean, label, split
-from scorer.model import choose_device
-from scorer.posts import BadRow, import_posts
-from scorer.runtime import onnx_cache_path
+from scorer.fsutil import free_name, sha256_file, temp_path
+from scorer.scoring import learner
+from scorer.scoring.integrity import remember_pin
+from scorer.scoring.runtime import choose_device, onnx_cache_path
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings, TrainSettings
+from scorer.training.card import card_files, headline, versions, write_card
+from scorer.training.evaluate import Evaluation, evaluate, scores_of
+from scorer.training.labels import FunnelStep, class_ranges, clean, label, split
+from scorer.training.posts import BadRow, Posts, import_posts
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,62 @@ class TrainRun:
     headline: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """Posts imported, cleaned, labelled and split, ready to fit."""
+
+    posts: Posts
+    funnel: list[FunnelStep]
+    table: pd.DataFrame
+    split: str
+    counts: pd.DataFrame
+
+
 def train(settings: Settings, data: Path, *, out: Path | None = None, progress: bool = True) -> TrainRun:
     """Train a learner on the posts in `data` and export it, with its card, to `out` (default: the configured model)."""
     t = settings.train
     classes = t.label.classes
     model = (out or settings.model).absolute()
+    prep = _prepare(settings, data)
+    table = prep.table
+    device = choose_device(settings.device)
+    log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
+             t.pretrained, int((~table["is_valid"]).sum()), int(table["is_valid"].sum()), prep.split, device)
+    started = time.perf_counter()
+    fitted = learner.fit_classifier(table, classes, t, device, settings.threads, progress)
+    seconds = time.perf_counter() - started
+
+    valid = table.iloc[fitted.valid_rows]
+    y_true = valid["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
+    majority = int(np.argmax(prep.counts["train"].to_numpy()))
+    ev = evaluate(y_true, fitted.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap, t.seed)
+    log.info("verdict: %s", ev.verdict)
+    top = headline(ev, prep.split)
+
+    sha = _export(fitted, model, classes)
+    archived = _archive(model)
+    os.replace(temp_path(model), model)
+    facts = {
+        "model": {"file": model.name, "sha256": sha},
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "verdict": ev.verdict,
+        "better_than_baseline": ev.better_than_baseline,
+        "headline": top,
+        "classes": list(classes),
+        **_data_card(prep, data, t),
+        "training": {**{k: v for k, v in dataclasses.asdict(t).items() if k not in ("clean", "label")},
+                     "device": device, "seconds": round(seconds, 1)},
+        "metrics": ev.as_dict(),
+        "versions": versions(),
+    }
+    card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), prep.counts)
+    _pin(settings, model, sha)
+    return TrainRun(model, sha, card, card_files(model)[1], archived, prep.posts.bad, prep.funnel, ev, top)
+
+
+def _prepare(settings: Settings, data: Path) -> _Prepared:
+    """Import, clean, label and split the posts; refuse data too small to train and judge."""
+    t = settings.train
     posts = import_posts(data, ImageLimits.from_settings(settings.images))
     for row in posts.bad:
         log.warning("skipped %s: %s", row.source, row.reason)
@@ -62,47 +114,21 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
         log.info("funnel: %-32s removed %5d, left %5d", step.rule, step.removed, step.left)
     table, how = split(label(kept, t.label), t.valid_pct, t.seed)
     table = table.reset_index(drop=True)
-    counts = _class_counts(table, classes)
+    counts = _class_counts(table, t.label.classes)
     _check_enough(table, counts)
+    return _Prepared(posts, funnel, table, how, counts)
 
-    device = choose_device(settings.device)
-    log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
-             t.pretrained, int((~table["is_valid"]).sum()), int(table["is_valid"].sum()), how, device)
-    started = time.perf_counter()
-    fitted = learner.fit_classifier(table, classes, t, device, settings.threads, progress)
-    seconds = time.perf_counter() - started
 
-    valid = table.iloc[fitted.valid_rows]
-    y_true = valid["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
-    majority = int(np.argmax(counts["train"].to_numpy()))
-    ev = evaluate(y_true, fitted.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap, t.seed)
-    log.info("verdict: %s", ev.verdict)
-    top = headline(ev, how)
-
-    sha = _export(fitted, model, classes)
-    archived = _archive(model)
-    os.replace(_staged(model), model)
-    facts = {
-        "model": {"file": model.name, "sha256": sha},
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "verdict": ev.verdict,
-        "better_than_baseline": ev.better_than_baseline,
-        "headline": top,
-        "classes": list(classes),
+def _data_card(prep: _Prepared, data: Path, t: TrainSettings) -> dict[str, object]:
+    """The card's sections about the data: labelling, cleaning, skipped rows and the split."""
+    return {
         "labelling": {"method": t.label.method, "thresholds": list(t.label.thresholds),
                       "normalize": t.label.normalize, "window": t.label.window,
-                      "ranges": class_ranges(table, classes)},
-        "cleaning": {"rules": dataclasses.asdict(t.clean), "funnel": [dataclasses.asdict(s) for s in funnel]},
-        "bad_rows": [dataclasses.asdict(b) for b in posts.bad],
-        "data": _data_facts(data, posts.format, table, how, counts),
-        "training": {**{k: v for k, v in dataclasses.asdict(t).items() if k not in ("clean", "label")},
-                     "device": device, "seconds": round(seconds, 1)},
-        "metrics": ev.as_dict(),
-        "versions": versions(),
+                      "ranges": class_ranges(prep.table, t.label.classes)},
+        "cleaning": {"rules": dataclasses.asdict(t.clean), "funnel": [dataclasses.asdict(s) for s in prep.funnel]},
+        "bad_rows": [dataclasses.asdict(b) for b in prep.posts.bad],
+        "data": _data_facts(data, prep.posts.format, prep.table, prep.split, prep.counts),
     }
-    card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), counts)
-    _pin(settings, model, sha)
-    return TrainRun(model, sha, card, card_files(model)[1], archived, posts.bad, funnel, ev, top)
 
 
 def _class_counts(table: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -125,14 +151,10 @@ def _check_enough(table: pd.DataFrame, counts: pd.DataFrame) -> None:
         )
 
 
-def _staged(model: Path) -> Path:
-    return model.with_name(f".{model.name}.{os.getpid()}.tmp")
-
-
 def _export(fitted: learner.Fitted, model: Path, classes: tuple[str, ...]) -> str:
     """Export next to the model under a temporary name, so a failure never touches the model in use."""
     model.parent.mkdir(parents=True, exist_ok=True)
-    staged = _staged(model)
+    staged = temp_path(model)
     learner.export_learner(fitted.learner, staged, classes)
     # The scorer refuses models that others can write; umask may say otherwise.
     os.chmod(staged, 0o644)
@@ -144,11 +166,7 @@ def _archive(model: Path) -> Path | None:
     if not model.exists():
         return None
     stamp = datetime.fromtimestamp(model.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-    folder = model.parent / "archive" / f"{model.stem}-{stamp}"
-    n = 1
-    while folder.exists():
-        n += 1
-        folder = model.parent / "archive" / f"{model.stem}-{stamp}-{n}"
+    folder = free_name(model.parent / "archive" / f"{model.stem}-{stamp}")
     folder.mkdir(parents=True)
     old_sha = sha256_file(model)
     for path in (model, *card_files(model)):

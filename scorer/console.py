@@ -1,0 +1,117 @@
+"""Terminal output: logging set-up, progress bars, the live status line and the printed summaries (rich)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from scorer.results import BatchResult
+
+if TYPE_CHECKING:
+    from scorer.training.train import TrainRun
+
+out = Console()
+err = Console(stderr=True)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log to stderr: rich on a terminal, one plain line per record for journald and pipes."""
+    # Library deprecation chatter (torch.jit, pandas options) means nothing to a marketer or operator.
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # journald and pipes: one plain line per record, level first
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("PIL", "matplotlib", "onnxscript", "onnx_ir", "torch", "watchdog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, once there is a rate to show."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} img/s" if task.speed else "")
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """A rich progress bar with items/s on a terminal; silent otherwise. Yields (start, advance)."""
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        _RateColumn(), TimeElapsedColumn(),
+        console=err, disable=not err.is_terminal, transient=False,
+    )
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
+
+
+def print_summary(result: BatchResult, report: Path, top: int = 10) -> None:
+    """The top of the ranking, the counts and the report's path."""
+    ranked = result.ranked()
+    table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
+    for name in ("Rank", "File", "Predicted", "Confidence", "Score"):
+        table.add_column(name, justify="left" if name in ("File", "Predicted") else "right")
+    for rank, s in enumerate(ranked[:top], start=1):
+        table.add_row(str(rank), s.name, s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
+    out.print(table)
+    extra = []
+    if result.rejected:
+        extra.append(f"{len(result.rejected)} rejected")
+    if result.duplicates:
+        extra.append(f"{len(result.duplicates)} duplicates")
+    suffix = f" ({', '.join(extra)}: see the report)" if extra else ""
+    out.print(f"{len(ranked)} scored{suffix}")
+    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def live_status() -> Iterator[Callable[[Any], None]]:
+    """A one-line rich live status on a terminal; nothing otherwise (journald gets the logs)."""
+    if not out.is_terminal:
+        yield lambda status: None
+        return
+    from rich.live import Live
+
+    with Live(Text("starting"), console=out, transient=True, refresh_per_second=4) as live:
+        yield lambda status: live.update(Text(status.line()))
+
+
+def print_training(run: TrainRun) -> None:
+    """The cleaning funnel, the held-out metrics, the verdict and where the model went."""
+    funnel = Table(title="Cleaning funnel", title_justify="left")
+    for name, justify in (("Step", "left"), ("Removed", "right"), ("Left", "right")):
+        funnel.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for step in run.funnel:
+        funnel.add_row(step.rule, str(step.removed), str(step.left))
+    out.print(funnel)
+    metrics = Table(title="Held-out posts", title_justify="left")
+    metrics.add_column("Metric")
+    metrics.add_column("Value", justify="right")
+    for key, value in run.headline.items():
+        metrics.add_row(key, value)
+    out.print(metrics)
+    colour = "green" if run.evaluation.better_than_baseline else "yellow"
+    out.print(f"[bold {colour}]Verdict: {run.evaluation.verdict}[/]", highlight=False, soft_wrap=True)
+    if run.archived:
+        out.print(f"Previous model moved to {run.archived}", highlight=False, soft_wrap=True)
+    out.print(f"Model: {run.model} (sha256 {run.sha256[:12]}…, pinned)", highlight=False, soft_wrap=True)
+    out.print(f"Model card: {run.page}", highlight=False, soft_wrap=True)

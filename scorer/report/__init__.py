@@ -1,0 +1,1 @@
+"""The report room: renderings of one ReportContent (today the Excel workbook)."""

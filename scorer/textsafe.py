@@ -1,0 +1,27 @@
+"""Untrusted text (file names, reasons, captions) made safe for spreadsheets, each rule written once."""
+
+from __future__ import annotations
+
+import re
+
+# Spreadsheets run a cell that starts with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# XML 1.0 cannot hold these; openpyxl raises IllegalCharacterError on them.
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def looks_like_formula(value: str) -> bool:
+    """Whether a spreadsheet would read this text as a formula."""
+    return value.startswith(FORMULA_START)
+
+
+def xml_text(value: str) -> str:
+    """Text that an .xlsx cell can hold: undecodable bytes and control characters become U+FFFD."""
+    # Undecodable bytes in a file name arrive as surrogates, which XML cannot hold.
+    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _NOT_IN_XML.sub("\ufffd", value)
+
+
+def csv_text(value: object) -> object:
+    """A CSV value that a spreadsheet shows as typed: text that looks like a formula gets a leading quote."""
+    return f"'{value}" if isinstance(value, str) and looks_like_formula(value) else value

@@ -1,0 +1,1 @@
+"""The training room: `scorer train` (posts import, labels, evaluation, the model card)."""

@@ -1,0 +1,225 @@
+"""One batch's crash-safe path from inbox to outbox, and the recovery that finishes a crashed one.
+
+Per batch, in this order:
+
+1. score the files that need it (known content becomes a Duplicate, not a rescore);
+2. record every outcome, each file's destination and the report's name in ONE transaction;
+3. write the report atomically under that name;
+4. mark the batch reported;
+5. move each file to its destination and mark it done.
+
+A kill -9 before step 2 leaves the files in the inbox to be scored again; after it, start-up
+recovery repeats steps 3-5 from the ledger without rescoring. Watch reports carry the
+batch id in their name, so nothing else ever writes that name and recovery can tell
+whether the report exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from scorer.fsutil import free_name, remove_temps, sha256_regular
+from scorer.report.workbook import ReportContent, report_name, save_report
+from scorer.results import BatchResult, ModelInfo, Scored
+from scorer.scoring.engine import Engine, Progress
+from scorer.settings import Settings
+from scorer.watch.disposal import dispose_pending, reason_path
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import Candidate, Entry
+
+log = logging.getLogger(__name__)
+
+LATEST_NAME = "latest.xlsx"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What one batch produced."""
+
+    batch: int
+    report: Path
+    scored: int
+    rejected: int
+    duplicates: int
+    seconds: float
+
+
+class HotFolder:
+    """The inbox, the outbox and the ledger that keeps them consistent."""
+
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self._move = settings.watch.after_scoring == "move"
+
+    def recover(self) -> None:
+        """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
+        roots = [self.settings.outbox, self.settings.archive_dir, self.settings.rejected_dir]
+        for path in remove_temps(roots):
+            log.info("removed %s, left by an interrupted write", path)
+        for batch, report in self.ledger.unreported():
+            log.info("finishing batch %d from the ledger (no rescoring): %s", batch, report)
+            self._write_report(batch, report)
+        dispose_pending(self.ledger, self.settings)
+
+    def already_recorded(self, path: Path, st: os.stat_result) -> bool:
+        """Whether this exact file is in the ledger already, so intake need not read it again."""
+        return self.ledger.known_here(path, st.st_size, st.st_mtime_ns)
+
+    def process(self, paths: Sequence[Path], engine: Engine, *, stop: Callable[[], bool],
+                progress: Progress = lambda n: None) -> BatchSummary | None:
+        """Take settled files through all five steps; None if nothing was decided or `stop` abandoned it."""
+        started = time.monotonic()
+        log.info("scoring a batch of %d files", len(paths))
+        entries, chunks = self._triage(paths, progress)
+        result = self._score_chunks(chunks, engine, stop, progress)
+        if result is None:
+            log.info("batch abandoned on request: %d files stay in the inbox", len(paths))
+            return None
+        entries = self._place(entries + _entries(chunks, result))
+        if not entries:
+            return None
+        now = datetime.now()
+        batch, report = self.ledger.record_batch(
+            entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
+        log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
+        progress(0)
+        self._write_report(batch, report)
+        log.debug("batch %d reported: moving its files", batch)
+        progress(0)
+        dispose_pending(self.ledger, self.settings)
+        counts = {k: sum(e.outcome == k for e in entries) for k in ("scored", "rejected", "duplicate")}
+        summary = BatchSummary(batch, report, counts["scored"], counts["rejected"], counts["duplicate"],
+                               time.monotonic() - started)
+        log.info("batch %d: %d scored, %d rejected, %d duplicates in %.1f s: %s", batch, summary.scored,
+                 summary.rejected, summary.duplicates, summary.seconds, report)
+        return summary
+
+    def _triage(self, paths: Sequence[Path], progress: Progress) -> tuple[list[Entry], list[list[Candidate]]]:
+        """Decide what needs no scoring; split the rest into chunks to score."""
+        entries: list[Entry] = []
+        fresh: list[Candidate] = []
+        suspects: list[Candidate] = []
+        for path in paths:
+            candidate = self._fingerprint(path)
+            progress(0)  # hashing a batch of large files takes a while: keep the watchdog fed
+            if candidate is None:
+                continue
+            sha = candidate.sha
+            if sha is not None and self.ledger.in_place(sha, candidate.path):
+                continue  # kept in place by design, or waiting for its move: decided already
+            earlier = self.ledger.earlier(sha) if sha else None
+            tries = self.ledger.attempts(sha) if sha else 0
+            if earlier is not None:
+                entries.append(Entry(candidate, "duplicate", reason=_duplicate_reason(earlier)))
+            elif tries >= self.settings.watch.max_attempts:
+                entries.append(Entry(candidate, "rejected", reason=(
+                    f"the service stopped {tries} times while scoring it (watch.max_attempts): not scored "
+                    "again; check the file, then drop it in again")))
+            else:
+                (suspects if tries else fresh).append(candidate)
+        # A file that was in flight when the service died is scored on its own: if it kills the
+        # service again, only its own count rises, and it alone is rejected at max_attempts.
+        if suspects:
+            log.warning("%d files were being scored when the service died: scoring them one at a time",
+                        len(suspects))
+        return entries, ([fresh] if fresh else []) + [[s] for s in suspects]
+
+    def _score_chunks(self, chunks: list[list[Candidate]], engine: Engine, stop: Callable[[], bool],
+                      progress: Progress) -> BatchResult | None:
+        result = BatchResult()
+
+        def known(sha: str) -> Scored | None:
+            # earlier chunks of this batch are not in the ledger yet
+            return self.ledger.earlier(sha) or next((s for s in result.scored if s.sha256 == sha), None)
+
+        for chunk in chunks:
+            shas = [c.sha for c in chunk if c.sha]
+            self.ledger.begin_attempt(shas)
+            part = engine.score(chunk, known=known, progress=progress, stop=stop)
+            # Abandoning on request is not a crash: the attempt is taken back either way.
+            self.ledger.end_attempt(shas)
+            if stop():
+                return None
+            result.scored += part.scored
+            result.rejected += part.rejected
+            result.duplicates += part.duplicates
+        return result
+
+    def latest_is_stale(self) -> bool:
+        """Whether batches were reported since latest.xlsx was last written."""
+        return self.ledger.get("latest_batch") != str(self.ledger.last_batch())
+
+    def write_latest(self, info: ModelInfo) -> Path:
+        """Rewrite outbox/latest.xlsx from the ledger: everything recorded in the last `latest_days` days."""
+        newest = self.ledger.last_batch()
+        recent = self.ledger.recent_view(time.time() - self.settings.watch.latest_days * 86400)
+        path = save_report(self.settings.outbox / LATEST_NAME, ReportContent(recent, info, self.settings.report),
+                           replace=True)
+        self.ledger.put("latest_batch", str(newest))
+        log.debug("rewrote %s: %d creatives ranked", path, len(recent.scored))
+        return path
+
+    def _place(self, entries: list[Entry]) -> list[Entry]:
+        """Choose each file's destination now, so the ledger knows it before anything moves."""
+        if not self._move:
+            return entries
+        taken = self.ledger.destinations()
+        day = f"{datetime.now():%Y-%m-%d}"
+        placed = []
+        for e in entries:
+            scored = e.outcome == "scored"
+            name = e.file.name
+            wanted = self.settings.archive_dir / day / name if scored else self.settings.rejected_dir / name
+            destination = free_name(wanted, taken, None if scored else reason_path)
+            taken.add(destination)
+            placed.append(dataclasses.replace(e, destination=destination))
+        return placed
+
+    def _fingerprint(self, path: Path) -> Candidate | None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        name = path.relative_to(self.settings.inbox).as_posix()
+        limit = self.settings.images.max_file_mb * 2**20
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            # Rejected unread by the decoder; reading a pipe would block, a huge file is wasted time.
+            return Candidate(path, name, None, st.st_size, st.st_mtime_ns)
+        # None when it cannot be read: the decoder rejects it with the reason.
+        return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
+
+    def _write_report(self, batch: int, report: Path) -> None:
+        content = ReportContent(self.ledger.batch_view(batch), self.ledger.batch_model(batch), self.settings.report)
+        save_report(report, content, replace=True, durable=True)
+        self.ledger.mark_reported(batch)
+
+
+def _entries(chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:
+    by_path = {str(c.path): c for chunk in chunks for c in chunk}
+    entries = []
+    for s in result.scored:
+        # The decoder's hash is what was scored, should the file have changed since intake.
+        entries.append(Entry(by_path[s.location], "scored", sha=s.sha256, scored=s))
+    for r in result.rejected:
+        entries.append(Entry(by_path[r.location], "rejected", reason=r.reason))
+    for d in result.duplicates:
+        entries.append(Entry(by_path[d.location], "duplicate", sha=d.original.sha256,
+                             reason=_duplicate_reason(d.original)))
+    return entries
+
+
+def _duplicate_reason(original: Scored) -> str:
+    if not original.report:
+        return f"same content as {original.name} in this batch: listed once"
+    when = datetime.fromtimestamp(original.scored_at)
+    return (f"same content as {original.name}, scored {when:%Y-%m-%d %H:%M} "
+            f"(report {Path(original.report).name}): not scored again")

@@ -1,0 +1,114 @@
+"""The ledger's tables, and how a row becomes a result and back (see scorer.watch.ledger)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from scorer.results import ModelInfo, Scored
+from scorer.scoring.engine import Item
+
+LEDGER_NAME = "ledger.sqlite"
+VERSION = 1
+
+SCHEMA = """
+CREATE TABLE batches (
+    id       INTEGER PRIMARY KEY,
+    state    TEXT NOT NULL CHECK (state IN ('pending', 'reported')),
+    report   TEXT NOT NULL,   -- the workbook's path, chosen when the batch is recorded
+    model    TEXT NOT NULL,   -- ModelInfo as JSON, so a recovered report names the model that scored it
+    created  REAL NOT NULL
+);
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY,
+    sha         TEXT,             -- content SHA-256; NULL for entries that are not regular files
+    path        TEXT NOT NULL,    -- where it was in the inbox
+    name        TEXT NOT NULL,    -- the name reports show: its path relative to the inbox
+    size        INTEGER,
+    mtime_ns    INTEGER,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'duplicate')),
+    result      TEXT,             -- scored: probabilities, classes, pixels, format, dates, notes as JSON
+    thumbnail   BLOB,
+    reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
+    batch       INTEGER NOT NULL REFERENCES batches(id),
+    destination TEXT,             -- where the file is moved; NULL when it stays in place
+    done        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX files_sha ON files(sha);
+CREATE INDEX files_path ON files(path);
+CREATE INDEX files_pending ON files(done) WHERE done = 0;
+CREATE TABLE attempts (
+    sha   TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+Outcome = Literal["scored", "rejected", "duplicate"]
+
+
+@dataclass(frozen=True)
+class Candidate(Item):
+    """A settled inbox file and the content fingerprint it had when its batch began."""
+
+    sha: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decided file, as the watch service records it."""
+
+    file: Candidate
+    outcome: Outcome
+    sha: str | None = None
+    destination: Path | None = None
+    scored: Scored | None = None
+    reason: str = ""
+
+
+# The destination is where a scored file can be found after the batch, so reports show it as its
+# location; kept files and rejected entries that never had one show the inbox path.
+SCORED_COLUMNS = (
+    "files.name, coalesce(files.destination, files.path), files.sha, files.result, files.thumbnail, batches.report"
+)
+
+
+def scored_from_row(row: Sequence[Any]) -> Scored:
+    name, location, sha, result, thumbnail, report = row
+    data = json.loads(result)
+    return Scored(
+        name=name, location=location, sha256=sha, classes=tuple(data["classes"]), probs=tuple(data["probs"]),
+        width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
+        modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
+        report=report,
+    )
+
+
+def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
+    result = thumbnail = None
+    if e.scored is not None:
+        s = e.scored
+        result = json.dumps({
+            "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
+            "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
+            "notes": s.notes,
+        })
+        thumbnail = s.thumbnail
+    destination = str(e.destination) if e.destination else None
+    f = e.file
+    return (e.sha or f.sha, str(f.path), f.name, f.size, f.mtime_ns, e.outcome, result, thumbnail, e.reason, batch,
+            destination, int(e.destination is None))
+
+
+def model_json(info: ModelInfo) -> str:
+    data = asdict(info)
+    data["path"] = str(info.path)
+    return json.dumps(data, default=str)
