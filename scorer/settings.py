@@ -63,6 +63,22 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """`scorer serve`, the local web page."""
+
+    host: str = _opt("127.0.0.1", "address to listen on; anything but loopback needs a token")
+    port: int = _opt(8000, "TCP port to listen on", minimum=1)
+    token: str | None = _opt(None, "the token the login form asks for; required when host is not loopback")
+    token_file: Path | None = _opt(None, "a file whose first line is the token, instead of writing it here")
+    max_upload_mb: float = _opt(200.0, "largest upload (all its files together); larger ones are refused",
+                                minimum=0.001)
+    max_files: int = _opt(100, "most creatives in one upload", minimum=1)
+    queue: int = _opt(4, "uploads waiting to be scored before more are refused as busy", minimum=1)
+    keep_uploads: bool = _opt(False, "keep uploaded creatives in outbox/uploads/<date>/ under their SHA-256; "
+                              "false deletes them once scored")
+
+
+@dataclass(frozen=True)
 class CleanSettings:
     """The article's rules for dropping posts that were probably advertised."""
 
@@ -128,6 +144,7 @@ class Settings:
     report: ReportSettings = _opt(ReportSettings(), "")
     watch: WatchSettings = _opt(WatchSettings(), "")
     train: TrainSettings = _opt(TrainSettings(), "")
+    serve: ServeSettings = _opt(ServeSettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
