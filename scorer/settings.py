@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-def _opt(default: Any, doc: str, *, minimum: float | None = None) -> Any:
-    """A settings field with its one-line documentation and an optional lower bound."""
-    meta = {"doc": doc, "min": minimum}
+def _opt(default: Any, doc: str, *, minimum: float | None = None, secret: bool = False) -> Any:
+    """A settings field with its one-line documentation, an optional lower bound, and whether logs may show it."""
+    meta = {"doc": doc, "min": minimum, "secret": secret}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -68,7 +68,8 @@ class ServeSettings:
 
     host: str = _opt("127.0.0.1", "address to listen on; anything but loopback needs a token")
     port: int = _opt(8000, "TCP port to listen on", minimum=1)
-    token: str | None = _opt(None, "the token the login form asks for; required when host is not loopback")
+    token: str | None = _opt(None, "the token the login form asks for; required when host is not loopback",
+                             secret=True)
     token_file: Path | None = _opt(None, "a file whose first line is the token, instead of writing it here")
     max_upload_mb: float = _opt(200.0, "largest upload (all its files together); larger ones are refused",
                                 minimum=0.001)
@@ -170,6 +171,8 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             rows += _flatten(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("secret") and value is not None:
+            rows.append((f"{prefix}{f.name}", "(set, not shown)"))
         else:
             rows.append((f"{prefix}{f.name}", value))
     return rows

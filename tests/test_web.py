@@ -148,6 +148,9 @@ def test_binding_beyond_loopback_needs_a_long_token(project: Project, tmp_path: 
     (tmp_path / "token").write_text(TOKEN + "\n")
     project.write_config(f"model: models/tiny.pkl\nserve:\n  token_file: {tmp_path / 'token'}\n")
     assert resolve_token(load_settings(project.config).serve, "0.0.0.0") == TOKEN
+    project.write_config(f"model: models/tiny.pkl\nserve:\n  token: {TOKEN}\n")
+    described = load_settings(project.config).describe()
+    assert "serve.token = (set, not shown)" in described and TOKEN not in "".join(described), "logs never show it"
     project.write_config("model: models/tiny.pkl\nserve:\n  token: short\n")
     result = CliRunner().invoke(main, ["serve", "--config", str(project.config), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "shorter than 16 characters" in result.output

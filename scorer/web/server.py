@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from scorer.config import require_writable_dir
 from scorer.errors import ConfigError
 from scorer.settings import Settings
 from scorer.web.auth import resolve_token
@@ -28,6 +29,10 @@ def serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], No
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} is not a TCP port: use one from 1 to 65535 (serve.port or --port)")
     token = resolve_token(settings.serve, host)
+    if settings.serve.keep_uploads:
+        require_writable_dir(settings.outbox, "outbox")
+    for line in settings.describe():
+        log.info("setting %s", line)
     engine = open_engine(settings)
     try:
         app = create_app(settings, engine, token)
