@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,9 @@ def test_twenty_uploads_score_exactly_as_scorer_score(project: Project, engine: 
                                                                                          strict=True))
     assert worst <= 1e-6
     assert {r["Location"] for r in served} == {"uploaded to scorer serve"}, "private paths are never shown"
+    on_cards = dict(re.findall(r'data-name="([^"]+)" data-class="[^"]+"\s+data-probs="([^"]+)"', page.text))
+    assert max(abs(float(a) - b) for r in scored for a, b in zip(on_cards[r["File"]].split(), _probs(r),
+                                                                   strict=True)) <= 1e-6, "the cards show them too"
     first = page.text.index(f'data-name="{served[0]["File"]}"')
     assert first < page.text.index(f'data-name="{served[-1]["File"]}"'), "the gallery is ranked like the report"
 
