@@ -7,6 +7,7 @@ The map. Each room serves one use case; the shared floors sit below them.
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
     training/   `scorer train`: posts import, labels, evaluation, the model card
     report/     the Excel workbook (the only openpyxl import)
+    web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree
     results.py  what scoring produces; fsutil.py and textsafe.py hold each file and text idiom once

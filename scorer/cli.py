@@ -125,9 +125,32 @@ def watch(config_path: Path | None, once: bool) -> None:
 
 @main.command()
 @CONFIG_OPTION
+@click.option("--host", default=None, help="Address to listen on (default: serve.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: serve.port, 8000).")
+def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
+    """Serve a web page to try creatives, browse the outbox's reports and see the model card.
+
+    The model is loaded once; uploads are vetted like inbox files, scored by the same
+    engine as `scorer score`, and deleted once scored unless serve.keep_uploads is set.
+    Listening anywhere but 127.0.0.1 needs serve.token (or serve.token_file).
+
+    \b
+    Example:
+        scorer serve --port 8000
+    """
+    from scorer.web.server import serve as serve_page
+
+    settings = load_settings(config_path)
+    serve_page(settings, host or settings.serve.host, port or settings.serve.port,
+               on_ready=lambda url: out.print(f"Open {url} in a browser (Ctrl-C stops)", highlight=False))
+
+
+@main.command()
+@CONFIG_OPTION
 @click.option("--user", default=None, help="Account the service runs as (default: you).")
-def service(config_path: Path | None, user: str | None) -> None:
-    """Print a systemd unit for `scorer watch` with this install's paths; install steps go to stderr.
+@click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
+def service(config_path: Path | None, user: str | None, web: bool) -> None:
+    """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
 
     \b
     Example:
@@ -136,11 +159,11 @@ def service(config_path: Path | None, user: str | None) -> None:
     from scorer.watch.systemd import install_commands, render_unit
 
     settings = load_settings(config_path)
-    unit = render_unit(settings, user)
+    unit = render_unit(settings, user, web=web)
     click.echo(unit.text, nl=False)
     for folder in unit.missing:
         err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user)), highlight=False)
+    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user, web=web)), highlight=False)
 
 
 @main.command()
@@ -181,7 +204,7 @@ def demo(config_path: Path | None) -> None:
     Example:
         scorer demo
     """
-    from scorer.demo import NOTE, prepare_demo
+    from scorer.demo import NOTE, SERVE_NOTE, prepare_demo
     from scorer.scoring.score import score_paths
     from scorer.training.train import train as train_model
 
@@ -191,6 +214,7 @@ def demo(config_path: Path | None) -> None:
         run = score_paths(demo.settings, [demo.creatives], progress=advance, on_start=start)
     print_summary(run.result, run.report)
     out.print(f"[bold]{NOTE}[/]", highlight=False, soft_wrap=True)
+    out.print(SERVE_NOTE, highlight=False, soft_wrap=True)
 
 
 def run() -> None:

@@ -20,6 +20,8 @@ from scorer.settings import Settings, TrainSettings
 
 NOTE = ("The demo model learned from synthetic images (warm colours were given more likes): "
         "it knows nothing about real creatives.")
+SERVE_NOTE = ("Try creatives in a browser: run `scorer serve` (`.venv/bin/scorer serve` in this checkout) "
+              "and open http://127.0.0.1:8000/")
 
 # Small enough to train in well under two minutes on 2 CPU cores, offline.
 DEMO_TRAINING = TrainSettings(arch="resnet18", pretrained=False, epochs=5, image_size=64, batch_size=16,

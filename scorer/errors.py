@@ -5,7 +5,8 @@
     ├── ModelError           the learner cannot be loaded, trusted or used
     ├── ImageError           one input cannot be scored (it is rejected, never fatal)
     ├── DataError            training data cannot be imported
-    └── ServiceError         the watcher cannot run (lock held, folders missing)
+    ├── ServiceError         the watcher cannot run (lock held, folders missing)
+    └── UploadError          `scorer serve` refuses an upload (too large, too many files, busy)
 
 Anything else that escapes is a bug and keeps its traceback.
 """
@@ -35,3 +36,11 @@ class DataError(ScorerError):
 
 class ServiceError(ScorerError):
     """The watch service cannot start or keep running."""
+
+
+class UploadError(ScorerError):
+    """`scorer serve` refuses an upload as a whole; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

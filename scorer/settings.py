@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-def _opt(default: Any, doc: str, *, minimum: float | None = None) -> Any:
-    """A settings field with its one-line documentation and an optional lower bound."""
-    meta = {"doc": doc, "min": minimum}
+def _opt(default: Any, doc: str, *, minimum: float | None = None, secret: bool = False) -> Any:
+    """A settings field with its one-line documentation, an optional lower bound, and whether logs may show it."""
+    meta = {"doc": doc, "min": minimum, "secret": secret}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,6 +60,23 @@ class WatchSettings:
     latest_days: int = _opt(30, "outbox/latest.xlsx ranks everything scored in this many days", minimum=1)
     max_attempts: int = _opt(3, "a file being scored each time the service died, this many times, is rejected",
                              minimum=1)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`scorer serve`, the local web page."""
+
+    host: str = _opt("127.0.0.1", "address to listen on; anything but loopback needs a token")
+    port: int = _opt(8000, "TCP port to listen on", minimum=1)
+    token: str | None = _opt(None, "the token the login form asks for; required when host is not loopback",
+                             secret=True)
+    token_file: Path | None = _opt(None, "a file whose first line is the token, instead of writing it here")
+    max_upload_mb: float = _opt(200.0, "largest upload (all its files together); larger ones are refused",
+                                minimum=0.001)
+    max_files: int = _opt(100, "most creatives in one upload", minimum=1)
+    queue: int = _opt(4, "uploads waiting to be scored before more are refused as busy", minimum=1)
+    keep_uploads: bool = _opt(False, "keep uploaded creatives in outbox/uploads/<date>/ under their SHA-256; "
+                              "false deletes them once scored")
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,7 @@ class Settings:
     report: ReportSettings = _opt(ReportSettings(), "")
     watch: WatchSettings = _opt(WatchSettings(), "")
     train: TrainSettings = _opt(TrainSettings(), "")
+    serve: ServeSettings = _opt(ServeSettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -153,6 +171,8 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             rows += _flatten(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("secret") and value is not None:
+            rows.append((f"{prefix}{f.name}", "(set, not shown)"))
         else:
             rows.append((f"{prefix}{f.name}", value))
     return rows

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from scorer.demo import NOTE
+from scorer.config import load_settings
+from scorer.demo import NOTE, SERVE_NOTE
 
 
 @pytest.mark.slow
@@ -22,7 +23,7 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     first = CliRunner().invoke(main, ["demo", "--config", str(config)])
     assert first.exit_code == 0, first.output
     text = " ".join(first.output.split())
-    assert NOTE in text
+    assert NOTE in text and SERVE_NOTE in text
     assert "Verdict: better than always answering" in text
     assert f"Model: {tmp_path / 'models' / 'demo.pkl'}" in text
     (report,) = (tmp_path / "outbox").glob("engagement-report-*.xlsx")
@@ -39,6 +40,8 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     mean = {colour: np.mean([r["Engagement score"] for r in rows if r["File"].startswith(colour)])
             for colour in ("warm-red", "fresh-green", "cool-blue")}
     assert mean["warm-red"] > mean["fresh-green"] > mean["cool-blue"]
+    page = _served_card(config, tmp_path / "demo" / "creatives" / "warm-red-1.jpg")
+    assert page.count('class="card"') == 1 and 'data-name="warm-red-1.jpg" data-class="High"' in page
 
     second = CliRunner().invoke(main, ["demo", "--config", str(config)])
     assert second.exit_code == 0, second.output
@@ -46,3 +49,23 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     assert (archived / "demo.pkl").is_file() and (archived / "demo.card.json").is_file()
     assert f"Previous model moved to {archived}" in " ".join(second.output.split())
     assert len(list((tmp_path / "outbox").glob("engagement-report-*.xlsx"))) == 2
+
+
+
+def _served_card(config: Path, creative: Path) -> str:
+    """The Try page of `scorer serve` on the demo model after uploading one of the demo's creatives."""
+    from fastapi.testclient import TestClient
+
+    from scorer.scoring.engine import open_engine
+    from scorer.web.app import create_app
+
+    settings = load_settings(config)
+    engine = open_engine(settings)
+    try:
+        with TestClient(create_app(settings, engine, None)) as client:
+            assert "Try creatives" in client.get("/").text
+            page = client.post("/try", files=[("creatives", (creative.name, creative.read_bytes(), "image/jpeg"))])
+    finally:
+        engine.close()
+    assert page.status_code == 200
+    return page.text

@@ -1,4 +1,4 @@
-"""systemd: the unit that runs `scorer watch`, rendered from deploy/scorer.service, and sd_notify(3)."""
+"""systemd: the units that run `scorer watch` and `scorer serve`, rendered from deploy/, and sd_notify(3)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from scorer.settings import Settings
 log = logging.getLogger(__name__)
 
 UNIT_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "scorer.service"
+SERVE_TEMPLATE = UNIT_TEMPLATE.with_name("scorer-serve.service")
 
 
 class Notifier:
@@ -61,10 +62,12 @@ class Unit:
     missing: list[Path]
 
 
-def render_unit(settings: Settings, user: str | None = None) -> Unit:
-    """deploy/scorer.service filled in with this install's executable, config, folders and user."""
-    if not UNIT_TEMPLATE.is_file():
-        raise ServiceError(f"the unit template {UNIT_TEMPLATE} is missing: run this from a source checkout "
+def render_unit(settings: Settings, user: str | None = None, *, web: bool = False) -> Unit:
+    """deploy/scorer.service (or scorer-serve.service) filled in with this install's executable, config, folders
+    and user."""
+    template = SERVE_TEMPLATE if web else UNIT_TEMPLATE
+    if not template.is_file():
+        raise ServiceError(f"the unit template {template} is missing: run this from a source checkout "
                            "installed with `pip install -e .`")
     try:
         account = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
@@ -73,12 +76,14 @@ def render_unit(settings: Settings, user: str | None = None) -> Unit:
     group = grp.getgrgid(account.pw_gid).gr_name
     script = Path(sys.executable).with_name("scorer")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "scorer"]
-    command.append("watch")
+    command.append("serve" if web else "watch")
     workdir = Path.cwd()
     if settings.source is not None:
         command += ["--config", str(settings.source)]
         workdir = settings.source.parent
     folders = [settings.inbox, settings.outbox, settings.state, settings.archive_dir, settings.rejected_dir]
+    if web:  # the page reads the outbox and the ledger; it writes only kept uploads
+        folders = [settings.state, *([settings.outbox] if settings.serve.keep_uploads else [])]
     # outbox/scored needs no entry of its own when outbox is writable already
     writable = [p for p in dict.fromkeys(folders) if not any(other in p.parents for other in folders)]
     values = {
@@ -90,25 +95,28 @@ def render_unit(settings: Settings, user: str | None = None) -> Unit:
         "@MOUNTS@": " ".join(_unit_quote(str(p)) for p in (settings.inbox, settings.outbox)),
         "@MPLCONFIGDIR@": _unit_quote(f"MPLCONFIGDIR={settings.state / 'matplotlib'}"),
     }
-    text = UNIT_TEMPLATE.read_text(encoding="utf-8")
+    text = template.read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace(key, value)
     return Unit(text, [p for p in writable if not p.is_dir()])
 
 
-def install_commands(settings: Settings, user: str | None = None) -> list[str]:
+def install_commands(settings: Settings, user: str | None = None, *, web: bool = False) -> list[str]:
     """The shell commands that render, install and start the unit."""
     render = ["scorer", "service"]
     if settings.source is not None:
         render += ["--config", str(settings.source)]
     if user:
         render += ["--user", user]
+    if web:
+        render.append("--serve")
+    name = "scorer-serve" if web else "scorer"
     return [
-        " ".join(shlex.quote(part) for part in render) + " > scorer.service",
-        "sudo install -m 644 scorer.service /etc/systemd/system/scorer.service",
+        " ".join(shlex.quote(part) for part in render) + f" > {name}.service",
+        f"sudo install -m 644 {name}.service /etc/systemd/system/{name}.service",
         "sudo systemctl daemon-reload",
-        "sudo systemctl enable --now scorer",
-        "journalctl -u scorer -f",
+        f"sudo systemctl enable --now {name}",
+        f"journalctl -u {name} -f",
     ]
 
 

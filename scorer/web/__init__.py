@@ -1,0 +1,12 @@
+"""`scorer serve`: a local web page over the same engine as `scorer score`.
+
+    server.py    checks the settings, loads the engine once, runs uvicorn
+    app.py       the FastAPI application: pages, the error page, the engine's lifetime
+    auth.py      the token, the login form and its cookie, security headers
+    uploads.py   reading an upload within its limits into a private folder under generated names
+    runs.py      scoring uploads on one worker thread off the event loop, and the recent results
+    views.py     what the templates show: creative cards, the reports in outbox/, the model card
+    templates/   Jinja2 pages; partials/creative_card.html and partials/model_card.html are the
+                 one place each card is drawn
+    static/      the style sheet and the drop-zone script
+"""

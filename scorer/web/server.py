@@ -1,0 +1,52 @@
+"""`scorer serve`: check the address and token, load the engine once, then run uvicorn until stopped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from scorer.config import require_writable_dir
+from scorer.errors import ConfigError
+from scorer.settings import Settings
+from scorer.web.auth import resolve_token
+
+log = logging.getLogger(__name__)
+
+
+def page_url(host: str, port: int) -> str:
+    """The address to open in a browser."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], None] = lambda url: None) -> None:
+    """Serve the page on host:port until SIGINT or SIGTERM; the model is loaded before the port opens."""
+    import uvicorn
+
+    from scorer.scoring.engine import open_engine
+    from scorer.web.app import create_app
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is not a TCP port: use one from 1 to 65535 (serve.port or --port)")
+    token = resolve_token(settings.serve, host)
+    if settings.serve.keep_uploads:
+        require_writable_dir(settings.outbox, "outbox")
+    for line in settings.describe():
+        log.info("setting %s", line)
+    engine = open_engine(settings)
+    try:
+        app = create_app(settings, engine, token)
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,
+                                proxy_headers=False, access_log=False, timeout_graceful_shutdown=30)
+        server = uvicorn.Server(config)
+        on_ready(page_url(host, port))
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind; say why in one line instead
+            if server.started:
+                raise
+        if not server.started:
+            raise ConfigError(f"cannot listen on {host}:{port} (in use, or not an address of this machine): "
+                              "choose another with --port or serve.port")
+    finally:
+        engine.close()

@@ -1,0 +1,148 @@
+"""What the templates show: creative cards, the reports in the outbox, the model card, the service status.
+
+Everything here is plain data read from what the other rooms wrote (results, the ledger, the
+card JSON); nothing here scores, and nothing here writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scorer.results import BatchResult, ModelInfo, Scored, rank
+from scorer.scoring.vet import is_ignored_name
+from scorer.settings import Settings
+from scorer.watch.batch import LATEST_NAME
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import LEDGER_NAME
+
+_REPORT = re.compile(r"^engagement-report-[0-9]{8}-[0-9]{6}[A-Za-z0-9-]*\.xlsx$")
+_BATCH = re.compile(r"-batch([0-9]+)(?:-[0-9]+)?\.xlsx$")
+_INBOX_COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class Card:
+    """One creative's card: its rank, its result and its picture (a data: URL, empty without thumbnails)."""
+
+    rank: int
+    scored: Scored
+    image: str
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A result as the page draws it: ranked cards, then what was rejected or already scored."""
+
+    cards: list[Card]
+    result: BatchResult
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """A workbook in the outbox, and the ledger batch it shows when it is one."""
+
+    name: str
+    modified: datetime
+    size_kb: float
+    batch: int | None
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The Model page: the loaded model's facts, its pin, and its card when training wrote one."""
+
+    info: ModelInfo
+    pinned: str | None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def gallery(result: BatchResult, classes: tuple[str, ...]) -> Gallery:
+    """The result's creatives, best first, as cards."""
+    cards = [Card(n, s, _data_url(s.thumbnail)) for n, s in enumerate(rank(result.scored), start=1)]
+    return Gallery(cards, result, classes)
+
+
+def _data_url(thumbnail: bytes | None) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail).decode() if thumbnail else ""
+
+
+def list_reports(outbox: Path) -> list[ReportFile]:
+    """The reports in the outbox, newest first (latest.xlsx is not one of them)."""
+    found = []
+    for entry in os.scandir(outbox):
+        if not _REPORT.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        batch = _BATCH.search(entry.name)
+        found.append(ReportFile(entry.name, datetime.fromtimestamp(st.st_mtime), round(st.st_size / 1024, 1),
+                                int(batch.group(1)) if batch else None))
+    return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
+
+
+def report_path(outbox: Path, name: str) -> Path | None:
+    """The outbox file a download link names, only when it is a report or latest.xlsx (never a path)."""
+    if name != LATEST_NAME and not _REPORT.match(name):
+        return None
+    path = outbox / name
+    return path if path.is_file() and not path.is_symlink() else None
+
+
+def read_ledger(settings: Settings, batch: int | None) -> BatchResult | None:
+    """A batch's rows from the watch service's ledger (latest.xlsx's window when batch is None); None without one."""
+    if not (settings.state / LEDGER_NAME).is_file():
+        return None
+    ledger = Ledger(settings.state)
+    try:
+        if batch is None:
+            return ledger.recent_view(time.time() - settings.watch.latest_days * 86400)
+        return ledger.batch_view(batch)
+    finally:
+        ledger.close()
+
+
+def last_batch(settings: Settings) -> int:
+    """The watch service's newest batch, 0 when it has none."""
+    if not (settings.state / LEDGER_NAME).is_file():
+        return 0
+    ledger = Ledger(settings.state)
+    try:
+        return ledger.last_batch()
+    finally:
+        ledger.close()
+
+
+def inbox_waiting(inbox: Path) -> int | None:
+    """Files waiting at the top of the inbox (counted up to a cap), None when the inbox is missing."""
+    try:
+        with os.scandir(inbox) as entries:
+            count = 0
+            for entry in entries:
+                if not is_ignored_name(entry.name) and entry.is_file(follow_symlinks=False):
+                    count += 1
+                    if count >= _INBOX_COUNT_CAP:
+                        break
+            return count
+    except OSError:
+        return None
+
+
+def model_view(settings: Settings, info: ModelInfo) -> ModelView:
+    """The loaded model and its full card (`<model>.card.json`), which `scorer train` writes."""
+    card_path = info.path.with_suffix(".card.json")
+    card: dict[str, Any] = {}
+    if card_path.is_file():
+        try:
+            loaded = json.loads(card_path.read_text(encoding="utf-8"))
+            card = loaded if isinstance(loaded, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            card = {}
+    return ModelView(info, settings.model_sha256, card)
