@@ -77,6 +77,18 @@ class Ledger:
         self._db.close()
 
     @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One consistent read of the ledger, for long reads on a second Ledger (scorer.watch.window).
+
+        In WAL mode a reader never blocks the writer, so batches go on being recorded meanwhile.
+        """
+        self._db.execute("BEGIN DEFERRED")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -182,10 +194,6 @@ class Ledger:
     def batch_view(self, batch: int) -> BatchResult:
         """The rows of one batch's report."""
         return self._view("files.batch = ?", (batch,))
-
-    def recent_view(self, since: float) -> BatchResult:
-        """Everything recorded since a time, for latest.xlsx."""
-        return self._view("batches.created >= ?", (since,))
 
     def _view(self, where: str, args: tuple[Any, ...]) -> BatchResult:
         rows = self._db.execute(
