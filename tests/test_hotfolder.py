@@ -267,7 +267,8 @@ def test_latest_ranks_everything_recent_across_batches(settings: Settings, engin
     write_creative(settings.inbox / "c.jpg", (220, 50, 40), (48, 40), seed=9)
     (settings.inbox / "junk.jpg").write_bytes(b"junk")
     hot.process(inbox_files(settings), engine, stop=lambda: False)
-    latest = rebuild_latest(hot.ledger, settings, engine.model.info)
+    rebuild_latest(hot.ledger, settings, engine.model.info)
+    latest = settings.outbox / LATEST_NAME
     ranking = load_workbook(latest)["Ranking"]
     header = [c.value for c in ranking[1]]
     assert header == [c.value for c in load_workbook(next(settings.outbox.glob("*-batch1.xlsx")))["Ranking"][1]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -17,7 +18,6 @@ from openpyxl import load_workbook
 from scorer.config import load_settings
 from scorer.results import Scored, rank
 from scorer.settings import Settings
-from scorer.watch import latest as latest_module
 from scorer.watch.latest import LATEST_NAME, LatestRebuilder, rebuild_latest
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import LEDGER_NAME
@@ -62,11 +62,12 @@ def test_latest_lists_the_best_rows_and_counts_the_whole_window(tmp_path: Path) 
     window = made[50:]
     ledger = Ledger(settings.state)
     try:
-        path = rebuild_latest(ledger, settings, INFO)
+        assert rebuild_latest(ledger, settings, INFO) == {"listed": 25, "scored": 250, "batch": 6}
         assert ledger.get("latest_batch") == "6"
     finally:
         ledger.close()
 
+    path = settings.outbox / LATEST_NAME
     wb = load_workbook(path)
     assert wb.sheetnames == ["Summary", "Ranking", "Rejected", "Duplicates", "Model"]
     best = rank(window)[:25]
@@ -96,40 +97,37 @@ def test_latest_lists_the_best_rows_and_counts_the_whole_window(tmp_path: Path) 
 
 
 def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest")
     settings = _settings(tmp_path, latest_interval=2)
     fill_history(settings.state, 20, per_batch=10)
-    writes: list[float] = []
-    real_save = latest_module.save_latest
 
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        writes.append(time.monotonic())
-        return real_save(*args, **kwargs)
+    def writes() -> list[float]:
+        return [r.created for r in caplog.records if r.getMessage() == "rewriting latest.xlsx"]
 
-    monkeypatch.setattr(latest_module, "save_latest", counted)
     latest = settings.outbox / LATEST_NAME
     latest.mkdir()  # the rename onto it fails, as on a share where someone holds the file open
     rebuilder = LatestRebuilder(settings, INFO)
     rebuilder.start()
     try:
         time.sleep(0.5)
-        assert writes == [], "nothing changed since the last latest.xlsx: no rebuild"
+        assert writes() == [], "nothing changed since the last latest.xlsx: no rebuild"
         fill_history(settings.state, 10, per_batch=10, prefix="new", mark_written=False)
         for _ in range(5):
             rebuilder.changed()
         _wait(lambda: rebuilder.problem is not None)
         assert "IsADirectoryError" in str(rebuilder.problem)
-        assert len(writes) == 1, "five changes at once: one rebuild"
+        assert len(writes()) == 1, "five changes at once: one rebuild"
         latest.rmdir()
         _wait(latest.is_file, timeout=6)
-        assert writes[1] - writes[0] >= 1.9, "retried after the backoff, not at once"
+        assert writes()[1] - writes()[0] >= 1.9, "retried after the backoff, not at once"
         _wait(lambda: rebuilder.problem is None)
         assert summary(latest)[1]["Total"]["Scored"] == 30
         fill_history(settings.state, 10, per_batch=10, prefix="last", mark_written=False)
         rebuilder.changed()
     finally:
         rebuilder.close()
-    assert len(writes) == 3, "the change inside the interval was written on close"
+    assert len(writes()) == 3, "the change inside the interval was written on close"
     assert summary(latest)[1]["Total"]["Scored"] == 40
     assert not [p for p in os.listdir(settings.outbox) if p.startswith(".~")], "no temporary file left"
 

@@ -5,40 +5,47 @@
     a failed rebuild: logged with its cause, shown in STATUS=, retried after 1, 2, 4 ... intervals
     close(): a change not yet written is written before the service exits
 
-The thread reads the ledger through its own connection (a Ledger is used from one thread), in
-one snapshot, so a long read never blocks a batch being recorded.
+Each rebuild runs in a child process (`python -m scorer.watch.latest`) at a lower CPU priority:
+it shares neither the GIL nor the CPU's first claim with scoring, its memory goes back to the
+system when it exits, and a crash in it costs one rebuild. It reads the ledger through its own
+connection, in one snapshot, so a long read never blocks a batch being recorded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+from scorer.errors import ScorerError
 from scorer.report.latest_book import save_latest
 from scorer.results import ModelInfo
-from scorer.settings import Settings
+from scorer.settings import ReportSettings, Settings, WatchSettings
 from scorer.watch.ledger import Ledger
+from scorer.watch.schema import model_from_json, model_json
 from scorer.watch.window import read_window
 
 log = logging.getLogger(__name__)
 
 LATEST_NAME = "latest.xlsx"
 MAX_BACKOFF = 300.0  # seconds: a cause that lasts (a full disk) is still retried every 5 minutes
+CHILD_TIMEOUT = 900.0  # seconds before a rebuild that hangs (a stalled share) is killed and retried
 
 
-def rebuild_latest(ledger: Ledger, settings: Settings, info: ModelInfo) -> Path:
+def rebuild_latest(ledger: Ledger, settings: Settings, info: ModelInfo) -> dict[str, int]:
     """Rewrite outbox/latest.xlsx from one snapshot of the ledger and note the newest batch it includes."""
-    started = time.monotonic()
-    log.debug("rewriting %s", LATEST_NAME)
     content, window = read_window(ledger, settings, info, time.time())
-    path = save_latest(settings.outbox / LATEST_NAME, content, window)
+    save_latest(settings.outbox / LATEST_NAME, content, window)
     ledger.put("latest_batch", str(window.newest_batch))
-    log.debug("rewrote %s in %.1f s: the best %d of %d creatives, batches up to %d", path,
-              time.monotonic() - started, len(content.result.scored), window.total().scored, window.newest_batch)
-    return path
+    return {"listed": len(content.result.scored), "scored": window.total().scored, "batch": window.newest_batch}
 
 
 def latest_is_stale(ledger: Ledger) -> bool:
@@ -51,7 +58,7 @@ class LatestRebuilder:
 
     def __init__(self, settings: Settings, info: ModelInfo) -> None:
         self.settings = settings
-        self.info = info
+        self._request = _request(settings, info)
         self.problem: str | None = None  # why the last rebuild failed, while it keeps failing
         self._cond = threading.Condition()
         self._pending = False
@@ -84,16 +91,17 @@ class LatestRebuilder:
     def _main(self) -> None:
         ledger = Ledger(self.settings.state)  # sqlite3 connections belong to the thread that opened them
         try:
-            if latest_is_stale(ledger):
-                self.changed()
-            while self._next():
-                self._attempt(ledger)
-            with self._cond:
-                pending = self._pending
-            if pending and not self._attempt(ledger):
-                log.warning("latest.xlsx is out of date: it is rewritten when the service starts again")
+            stale = latest_is_stale(ledger)
         finally:
             ledger.close()
+        if stale:
+            self.changed()
+        while self._next():
+            self._attempt()
+        with self._cond:
+            pending = self._pending
+        if pending and not self._attempt():
+            log.warning("latest.xlsx is out of date: it is rewritten when the service starts again")
 
     def _next(self) -> bool:
         """Wait until a rebuild is due; False once the service is stopping."""
@@ -106,13 +114,22 @@ class LatestRebuilder:
                 self._cond.wait(wait if self._pending else None)
             return False
 
-    def _attempt(self, ledger: Ledger) -> bool:
+    def _attempt(self) -> bool:
         started = time.monotonic()
+        log.debug("rewriting %s", LATEST_NAME)
         try:
-            rebuild_latest(ledger, self.settings, self.info)
-        except Exception as exc:  # noqa: BLE001 - whatever fails here, intake goes on and it is retried
+            child = subprocess.run([sys.executable, "-m", "scorer.watch.latest"], input=self._request,
+                                   capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+            if child.returncode != 0:
+                lines = child.stderr.strip().splitlines() or [f"the rebuild exited with {child.returncode}"]
+                raise RebuildFailed(lines[-1], child.stderr)
+            done = json.loads(child.stdout)
+        except (OSError, subprocess.SubprocessError, RebuildFailed, ValueError) as exc:
             self._failed(exc)
             return False
+        log.debug("rewrote %s in %.1f s (peak %d MiB): the best %d of %d creatives, batches up to %d",
+                  self.settings.outbox / LATEST_NAME, time.monotonic() - started, done["rss_mib"], done["listed"],
+                  done["scored"], done["batch"])
         if self._failures:
             log.info("latest.xlsx written again after %d failed tries", self._failures)
         self._failures, self.problem = 0, None
@@ -123,12 +140,60 @@ class LatestRebuilder:
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
         delay = min(max(self.settings.watch.latest_interval, 1.0) * 2 ** (self._failures - 1), MAX_BACKOFF)
-        cause = f"{type(exc).__name__}: {exc}"
+        cause = str(exc) if isinstance(exc, RebuildFailed) else f"{type(exc).__name__}: {exc}"
         self.problem = f"latest.xlsx not written ({cause})"
-        if isinstance(exc, (OSError, sqlite3.Error)):
-            log.warning("%s: try %d failed, retrying in %.0f s", self.problem, self._failures, delay)
-        else:  # not the disk or the share: a bug, so keep its traceback
-            log.exception("%s: try %d failed, retrying in %.0f s", self.problem, self._failures, delay)
+        log.warning("%s: try %d failed, retrying in %.0f s", self.problem, self._failures, delay)
+        if isinstance(exc, RebuildFailed) and exc.traceback:
+            log.error("the rebuild failed with a bug:\n%s", exc.traceback)
         with self._cond:
             self._pending = True
             self._due = time.monotonic() + delay
+
+
+class RebuildFailed(Exception):
+    """The child process could not write latest.xlsx; its last line of output says why."""
+
+    def __init__(self, cause: str, output: str) -> None:
+        super().__init__(cause)
+        self.traceback = output if "Traceback (most recent call last)" in output else ""
+
+
+def _request(settings: Settings, info: ModelInfo) -> str:
+    """What the child needs to know, as JSON on its stdin."""
+    watch = settings.watch
+    return json.dumps({"outbox": str(settings.outbox), "state": str(settings.state),
+                       "latest_days": watch.latest_days, "latest_rows": watch.latest_rows,
+                       "report": dataclasses.asdict(settings.report), "info": model_json(info)})
+
+
+def _child() -> int:
+    """One rebuild, asked for on stdin; prints what it wrote as JSON, or the cause of failing on stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the service decides
+    os.nice(10)  # scoring has the first claim on the CPU
+    request = json.loads(sys.stdin.read())
+    settings = Settings(outbox=Path(request["outbox"]), state=Path(request["state"]),
+                        watch=WatchSettings(latest_days=request["latest_days"], latest_rows=request["latest_rows"]),
+                        report=ReportSettings(**request["report"]))
+    try:
+        ledger = Ledger(settings.state)
+        try:
+            done = rebuild_latest(ledger, settings, model_from_json(request["info"]))
+        finally:
+            ledger.close()
+    except (OSError, sqlite3.Error, ScorerError) as exc:  # the disk, the share or the ledger: no bug
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({**done, "rss_mib": _peak_rss_mib()}))
+    return 0
+
+
+def _peak_rss_mib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

@@ -15,7 +15,6 @@ crash a batch is either wholly recorded or not at all.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from scorer.watch.schema import (
     Entry,
     Outcome,
     file_row,
+    model_from_json,
     model_json,
     scored_from_row,
 )
@@ -184,8 +184,7 @@ class Ledger:
     def batch_model(self, batch: int) -> ModelInfo:
         """The model that scored a batch."""
         (text,) = self._db.execute("SELECT model FROM batches WHERE id = ?", (batch,)).fetchone()
-        data = json.loads(text)
-        return ModelInfo(**{**data, "path": Path(data["path"]), "classes": tuple(data["classes"])})
+        return model_from_json(text)
 
     def last_batch(self) -> int:
         """The newest batch's id, 0 when there is none."""
