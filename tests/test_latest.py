@@ -132,6 +132,29 @@ def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(
     assert not [p for p in os.listdir(settings.outbox) if p.startswith(".~")], "no temporary file left"
 
 
+@pytest.mark.slow
+def test_close_stops_a_low_priority_rebuild_and_writes_everything_at_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest")
+    settings = _settings(tmp_path, latest_interval=60, latest_rows=3000)
+    fill_history(settings.state, 3000, thumb=thumbnail(24), mark_written=False)
+    rebuilder = LatestRebuilder(settings, INFO)
+    rebuilder.start()  # stale: a long rebuild starts at once
+    _wait(lambda: any(r.getMessage() == "rewriting latest.xlsx" for r in caplog.records))
+    time.sleep(0.5)
+    fill_history(settings.state, 10, per_batch=10, prefix="late", mark_written=False)
+    rebuilder.changed()
+    began = time.monotonic()
+    rebuilder.close()
+    took = time.monotonic() - began
+    rewrites = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rewrote")]
+    assert len(rewrites) == 1 and "batches up to 16" in rewrites[0], rewrites
+    assert summary(settings.outbox / LATEST_NAME)[1]["Total"]["Scored"] == 3010
+    assert not [p for p in os.listdir(settings.outbox) if p.startswith(".~")], "the stopped rebuild cleaned up"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "stopping it is no failure"
+    print(f"close() took {took:.1f} s")
+
+
 def _wait(condition, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():

@@ -3,7 +3,8 @@
     service loop --changed()--> pending --(watch.latest_interval after the last start)--> rebuild
     several batches inside one interval -> one rebuild (coalesced); no batch -> no rebuild
     a failed rebuild: logged with its cause, shown in STATUS=, retried after 1, 2, 4 ... intervals
-    close(): a change not yet written is written before the service exits
+    close(): a change not yet written is written before the service exits, at full priority (a
+             low-priority rebuild under way is stopped and done again at once)
 
 Each rebuild runs in a child process (`python -m scorer.watch.latest`) at a lower CPU priority:
 it shares neither the GIL nor the CPU's first claim with scoring, its memory goes back to the
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 from scorer.errors import ScorerError
 from scorer.report.latest_book import save_latest
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 LATEST_NAME = "latest.xlsx"
 MAX_BACKOFF = 300.0  # seconds: a cause that lasts (a full disk) is still retried every 5 minutes
 CHILD_TIMEOUT = 900.0  # seconds before a rebuild that hangs (a stalled share) is killed and retried
+STOP_TIMEOUT = 45.0  # seconds close() waits: within the unit's TimeoutStopSec=60
+NICE = 10  # a rebuild's CPU priority while the service scores
 
 
 def rebuild_latest(ledger: Ledger, settings: Settings, info: ModelInfo) -> dict[str, int]:
@@ -65,6 +69,7 @@ class LatestRebuilder:
         self._stopping = False
         self._due = 0.0  # monotonic time before which no rebuild starts
         self._failures = 0
+        self._child: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._main, name="latest.xlsx", daemon=True)
 
     def start(self) -> None:
@@ -77,11 +82,13 @@ class LatestRebuilder:
             self._pending = True
             self._cond.notify()
 
-    def close(self, timeout: float = 60.0) -> None:
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
         """Write what is still pending, then stop the thread."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
+            if self._child is not None and self._child.poll() is None:
+                self._child.terminate()  # it removes its temporary file; redone at full priority below
         if self._pending and self._thread.is_alive():
             log.debug("writing the last changes to latest.xlsx before exiting")
         self._thread.join(timeout)
@@ -100,7 +107,7 @@ class LatestRebuilder:
             self._attempt()
         with self._cond:
             pending = self._pending
-        if pending and not self._attempt():
+        if pending and not self._attempt(nice=0):
             log.warning("latest.xlsx is out of date: it is rewritten when the service starts again")
 
     def _next(self) -> bool:
@@ -114,16 +121,19 @@ class LatestRebuilder:
                 self._cond.wait(wait if self._pending else None)
             return False
 
-    def _attempt(self) -> bool:
+    def _attempt(self, nice: int = NICE) -> bool:
         started = time.monotonic()
         log.debug("rewriting %s", LATEST_NAME)
         try:
-            child = subprocess.run([sys.executable, "-m", "scorer.watch.latest"], input=self._request,
-                                   capture_output=True, text=True, timeout=CHILD_TIMEOUT)
-            if child.returncode != 0:
-                lines = child.stderr.strip().splitlines() or [f"the rebuild exited with {child.returncode}"]
-                raise RebuildFailed(lines[-1], child.stderr)
-            done = json.loads(child.stdout)
+            code, out, err = self._run_child(nice)
+            if code != 0 and nice and self._stopping:
+                with self._cond:  # stopped by close() to be done again at full priority
+                    self._pending = True
+                return False
+            if code != 0:
+                lines = err.strip().splitlines() or [f"the rebuild exited with {code}"]
+                raise RebuildFailed(lines[-1], err)
+            done = json.loads(out)
         except (OSError, subprocess.SubprocessError, RebuildFailed, ValueError) as exc:
             self._failed(exc)
             return False
@@ -136,6 +146,24 @@ class LatestRebuilder:
         with self._cond:
             self._due = started + self.settings.watch.latest_interval
         return True
+
+    def _run_child(self, nice: int) -> tuple[int, str, str]:
+        with self._cond:
+            if self._stopping:
+                nice = 0  # nothing left to give way to
+            child = self._child = subprocess.Popen(
+                [sys.executable, "-m", "scorer.watch.latest"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = child.communicate(json.dumps({**self._request, "nice": nice}), timeout=CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+        finally:
+            with self._cond:
+                self._child = None
+        return child.returncode, out, err
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
@@ -158,19 +186,23 @@ class RebuildFailed(Exception):
         self.traceback = output if "Traceback (most recent call last)" in output else ""
 
 
-def _request(settings: Settings, info: ModelInfo) -> str:
-    """What the child needs to know, as JSON on its stdin."""
+def _request(settings: Settings, info: ModelInfo) -> dict[str, object]:
+    """What the child needs to know; it comes as JSON on its stdin."""
     watch = settings.watch
-    return json.dumps({"outbox": str(settings.outbox), "state": str(settings.state),
-                       "latest_days": watch.latest_days, "latest_rows": watch.latest_rows,
-                       "report": dataclasses.asdict(settings.report), "info": model_json(info)})
+    return {"outbox": str(settings.outbox), "state": str(settings.state), "latest_days": watch.latest_days,
+            "latest_rows": watch.latest_rows, "report": dataclasses.asdict(settings.report), "info": model_json(info)}
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so the temporary file is removed on the way out
 
 
 def _child() -> int:
     """One rebuild, asked for on stdin; prints what it wrote as JSON, or the cause of failing on stderr."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the service decides
-    os.nice(10)  # scoring has the first claim on the CPU
+    signal.signal(signal.SIGTERM, _stop)
     request = json.loads(sys.stdin.read())
+    os.nice(request["nice"])  # while the service scores, scoring has the first claim on the CPU
     settings = Settings(outbox=Path(request["outbox"]), state=Path(request["state"]),
                         watch=WatchSettings(latest_days=request["latest_days"], latest_rows=request["latest_rows"]),
                         report=ReportSettings(**request["report"]))
