@@ -79,7 +79,7 @@ def _limits(content: ReportContent, window: Window, generated: datetime) -> list
         f"{window.limit:,} rows (watch.latest_rows).",
         f"Rejected lists the newest {len(result.rejected):,} of {total.rejected:,} rejected files, Duplicates "
         f"the newest {len(result.duplicates):,} of {total.duplicates:,}; the table below counts every one.",
-        "Each batch report (engagement-report-…-batch<N>.xlsx) lists all of its own batch.",
+        "Each batch report (engagement-report-<date>-<time>-batch<N>.xlsx) lists all of its own batch.",
         f"Written {generated:%Y-%m-%d %H:%M:%S}, with every batch up to batch {window.newest_batch}.",
     ]
 
