@@ -6,8 +6,8 @@ The map. Each room serves one use case; the shared floors sit below them.
                 runtimes, the model and its integrity
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
     training/   `scorer train`: posts import, labels, evaluation, the model card
-    report/     the Excel workbook (the only openpyxl import)
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
+    report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree
     results.py  what scoring produces; fsutil.py and textsafe.py hold each file and text idiom once
@@ -22,6 +22,7 @@ One creative's path from the inbox to the report, going down the floors:
     watch.ledger:Ledger.record_batch       every outcome as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
     watch.disposal:dispose_pending         the file moves to outbox/scored/<date>/ (or rejected/)
+    watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (watch.window)
 """
 
 __version__ = "0.1.0"

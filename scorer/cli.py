@@ -107,7 +107,7 @@ def watch(config_path: Path | None, once: bool) -> None:
     """Watch the inbox and score each batch of creatives dropped into it.
 
     Files that arrive together give one report in the outbox, and outbox/latest.xlsx
-    ranks everything recent. Each file then moves to the archive (scored) or to the
+    ranks the best recent ones (rewritten in the background). Each file then moves to the archive (scored) or to the
     rejected folder with a <name>.reason.txt. Ctrl-C or SIGTERM finishes or abandons
     the batch in progress and exits; a restart picks up where it stopped.
 

@@ -57,7 +57,11 @@ class WatchSettings:
     )
     archive: Path | None = _opt(None, "where scored files go; default outbox/scored (a dated folder inside)")
     rejected: Path | None = _opt(None, "where rejected files go, with <name>.reason.txt; default outbox/rejected")
-    latest_days: int = _opt(30, "outbox/latest.xlsx ranks everything scored in this many days", minimum=1)
+    latest_days: int = _opt(30, "outbox/latest.xlsx covers everything scored in this many days", minimum=1)
+    latest_rows: int = _opt(1000, "outbox/latest.xlsx lists the best this many creatives (and the newest this many "
+                            "rejected and duplicates); its Summary sheet counts them all", minimum=1)
+    latest_interval: float = _opt(10.0, "outbox/latest.xlsx is rewritten at most once in this many seconds, "
+                                  "off the scoring path, and only when something changed", minimum=0.1)
     max_attempts: int = _opt(3, "a file being scored each time the service died, this many times, is rejected",
                              minimum=1)
 

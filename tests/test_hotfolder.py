@@ -24,8 +24,10 @@ from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from scorer.watch import batch as hotfolder
 from scorer.watch import disposal
-from scorer.watch.batch import LATEST_NAME, HotFolder
+from scorer.watch import latest as latest_module
+from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
+from scorer.watch.latest import LATEST_NAME, latest_is_stale, rebuild_latest
 from scorer.watch.ledger import Ledger
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.workbooks import files_across
@@ -176,11 +178,11 @@ def test_a_crash_at_any_step_then_restart_scores_each_file_exactly_once(
         _arm(patch, step, hot, settings)
         with pytest.raises(Crash):
             if hot.process(inbox_files(settings), engine, stop=lambda: False) is not None:
-                hot.write_latest(engine.model.info)
+                rebuild_latest(hot.ledger, settings, engine.model.info)
     hot = restart(settings, ledger)
     hot.process(inbox_files(settings), engine, stop=lambda: False)
-    if hot.latest_is_stale():
-        hot.write_latest(engine.model.info)
+    if latest_is_stale(hot.ledger):
+        rebuild_latest(hot.ledger, settings, engine.model.info)
 
     rows = all_rows(settings)
     assert sorted(rows["Ranking"]) == names, "each file exactly once across every report"
@@ -230,16 +232,7 @@ def _arm(patch: pytest.MonkeyPatch, step: str, hot: HotFolder, settings: Setting
 
         patch.setattr(disposal, "move", move_some)
     else:
-        patch.setattr(hotfolder, "save_report", _crash_on_latest(hotfolder.save_report))
-
-
-def _crash_on_latest(real):  # type: ignore[no-untyped-def]
-    def save(path: Path, content: object, *, replace: bool = False, durable: bool = False) -> Path:
-        if path.name == LATEST_NAME:
-            raise Crash("latest")
-        return real(path, content, replace=replace, durable=durable)
-
-    return save
+        patch.setattr(latest_module, "save_latest", crash)
 
 
 def test_a_file_that_keeps_killing_the_service_is_rejected_alone(settings: Settings, engine: Engine,
@@ -268,13 +261,14 @@ def test_latest_ranks_everything_recent_across_batches(settings: Settings, engin
     hot = restart(settings)
     drop(settings, ["a.jpg", "b.jpg"])
     hot.process(inbox_files(settings), engine, stop=lambda: False)
-    assert hot.latest_is_stale()
-    hot.write_latest(engine.model.info)
-    assert not hot.latest_is_stale()
+    assert latest_is_stale(hot.ledger)
+    rebuild_latest(hot.ledger, settings, engine.model.info)
+    assert not latest_is_stale(hot.ledger)
     write_creative(settings.inbox / "c.jpg", (220, 50, 40), (48, 40), seed=9)
     (settings.inbox / "junk.jpg").write_bytes(b"junk")
     hot.process(inbox_files(settings), engine, stop=lambda: False)
-    latest = hot.write_latest(engine.model.info)
+    rebuild_latest(hot.ledger, settings, engine.model.info)
+    latest = settings.outbox / LATEST_NAME
     ranking = load_workbook(latest)["Ranking"]
     header = [c.value for c in ranking[1]]
     assert header == [c.value for c in load_workbook(next(settings.outbox.glob("*-batch1.xlsx")))["Ranking"][1]]

@@ -112,11 +112,19 @@ def test_attempts_count_only_runs_that_died(ledger: Ledger, tmp_path: Path) -> N
     assert ledger.attempts("x") == 0, "a decided file is no longer in flight"
 
 
-def test_recent_view_and_meta(ledger: Ledger, tmp_path: Path) -> None:
+def test_meta_and_a_snapshot_unmoved_by_later_batches(ledger: Ledger, tmp_path: Path) -> None:
     a = scored("a.jpg", "1" * 64)
     ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
-    assert [s.name for s in ledger.recent_view(time.time() - 60).scored] == ["a.jpg"]
-    assert ledger.recent_view(time.time() + 60).scored == []
+    reader = Ledger(tmp_path)
+    try:
+        with reader.snapshot() as db:
+            assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+            b = scored("b.jpg", "2" * 64)
+            ledger.record_batch([entry("b.jpg", b.sha256, "scored", result=b)], INFO, lambda n: tmp_path / "s.xlsx")
+            assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1, "the writer was not blocked"
+        assert reader.last_batch() == 2
+    finally:
+        reader.close()
     assert ledger.get("latest_batch") is None
     ledger.put("latest_batch", "1")
     ledger.put("latest_batch", "2")

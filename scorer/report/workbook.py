@@ -1,7 +1,8 @@
-"""The Excel workbook: Ranking, Rejected, Duplicates and Model sheets. The only openpyxl import.
+"""The Excel workbook: Ranking, Rejected, Duplicates and Model sheets, streamed row by row.
 
-Every string that comes from outside (file names, reasons, class names) goes through
-`_put_text`, so a name can neither become a formula nor crash the writer.
+Sheets are written in openpyxl's write-only mode, so memory holds one row at a time (and the
+thumbnails). Every string that comes from outside (file names, reasons, class names) goes
+through `cell`, so a name can neither become a formula nor crash the writer.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from datetime import datetime
 from pathlib import Path
 
 from openpyxl import Workbook
+from openpyxl.cell import Cell, WriteOnlyCell
 from openpyxl.drawing.image import Image as SheetImage
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, numbered, temp_path
-from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, rank
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import looks_like_formula, xml_text
 
@@ -33,6 +35,7 @@ EXTRA_HEADERS = ("Thumbnail", "Pixels", "Format", "File size (KB)", "File date",
 
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", start_color="1F4E78")
+_MIDDLE = Alignment(vertical="center")
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,36 @@ def report_name(now: datetime, suffix: str = "") -> str:
     return f"{REPORT_PREFIX}{now:%Y%m%d-%H%M%S}{suffix}.xlsx"
 
 
-def _put_text(ws: Worksheet, row: int, col: int, value: str) -> None:
-    cell = ws.cell(row=row, column=col)
-    cell.value = xml_text(value)
-    # openpyxl turns any string starting with '=' into a formula; external text never is one.
-    cell.data_type = "s"
-    if looks_like_formula(cell.value):
-        cell.quotePrefix = True  # and Excel must not re-read it as one when the cell is edited
+def cell(ws: WriteOnlyWorksheet, value: object, number_format: str | None = None) -> Cell:
+    """A cell for `ws.append`; text is external, so it stays text and loses what XML cannot hold."""
+    c = WriteOnlyCell(ws)
+    if isinstance(value, str):
+        c.value = xml_text(value)
+        # openpyxl turns any string starting with '=' into a formula; external text never is one.
+        c.data_type = "s"
+        if looks_like_formula(c.value):
+            c.quotePrefix = True  # and Excel must not re-read it as one when the cell is edited
+    else:
+        c.value = value
+    if number_format:
+        c.number_format = number_format
+    return c
 
 
-def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> None:
-    for col, (name, width) in enumerate(zip(names, widths, strict=True), start=1):
-        cell = ws.cell(row=1, column=col, value=name)
-        cell.font, cell.fill = _HEADER_FONT, _HEADER_FILL
-        cell.alignment = Alignment(vertical="center", wrap_text=True)
+def header_row(ws: WriteOnlyWorksheet, names: Sequence[str]) -> list[Cell]:
+    """Header cells, white on blue, for `ws.append`."""
+    cells = []
+    for name in names:
+        c = cell(ws, name)
+        c.font, c.fill = _HEADER_FONT, _HEADER_FILL
+        c.alignment = Alignment(vertical="center", wrap_text=True)
+        cells.append(c)
+    return cells
+
+
+def header(ws: WriteOnlyWorksheet, names: Sequence[str], widths: Sequence[float]) -> None:
+    """Append a sheet's styled header row; set its column widths, frozen header and page setup."""
+    for col, width in enumerate(widths, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
     ws.freeze_panes = "A2"
     ws.row_dimensions[1].height = 30
@@ -76,43 +95,41 @@ def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> Non
     ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0
     ws.print_title_rows = "1:1"
+    ws.append(header_row(ws, names))
 
 
-def _ranking(ws: Worksheet, content: ReportContent) -> None:
+def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored) -> list[Cell]:
+    values: list[tuple[object, str | None]] = [
+        (position, None), (s.name, None), (s.predicted, None), (s.confidence, "0.0%"), (round(s.score, 2), "0.0"),
+        *((p, "0.0%") for p in s.probs), (None, None), (f"{s.width} × {s.height}", None), (s.format, None),
+        (round(s.file_bytes / 1024, 1), "#,##0.0"), (datetime.fromtimestamp(s.modified), "yyyy-mm-dd hh:mm"),
+        (datetime.fromtimestamp(s.scored_at), "yyyy-mm-dd hh:mm"), (s.notes, None), (s.location, None),
+        (s.sha256, None),
+    ]
+    row = [cell(ws, value, fmt) for value, fmt in values]
+    for c in row:
+        c.alignment = _MIDDLE
+    return row
+
+
+def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     classes = content.info.classes
     names = headers(classes)
     k = len(classes)
-    thumbs = content.look.thumbnails and any(s.thumbnail for s in content.result.scored)
+    scored = rank(content.result.scored)
+    thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
-    widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, 13, 8, 14, 18, 18, 30, 60, 20]
-    _header(ws, names, widths)
-    thumb_col = len(FIXED_HEADERS) + k + 1
-    for row, s in enumerate(rank(content.result.scored), start=2):
-        ws.cell(row=row, column=1, value=row - 1)
-        _put_text(ws, row, 2, s.name)
-        _put_text(ws, row, 3, s.predicted)
-        ws.cell(row=row, column=4, value=s.confidence).number_format = "0.0%"
-        ws.cell(row=row, column=5, value=round(s.score, 2)).number_format = "0.0"
-        for i, p in enumerate(s.probs):
-            ws.cell(row=row, column=6 + i, value=p).number_format = "0.0%"
-        col = thumb_col + 1
-        _put_text(ws, row, col, f"{s.width} × {s.height}")
-        _put_text(ws, row, col + 1, s.format)
-        ws.cell(row=row, column=col + 2, value=round(s.file_bytes / 1024, 1)).number_format = "#,##0.0"
-        ws.cell(row=row, column=col + 3, value=datetime.fromtimestamp(s.modified)).number_format = "yyyy-mm-dd hh:mm"
-        ws.cell(row=row, column=col + 4, value=datetime.fromtimestamp(s.scored_at)).number_format = "yyyy-mm-dd hh:mm"
-        _put_text(ws, row, col + 5, s.notes)
-        _put_text(ws, row, col + 6, s.location)
-        _put_text(ws, row, col + 7, s.sha256)
-        for c in range(1, len(names) + 1):
-            ws.cell(row=row, column=c).alignment = Alignment(vertical="center")
+    header(ws, names, [6, 40, 16, 12, 17, *([11] * k), thumb_width, 13, 8, 14, 18, 18, 30, 60, 20])
+    thumb_col = get_column_letter(len(FIXED_HEADERS) + k + 1)
+    for row, s in enumerate(scored, start=2):
         if thumbs and s.thumbnail:
-            image = SheetImage(io.BytesIO(s.thumbnail))
-            ws.add_image(image, f"{get_column_letter(thumb_col)}{row}")
+            # Row heights and images must be known before the row is streamed out.
+            ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{thumb_col}{row}")
             ws.row_dimensions[row].height = content.look.thumbnail_px * 0.75 + 4
-    last = len(content.result.scored) + 1
+        ws.append(_ranking_row(ws, row - 1, s))
+    last = len(scored) + 1
     ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
-    if content.result.scored:
+    if scored:
         ws.conditional_formatting.add(
             f"E2:E{last}",
             ColorScaleRule(start_type="num", start_value=0, start_color="F8696B",
@@ -121,30 +138,24 @@ def _ranking(ws: Worksheet, content: ReportContent) -> None:
         )
 
 
-def _rejected(ws: Worksheet, rejected: Sequence[Rejected]) -> None:
-    _header(ws, ["File", "Reason", "Location"], [40, 60, 60])
-    for row, r in enumerate(rejected, start=2):
-        _put_text(ws, row, 1, r.name)
-        _put_text(ws, row, 2, r.reason)
-        _put_text(ws, row, 3, r.location)
+def _rejected(ws: WriteOnlyWorksheet, rejected: Sequence[Rejected]) -> None:
+    header(ws, ["File", "Reason", "Location"], [40, 60, 60])
     ws.auto_filter.ref = f"A1:C{max(len(rejected) + 1, 2)}"
+    for r in rejected:
+        ws.append([cell(ws, r.name), cell(ws, r.reason), cell(ws, r.location)])
 
 
-def _duplicates(ws: Worksheet, duplicates: Sequence[Duplicate]) -> None:
+def _duplicates(ws: WriteOnlyWorksheet, duplicates: Sequence[Duplicate]) -> None:
     names = ["File", "Same content as", "Predicted class", "Engagement score", "First scored", "Location"]
-    _header(ws, names, [40, 40, 16, 17, 18, 60])
-    for row, d in enumerate(duplicates, start=2):
-        _put_text(ws, row, 1, d.name)
-        _put_text(ws, row, 2, d.original.name)
-        _put_text(ws, row, 3, d.original.predicted)
-        ws.cell(row=row, column=4, value=round(d.original.score, 2)).number_format = "0.0"
-        first = ws.cell(row=row, column=5, value=datetime.fromtimestamp(d.original.scored_at))
-        first.number_format = "yyyy-mm-dd hh:mm"
-        _put_text(ws, row, 6, d.location)
+    header(ws, names, [40, 40, 16, 17, 18, 60])
+    for d in duplicates:
+        ws.append([cell(ws, d.name), cell(ws, d.original.name), cell(ws, d.original.predicted),
+                   cell(ws, round(d.original.score, 2), "0.0"),
+                   cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"), cell(ws, d.location)])
 
 
-def _model(ws: Worksheet, info: ModelInfo, generated: datetime) -> None:
-    _header(ws, ["Item", "Value"], [26, 100])
+def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None:
+    header(ws, ["Item", "Value"], [26, 100])
     rows: list[tuple[str, str]] = [
         ("Model file", str(info.path)),
         ("SHA-256", info.sha256),
@@ -157,20 +168,22 @@ def _model(ws: Worksheet, info: ModelInfo, generated: datetime) -> None:
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
     ]
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
-    for row, (key, value) in enumerate(rows, start=2):
-        _put_text(ws, row, 1, key)
-        _put_text(ws, row, 2, value)
+    for key, value in rows:
+        ws.append([cell(ws, key), cell(ws, value)])
 
 
-def build_workbook(content: ReportContent, generated: datetime) -> Workbook:
-    """The report as an openpyxl Workbook."""
-    wb = Workbook()
-    ranking = wb.active
-    ranking.title = "Ranking"
-    _ranking(ranking, content)
+def add_sheets(wb: Workbook, content: ReportContent, generated: datetime) -> None:
+    """Stream the Ranking, Rejected, Duplicates and Model sheets into a write-only workbook."""
+    _ranking(wb.create_sheet("Ranking"), content)
     _rejected(wb.create_sheet("Rejected"), content.result.rejected)
     _duplicates(wb.create_sheet("Duplicates"), content.result.duplicates)
     _model(wb.create_sheet("Model"), content.info, generated)
+
+
+def build_workbook(content: ReportContent, generated: datetime) -> Workbook:
+    """The report as a write-only openpyxl Workbook, ready to save once."""
+    wb = Workbook(write_only=True)
+    add_sheets(wb, content, generated)
     return wb
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from scorer.fsutil import free_name, remove_temps, sha256_regular
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, ModelInfo, Scored
+from scorer.results import BatchResult, Scored
 from scorer.scoring.engine import Engine, Progress
 from scorer.settings import Settings
 from scorer.watch.disposal import dispose_pending, reason_path
@@ -36,8 +36,6 @@ from scorer.watch.ledger import Ledger
 from scorer.watch.schema import Candidate, Entry
 
 log = logging.getLogger(__name__)
-
-LATEST_NAME = "latest.xlsx"
 
 
 @dataclass(frozen=True)
@@ -153,20 +151,6 @@ class HotFolder:
             result.rejected += part.rejected
             result.duplicates += part.duplicates
         return result
-
-    def latest_is_stale(self) -> bool:
-        """Whether batches were reported since latest.xlsx was last written."""
-        return self.ledger.get("latest_batch") != str(self.ledger.last_batch())
-
-    def write_latest(self, info: ModelInfo) -> Path:
-        """Rewrite outbox/latest.xlsx from the ledger: everything recorded in the last `latest_days` days."""
-        newest = self.ledger.last_batch()
-        recent = self.ledger.recent_view(time.time() - self.settings.watch.latest_days * 86400)
-        path = save_report(self.settings.outbox / LATEST_NAME, ReportContent(recent, info, self.settings.report),
-                           replace=True)
-        self.ledger.put("latest_batch", str(newest))
-        log.debug("rewrote %s: %d creatives ranked", path, len(recent.scored))
-        return path
 
     def _place(self, entries: list[Entry]) -> list[Entry]:
         """Choose each file's destination now, so the ledger knows it before anything moves."""

@@ -15,7 +15,6 @@ crash a batch is either wholly recorded or not at all.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from scorer.watch.schema import (
     Entry,
     Outcome,
     file_row,
+    model_from_json,
     model_json,
     scored_from_row,
 )
@@ -75,6 +75,18 @@ class Ledger:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One consistent read of the ledger, for long reads on a second Ledger (scorer.watch.window).
+
+        In WAL mode a reader never blocks the writer, so batches go on being recorded meanwhile.
+        """
+        self._db.execute("BEGIN DEFERRED")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -172,8 +184,7 @@ class Ledger:
     def batch_model(self, batch: int) -> ModelInfo:
         """The model that scored a batch."""
         (text,) = self._db.execute("SELECT model FROM batches WHERE id = ?", (batch,)).fetchone()
-        data = json.loads(text)
-        return ModelInfo(**{**data, "path": Path(data["path"]), "classes": tuple(data["classes"])})
+        return model_from_json(text)
 
     def last_batch(self) -> int:
         """The newest batch's id, 0 when there is none."""
@@ -182,10 +193,6 @@ class Ledger:
     def batch_view(self, batch: int) -> BatchResult:
         """The rows of one batch's report."""
         return self._view("files.batch = ?", (batch,))
-
-    def recent_view(self, since: float) -> BatchResult:
-        """Everything recorded since a time, for latest.xlsx."""
-        return self._view("batches.created >= ?", (since,))
 
     def _view(self, where: str, args: tuple[Any, ...]) -> BatchResult:
         rows = self._db.execute(

@@ -112,3 +112,9 @@ def model_json(info: ModelInfo) -> str:
     data = asdict(info)
     data["path"] = str(info.path)
     return json.dumps(data, default=str)
+
+
+def model_from_json(text: str) -> ModelInfo:
+    """The ModelInfo that `model_json` wrote."""
+    data = json.loads(text)
+    return ModelInfo(**{**data, "path": Path(data["path"]), "classes": tuple(data["classes"])})

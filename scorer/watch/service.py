@@ -1,7 +1,7 @@
 """`scorer watch` as a long-running service: the state lock, signals and the work loop.
 
     lock state -> recover from the ledger -> load the model -> start watching -> READY=1
-    loop: poll the intake, ping the watchdog, process each closed batch
+    loop: poll the intake, ping the watchdog, process each closed batch, tell latest.xlsx's rebuilder
     SIGTERM/SIGINT -> finish or abandon the batch -> STOPPING=1 -> exit 0
 """
 
@@ -24,6 +24,7 @@ from scorer.scoring.engine import Engine, open_engine
 from scorer.settings import Settings
 from scorer.watch.batch import BatchSummary, HotFolder
 from scorer.watch.intake import Intake, ObserverFactory, make_observer
+from scorer.watch.latest import LatestRebuilder
 from scorer.watch.ledger import Ledger
 from scorer.watch.systemd import Notifier
 
@@ -43,12 +44,14 @@ class Status:
     rejected: int = 0
     duplicates: int = 0
     last_report: Path | None = None
+    latest_problem: str | None = None
 
     def line(self) -> str:
         """One line for a terminal or systemd's STATUS=."""
         last = f"; last report {self.last_report.name}" if self.last_report else ""
+        problem = f"; {self.latest_problem}" if self.latest_problem else ""
         return (f"{self.state}; {self.waiting} waiting; {self.batches} batches: {self.scored} scored, "
-                f"{self.rejected} rejected, {self.duplicates} duplicates{last}")
+                f"{self.rejected} rejected, {self.duplicates} duplicates{last}{problem}")
 
     def counted(self, batch: BatchSummary) -> Status:
         """This status with one more batch added in."""
@@ -102,16 +105,17 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
         hot.recover()
         engine = open_engine(settings)
         stack.callback(engine.close)
-        if hot.latest_is_stale():
-            hot.write_latest(engine.model.info)
+        latest = LatestRebuilder(settings, engine.model.info)
+        latest.start()
+        stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
         intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
         stack.callback(intake.stop)
         loop = _Loop(intake, Notifier(), on_status, stopping)
         stack.callback(loop.notifier.send, "STOPPING=1")
-        return _run(loop, hot, engine, once)
+        return _run(loop, hot, engine, latest, once)
 
 
-def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
+def _run(loop: _Loop, hot: HotFolder, engine: Engine, latest: LatestRebuilder, once: bool) -> Status:
     intake, stopping = loop.intake, loop.stopping
     if stopping.is_set():
         return loop.status
@@ -127,14 +131,12 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, once: bool) -> Status:
             loop.report(state=f"scoring {len(batch)} files", waiting=intake.waiting)
             summary = hot.process(batch, engine, stop=stopping.is_set, progress=loop.heartbeat)
             if summary is not None:
-                loop.report(state="writing latest.xlsx")
-                if not stopping.is_set():
-                    hot.write_latest(engine.model.info)
+                latest.changed()
                 loop.status = loop.status.counted(summary)
         elif once and intake.idle():
             break
         idle = "inbox missing: waiting for it to come back" if intake.inbox_missing else "watching"
-        loop.report(state=idle, waiting=intake.waiting)
+        loop.report(state=idle, waiting=intake.waiting, latest_problem=latest.problem)
         if not batch:
             stopping.wait(tick)
     loop.report(state="stopped")

@@ -1,0 +1,109 @@
+"""outbox/latest.xlsx: a Summary sheet that counts the whole window, then the report's sheets bounded to its best rows.
+
+Its cost is bounded by `watch.latest_rows`, not by the history: the sheets list at most that
+many rows each, the Summary counts one line per day, and everything is streamed in
+openpyxl's write-only mode. The Summary says in words what is listed and what is only counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from openpyxl import Workbook
+from openpyxl.cell import Cell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+from scorer.fsutil import atomic_write
+from scorer.report.workbook import ReportContent, add_sheets, cell, header_row
+
+_BOLD = Font(bold=True)
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """What one day of the window holds: scored creatives by predicted class, rejected files, duplicates."""
+
+    day: date
+    classes: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    duplicates: int = 0
+
+    @property
+    def scored(self) -> int:
+        """Creatives scored that day."""
+        return sum(self.classes.values())
+
+
+@dataclass(frozen=True)
+class Window:
+    """Everything in latest.xlsx's window, counted; the rows it lists are the ReportContent beside it."""
+
+    since: datetime
+    days: int
+    limit: int
+    classes: tuple[str, ...]
+    per_day: tuple[DayCount, ...]
+    newest_batch: int
+
+    def total(self) -> DayCount:
+        """The whole window as one count."""
+        classes = {c: sum(d.classes.get(c, 0) for d in self.per_day) for c in self.classes}
+        return DayCount(self.since.date(), classes, sum(d.rejected for d in self.per_day),
+                        sum(d.duplicates for d in self.per_day))
+
+
+def save_latest(path: Path, content: ReportContent, window: Window) -> Path:
+    """Write latest.xlsx atomically: Summary, then Ranking, Rejected, Duplicates and Model."""
+    generated = datetime.now()
+
+    def write(tmp: Path) -> None:
+        wb = Workbook(write_only=True)
+        _summary(wb.create_sheet("Summary"), content, window, generated)
+        add_sheets(wb, content, generated)
+        wb.save(tmp)
+
+    return atomic_write(path, write)
+
+
+def _limits(content: ReportContent, window: Window, generated: datetime) -> list[str]:
+    """The workbook's limits in words: what it lists, out of how many, and where the rest is."""
+    total, result = window.total(), content.result
+    since = f"{window.since:%Y-%m-%d %H:%M}"
+    return [
+        f"Ranking lists the best {len(result.scored):,} of the {total.scored:,} creatives scored since {since} "
+        f"(the last {window.days} days, watch.latest_days), best first, with thumbnails: at most "
+        f"{window.limit:,} rows (watch.latest_rows).",
+        f"Rejected lists the newest {len(result.rejected):,} of {total.rejected:,} rejected files, Duplicates "
+        f"the newest {len(result.duplicates):,} of {total.duplicates:,}; the table below counts every one.",
+        "Each batch report (engagement-report-<date>-<time>-batch<N>.xlsx) lists all of its own batch.",
+        f"Written {generated:%Y-%m-%d %H:%M:%S}, with every batch up to batch {window.newest_batch}.",
+    ]
+
+
+def _summary(ws: WriteOnlyWorksheet, content: ReportContent, window: Window, generated: datetime) -> None:
+    names = ["Day", "Scored", *window.classes, "Rejected", "Duplicates"]
+    for col, width in enumerate([14, 10, *([12] * len(window.classes)), 10, 11], start=1):
+        ws.column_dimensions[get_column_letter(col)].width = width
+    title = cell(ws, f"latest.xlsx: the best creatives of the last {window.days} days")
+    title.font = _BOLD
+    ws.append([title])
+    for line in _limits(content, window, generated):
+        ws.append([cell(ws, line)])
+    ws.append([])
+    ws.append(header_row(ws, names))
+    for day in window.per_day:
+        ws.append(_day_row(ws, day, window.classes))
+    total = _day_row(ws, window.total(), window.classes, "Total")
+    for c in total:
+        c.font = _BOLD
+    ws.append(total)
+
+
+def _day_row(ws: WriteOnlyWorksheet, day: DayCount, classes: tuple[str, ...], label: str = "") -> list[Cell]:
+    first = cell(ws, label) if label else cell(ws, day.day, "yyyy-mm-dd")
+    return [first, cell(ws, day.scored), *(cell(ws, day.classes.get(c, 0)) for c in classes),
+            cell(ws, day.rejected), cell(ws, day.duplicates)]

@@ -1,0 +1,75 @@
+"""A synthetic history in the ledger: many scored creatives in dated batches, as months of service leave them.
+
+The rows are recorded through the real Ledger; only the batches' dates are then set back in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+from scorer.results import ModelInfo, Scored
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import LEDGER_NAME, Candidate, Entry
+from tests.imagegen import creative
+
+CLASSES = ("Low", "Neutral", "High")
+INFO = ModelInfo(Path("/models/history.pkl"), "cd" * 32, CLASSES, "cpu", "onnxruntime", "crop to 224×224", {})
+
+
+def thumbnail(px: int = 96) -> bytes:
+    """A real JPEG thumbnail, as the decoder makes them."""
+    out = io.BytesIO()
+    creative((220, 50, 40), (px, px * 4 // 5)).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch: int = 200, days: int = 20,
+                 thumb: bytes | None = None, seed: int = 0, mark_written: bool = True,
+                 prefix: str = "history") -> list[Scored]:
+    """Record `scored` creatives (and a rejected file every `rejected_every`) in batches spread over `days` days.
+
+    Returns the scored creatives, each with `scored_at` set to its batch's date. With `mark_written`
+    the ledger's latest.xlsx mark is set to the last batch, as if latest.xlsx had been written after it.
+    """
+    rng = random.Random(seed)
+    now = time.time()
+    made: list[Scored] = []
+    dates: list[tuple[float, int]] = []
+    ledger = Ledger(state)
+    try:
+        for start in range(0, scored, per_batch):
+            when = now - 60 - (days - 1) * 86400 * (1 - start / scored)  # oldest first, up to a minute ago
+            entries = []
+            for i in range(start, min(scored, start + per_batch)):
+                entries.append(_scored_entry(f"{prefix}-{i:06}.jpg", rng, when, thumb))
+                made.append(entries[-1].scored)  # type: ignore[arg-type]
+                if rejected_every and i % rejected_every == 0:
+                    entries.append(Entry(_candidate(f"{prefix}-broken-{i:06}.jpg", None), "rejected",
+                                         reason="file is incomplete or corrupt"))
+            batch, _ = ledger.record_batch(entries, INFO, lambda n: state / f"history-batch{n}.xlsx")
+            ledger.mark_reported(batch)
+            dates.append((when, batch))
+        if mark_written:
+            ledger.put("latest_batch", str(ledger.last_batch()))
+    finally:
+        ledger.close()
+    with sqlite3.connect(state / LEDGER_NAME) as db:
+        db.executemany("UPDATE batches SET created = ? WHERE id = ?", dates)
+    return made
+
+
+def _candidate(name: str, sha: str | None) -> Candidate:
+    return Candidate(Path("/history") / name, name, sha, 200_000, 1)
+
+
+def _scored_entry(name: str, rng: random.Random, when: float, thumb: bytes | None) -> Entry:
+    sha = hashlib.sha256(name.encode()).hexdigest()
+    weights = [rng.random() ** 2 for _ in CLASSES]
+    probs = tuple(w / sum(weights) for w in weights)
+    s = Scored(name, f"/history/{name}", sha, CLASSES, probs, 1080, 1350, "JPEG", 200_000, when, when, thumb)
+    return Entry(_candidate(name, sha), "scored", sha=sha, scored=s)
