@@ -19,9 +19,10 @@ from typing import Any
 from scorer.results import BatchResult, ModelInfo, Scored, rank
 from scorer.scoring.vet import is_ignored_name
 from scorer.settings import Settings
-from scorer.watch.batch import LATEST_NAME
+from scorer.watch.latest import LATEST_NAME
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import LEDGER_NAME
+from scorer.watch.window import read_window
 
 _REPORT = re.compile(r"^engagement-report-[0-9]{8}-[0-9]{6}[A-Za-z0-9-]*\.xlsx$")
 _BATCH = re.compile(r"-batch([0-9]+)(?:-[0-9]+)?\.xlsx$")
@@ -103,7 +104,12 @@ def read_ledger(settings: Settings, batch: int | None) -> BatchResult | None:
     ledger = Ledger(settings.state)
     try:
         if batch is None:
-            return ledger.recent_view(time.time() - settings.watch.latest_days * 86400)
+            # latest.xlsx's own bounded window: its best rows, as the rebuilder lists them
+            newest = ledger.last_batch()
+            if not newest:
+                return BatchResult()
+            content, _ = read_window(ledger, settings, ledger.batch_model(newest), time.time())
+            return content.result
         return ledger.batch_view(batch)
     finally:
         ledger.close()
