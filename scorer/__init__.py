@@ -6,6 +6,7 @@ The map. Each room serves one use case; the shared floors sit below them.
                 runtimes, the model and its integrity
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
     training/   `scorer train`: posts import, labels, evaluation, the model card
+    bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
     report/     the Excel workbook (the only openpyxl import)
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree

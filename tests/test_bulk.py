@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -156,6 +158,64 @@ def test_a_worker_killed_mid_job_still_yields_each_input_exactly_once(
     paths = [str(r["path"]) for r in _rows(tmp_path / "dest")]
     assert sorted(paths) == sorted(map(str, files))
     assert run.counts == {"scored": len(files), "rejected": 0, "duplicate": 0}
+
+
+def _gated_decode(gate: Path, data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits,
+                  thumb_px: int) -> Decoded:
+    """decode_bytes, except that the content named in `gate` is held back until the gate file is removed."""
+    decoded = decode_bytes(data, modified, geometry, limits, thumb_px)
+    deadline = time.monotonic() + 120
+    while gate.is_file() and gate.read_text() == decoded.sha256 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return decoded
+
+
+def _descendants(pid: int, named: str) -> list[int]:
+    """Processes below `pid` whose command line (Ray's process title) contains `named`."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]),
+                                []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        p = stack.pop()
+        stack += children.get(p, [])
+        try:
+            if named in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(p)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_once(
+        local_ray: None, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _campaign(project.inbox, range(4))
+    gate = tmp_path / "gate"
+    gate.write_text(hashlib.sha256(files[-1].read_bytes()).hexdigest())  # the newest file: in the last block
+    monkeypatch.setattr("scorer.bulk.pipeline.PATHS_PER_BLOCK", 2)
+    settings = dataclasses.replace(_settings(project), batch_size=2)
+    decided: list[int] = []
+    job = threading.Thread(target=run_bulk, args=(settings, [str(project.inbox)], tmp_path / "dest"),
+                           kwargs={"decode": partial(_gated_decode, gate), "progress": decided.append})
+    job.start()
+    deadline = time.monotonic() + 240
+    while sum(decided) < len(files) - 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (actor,) = _descendants(os.getpid(), "InferStage")
+    os.kill(actor, signal.SIGKILL)  # mid-job: the last block is still being decoded
+    gate.unlink()
+    job.join(240)
+
+    assert not job.is_alive()
+    assert sum(decided) == len(files)
+    assert sorted(str(r["path"]) for r in _rows(tmp_path / "dest")) == sorted(map(str, files))
+    assert {r["status"] for r in _rows(tmp_path / "dest")} == {"scored"}
+    assert _descendants(os.getpid(), "InferStage") != [actor], "Ray restarted the actor"
 
 
 def test_workers_refuse_model_bytes_that_do_not_match_the_pin(project: Project) -> None:

@@ -91,9 +91,13 @@ def run_bulk(
     if not resume:
         require_empty(dest)
     listed = list_inputs(sources)
+    if not listed:
+        raise ConfigError(f"no files found in {', '.join(sources)}: give image files or folders that hold them")
     inputs = [p for p in listed if p not in done.paths]
     on_start(len(inputs))
     writer = PartWriter(dest, info.classes, info.sha256, done)
+    if not inputs:  # everything is in DEST already
+        return BulkRun(writer.counts, len(listed), [], info)
     stage = DecodeStage(geometry, ImageLimits.from_settings(settings.images), frozenset(done.by_sha), decode)
     with ray_session(ray, address):
         shipped = ray.put(pack_model(settings, info.sha256))  # held here until the actors are done with it
@@ -118,11 +122,12 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
     gpu = settings.device == "cuda"
     actors = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // (2 * threads)))
     return (
-        ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
+        ray.data.from_arrow(blocks)
         # Each decoding task reserves the decode memory bound; giving it resources of its own also keeps
         # Ray from fusing it into the inference actors. Ray spreads these tasks over the nodes and runs
         # one again (up to 3 times) when its worker process dies.
-        .map_batches(stage, batch_size=settings.batch_size, num_cpus=1, memory=settings.images.decode_memory_mb * 2**20)
+        .map_batches(stage, batch_size=settings.batch_size, num_cpus=1,
+                     memory=settings.images.decode_memory_mb * 2**20)
         .map_batches(InferStage, fn_constructor_args=(settings, shipped), batch_size=settings.batch_size,
                      compute=actors, num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)
     )
