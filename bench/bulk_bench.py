@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -169,7 +170,7 @@ class Cluster:
         return {"nodes": len(nodes), "tasks": {f"{name} on {node}": n for (name, node), n in sorted(where.items())}}
 
     def stop(self) -> None:
-        """SIGTERM every process of the cluster, then SIGKILL what is left after 10 s."""
+        """SIGTERM every process of the cluster, then SIGKILL what is left after 10 s; remove its temp folder."""
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
             for pid in self.pids():
                 try:
@@ -179,6 +180,7 @@ class Cluster:
             deadline = time.monotonic() + wait
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.2)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def main() -> None:
