@@ -79,6 +79,9 @@ def run_bulk(
     ray = require_ray()
     from scorer.scoring.model import Classifier
 
+    listed = list_inputs(sources)
+    if not listed:
+        raise ConfigError(f"no files found in {', '.join(sources)}: give image files or folders that hold them")
     dest.mkdir(parents=True, exist_ok=True)
     require_writable_dir(dest, "--out")
     classifier = Classifier(settings)
@@ -90,9 +93,6 @@ def run_bulk(
     done = read_done(dest, info.sha256) if resume else Done()
     if not resume:
         require_empty(dest)
-    listed = list_inputs(sources)
-    if not listed:
-        raise ConfigError(f"no files found in {', '.join(sources)}: give image files or folders that hold them")
     inputs = [p for p in listed if p not in done.paths]
     on_start(len(inputs))
     writer = PartWriter(dest, info.classes, info.sha256, done)
