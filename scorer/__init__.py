@@ -8,6 +8,7 @@ The map. Each room serves one use case; the shared floors sit below them.
     training/   `scorer train`: posts import, labels, evaluation, the model card
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
+    bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree
     results.py  what scoring produces; fsutil.py and textsafe.py hold each file and text idiom once

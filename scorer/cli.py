@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from scorer.config import load_settings
 from scorer.console import err, live_status, out, print_summary, print_training, progress_bar, setup_logging
@@ -28,7 +29,8 @@ class ScorerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ScorerError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message such as "pip install 'scorer[ray]'" must not be read as rich markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             ctx.exit(2)
 
 
@@ -68,6 +70,40 @@ def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None,
     with progress_bar("Scoring") as (start, advance):
         run = score_paths(settings, list(paths), progress=advance, on_start=start)
     print_summary(run.result, run.report)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", "dest", type=click.Path(path_type=Path), required=True,
+              help="Folder for the Parquet results (created if missing).")
+@CONFIG_OPTION
+@click.option("--address", default=None, help="Ray cluster to join: auto or ray://HOST:10001 (default: start one).")
+@click.option("--resume", is_flag=True, help="Keep DEST's results and score only inputs whose content is new.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write a workbook of the top N.")
+@click.option("--top", default=1000, show_default=True, type=click.IntRange(min=1), help="Creatives in --report.")
+def bulk(sources: tuple[str, ...], dest: Path, config_path: Path | None, address: str | None, resume: bool,
+         report: Path | None, top: int) -> None:
+    """Score an archive (folders, or s3:// gs:// hdfs:// URIs) on Ray into Parquet, one row per input.
+
+    Needs `pip install 'scorer[ray]'`. Answers match `scorer score`; see README, "Scoring an archive".
+
+    \b
+    Example:
+        scorer bulk /archive/2025 s3://brand-assets/posts --out results/ --address auto --report top.xlsx
+    """
+    from scorer.bulk import require_ray
+
+    require_ray()  # before importing the room, which needs pyarrow as well
+    from scorer.bulk.pipeline import run_bulk
+    from scorer.bulk.topn import save_top_report
+
+    settings = load_settings(config_path)
+    with progress_bar("Scoring") as (start, advance):
+        run = run_bulk(settings, list(sources), dest, address=address, resume=resume, on_start=start,
+                       progress=advance)
+    out.print(f"{run.line()} in {dest}", highlight=False, soft_wrap=True)
+    if report is not None:
+        out.print(f"Report: {save_top_report(report, dest, run.info, settings, top)}", highlight=False, soft_wrap=True)
 
 
 @main.group(cls=ScorerGroup)

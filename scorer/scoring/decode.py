@@ -140,6 +140,15 @@ def thumbnail_bytes(im: Image.Image, px: int) -> bytes:
 def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> Decoded:
     """Vet and decode one file into model-sized pixels (or only vet it when geometry is None)."""
     data, st = read_regular_file(path, limits.max_bytes)
+    return decode_bytes(data, st.st_mtime, geometry, limits, thumb_px)
+
+
+def decode_bytes(
+    data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int
+) -> Decoded:
+    """Vet and decode a file's bytes, already read (by read_regular_file, or from object storage)."""
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"file too large: {len(data) / 2**20:.0f} MB, limit {limits.max_bytes / 2**20:.0f} MB")
     sha = hashlib.sha256(data).hexdigest()
     im = open_image(data, limits)
     fmt = im.format or "?"
@@ -163,4 +172,4 @@ def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, 
         width, height = height, width
     pixels = np.asarray(fit(rgb, geometry, (width, height), scale)) if geometry else None
     thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
-    return Decoded(sha, width, height, fmt, st.st_size, st.st_mtime, pixels, thumb, tuple(notes))
+    return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes))

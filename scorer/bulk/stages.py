@@ -1,0 +1,105 @@
+"""The two Ray Data stages of `scorer bulk`: vet and decode as CPU tasks, infer in an actor pool.
+
+Both call scoring/ as `scorer score` does: read_regular_file and decode_bytes for vetting and
+decoding, the Classifier (verified learner, batch transforms, ONNX or PyTorch runtime) for
+probabilities. Ray passes batches between them as dicts of numpy columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scorer.bulk.shipping import ShippedModel, unpack_model
+from scorer.bulk.source import read_input
+from scorer.errors import ImageError
+from scorer.scoring.decode import Decoded, ItemGeometry, decode_bytes
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Any]
+DecodeBytes = Callable[[bytes, float, "ItemGeometry | None", ImageLimits, int], Decoded]
+
+SCORED, REJECTED, DUPLICATE, KNOWN = "scored", "rejected", "duplicate", "known"
+
+
+@dataclass(frozen=True)
+class DecodeStage:
+    """What every decoding task needs: the learner's geometry, the limits and the content DEST already holds."""
+
+    geometry: ItemGeometry
+    limits: ImageLimits
+    known: frozenset[str] = frozenset()
+    decode: DecodeBytes = field(default=decode_bytes)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Vet and decode a batch of inputs; each one comes out scored-to-be, rejected or known."""
+        paths = [str(p) for p in batch["path"]]
+        n = len(paths)
+        w, h = self.geometry.size
+        out: Batch = {"path": np.array(paths, dtype=object), "sha256": np.full(n, "", dtype=object),
+                      "status": np.full(n, SCORED, dtype=object), "reason": np.full(n, "", dtype=object),
+                      "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32),
+                      "format": np.full(n, "", dtype=object), "file_bytes": np.zeros(n, np.int64),
+                      "modified": np.zeros(n, np.float64), "notes": np.full(n, "", dtype=object),
+                      "pixels": np.zeros((n, h, w, 3), np.uint8)}
+        for i, path in enumerate(paths):
+            try:
+                data, modified = read_input(path, self.limits)
+                sha = hashlib.sha256(data).hexdigest()
+                out["sha256"][i] = sha
+                if sha in self.known:  # --resume: DEST already holds a result for this content
+                    out["status"][i] = KNOWN
+                    continue
+                decoded = self.decode(data, modified, self.geometry, self.limits, 0)
+            except ImageError as exc:
+                out["status"][i], out["reason"][i] = REJECTED, str(exc)
+                continue
+            except MemoryError:
+                out["status"][i], out["reason"][i] = REJECTED, "image needs more memory than is available to decode it"
+                continue
+            except Exception as exc:  # a decoder bug must cost one file, not the job
+                log.exception("decoding %s failed", path)
+                out["status"][i], out["reason"][i] = REJECTED, f"cannot be decoded ({type(exc).__name__}: {exc})"
+                continue
+            _put_decoded(out, i, decoded)
+        return out
+
+
+def _put_decoded(out: Batch, i: int, decoded: Decoded) -> None:
+    assert decoded.pixels is not None
+    out["width"][i], out["height"][i], out["format"][i] = decoded.width, decoded.height, decoded.format
+    out["file_bytes"][i], out["modified"][i] = decoded.file_bytes, decoded.modified
+    out["notes"][i], out["pixels"][i] = "; ".join(decoded.notes), decoded.pixels
+
+
+class InferStage:
+    """One inference actor: a Classifier built from the shipped, re-verified model; lives as long as the job."""
+
+    def __init__(self, settings: Settings, shipped: Any) -> None:
+        import ray
+
+        from scorer.scoring.model import Classifier
+
+        if not isinstance(shipped, ShippedModel):  # a reference into Ray's object store
+            shipped = ray.get(shipped)
+        self._classifier = Classifier(unpack_model(shipped, settings))
+        self._k = len(self._classifier.classes)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Probabilities (lowest class first) for the batch's decoded rows; NaN for the rest."""
+        status = np.asarray(batch["status"])
+        pixels = batch.pop("pixels")
+        probs = np.full((len(status), self._k), np.nan)
+        todo = np.flatnonzero(status == SCORED)
+        if len(todo):
+            probs[todo] = self._classifier.predict_pixels(np.ascontiguousarray(pixels[todo]))
+        batch["probs"] = probs
+        return batch

@@ -1,0 +1,241 @@
+"""`scorer bulk` on a real local Ray (2 CPUs, started once for the module) against `scorer score`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+
+from scorer.bulk.output import PART_GLOB
+from scorer.bulk.pipeline import run_bulk
+from scorer.bulk.shipping import pack_model, unpack_model
+from scorer.cli import main
+from scorer.config import load_settings
+from scorer.errors import ConfigError, ModelError
+from scorer.scoring.decode import Decoded, ItemGeometry, decode_bytes
+from scorer.scoring.score import score_paths
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+from tests.conftest import Project
+from tests.hostile import make_corpus
+from tests.imagegen import CLASS_COLOURS, write_creative
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The README's schema table, as pyarrow types: the tiny learner's classes are Low < Neutral < High.
+SCHEMA = [
+    ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("predicted", pa.string()), ("confidence", pa.float64()), ("engagement_score", pa.float64()),
+    ("p_Low", pa.float64()), ("p_Neutral", pa.float64()), ("p_High", pa.float64()),
+    ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()), ("file_bytes", pa.int64()),
+    ("modified", pa.timestamp("us", tz="UTC")), ("notes", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
+    ("model_sha256", pa.string()), ("scorer_version", pa.string()),
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """Ray on this machine with 2 CPUs, for the whole module: starting it is the slow part."""
+    import ray
+
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # workers import tests' decode functions
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield
+    ray.shutdown()
+
+
+def _settings(project: Project) -> Settings:
+    return load_settings(project.config)
+
+
+def _rows(dest: Path) -> list[dict[str, object]]:
+    return [row for part in sorted(dest.glob(PART_GLOB)) for row in pq.read_table(part).to_pylist()]
+
+
+def _campaign(folder: Path, seeds: range) -> list[Path]:
+    return [write_creative(folder / f"{label.lower()}-{n}.jpg", colour, (96, 120), seed=n)
+            for label, colour in CLASS_COLOURS.items() for n in seeds]
+
+
+@pytest.mark.slow
+def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
+        local_ray: None, project: Project, tmp_path: Path) -> None:
+    expect = make_corpus(project.inbox, tmp_path / "outside")
+    _campaign(project.inbox / "campaign", range(2))
+    settings = _settings(project)
+    reference = score_paths(settings, [project.inbox]).result
+
+    run = run_bulk(settings, [str(project.inbox)], tmp_path / "dest")
+    (part,) = run.parts
+    assert [(f.name, f.type) for f in pq.read_schema(part)] == SCHEMA
+    rows = {str(r["path"]): r for r in _rows(tmp_path / "dest")}
+    assert len(rows) == len(expect) + 6 == sum(run.counts.values())
+
+    assert reference.scored
+    for s in reference.scored:
+        row = rows[s.location]
+        assert row["status"] == "scored" and row["sha256"] == s.sha256 and row["predicted"] == s.predicted
+        assert max(abs(row[f"p_{c}"] - p) for c, p in zip(s.classes, s.probs, strict=True)) <= 1e-6  # type: ignore
+        assert row["engagement_score"] == pytest.approx(s.score, abs=1e-4)
+        assert (row["width"], row["height"], row["format"], row["notes"] or "") == (s.width, s.height, s.format,
+                                                                                     s.notes)
+    assert {r.location: r.reason for r in reference.rejected} == {
+        p: r["reason"] for p, r in rows.items() if r["status"] == "rejected"}
+    assert all(expect[Path(p).relative_to(project.inbox).as_posix()].text in str(r["reason"])
+               for p, r in rows.items() if r["status"] == "rejected")
+    (dup,) = [r for r in rows.values() if r["status"] == "duplicate"]
+    pair = {str(project.inbox / "copy-a.jpg"), str(project.inbox / "copy-b.jpg")}
+    assert dup["path"] in pair and dup["reason"] == f"same content as {(pair - {dup['path']}).pop()}"
+    model_sha = hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
+    assert {r["model_sha256"] for r in rows.values()} == {run.info.sha256} == {model_sha}
+
+
+@pytest.mark.slow
+def test_resume_scores_only_new_files_and_report_ranks_the_top(local_ray: None, project: Project,
+                                                               tmp_path: Path) -> None:
+    dest, folder = tmp_path / "dest", project.inbox
+    first = _campaign(folder, range(2))
+    settings = _settings(project)
+    run_bulk(settings, [str(folder)], dest)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        run_bulk(settings, [str(folder)], dest)
+
+    new = _campaign(folder / "later", range(5, 6))
+    (folder / "later" / "again.jpg").write_bytes(first[0].read_bytes())
+    report = tmp_path / "top.xlsx"
+    result = CliRunner().invoke(main, ["bulk", str(folder), "--out", str(dest), "--resume", "--config",
+                                       str(project.config), "--report", str(report), "--top", "4"])
+    assert result.exit_code == 0, result.output
+    assert f"3 scored, 0 rejected, 1 duplicates, {len(first)} already in DEST" in result.output
+
+    rows = _rows(dest)
+    paths = [str(r["path"]) for r in rows]
+    assert sorted(paths) == sorted(map(str, [*first, *new, folder / "later" / "again.jpg"]))  # each exactly once
+    again = next(r for r in rows if str(r["path"]).endswith("again.jpg"))
+    assert again["status"] == "duplicate" and again["reason"] == f"same content as {first[0]}"
+
+    ranking = list(load_workbook(report)["Ranking"].iter_rows(min_row=2, values_only=True))
+    best = sorted((r for r in rows if r["status"] == "scored"), key=lambda r: -r["engagement_score"])  # type: ignore
+    assert [r[1] for r in ranking] == [b["path"] for b in best[:4]]
+    assert all(str(r[1]).split("/")[-1].startswith("high") for r in ranking[:2])
+
+
+def _dying_decode(marker: Path, data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits,
+                  thumb_px: int) -> Decoded:
+    """decode_bytes, except that the first worker to meet the content named in `marker` is killed with SIGKILL."""
+    decoded = decode_bytes(data, modified, geometry, limits, thumb_px)
+    if marker.is_file() and marker.read_text() == decoded.sha256:
+        marker.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decoded
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_still_yields_each_input_exactly_once(
+        local_ray: None, project: Project, tmp_path: Path) -> None:
+    files = _campaign(project.inbox, range(4))
+    marker = tmp_path / "kill-once"
+    marker.write_text(hashlib.sha256(files[len(files) // 2].read_bytes()).hexdigest())
+    settings = dataclasses.replace(_settings(project), batch_size=2)
+    run = run_bulk(settings, [str(project.inbox)], tmp_path / "dest", decode=partial(_dying_decode, marker))
+
+    assert not marker.exists(), "the worker that met the victim was killed"
+    paths = [str(r["path"]) for r in _rows(tmp_path / "dest")]
+    assert sorted(paths) == sorted(map(str, files))
+    assert run.counts == {"scored": len(files), "rejected": 0, "duplicate": 0}
+
+
+def _gated_decode(gate: Path, data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits,
+                  thumb_px: int) -> Decoded:
+    """decode_bytes, except that the content named in `gate` is held back until the gate file is removed."""
+    decoded = decode_bytes(data, modified, geometry, limits, thumb_px)
+    deadline = time.monotonic() + 120
+    while gate.is_file() and gate.read_text() == decoded.sha256 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return decoded
+
+
+def _descendants(pid: int, named: str) -> list[int]:
+    """Processes below `pid` whose command line (Ray's process title) contains `named`."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]),
+                                []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        p = stack.pop()
+        stack += children.get(p, [])
+        try:
+            if named in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(p)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_once(
+        local_ray: None, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _campaign(project.inbox, range(4))
+    gate = tmp_path / "gate"
+    gate.write_text(hashlib.sha256(files[-1].read_bytes()).hexdigest())  # the newest file: in the last block
+    monkeypatch.setattr("scorer.bulk.pipeline.PATHS_PER_BLOCK", 2)
+    settings = dataclasses.replace(_settings(project), batch_size=2)
+    decided: list[int] = []
+    job = threading.Thread(target=run_bulk, args=(settings, [str(project.inbox)], tmp_path / "dest"),
+                           kwargs={"decode": partial(_gated_decode, gate), "progress": decided.append})
+    job.start()
+    deadline = time.monotonic() + 240
+    while sum(decided) < len(files) - 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (actor,) = _descendants(os.getpid(), "InferStage")
+    os.kill(actor, signal.SIGKILL)  # mid-job: the last block is still being decoded
+    gate.unlink()
+    job.join(240)
+
+    assert not job.is_alive()
+    assert sum(decided) == len(files)
+    assert sorted(str(r["path"]) for r in _rows(tmp_path / "dest")) == sorted(map(str, files))
+    assert {r["status"] for r in _rows(tmp_path / "dest")} == {"scored"}
+    assert _descendants(os.getpid(), "InferStage") != [actor], "Ray restarted the actor"
+
+
+def test_workers_refuse_model_bytes_that_do_not_match_the_pin(project: Project) -> None:
+    from scorer.scoring.model import Classifier
+
+    settings = _settings(project)
+    sha = Classifier(settings).info.sha256
+    shipped = pack_model(settings, sha)
+    middle = len(shipped.learner) // 2
+    flipped = shipped.learner[:middle] + bytes([shipped.learner[middle] ^ 1]) + shipped.learner[middle + 1:]
+    tampered = dataclasses.replace(shipped, learner=flipped)
+    with pytest.raises(ModelError, match="has changed since it was pinned"):
+        Classifier(unpack_model(tampered, settings))
+    assert Classifier(unpack_model(shipped, settings)).info.sha256 == sha
+
+
+def test_without_ray_bulk_names_the_extra_in_one_line(project: Project, tmp_path: Path) -> None:
+    code = "import sys; sys.modules['ray'] = sys.modules['pyarrow'] = None; from scorer.cli import run; run()"
+    proc = subprocess.run([sys.executable, "-c", code, "bulk", str(project.inbox), "--out", str(tmp_path / "d"),
+                           "--config", str(project.config)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: scorer bulk needs Ray: pip install 'scorer[ray]'"
