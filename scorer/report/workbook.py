@@ -22,6 +22,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from scorer.fsutil import atomic_write, numbered, temp_path
+from scorer.report.evidence import evidence_headers, evidence_rows, evidence_widths, put_evidence
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import looks_like_formula, xml_text
@@ -44,9 +45,9 @@ class ReportContent:
     look: ReportSettings = ReportSettings()
 
 
-def headers(classes: Sequence[str]) -> list[str]:
-    """The Ranking sheet's column headers, in order."""
-    return [*FIXED_HEADERS, *(f"P({c})" for c in classes), *EXTRA_HEADERS]
+def headers(classes: Sequence[str], evidence: Sequence[str] = ()) -> list[str]:
+    """The Ranking sheet's column headers, in order; evidence columns (if any) follow the thumbnail."""
+    return [*FIXED_HEADERS, *(f"P({c})" for c in classes), EXTRA_HEADERS[0], *evidence, *EXTRA_HEADERS[1:]]
 
 
 def report_name(now: datetime, suffix: str = "") -> str:
@@ -80,11 +81,13 @@ def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> Non
 
 def _ranking(ws: Worksheet, content: ReportContent) -> None:
     classes = content.info.classes
-    names = headers(classes)
+    extra = evidence_headers(content.result.scored)
+    names = headers(classes, extra)
     k = len(classes)
     thumbs = content.look.thumbnails and any(s.thumbnail for s in content.result.scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
-    widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, 13, 8, 14, 18, 18, 30, 60, 20]
+    widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
+              13, 8, 14, 18, 18, 30, 60, 20]
     _header(ws, names, widths)
     thumb_col = len(FIXED_HEADERS) + k + 1
     for row, s in enumerate(rank(content.result.scored), start=2):
@@ -95,7 +98,7 @@ def _ranking(ws: Worksheet, content: ReportContent) -> None:
         ws.cell(row=row, column=5, value=round(s.score, 2)).number_format = "0.0"
         for i, p in enumerate(s.probs):
             ws.cell(row=row, column=6 + i, value=p).number_format = "0.0%"
-        col = thumb_col + 1
+        col = thumb_col + 1 + len(extra)
         _put_text(ws, row, col, f"{s.width} × {s.height}")
         _put_text(ws, row, col + 1, s.format)
         ws.cell(row=row, column=col + 2, value=round(s.file_bytes / 1024, 1)).number_format = "#,##0.0"
@@ -106,10 +109,13 @@ def _ranking(ws: Worksheet, content: ReportContent) -> None:
         _put_text(ws, row, col + 7, s.sha256)
         for c in range(1, len(names) + 1):
             ws.cell(row=row, column=c).alignment = Alignment(vertical="center")
+        put_evidence(ws, row, thumb_col + 1, extra, s)
         if thumbs and s.thumbnail:
             image = SheetImage(io.BytesIO(s.thumbnail))
             ws.add_image(image, f"{get_column_letter(thumb_col)}{row}")
-            ws.row_dimensions[row].height = content.look.thumbnail_px * 0.75 + 4
+        if (thumbs and s.thumbnail) or s.overlay or s.evidence:
+            # Look-alike cells hold a small picture with a line of text under it.
+            ws.row_dimensions[row].height = max(content.look.thumbnail_px, 80 if extra else 0) * 0.75 + 4
     last = len(content.result.scored) + 1
     ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
     if content.result.scored:
@@ -156,6 +162,7 @@ def _model(ws: Worksheet, info: ModelInfo, generated: datetime) -> None:
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
     ]
+    rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
     for row, (key, value) in enumerate(rows, start=2):
         _put_text(ws, row, 1, key)
