@@ -209,3 +209,21 @@ def test_plain_fastai_learner_indexed_with_scorer_index_gets_the_same_columns(tm
     assert f"evidence index {index} has changed since it was pinned" in line
     assert "rebuild it with `scorer index DATA --model" in line
     assert not list((tmp_path / "outbox").glob("*.xlsx"))
+
+
+def test_ledger_keeps_evidence_and_reads_rows_from_before_it(tmp_path: Path) -> None:
+    from scorer.results import Evidence, Neighbour, Scored
+    from scorer.watch.schema import Candidate, Entry, file_row, scored_from_row
+
+    ev = Evidence((Neighbour("posts.csv line 2", "2024-01-01", 9000, 100, 9100, 0.93, b"\xff\xd8jpeg"),), 9100.0, 0.85)
+    s = Scored("a.jpg", "/in/a.jpg", "ab" * 32, ("Low", "High"), (0.25, 0.75), 10, 20, "PNG", 123, 1.0, 2.0,
+               evidence=ev, overlay=b"\x89PNG overlay")
+    row = file_row(Entry(Candidate(Path("/in/a.jpg"), "a.jpg", "ab" * 32, 123, 1), "scored", scored=s), 1)
+    result = row[6]
+    back = scored_from_row(("a.jpg", "/in/a.jpg", "ab" * 32, result, None, "r.xlsx"))
+    assert back.evidence == ev and back.overlay == s.overlay
+    assert back.evidence.percentile_text == "above 85% of your posts"
+    old = json.loads(result)
+    del old["evidence"], old["overlay"]
+    before = scored_from_row(("a.jpg", "/in/a.jpg", "ab" * 32, json.dumps(old), None, "r.xlsx"))
+    assert before.evidence is None and before.overlay is None and before.probs == (0.25, 0.75)

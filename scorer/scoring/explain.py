@@ -16,16 +16,16 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from scorer.scoring.runtime import body_of
+from scorer.scoring.runtime import cam_layer
 
 
 class Explainer:
-    """Grad-CAM on the learner's PyTorch model, at the body's last activations, for the predicted class."""
+    """Grad-CAM on the learner's PyTorch model, at the body's last block but one, for the predicted class."""
 
     def __init__(self, model: torch.nn.Module, prepare: Callable[[np.ndarray], np.ndarray], threads: int,
                  thumb_px: int) -> None:
         self._model = model.eval()
-        self._layer = body_of(model)
+        self._layer = cam_layer(model)
         self._prepare = prepare
         self._threads = threads
         self._thumb_px = thumb_px
