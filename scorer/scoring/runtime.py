@@ -74,7 +74,7 @@ def cam_layer(model: torch.nn.Module) -> torch.nn.Module:
     assert with_features(model) is not None
     body = model[0]  # type: ignore[index]
     if isinstance(body, torch.nn.Sequential) and len(body) > 2:
-        return body[-2]  # type: ignore[no-any-return]
+        return body[-2]
     return body  # type: ignore[no-any-return]
 
 
