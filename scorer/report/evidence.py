@@ -34,7 +34,8 @@ def evidence_headers(scored: Sequence[Scored]) -> list[str]:
 
 def evidence_widths(names: Sequence[str], thumb_width: float) -> list[float]:
     """Column widths for `evidence_headers`."""
-    return [thumb_width if name == LOOKED else 16 if name in LOOKS_LIKE else 14 for name in names]
+    return [thumb_width if name == LOOKED else 20 if name in LOOKS_LIKE else 24 if name == PERCENTILE else 12
+            for name in names]
 
 
 def put_evidence(ws: Worksheet, row: int, first_col: int, names: Sequence[str], s: Scored) -> None:
