@@ -227,3 +227,24 @@ def test_ledger_keeps_evidence_and_reads_rows_from_before_it(tmp_path: Path) -> 
     del old["evidence"], old["overlay"]
     before = scored_from_row(("a.jpg", "/in/a.jpg", "ab" * 32, json.dumps(old), None, "r.xlsx"))
     assert before.evidence is None and before.overlay is None and before.probs == (0.25, 0.75)
+
+
+@pytest.mark.slow
+def test_watch_stores_evidence_in_the_ledger_and_renders_it(trained: Trained) -> None:
+    config = trained.root / "watch.yaml"
+    config.write_text(CONFIG.replace("explain: never", "explain: always") + "inbox: watch-in\noutbox: watch-out\n"
+                      "watch:\n  settle_seconds: 0.3\n  rescan_seconds: 1\n", encoding="utf-8")
+    for name in ("watch-in", "watch-out"):
+        (trained.root / name).mkdir()
+    for path in sorted(trained.creatives.glob("*.jpg"))[:3]:
+        shutil.copy(path, trained.root / "watch-in" / path.name)
+    result = CliRunner().invoke(main, ["watch", "--once", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    (batch,) = (trained.root / "watch-out").glob("engagement-report-*.xlsx")
+    for report in (batch, trained.root / "watch-out" / "latest.xlsx"):  # latest.xlsx is rendered from the ledger
+        book = load_workbook(report)
+        header = [c.value for c in book["Ranking"][1]]
+        assert [h for h in header if h in ("Where the model looked", *EVIDENCE_COLUMNS)] == \
+            ["Where the model looked", *EVIDENCE_COLUMNS], report
+        assert len(book["Ranking"]._images) == 3 * 5, report  # thumbnail, overlay and three look-alikes
+        assert all(isinstance(m, int) for m in column(report, "Ranking", MEDIAN))

@@ -26,6 +26,12 @@ class Explainer:
                  thumb_px: int) -> None:
         self._model = model.eval()
         self._layer = cam_layer(model)
+        # Gradients are needed from the output back to the layer's activations only: nothing before the
+        # layer, and no weight gradients but the layer's own (which keep its output in the graph), are computed.
+        for param in model.parameters():
+            param.requires_grad_(False)
+        for param in self._layer.parameters():
+            param.requires_grad_(True)
         self._prepare = prepare
         self._threads = threads
         self._thumb_px = thumb_px
@@ -33,7 +39,7 @@ class Explainer:
     def heatmaps(self, pixels: np.ndarray) -> np.ndarray:
         """Grad-CAM maps (N, H, W) in [0, 1] for uint8 pixels (N, H, W, 3), for each image's predicted class."""
         param = next(self._model.parameters())
-        x = torch.from_numpy(self._prepare(pixels)).to(param.device, param.dtype).requires_grad_(True)
+        x = torch.from_numpy(self._prepare(pixels)).to(param.device, param.dtype)
         # ONNX scoring leaves PyTorch one thread; the backward pass deserves them all while it runs.
         previous = torch.get_num_threads()
         torch.set_num_threads(self._threads)
