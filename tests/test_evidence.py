@@ -248,3 +248,23 @@ def test_watch_stores_evidence_in_the_ledger_and_renders_it(trained: Trained) ->
             ["Where the model looked", *EVIDENCE_COLUMNS], report
         assert len(book["Ranking"]._images) == 3 * 5, report  # thumbnail, overlay and three look-alikes
         assert all(isinstance(m, int) for m in column(report, "Ranking", MEDIAN))
+
+
+def test_comparison_names_the_best_supported_way_only_when_the_paired_intervals_say_so() -> None:
+    from scorer.training.compare import Way, compare
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    totals = y * 1000 + rng.integers(0, 900, 200)
+    good = Way("good", y.copy(), totals + rng.normal(0, 50, 200))
+    noisy = Way("noisy", np.where(rng.random(200) < 0.5, y, (y + 1) % 3), rng.normal(0, 1, 200))
+    base = Way("always 1", np.ones(200, int), None)
+    clear = compare([noisy, good, base], y, totals, 500, 0)
+    assert clear.best == "good" and clear.verdict.startswith("good: its accuracy beats every other way's")
+    assert clear.accuracy["good"].value == 1.0 and clear.spearman["always 1"].value is None
+    assert clear.spearman["good"].value is not None and clear.spearman["good"].value > 0.9
+    twin = Way("twin", y.copy(), rng.normal(0, 1, 200))
+    tie = compare([twin, good, base], y, totals, 500, 0)
+    assert tie.best == "good"
+    assert tie.verdict.startswith("none clearly: good ties twin on accuracy and ranks posts better")
+    assert tie.lines()["Best supported"] == tie.verdict

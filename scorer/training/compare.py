@@ -59,10 +59,11 @@ def compare(ways: list[Way], y_true: np.ndarray, totals: np.ndarray, bootstrap: 
         est = np.asarray(w.estimate, dtype=float)
         rho[w.name] = interval(float(spearman(est[None, :], totals[None, :])[0]), spearman(est[idx], totals[idx]))
     best = max(correct, key=lambda name: (accuracy[name].value or 0.0, rho[name].value or -1.0))
-    return Comparison(accuracy, rho, best, _verdict(best, correct, idx))
+    tied = [name for name in correct if name != best and accuracy[name].value == accuracy[best].value]
+    return Comparison(accuracy, rho, best, _verdict(best, tied, correct, idx))
 
 
-def _verdict(best: str, correct: dict[str, np.ndarray], idx: np.ndarray) -> str:
+def _verdict(best: str, tied: list[str], correct: dict[str, np.ndarray], idx: np.ndarray) -> str:
     """Best supported when its accuracy minus each other's has a paired 95% interval above 0."""
     overlapping = []
     for name, c in correct.items():
@@ -73,8 +74,9 @@ def _verdict(best: str, correct: dict[str, np.ndarray], idx: np.ndarray) -> str:
             overlapping.append(name)
     if not overlapping:
         return f"{best}: its accuracy beats every other way's (paired 95% intervals exclude 0)"
-    return (f"none clearly: {best} has the highest accuracy, but not clearly above {' or '.join(overlapping)} "
-            "(paired 95% intervals include 0)")
+    lead = (f"{best} ties {' and '.join(tied)} on accuracy and ranks posts better (higher Spearman)" if tied
+            else f"{best} has the highest accuracy")
+    return f"none clearly: {lead}, but not clearly above {' or '.join(overlapping)} (paired 95% intervals include 0)"
 
 
 def _pct(iv: Interval) -> str:
