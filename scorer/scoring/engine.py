@@ -158,8 +158,7 @@ class _Run:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
         for (item, decoded), p, ev, overlay in zip(self._waiting, probs, evidence, overlays, strict=True):
-            self.result.scored.append(replace(_scored(item, decoded, model.classes, p, now),
-                                              evidence=ev, overlay=overlay))
+            self.result.scored.append(_scored(item, decoded, model.classes, p, now, ev, overlay))
         self._progress(n)
         self._waiting.clear()
 
@@ -174,7 +173,8 @@ class _Run:
         return probs, index.lookup(features, np.array([engagement_score(p) for p in probs]))
 
 
-def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float) -> Scored:
+def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float,
+            evidence: Evidence | None, overlay: bytes | None) -> Scored:
     return Scored(
         name=item.name,
         location=str(item.path),
@@ -189,6 +189,8 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
         scored_at=now,
         thumbnail=decoded.thumbnail,
         notes="; ".join(decoded.notes),
+        evidence=evidence,
+        overlay=overlay,
     )
 
 
