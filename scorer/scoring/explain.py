@@ -55,6 +55,9 @@ class Explainer:
         """One JPEG thumbnail per image: the heat map laid over the pixels the model saw."""
         result = []
         for image, heat in zip(pixels, self.heatmaps(pixels), strict=True):
+            if heat.shape != image.shape[:2]:  # batch transforms that resize: the map is at the model's input size
+                resized = Image.fromarray(heat.astype(np.float32), "F").resize(image.shape[1::-1], Image.Resampling.BILINEAR)
+                heat = np.asarray(resized)
             blended = show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True, image_weight=0.55)
             im = Image.fromarray(blended)
             im.thumbnail((self._thumb_px, self._thumb_px))
