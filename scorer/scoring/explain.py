@@ -56,11 +56,14 @@ class Explainer:
         result = []
         for image, heat in zip(pixels, self.heatmaps(pixels), strict=True):
             if heat.shape != image.shape[:2]:  # batch transforms that resize: the map is at the model's input size
-                resized = Image.fromarray(heat.astype(np.float32), "F").resize(image.shape[1::-1], Image.Resampling.BILINEAR)
-                heat = np.asarray(resized)
+                resized = Image.fromarray(heat.astype(np.float32), "F")
+                heat = np.asarray(resized.resize(image.shape[1::-1], Image.Resampling.BILINEAR))
             blended = show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True, image_weight=0.55)
             im = Image.fromarray(blended)
-            im.thumbnail((self._thumb_px, self._thumb_px))
+            # As large as the creative's thumbnail, whether the model's input is smaller or larger.
+            scale = self._thumb_px / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                           Image.Resampling.BILINEAR)
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             result.append(buf.getvalue())
