@@ -3,9 +3,10 @@
 The map. Each room serves one use case; the shared floors sit below them.
 
     scoring/    `scorer score` and the engine under every room: vet, decode, decode pool, the learner,
-                runtimes, the model and its integrity
+                runtimes, the model and its integrity, the evidence index and Grad-CAM (explain)
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
-    training/   `scorer train`: posts import, labels, evaluation, the model card
+    training/   `scorer train` and `scorer index`: posts import, labels, evaluation, the evidence index,
+                ways of predicting compared, the model card
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
     bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
@@ -19,7 +20,9 @@ One creative's path from the inbox to the report, going down the floors:
     watch.service:_run                     hands the batch to the hot folder
     watch.batch:HotFolder.process          fingerprints each path into a Candidate (watch.schema)
     scoring.engine:score_items             scoring.decode_pool -> scoring.decode:decode_file -> Decoded
-    scoring.model:Classifier.predict_pixels  learner batch transforms + scoring.runtime -> Scored
+    scoring.model:Classifier.predict_with_features  batch transforms + one runtime pass -> probs, features
+    scoring.evidence:EvidenceIndex.lookup  features -> nearest past posts, their median, the percentile
+    scoring.explain:Explainer.overlays     Grad-CAM for the predicted class (small batches) -> Scored
     watch.ledger:Ledger.record_batch       every outcome as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
     watch.disposal:dispose_pending         the file moves to outbox/scored/<date>/ (or rejected/)

@@ -228,6 +228,29 @@ def train(data: Path, config_path: Path | None, model_out: Path | None) -> None:
 
 
 @main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Exported learner (.pkl) to index instead of config's.")
+def index(data: Path, config_path: Path | None, model: Path | None) -> None:
+    """Build the evidence index of a learner from past posts, so reports show look-alike posts.
+
+    DATA is a posts.csv folder or an Instaloader profile folder, as for `scorer train`.
+    The index goes beside the model as <stem>.index.parquet and is pinned with it.
+
+    \b
+    Example:
+        scorer index ~/instagram/myshop --model models/engagement.pkl
+    """
+    from scorer.training.index import index_posts
+
+    run = index_posts(load_settings(config_path, model=model), data)
+    out.print(f"Evidence index: {run.path} ({run.posts} posts, sha256 {run.sha256})", highlight=False, soft_wrap=True)
+    for way, line in (run.comparison.lines() if run.comparison else {}).items():
+        out.print(f"  {way}: {line}", highlight=False, soft_wrap=True)
+
+
+@main.command()
 @CONFIG_OPTION
 def demo(config_path: Path | None) -> None:
     """Show the whole job: train a demo learner on generated posts, then score generated creatives.

@@ -20,6 +20,35 @@ class ModelInfo:
     preprocessing: str
     versions: dict[str, str]
     card: dict[str, Any] = field(default_factory=dict)
+    evidence: str = ""
+    explain: str = ""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A past post that a creative looks like, from the evidence index."""
+
+    source: str
+    date: str
+    likes: int
+    comments: int
+    total: int
+    similarity: float
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the account's own history says about a creative: its nearest past posts and where its score falls."""
+
+    neighbours: tuple[Neighbour, ...]
+    median_total: float
+    percentile: float
+
+    @property
+    def percentile_text(self) -> str:
+        """The account percentile in a marketer's words."""
+        return f"above {self.percentile:.0%} of your posts"
 
 
 def engagement_score(probs: Sequence[float]) -> float:
@@ -46,6 +75,8 @@ class Scored:
     thumbnail: bytes | None = None
     notes: str = ""
     report: str = ""
+    evidence: Evidence | None = None
+    overlay: bytes | None = None
 
     @property
     def score(self) -> float:

@@ -39,6 +39,10 @@ class ReportSettings:
 
     thumbnails: bool = _opt(True, "embed a thumbnail of each creative")
     thumbnail_px: int = _opt(96, "longest side of a thumbnail, in pixels", minimum=16)
+    explain: Literal["auto", "always", "never"] = _opt(
+        "auto", "Grad-CAM overlay of where the model looked: auto (small batches), always or never"
+    )
+    explain_max: int = _opt(50, "with explain: auto, batches of at most this many creatives get overlays", minimum=1)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class ShippedModel:
     learner: bytes
     onnx: bytes | None = None
     onnx_meta: bytes | None = None
+    onnx_name: str = ""
     card: bytes | None = None
 
 
@@ -41,13 +42,16 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
     if hashlib.sha256(learner).hexdigest() != sha256:
         raise ModelError(f"model {settings.model} changed while it was being loaded: run again")
     onnx = meta = None
-    for folder in (settings.model.parent, settings.state / "onnx"):
-        path = onnx_cache_path(settings.model, sha256, folder)
+    name = ""
+    folders = (settings.model.parent, settings.state / "onnx")
+    for folder, features in ((folder, features) for folder in folders for features in (True, False)):
+        path = onnx_cache_path(settings.model, sha256, folder, features)
         if path.is_file() and path.with_suffix(".json").is_file():
-            onnx, meta = path.read_bytes(), path.with_suffix(".json").read_bytes()
+            onnx, meta, name = path.read_bytes(), path.with_suffix(".json").read_bytes(), path.name
             break
     card = settings.model.with_suffix(".card.json")
-    return ShippedModel(settings.model.name, sha256, learner, onnx, meta, card.read_bytes() if card.is_file() else None)
+    return ShippedModel(settings.model.name, sha256, learner, onnx, meta, name,
+                        card.read_bytes() if card.is_file() else None)
 
 
 def unpack_model(shipped: ShippedModel, settings: Settings) -> Settings:
@@ -62,7 +66,7 @@ def unpack_model(shipped: ShippedModel, settings: Settings) -> Settings:
     model = folder / shipped.name
     _put(model, shipped.learner)
     if shipped.onnx is not None and shipped.onnx_meta is not None:
-        onnx = onnx_cache_path(model, shipped.sha256, folder)
+        onnx = folder / shipped.onnx_name  # the same cache name, since the model keeps its name
         _put(onnx, shipped.onnx)
         _put(onnx.with_suffix(".json"), shipped.onnx_meta)
     if shipped.card is not None:

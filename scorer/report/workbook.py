@@ -24,6 +24,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, numbered, temp_path
+from scorer.report.evidence import evidence_cells, evidence_headers, evidence_rows, evidence_widths
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import looks_like_formula, xml_text
@@ -47,9 +48,9 @@ class ReportContent:
     look: ReportSettings = ReportSettings()
 
 
-def headers(classes: Sequence[str]) -> list[str]:
-    """The Ranking sheet's column headers, in order."""
-    return [*FIXED_HEADERS, *(f"P({c})" for c in classes), *EXTRA_HEADERS]
+def headers(classes: Sequence[str], evidence: Sequence[str] = ()) -> list[str]:
+    """The Ranking sheet's column headers, in order; evidence columns (if any) follow the thumbnail."""
+    return [*FIXED_HEADERS, *(f"P({c})" for c in classes), EXTRA_HEADERS[0], *evidence, *EXTRA_HEADERS[1:]]
 
 
 def report_name(now: datetime, suffix: str = "") -> str:
@@ -98,35 +99,43 @@ def header(ws: WriteOnlyWorksheet, names: Sequence[str], widths: Sequence[float]
     ws.append(header_row(ws, names))
 
 
-def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored) -> list[Cell]:
+def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: list[Cell]) -> list[Cell]:
     values: list[tuple[object, str | None]] = [
         (position, None), (s.name, None), (s.predicted, None), (s.confidence, "0.0%"), (round(s.score, 2), "0.0"),
-        *((p, "0.0%") for p in s.probs), (None, None), (f"{s.width} × {s.height}", None), (s.format, None),
+        *((p, "0.0%") for p in s.probs), (None, None)]
+    rest: list[tuple[object, str | None]] = [(f"{s.width} × {s.height}", None), (s.format, None),
         (round(s.file_bytes / 1024, 1), "#,##0.0"), (datetime.fromtimestamp(s.modified), "yyyy-mm-dd hh:mm"),
         (datetime.fromtimestamp(s.scored_at), "yyyy-mm-dd hh:mm"), (s.notes, None), (s.location, None),
         (s.sha256, None),
     ]
     row = [cell(ws, value, fmt) for value, fmt in values]
-    for c in row:
+    tail = [cell(ws, value, fmt) for value, fmt in rest]
+    for c in row + tail:
         c.alignment = _MIDDLE
-    return row
+    return row + evidence + tail
 
 
 def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     classes = content.info.classes
-    names = headers(classes)
+    extra = evidence_headers(content.result.scored)
+    names = headers(classes, extra)
     k = len(classes)
     scored = rank(content.result.scored)
     thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
-    header(ws, names, [6, 40, 16, 12, 17, *([11] * k), thumb_width, 13, 8, 14, 18, 18, 30, 60, 20])
-    thumb_col = get_column_letter(len(FIXED_HEADERS) + k + 1)
+    widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
+              13, 8, 14, 18, 18, 30, 60, 20]
+    header(ws, names, widths)
+    thumb_col = len(FIXED_HEADERS) + k + 1
     for row, s in enumerate(scored, start=2):
+        # Images and row heights must be known before the row is streamed out.
         if thumbs and s.thumbnail:
-            # Row heights and images must be known before the row is streamed out.
-            ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{thumb_col}{row}")
-            ws.row_dimensions[row].height = content.look.thumbnail_px * 0.75 + 4
-        ws.append(_ranking_row(ws, row - 1, s))
+            ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{get_column_letter(thumb_col)}{row}")
+        evidence = evidence_cells(ws, row, thumb_col + 1, extra, s)
+        if (thumbs and s.thumbnail) or s.overlay or s.evidence:
+            # Look-alike cells hold a small picture with a line of text under it.
+            ws.row_dimensions[row].height = max(content.look.thumbnail_px, 80 if extra else 0) * 0.75 + 4
+        ws.append(_ranking_row(ws, row - 1, s, evidence))
     last = len(scored) + 1
     ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
     if scored:
@@ -167,6 +176,7 @@ def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
     ]
+    rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
     for key, value in rows:
         ws.append([cell(ws, key), cell(ws, value)])

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
 from scorer.errors import ImageError
-from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
+from scorer.results import BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
 from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
 from scorer.scoring.vet import ImageLimits
@@ -29,6 +29,34 @@ class Model(Protocol):
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
 
     def predict_files(self, files: list[Path]) -> np.ndarray: ...
+
+
+class FeatureModel(Model, Protocol):
+    """A model that also returns the pooled features of the same forward pass (see Classifier)."""
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+class Index(Protocol):
+    """What the engine needs from an evidence index (see scorer.scoring.evidence.EvidenceIndex)."""
+
+    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Evidence]: ...
+
+
+class Explain(Protocol):
+    """What the engine needs from Grad-CAM (see scorer.scoring.explain.Explainer)."""
+
+    def overlays(self, pixels: np.ndarray) -> list[bytes]: ...
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Evidence for the report, beyond the prediction: look-alike past posts and where the model looked."""
+
+    index: Index | None = None
+    explainer: Explain | None = None
+    #: Grad-CAM runs for calls of score_items with at most this many items.
+    explain_up_to: int = 0
 
 
 class Decoder(Protocol):
@@ -60,13 +88,16 @@ def score_items(
     known: Callable[[str], Scored | None] = lambda sha: None,
     progress: Progress = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
+    extras: Extras = Extras(),
 ) -> BatchResult:
     """Decode, vet and score items in bounded batches; every item ends up scored, rejected or a duplicate.
 
     `known` looks up content scored earlier (the watch service's ledger). When `stop`
     turns true the batch is abandoned and the partial result returned.
     """
-    run = _Run(model, known, progress)
+    if extras.explainer is not None and len(items) > extras.explain_up_to:
+        extras = replace(extras, explainer=None)
+    run = _Run(model, known, progress, extras)
     by_path = {item.path: item for item in items}
     for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop):
         if stop():
@@ -79,9 +110,10 @@ def score_items(
 class _Run:
     """One call of score_items: decoded items wait here until a model batch is full."""
 
-    def __init__(self, model: Model, known: Callable[[str], Scored | None], progress: Progress) -> None:
+    def __init__(self, model: Model, known: Callable[[str], Scored | None], progress: Progress,
+                 extras: Extras) -> None:
         self.result = BatchResult()
-        self._model, self._known, self._progress = model, known, progress
+        self._model, self._known, self._progress, self._extras = model, known, progress, extras
         self._first_seen: set[str] = set()
         self._waiting: list[tuple[Item, Decoded]] = []
         self._duplicates_of_new: list[tuple[Item, str]] = []
@@ -114,19 +146,35 @@ class _Run:
         if not self._waiting:
             return
         model = self._model
+        n = len(self._waiting)
+        evidence: Sequence[Evidence | None] = [None] * n
+        overlays: Sequence[bytes | None] = [None] * n
         if model.geometry is not None:
-            pixels = [decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None]
-            probs = model.predict_pixels(np.stack(pixels))
+            pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
+            probs, evidence = self._predict(pixels)
+            if self._extras.explainer is not None:
+                overlays = self._extras.explainer.overlays(pixels)
         else:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
-        for (item, decoded), p in zip(self._waiting, probs, strict=True):
-            self.result.scored.append(_scored(item, decoded, model.classes, p, now))
-        self._progress(len(self._waiting))
+        for (item, decoded), p, ev, overlay in zip(self._waiting, probs, evidence, overlays, strict=True):
+            self.result.scored.append(_scored(item, decoded, model.classes, p, now, ev, overlay))
+        self._progress(n)
         self._waiting.clear()
 
+    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, Sequence[Evidence | None]]:
+        """One forward pass: probabilities and, with an index, the evidence from the same pass's features."""
+        index = self._extras.index
+        if index is None:
+            return self._model.predict_pixels(pixels), [None] * len(pixels)
+        probs, features = cast(FeatureModel, self._model).predict_with_features(pixels)
+        if features is None:
+            return probs, [None] * len(pixels)
+        return probs, index.lookup(features, np.array([engagement_score(p) for p in probs]))
 
-def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float) -> Scored:
+
+def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float,
+            evidence: Evidence | None, overlay: bytes | None) -> Scored:
     return Scored(
         name=item.name,
         location=str(item.path),
@@ -141,15 +189,18 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
         scored_at=now,
         thumbnail=decoded.thumbnail,
         notes="; ".join(decoded.notes),
+        evidence=evidence,
+        overlay=overlay,
     )
 
 
 class Engine:
     """A classifier and a decoding pool, kept together for the life of the process."""
 
-    def __init__(self, model: Model, pool: Decoder) -> None:
+    def __init__(self, model: Model, pool: Decoder, extras: Extras = Extras()) -> None:
         self.model = model
         self.pool = pool
+        self.extras = extras
 
     def score(
         self,
@@ -160,7 +211,7 @@ class Engine:
         stop: Callable[[], bool] = lambda: False,
     ) -> BatchResult:
         """Score items with this engine's model and workers (see `score_items`)."""
-        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop)
+        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop, extras=self.extras)
 
     def close(self) -> None:
         """Stop the decoding workers."""
@@ -168,12 +219,13 @@ class Engine:
 
 
 def open_engine(settings: Settings, decode: DecodeFn | None = None) -> Engine:
-    """Load the configured model (once) and start its decoding workers."""
-    from scorer.scoring.model import Classifier
+    """Load the configured model (once), its evidence index and Grad-CAM if wanted, and start its decoding workers."""
+    from scorer.scoring.model import Classifier, open_extras
 
     classifier = Classifier(settings)
+    extras = open_extras(classifier, settings)
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
     pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)
-    return Engine(classifier, pool)
+    return Engine(classifier, pool, extras)

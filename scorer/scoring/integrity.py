@@ -2,6 +2,7 @@
 
 A file is trusted when its SHA-256 matches its pin: `model_sha256` in config.yaml when
 set, otherwise the pin kept in the state folder (set on first use, or by `scorer train`).
+The model's evidence index is pinned beside it in the state folder; `scorer model pin` trusts both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from scorer.config import set_top_level_keys
 from scorer.errors import ConfigError, ModelError
 from scorer.fsutil import atomic_write, sha256_file
+from scorer.scoring.evidence import index_path
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,24 @@ def verify_model(settings: Settings) -> str:
     return sha
 
 
+def verify_index(settings: Settings, index: Path) -> str:
+    """Check an evidence index against its pin (pinning it on first use) and return its SHA-256."""
+    real = index.resolve()
+    sha = sha256_file(real)
+    pinned = _read_pins(settings).get(str(real))
+    if pinned is None:
+        remember_pin(settings, index, sha)
+        log.warning("evidence index %s pinned on first use: sha256 %s", index, sha)
+        return sha
+    if sha != pinned:
+        raise ModelError(
+            f"evidence index {index} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in "
+            f"{_pins_path(settings)}): rebuild it with `scorer index DATA --model {settings.model}`, or if you trust "
+            f"the new file, run `scorer model pin {settings.model}`"
+        )
+    return sha
+
+
 def pin_model(settings: Settings, model: Path) -> str:
     """Pin a trusted model: write model_sha256 (and model) to config.yaml and the state folder."""
     if not model.is_file():
@@ -92,4 +112,7 @@ def pin_model(settings: Settings, model: Path) -> str:
         values["model"] = os.path.relpath(model.resolve(), settings.source.parent)
     set_top_level_keys(settings.source, values)
     remember_pin(settings, model, sha)
+    index = index_path(model)
+    if index.is_file():
+        remember_pin(settings, index, sha256_file(index.resolve()))
     return sha

@@ -1,7 +1,8 @@
 """Everything that touches fastai: load an exported learner, read how it preprocesses, and (at the end) fit one.
 
-This is the only module that imports fastai, and with scoring/runtime.py the only one
-that imports torch, so the rest of the scorer (and its decoding worker processes) stays light.
+This is the only module that imports fastai, and with scoring/runtime.py and scoring/explain.py
+(Grad-CAM) the only ones that import torch, so the rest of the scorer (and its decoding worker
+processes) stays light.
 """
 
 from __future__ import annotations

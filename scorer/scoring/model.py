@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,9 @@ from scorer.errors import ConfigError, ModelError
 from scorer.results import ModelInfo
 from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
-from scorer.scoring.integrity import verify_model
+from scorer.scoring.engine import Extras
+from scorer.scoring.evidence import load_evidence
+from scorer.scoring.integrity import verify_index, verify_model
 from scorer.scoring.runtime import (
     Runtime,
     TorchRuntime,
@@ -25,6 +28,7 @@ from scorer.scoring.runtime import (
     load_or_export_onnx,
     onnx_cache_path,
     set_threads,
+    with_features,
 )
 from scorer.settings import Settings
 
@@ -73,10 +77,18 @@ class Classifier:
         self._batch_tfm = fastai_learner.batch_transform(self._learn)
         self.geometry: ItemGeometry | None = fastai_learner.item_spec(self._learn)
         self.batch_size = settings.batch_size
-        threads = settings.threads or os.cpu_count() or 1
-        set_threads(threads)
+        self.threads = settings.threads or os.cpu_count() or 1
+        set_threads(self.threads)
         device = choose_device(settings.device)
-        self._runtime = self._make_runtime(settings, device, sha, threads)
+        self._net: Any = with_features(self._learn.model) or self._learn.model
+        self.has_features = self._net is not self._learn.model and self.geometry is not None
+        if not self.has_features:
+            log.info("the model is not shaped as fastai's vision_learner builds it (body, then a pooling head): "
+                     "scoring without evidence")
+        # Grad-CAM needs the PyTorch model even when ONNX Runtime runs the forward pass: keep it only then.
+        keep_torch = self.has_features and settings.report.explain != "never"
+        self._runtime = self._make_runtime(settings, device, sha, keep_torch)
+        self.torch_model: Any = self._learn.model
         self.info = ModelInfo(
             path=settings.model,
             sha256=sha,
@@ -91,12 +103,12 @@ class Classifier:
                  time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
                  self.info.preprocessing)
 
-    def _make_runtime(self, settings: Settings, device: str, sha: str, threads: int) -> Runtime:
-        runtime = settings.runtime
+    def _make_runtime(self, settings: Settings, device: str, sha: str, keep_torch: bool) -> Runtime:
+        runtime, threads = settings.runtime, self.threads
         if runtime == "onnx" and device == "cuda":
             raise ConfigError("'runtime: onnx' runs on the CPU: set 'device: cpu', or 'runtime: auto' to use CUDA")
         if device == "cuda" or runtime == "torch" or self.geometry is None:
-            return TorchRuntime(self._learn.model, device, settings.half)
+            return TorchRuntime(self._net, device, settings.half)
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -104,12 +116,12 @@ class Classifier:
                 raise ConfigError(
                     "'runtime: onnx' needs onnxruntime: pip install onnxruntime, or set 'runtime: auto'"
                 ) from None
-            return TorchRuntime(self._learn.model, device)
+            return TorchRuntime(self._net, device)
         folder = settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
-        sample = self._prepare(self._sample_pixels())
+        sample = self.prepare(self._sample_pixels())
+        cache = onnx_cache_path(settings.model, sha, folder, self.has_features)
         try:
-            onnx = load_or_export_onnx(self._learn.model, sample, sha, onnx_cache_path(settings.model, sha, folder),
-                                       threads)
+            onnx = load_or_export_onnx(self._net, sample, sha, cache, threads)
         except ModelError:
             raise
         except Exception as exc:  # the exporter does not cover every layer a user's model may have
@@ -117,11 +129,12 @@ class Classifier:
                 raise ModelError(f"this model cannot be exported to ONNX ({type(exc).__name__}: {exc}): "
                                  "set 'runtime: torch' in config.yaml") from None
             log.warning("ONNX export failed (%s: %s): scoring with PyTorch instead", type(exc).__name__, exc)
-            return TorchRuntime(self._learn.model, device)
+            return TorchRuntime(self._net, device)
         # Only cheap batch transforms stay in PyTorch now; its idle OpenMP threads would spin on
         # the cores that ONNX Runtime and the decoders need.
         set_threads(1)
-        self._learn.model = None  # ONNX Runtime holds its own copy of the weights
+        if not keep_torch:
+            self._learn.model = self._net = None  # ONNX Runtime holds its own copy of the weights
         return onnx
 
     def _sample_pixels(self) -> np.ndarray:
@@ -138,7 +151,8 @@ class Classifier:
             how += f" ({g.pad_mode} padding)"
         return f"{how}, JPEG draft decode at ≥{g.draft_size[0]}×{g.draft_size[1]}"
 
-    def _prepare(self, pixels: np.ndarray) -> np.ndarray:
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (N, H, W, 3) to the model's float32 NCHW input, as scoring feeds it."""
         return self._batch_tfm(pixels)
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -146,11 +160,43 @@ class Classifier:
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (N, K), lowest class first, for uint8 pixels shaped (N, H, W, 3)."""
-        return self._probabilities(self._runtime.logits(self._prepare(pixels)))
+        return self.predict_with_features(pixels)[0]
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities as predict_pixels, and the pooled features (N, D) from the same forward pass, if any."""
+        logits, features = self._runtime.run(self.prepare(pixels))
+        return self._probabilities(logits), features
 
     def predict_files(self, files: list[Path]) -> np.ndarray:
         """Probabilities (N, K), lowest class first, through fastai's own test_dl (the fallback path)."""
         return fastai_learner.predict_files(self._learn, files, self.batch_size)[:, self._columns]
+
+
+def open_extras(classifier: Classifier, settings: Settings) -> Extras:
+    """The model's evidence index (verified) and Grad-CAM explainer, as `report.explain` asks; noted in its info."""
+    index = None
+    if classifier.has_features:
+        index = load_evidence(settings.model, classifier.info.sha256, lambda path: verify_index(settings, path))
+    if index is not None:
+        note = f"{len(index)} past posts in {index.path}: nearest posts, their median and the account percentile"
+    elif classifier.has_features:
+        note = (f"no evidence index beside the model: build one with `scorer index DATA --model {settings.model}` "
+                "(DATA: a posts.csv or Instaloader folder) to see look-alike past posts")
+    else:
+        note = "none: the model is not shaped as fastai's vision_learner builds it, so it gives no pooled features"
+    explain = settings.report.explain
+    explainer = None
+    if explain != "never" and classifier.torch_model is not None and classifier.has_features:
+        from scorer.scoring.explain import Explainer
+
+        explainer = Explainer(classifier.torch_model, classifier.prepare, classifier.threads,
+                              settings.report.thumbnail_px)
+    up_to = settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
+    looked = ("never (report.explain: never)" if explainer is None else
+              f"Grad-CAM for the predicted class, for batches of at most {up_to} creatives" if explain == "auto"
+              else "Grad-CAM for the predicted class, for every creative")
+    classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked)
+    return Extras(index, explainer, up_to)
 
 
 def read_card(model: Path) -> dict[str, Any]:

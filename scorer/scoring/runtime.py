@@ -1,8 +1,9 @@
 """Inference runtimes: ONNX Runtime on CPU, PyTorch on CUDA or CPU.
 
 Each runtime takes a float32 NCHW batch (numpy) that has already been through the learner's
-batch transforms and returns raw model outputs (logits). With scorer.learner, the only
-module that imports torch.
+batch transforms and returns raw model outputs (logits) and, for learners shaped as fastai's
+vision_learner builds them, the pooled features before the head, from the same forward pass.
+With scorer.learner and scorer.scoring.explain, the only modules that import torch.
 """
 
 from __future__ import annotations
@@ -27,15 +28,54 @@ log = logging.getLogger(__name__)
 _EXPORT_TOLERANCE = 1e-3
 
 
+Outputs = tuple[np.ndarray, np.ndarray | None]
+
+
 class Runtime(Protocol):
     """Runs the model on a prepared batch."""
 
     name: str
     device: str
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw outputs for a float32 NCHW batch."""
+    def run(self, batch: np.ndarray) -> Outputs:
+        """Raw outputs (logits) and pooled features (None when the model has none) for a float32 NCHW batch."""
         ...
+
+
+class WithFeatures(torch.nn.Module):
+    """A vision_learner model that returns (logits, pooled features) from one forward pass."""
+
+    def __init__(self, model: torch.nn.Sequential) -> None:
+        super().__init__()
+        head = model[1]
+        assert isinstance(head, torch.nn.Sequential)
+        self.body, self.pool, self.rest = model[0], head[0], head[1:]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.pool(self.body(x))
+        return self.rest(pooled), pooled.flatten(1)
+
+
+def with_features(model: torch.nn.Module) -> WithFeatures | None:
+    """Wrap a model shaped as fastai's vision_learner builds it (body, then a head opening with a pooling
+    layer); None for any other shape, which then scores without evidence."""
+    if not (isinstance(model, torch.nn.Sequential) and len(model) == 2):
+        return None
+    head = model[1]
+    if not (isinstance(head, torch.nn.Sequential) and len(head) > 1 and "pool" in type(head[0]).__name__.lower()):
+        return None
+    return WithFeatures(model)
+
+
+def cam_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """The layer whose activations Grad-CAM weighs, in a model that `with_features` accepts: the body's last
+    block but one (a resnet's layer3, at 1/16 of the input: twice the detail of the last block's 1/32, which
+    on a 128-pixel creative is a 4×4 map), or the whole body when it has no blocks to choose from."""
+    assert with_features(model) is not None
+    body = model[0]  # type: ignore[index]
+    if isinstance(body, torch.nn.Sequential) and len(body) > 2:
+        return body[-2]
+    return body  # type: ignore[no-any-return]
 
 
 def choose_device(requested: str) -> str:
@@ -61,15 +101,16 @@ class TorchRuntime:
         model = model.eval().to(device).to(memory_format=torch.channels_last)
         self._model = model.half() if self._half else model
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> Outputs:
         """Run the model under inference_mode and bring the outputs back as float32."""
         x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self._half:
             x = x.half()
         with torch.inference_mode():
             out = self._model(x)
-        result: np.ndarray = out.float().cpu().numpy()
-        return result
+        if isinstance(out, tuple):
+            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+        return out.float().cpu().numpy(), None
 
 
 class OnnxRuntime:
@@ -93,16 +134,19 @@ class OnnxRuntime:
         self._input = self._session.get_inputs()[0].name
         self.name = f"onnxruntime-{ort.__version__}"
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> Outputs:
         """Run the ONNX graph on the batch."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        result: np.ndarray = self._session.run(None, {self._input: x})[0]
-        return result
+        outputs = self._session.run(None, {self._input: x})
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
-def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path) -> Path:
-    """Where the ONNX copy of a learner lives: keyed by the learner's SHA-256."""
-    return cache_dir / f"{model_path.stem}.{model_sha256[:16]}.onnx"
+def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, features: bool) -> Path:
+    """Where the ONNX copy of a learner lives: keyed by the learner's SHA-256 and whether it returns features.
+
+    The `.features` variant has two outputs, so a single-output export from before is never reused for it.
+    """
+    return cache_dir / f"{model_path.stem}.{model_sha256[:16]}{'.features' if features else ''}.onnx"
 
 
 def load_or_export_onnx(
@@ -118,8 +162,9 @@ def load_or_export_onnx(
     _export(model, torch.from_numpy(sample), path)
     runtime = OnnxRuntime(path, threads)
     with torch.inference_mode():
-        expected = model.eval()(torch.from_numpy(sample)).float().numpy()
-    diff = float(np.abs(runtime.logits(sample) - expected).max())
+        out = model.eval()(torch.from_numpy(sample))
+    expected = (out[0] if isinstance(out, tuple) else out).float().numpy()
+    diff = float(np.abs(runtime.run(sample)[0] - expected).max())
     if diff > _EXPORT_TOLERANCE:
         path.unlink()
         raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
@@ -135,6 +180,7 @@ def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
 
 
 def _export_to(model: torch.nn.Module, sample: torch.Tensor, tmp: Path) -> None:
+    names = ["logits", "features"] if isinstance(model, WithFeatures) else ["logits"]
     # The TorchScript exporter covers fastai's AdaptiveConcatPool2d on every torch release we
     # support (the torch.export one fails on aten.adaptive_max_pool2d before torch 2.14) and
     # takes a second instead of five; the newer exporter is the fallback once it is gone.
@@ -142,13 +188,14 @@ def _export_to(model: torch.nn.Module, sample: torch.Tensor, tmp: Path) -> None:
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=names,
+                dynamic_axes={"input": {0: "batch"}, **{name: {0: "batch"} for name in names}}, opset_version=17,
+                dynamo=False,
             )
         except (TypeError, RuntimeError, NotImplementedError) as exc:
             log.info("TorchScript ONNX export unavailable (%s): using torch.export", exc)
             torch.onnx.export(
-                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=["logits"],
+                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=names,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
                 external_data=False, verbose=False,
             )

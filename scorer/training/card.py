@@ -149,15 +149,31 @@ def _markdown(card: dict[str, Any]) -> str:
                   *(f"| {_cell(row['source'])} | {_cell(row['reason'])} |" for row in bad[:_MAX_BAD_ROWS_SHOWN])]
         if len(bad) > _MAX_BAD_ROWS_SHOWN:
             lines.append(f"\n…and {len(bad) - _MAX_BAD_ROWS_SHOWN} more: see the card's JSON.")
+    lines += _comparison(card)
     lines += [
         "", "## Training", "",
         *(f"- {key}: {value}" for key, value in card["training"].items()),
         "", "## Files", "",
         f"- model SHA-256: `{card['model']['sha256']}`",
         f"- validation predictions: {files['predictions']}",
+        f"- evidence index: {card['index']['file']} ({card['index']['posts']} posts), "
+        f"SHA-256 `{card['index']['sha256']}`",
         "- library versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()), "",
     ]
     return "\n".join(lines)
+
+
+def _comparison(card: dict[str, Any]) -> list[str]:
+    comparison = card.get("comparison")
+    if not comparison:
+        return []
+    return ["", "## Ways of predicting", "",
+            "On the held-out posts: the kNN estimate (the class most common among the 3 most similar training "
+            "posts, and their median likes + comments), the classifier, and always answering the most common class.",
+            "", "| Way | Accuracy | Spearman vs total engagement |", "| --- | --- | --- |",
+            *(f"| {name} | {_show(Interval(**acc), percent=True)} | {_show(Interval(**comparison['spearman'][name]))} |"
+              for name, acc in comparison["accuracy"].items()),
+            "", f"**Best supported: {comparison['verdict']}.**"]
 
 
 def _range(span: list[float] | None) -> str:

@@ -72,15 +72,15 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, totals: np.ndarray, classes:
     totals = np.asarray(totals, dtype=float)
     n = len(y_true)
     point = _metrics(_confusions(y_true * k + y_pred, np.arange(n)[None, :], k), majority)
-    point["spearman"] = _spearman(scores[None, :], totals[None, :])
+    point["spearman"] = spearman(scores[None, :], totals[None, :])
     rng = np.random.default_rng(seed)
     resampled: dict[str, list[np.ndarray]] = {name: [] for name in point}
     for start in range(0, bootstrap, _CHUNK):
         idx = rng.integers(0, n, size=(min(_CHUNK, bootstrap - start), n))
         for name, values in _metrics(_confusions(y_true * k + y_pred, idx, k), majority).items():
             resampled[name].append(values)
-        resampled["spearman"].append(_spearman(scores[idx], totals[idx]))
-    iv = {name: _interval(point[name][0], np.concatenate(resampled[name])) for name in point}
+        resampled["spearman"].append(spearman(scores[idx], totals[idx]))
+    iv = {name: interval(point[name][0], np.concatenate(resampled[name])) for name in point}
     gain = iv["gain"]
     better = gain.low is not None and gain.low > 0
     return Evaluation(
@@ -121,7 +121,7 @@ def _metrics(cm: np.ndarray, majority: int) -> dict[str, np.ndarray]:
         }
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Row-wise Spearman correlation: Pearson on ranks, ties given their average rank; NaN when a row is constant."""
     rx = pd.DataFrame(x).rank(axis=1).to_numpy(copy=True)
     ry = pd.DataFrame(y).rank(axis=1).to_numpy(copy=True)
@@ -132,7 +132,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(r), r, np.nan)
 
 
-def _interval(value: float, samples: np.ndarray) -> Interval:
+def interval(value: float, samples: np.ndarray) -> Interval:
     samples = samples[np.isfinite(samples)]
     if not np.isfinite(value) or len(samples) == 0:
         return Interval(None, None, None)

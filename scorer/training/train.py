@@ -15,23 +15,20 @@ import numpy as np
 import pandas as pd
 
 from scorer.config import set_top_level_keys
-from scorer.errors import DataError
 from scorer.fsutil import free_name, sha256_file, temp_path
 from scorer.scoring import learner
+from scorer.scoring.evidence import index_path
 from scorer.scoring.integrity import remember_pin
 from scorer.scoring.runtime import choose_device, onnx_cache_path
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings, TrainSettings
 from scorer.training.card import card_files, headline, versions, write_card
 from scorer.training.evaluate import Evaluation, evaluate, scores_of
-from scorer.training.labels import FunnelStep, class_ranges, clean, label, split
-from scorer.training.posts import BadRow, Posts, import_posts
+from scorer.training.index import IndexRun, build_index, scoring_classifier
+from scorer.training.labels import FunnelStep, class_ranges
+from scorer.training.posts import BadRow
+from scorer.training.prepare import Prepared, prepare
 
 log = logging.getLogger(__name__)
-
-# Fewer posts than this cannot be both trained on and judged.
-MIN_POSTS = 20
-
 
 @dataclass(frozen=True)
 class TrainRun:
@@ -48,23 +45,12 @@ class TrainRun:
     headline: dict[str, str]
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """Posts imported, cleaned, labelled and split, ready to fit."""
-
-    posts: Posts
-    funnel: list[FunnelStep]
-    table: pd.DataFrame
-    split: str
-    counts: pd.DataFrame
-
-
 def train(settings: Settings, data: Path, *, out: Path | None = None, progress: bool = True) -> TrainRun:
     """Train a learner on the posts in `data` and export it, with its card, to `out` (default: the configured model)."""
     t = settings.train
     classes = t.label.classes
     model = (out or settings.model).absolute()
-    prep = _prepare(settings, data)
+    prep = prepare(settings, data)
     table = prep.table
     device = choose_device(settings.device)
     log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
@@ -83,6 +69,10 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     sha = _export(fitted, model, classes)
     archived = _archive(model)
     os.replace(temp_path(model), model)
+    _pin(settings, model, sha)
+    index = _index(settings, model, sha, table)
+    if index.comparison is not None:
+        top.update(index.comparison.lines())
     facts = {
         "model": {"file": model.name, "sha256": sha},
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -94,32 +84,23 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
         "training": {**{k: v for k, v in dataclasses.asdict(t).items() if k not in ("clean", "label")},
                      "device": device, "seconds": round(seconds, 1)},
         "metrics": ev.as_dict(),
+        "index": index.card_entry(),
+        "comparison": index.comparison.as_dict() if index.comparison else None,
         "versions": versions(),
     }
     card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), prep.counts)
-    _pin(settings, model, sha)
     return TrainRun(model, sha, card, card_files(model)[1], archived, prep.posts.bad, prep.funnel, ev, top)
 
 
-def _prepare(settings: Settings, data: Path) -> _Prepared:
-    """Import, clean, label and split the posts; refuse data too small to train and judge."""
-    t = settings.train
-    posts = import_posts(data, ImageLimits.from_settings(settings.images))
-    for row in posts.bad:
-        log.warning("skipped %s: %s", row.source, row.reason)
-    kept, steps = clean(posts.table, t.clean)
-    funnel = [FunnelStep("rows read", 0, len(posts.table) + len(posts.bad)),
-              FunnelStep("unusable rows (listed above)", len(posts.bad), len(posts.table)), *steps]
-    for step in funnel:
-        log.info("funnel: %-32s removed %5d, left %5d", step.rule, step.removed, step.left)
-    table, how = split(label(kept, t.label), t.valid_pct, t.seed)
-    table = table.reset_index(drop=True)
-    counts = _class_counts(table, t.label.classes)
-    _check_enough(table, counts)
-    return _Prepared(posts, funnel, table, how, counts)
+def _index(settings: Settings, model: Path, sha: str, table: pd.DataFrame) -> IndexRun:
+    """The evidence index of the new model, embedded by the classifier exactly as scoring will load it."""
+    started = time.perf_counter()
+    run = build_index(settings, scoring_classifier(settings, model, sha), table, model)
+    log.info("evidence index of %d posts built in %.1f s", run.posts, time.perf_counter() - started)
+    return run
 
 
-def _data_card(prep: _Prepared, data: Path, t: TrainSettings) -> dict[str, object]:
+def _data_card(prep: Prepared, data: Path, t: TrainSettings) -> dict[str, object]:
     """The card's sections about the data: labelling, cleaning, skipped rows and the split."""
     return {
         "labelling": {"method": t.label.method, "thresholds": list(t.label.thresholds),
@@ -129,26 +110,6 @@ def _data_card(prep: _Prepared, data: Path, t: TrainSettings) -> dict[str, objec
         "bad_rows": [dataclasses.asdict(b) for b in prep.posts.bad],
         "data": _data_facts(data, prep.posts.format, prep.table, prep.split, prep.counts),
     }
-
-
-def _class_counts(table: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
-    part = np.where(table["is_valid"], "valid", "train")
-    counts = pd.crosstab(table["label"], part).reindex(index=list(classes), columns=["train", "valid"])
-    return counts.fillna(0).astype(int)
-
-
-def _check_enough(table: pd.DataFrame, counts: pd.DataFrame) -> None:
-    if len(table) < MIN_POSTS:
-        raise DataError(
-            f"only {len(table)} posts are left after cleaning (see the funnel): training needs at least {MIN_POSTS}; "
-            "add posts, or relax the rules under 'train.clean' in config.yaml"
-        )
-    empty = [name for name, n in counts["train"].items() if n == 0]
-    if empty:
-        raise DataError(
-            f"no training posts in class {', '.join(empty)}: add posts, change 'train.label.thresholds', "
-            "or set 'train.label.method: quantiles' in config.yaml"
-        )
 
 
 def _export(fitted: learner.Fitted, model: Path, classes: tuple[str, ...]) -> str:
@@ -169,13 +130,14 @@ def _archive(model: Path) -> Path | None:
     folder = free_name(model.parent / "archive" / f"{model.stem}-{stamp}")
     folder.mkdir(parents=True)
     old_sha = sha256_file(model)
-    for path in (model, *card_files(model)):
+    for path in (model, *card_files(model), index_path(model)):
         if path.exists():
             shutil.move(path, folder / path.name)
-    # The ONNX copy is derived from the old model and large: scoring rebuilds it if that model comes back.
-    onnx = onnx_cache_path(model, old_sha, model.parent)
-    for path in (onnx, onnx.with_suffix(".json")):
-        path.unlink(missing_ok=True)
+    # The ONNX copies are derived from the old model and large: scoring rebuilds them if that model comes back.
+    for features in (False, True):
+        onnx = onnx_cache_path(model, old_sha, model.parent, features)
+        for path in (onnx, onnx.with_suffix(".json")):
+            path.unlink(missing_ok=True)
     log.info("previous model moved to %s", folder)
     return folder
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scorer.results import ModelInfo, Scored
+from scorer.results import Evidence, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
 
 LEDGER_NAME = "ledger.sqlite"
@@ -88,8 +89,30 @@ def scored_from_row(row: Sequence[Any]) -> Scored:
         name=name, location=location, sha256=sha, classes=tuple(data["classes"]), probs=tuple(data["probs"]),
         width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
         modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
-        report=report,
+        report=report, evidence=_evidence(data.get("evidence")), overlay=_unpack(data.get("overlay")),
     )
+
+
+# Evidence came after the first ledgers: rows without it read as None. Images ride in the JSON as base64.
+def _pack(blob: bytes | None) -> str | None:
+    return base64.b64encode(blob).decode("ascii") if blob else None
+
+
+def _unpack(text: str | None) -> bytes | None:
+    return base64.b64decode(text) if text else None
+
+
+def _evidence(data: dict[str, Any] | None) -> Evidence | None:
+    if not data:
+        return None
+    neighbours = tuple(Neighbour(**{**n, "thumbnail": _unpack(n.get("thumbnail"))}) for n in data["neighbours"])
+    return Evidence(neighbours, data["median_total"], data["percentile"])
+
+
+def _evidence_json(ev: Evidence | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {**asdict(ev), "neighbours": [{**asdict(n), "thumbnail": _pack(n.thumbnail)} for n in ev.neighbours]}
 
 
 def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
@@ -99,7 +122,7 @@ def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
         result = json.dumps({
             "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
             "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
-            "notes": s.notes,
+            "notes": s.notes, "evidence": _evidence_json(s.evidence), "overlay": _pack(s.overlay),
         })
         thumbnail = s.thumbnail
     destination = str(e.destination) if e.destination else None

@@ -1,0 +1,79 @@
+"""The report's evidence columns: where the model looked, the past posts a creative looks like, and how they did.
+
+They appear only when some creative has them: overlays when Grad-CAM ran, look-alikes when
+the model has an evidence index.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from openpyxl.cell import Cell, WriteOnlyCell
+from openpyxl.drawing.image import Image as SheetImage
+from openpyxl.styles import Alignment
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+from scorer.results import Neighbour, Scored
+
+LOOKED = "Where the model looked"
+LOOKS_LIKE = ("Looks like 1", "Looks like 2", "Looks like 3")
+MEDIAN = "Neighbours' median"
+PERCENTILE = "Account percentile"
+# Past posts' thumbnails are drawn this size, leaving room in the cell for their date and engagement below.
+_NEIGHBOUR_PX = 52
+
+
+def evidence_headers(scored: Sequence[Scored]) -> list[str]:
+    """The evidence columns this report has, in order."""
+    names = [LOOKED] if any(s.overlay for s in scored) else []
+    if any(s.evidence for s in scored):
+        names += [*LOOKS_LIKE, MEDIAN, PERCENTILE]
+    return names
+
+
+def evidence_widths(names: Sequence[str], thumb_width: float) -> list[float]:
+    """Column widths for `evidence_headers`."""
+    return [thumb_width if name == LOOKED else 20 if name in LOOKS_LIKE else 24 if name == PERCENTILE else 12
+            for name in names]
+
+
+def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequence[str], s: Scored) -> list[Cell]:
+    """One creative's evidence cells for `ws.append`, their pictures anchored at `first_col` onwards."""
+    cells = []
+    for col, name in enumerate(names, start=first_col):
+        c = WriteOnlyCell(ws)
+        where = f"{get_column_letter(col)}{row}"
+        if name == LOOKED and s.overlay:
+            ws.add_image(SheetImage(io.BytesIO(s.overlay)), where)
+        elif s.evidence is not None and name in LOOKS_LIKE:
+            index = LOOKS_LIKE.index(name)
+            if index < len(s.evidence.neighbours):
+                _neighbour(ws, c, where, s.evidence.neighbours[index])
+        elif s.evidence is not None and name == MEDIAN:
+            c.value = round(s.evidence.median_total)
+            c.number_format = "#,##0"
+        elif s.evidence is not None and name == PERCENTILE:
+            c.value = s.evidence.percentile_text
+        if name != LOOKED and not (name in LOOKS_LIKE and c.value):
+            c.alignment = Alignment(vertical="center")
+        cells.append(c)
+    return cells
+
+
+def _neighbour(ws: WriteOnlyWorksheet, c: Cell, where: str, post: Neighbour) -> None:
+    # The date and the number are generated, never outside text, so they need no formula guard.
+    c.value = f"{post.date or 'no date'} · {post.total:,}"
+    c.alignment = Alignment(vertical="bottom", wrap_text=True)
+    if post.thumbnail:
+        image = SheetImage(io.BytesIO(post.thumbnail))
+        scale = _NEIGHBOUR_PX / max(image.width, image.height)
+        image.width, image.height = round(image.width * scale), round(image.height * scale)
+        ws.add_image(image, where)
+
+
+def evidence_rows(evidence: str, explain: str) -> list[tuple[str, str]]:
+    """The Model sheet's lines about evidence: the index (or how to build one) and Grad-CAM."""
+    rows = [("Evidence index", evidence)] if evidence else []
+    return rows + ([("Where the model looked", explain)] if explain else [])

@@ -1,0 +1,141 @@
+"""Build the evidence index of a model from past posts (`scorer train` and `scorer index`), and judge its kNN estimate.
+
+Each post is decoded and preprocessed exactly as scoring does it (the scoring Classifier's own
+geometry, batch transforms and runtime), so its embedding is comparable with a creative's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scorer.errors import ImageError, ModelError
+from scorer.fsutil import atomic_write, sha256_file
+from scorer.results import engagement_score
+from scorer.scoring.decode import decode_file
+from scorer.scoring.evidence import NEIGHBOURS, EvidenceIndex, index_path, write_index
+from scorer.scoring.integrity import remember_pin
+from scorer.scoring.model import Classifier
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+from scorer.training.compare import Comparison, Way, compare
+from scorer.training.prepare import prepare
+
+log = logging.getLogger(__name__)
+
+#: Longest side of a past post's thumbnail in the index and the report.
+THUMB_PX = 64
+
+
+@dataclass(frozen=True)
+class IndexRun:
+    """An evidence index written beside its model, and how its kNN estimate compares on the held-out posts."""
+
+    path: Path
+    sha256: str
+    posts: int
+    comparison: Comparison | None
+
+    def card_entry(self) -> dict[str, object]:
+        """The index's section of the model card."""
+        return {"file": self.path.name, "sha256": self.sha256, "posts": self.posts}
+
+
+def scoring_classifier(settings: Settings, model: Path, sha256: str | None) -> Classifier:
+    """The classifier exactly as scoring loads it, without Grad-CAM's PyTorch copy; refused when it has no features."""
+    quiet = dataclasses.replace(settings, model=model, model_sha256=sha256,
+                                report=dataclasses.replace(settings.report, explain="never"))
+    classifier = Classifier(quiet)
+    if not classifier.has_features:
+        raise ModelError(f"{model} gives no pooled features (it is not shaped as fastai's vision_learner builds it, "
+                         "or its transforms are not ones the fast engine knows): it can score, but not be indexed")
+    return classifier
+
+
+def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame, model: Path) -> IndexRun:
+    """Embed every post of `table` (prepared posts), write `<stem>.index.parquet` beside the model and pin it."""
+    limits = ImageLimits.from_settings(settings.images)
+    rows: list[dict[str, object]] = []
+    for start in range(0, len(table), classifier.batch_size):
+        rows += _embed(classifier, table.iloc[start:start + classifier.batch_size], limits)
+    frame = pd.DataFrame(rows)
+    path = index_path(model)
+    write_index(path, frame, classifier.info.sha256)
+    sha = sha256_file(path)
+    remember_pin(settings, path, sha)
+    index = EvidenceIndex(frame, classifier.info.sha256, path)
+    comparison = knn_comparison(index, classifier.classes, settings.train.bootstrap, settings.train.seed)
+    log.info("evidence index %s: %d posts", path, len(frame))
+    return IndexRun(path, sha, len(frame), comparison)
+
+
+def _embed(classifier: Classifier, posts: pd.DataFrame, limits: ImageLimits) -> list[dict[str, object]]:
+    decoded, kept = [], []
+    for post in posts.itertuples():
+        try:
+            decoded.append(decode_file(Path(post.image), classifier.geometry, limits, THUMB_PX))
+            kept.append(post)
+        except ImageError as exc:  # vetted at import, so only a file changed since then lands here
+            log.warning("left out of the index: %s (%s)", post.source, exc)
+    if not decoded:
+        return []
+    probs, features = classifier.predict_with_features(np.stack([d.pixels for d in decoded if d.pixels is not None]))
+    assert features is not None
+    return [{"source": post.source, "date": _date(post.posted_at), "likes": int(post.likes),
+             "comments": int(post.comments), "total": int(post.total), "label": str(post.label),
+             "split": "valid" if post.is_valid else "train", "thumbnail": d.thumbnail,
+             "embedding": feature.astype(np.float32), "score": engagement_score(p),
+             "predicted": classifier.classes[int(np.argmax(p))]}
+            for post, d, p, feature in zip(kept, decoded, probs, features, strict=True)]
+
+
+def _date(value: object) -> str:
+    return "" if value is None or pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d")
+
+
+def knn_comparison(index: EvidenceIndex, classes: Sequence[str], bootstrap: int, seed: int) -> Comparison | None:
+    """kNN estimate (neighbours among the training posts), classifier and majority baseline on the held-out posts."""
+    frame = index.frame
+    train, valid = (frame["split"] == "train").to_numpy(), (frame["split"] == "valid").to_numpy()
+    if not train.any() or not valid.any():
+        return None
+    number = {name: i for i, name in enumerate(classes)}
+    labels = frame["label"].map(number).to_numpy()
+    vectors = np.stack(frame.loc[valid, "embedding"].to_numpy())
+    rows, _ = index.nearest(vectors, NEIGHBOURS, among=train)
+    votes = labels[rows]
+    knn = np.array([_vote(v) for v in votes])
+    majority = int(np.bincount(labels[train], minlength=len(classes)).argmax())
+    y_true = labels[valid]
+    ways = [
+        Way(f"kNN estimate ({NEIGHBOURS} nearest posts)", knn, index.median_totals(rows)),
+        Way("Classifier", frame.loc[valid, "predicted"].map(number).to_numpy(), frame.loc[valid, "score"].to_numpy()),
+        Way(f"Majority baseline (always {classes[majority]})", np.full(len(y_true), majority), None),
+    ]
+    return compare(ways, y_true, frame.loc[valid, "total"].to_numpy(), bootstrap, seed)
+
+
+def _vote(labels: np.ndarray) -> int:
+    """The most common class among the neighbours; a tie goes to the nearest one's class."""
+    counts = np.bincount(labels)
+    tied = np.flatnonzero(counts == counts.max())
+    return int(next(label for label in labels if label in tied))
+
+
+def index_posts(settings: Settings, data: Path) -> IndexRun:
+    """`scorer index`: build the configured model's evidence index from a posts.csv or Instaloader folder."""
+    classifier = scoring_classifier(settings, settings.model, settings.model_sha256)
+    run = build_index(settings, classifier, prepare(settings, data).table, settings.model)
+    card = settings.model.with_suffix(".card.json")
+    if card.is_file():  # a model from `scorer train`: its card names the index it is pinned with
+        facts = json.loads(card.read_text(encoding="utf-8"))
+        facts["index"] = run.card_entry()
+        atomic_write(card, json.dumps(facts, indent=2, default=str))
+    return run

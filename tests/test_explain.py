@@ -1,0 +1,114 @@
+"""Where the model looked: Grad-CAM on a learner for which only a small patch carries the class colour."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+from PIL import Image
+
+from scorer.cli import main
+from scorer.config import load_settings
+from scorer.report.evidence import LOOKED
+from scorer.scoring.explain import Explainer
+from scorer.scoring.model import Classifier
+
+SIZE, PATCH = 128, 40
+COLOURS = {"Low": (30, 60, 220), "Neutral": (30, 200, 60), "High": (230, 40, 30)}
+
+
+def patch_image(colour: tuple[int, int, int], seed: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Grey noise with one PATCH×PATCH square of the class colour somewhere; returns pixels and its corner."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(100, 156, (SIZE, SIZE, 3)).astype(np.uint8)
+    x, y = (int(v) for v in rng.integers(0, SIZE - PATCH, 2))
+    pixels[y:y + PATCH, x:x + PATCH] = colour
+    return pixels, (x, y)
+
+
+def patch_mask(corner: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[corner[1]:corner[1] + PATCH, corner[0]:corner[0] + PATCH] = True
+    return mask
+
+
+@pytest.fixture(scope="session")
+def patch_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plain fastai: a resnet18 that can only tell the classes by a small coloured patch."""
+    import torch
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, resnet18, set_seed, vision_learner
+
+    root = tmp_path_factory.mktemp("patch")
+    files, labels = [], []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for n in range(24):
+            pixels, _ = patch_image(colour, 1000 * k + n)
+            path = root / f"{label}_{n}.png"
+            Image.fromarray(pixels).save(path)
+            files.append(path)
+            labels.append(label)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        set_seed(0, reproducible=True)
+        dls = ImageDataLoaders.from_lists(root, files, labels, valid_pct=0.25, seed=0, item_tfms=Resize(SIZE),
+                                          bs=16, num_workers=0)
+        learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
+        learn.fit_one_cycle(12, 1e-2)
+        learn.export(root / "patch.pkl")
+    torch.set_num_threads(threads)
+    os.chmod(root / "patch.pkl", 0o644)
+    return root / "patch.pkl"
+
+
+@pytest.mark.slow
+def test_gradcam_hot_region_overlaps_the_patch(tmp_path: Path, patch_learner: Path) -> None:
+    settings = load_settings(None, model=patch_learner)
+    settings = type(settings)(**{**settings.__dict__, "state": tmp_path / "state", "threads": 1})
+    classifier = Classifier(settings)
+    assert classifier.torch_model is not None  # kept for Grad-CAM although ONNX runs the forward pass
+    explainer = Explainer(classifier.torch_model, classifier.prepare, 1, 96)
+    images = [patch_image(colour, 5000 + 10 * j + k) for j in range(3) for k, colour in enumerate(COLOURS.values())]
+    pixels = np.stack([p for p, _ in images])
+    probs = classifier.predict_pixels(pixels)
+    assert [classifier.classes[i] for i in probs.argmax(axis=1)] == ["Low", "Neutral", "High"] * 3
+    heat = explainer.heatmaps(pixels)
+    assert heat.shape == (9, SIZE, SIZE)
+    ious = []
+    for h, (_, corner) in zip(heat, images, strict=True):
+        hot = h >= 0.5 * h.max()  # the hot region: at least half the map's peak
+        mask = patch_mask(corner)
+        ious.append((hot & mask).sum() / (hot | mask).sum())
+    assert np.mean(ious) >= 0.5, ious
+    assert min(ious) > 0.2, ious  # every map points at its patch, not elsewhere
+    overlays = explainer.overlays(pixels[:3])
+    assert all(Image.open(__import__("io").BytesIO(o)).size == (96, 96) for o in overlays)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("explain", "expected"), [("always", True), ("auto", False), ("never", False)])
+def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learner: Path, explain: str,
+                                                     expected: bool) -> None:
+    (tmp_path / "outbox").mkdir()
+    config = tmp_path / "config.yaml"
+    # auto with a bound of 2 creatives: a batch of 3 gets no overlays
+    config.write_text(f"model: {patch_learner}\nthreads: 1\nreport:\n  explain: {explain}\n  explain_max: 2\n")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k, colour in enumerate(COLOURS.values()):
+        Image.fromarray(patch_image(colour, 7000 + k)[0]).save(inputs / f"c{k}.png")
+    result = CliRunner().invoke(main, ["score", str(inputs), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    (report,) = (tmp_path / "outbox").glob("*.xlsx")
+    book = load_workbook(report)
+    header = [c.value for c in book["Ranking"][1]]
+    assert (LOOKED in header) is expected
+    assert len(book["Ranking"]._images) == 3 * (2 if expected else 1)
+    model = dict(book["Model"].iter_rows(min_row=2, values_only=True))
+    assert model["Where the model looked"].startswith("never" if explain == "never" else "Grad-CAM")
