@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,10 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     assert mean["warm-red"] > mean["fresh-green"] > mean["cool-blue"]
     page = _served_card(config, tmp_path / "demo" / "creatives" / "warm-red-1.jpg")
     assert page.count('class="card"') == 1 and 'data-name="warm-red-1.jpg" data-class="High"' in page
+    # the card carries the evidence: where the model looked and three of the account's own posts
+    assert 'class="overlay"' in page and "Looks like your posts" in page and "of your posts" in page
+    (looks_like,) = re.findall(r'<ul class="looks-like">(.*?)</ul>', page, re.S)
+    assert looks_like.count("<li ") == 3
 
     second = CliRunner().invoke(main, ["demo", "--config", str(config)])
     assert second.exit_code == 0, second.output
@@ -49,7 +54,6 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     assert (archived / "demo.pkl").is_file() and (archived / "demo.card.json").is_file()
     assert f"Previous model moved to {archived}" in " ".join(second.output.split())
     assert len(list((tmp_path / "outbox").glob("engagement-report-*.xlsx"))) == 2
-
 
 
 def _served_card(config: Path, creative: Path) -> str:

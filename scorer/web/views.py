@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scorer.results import BatchResult, ModelInfo, Scored, rank
+from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, rank
 from scorer.scoring.vet import is_ignored_name
 from scorer.settings import Settings
 from scorer.watch.latest import LATEST_NAME
@@ -31,11 +31,13 @@ _INBOX_COUNT_CAP = 10_000
 
 @dataclass(frozen=True)
 class Card:
-    """One creative's card: its rank, its result and its picture (a data: URL, empty without thumbnails)."""
+    """One creative's card: its rank, its result and its pictures (data: URLs, empty when there are none)."""
 
     rank: int
     scored: Scored
     image: str
+    overlay: str = ""
+    looks_like: list[tuple[str, Neighbour]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,14 @@ class ModelView:
 
 def gallery(result: BatchResult, classes: tuple[str, ...]) -> Gallery:
     """The result's creatives, best first, as cards."""
-    cards = [Card(n, s, _data_url(s.thumbnail)) for n, s in enumerate(rank(result.scored), start=1)]
+    cards = [_card(n, s) for n, s in enumerate(rank(result.scored), start=1)]
     return Gallery(cards, result, classes)
+
+
+def _card(position: int, s: Scored) -> Card:
+    neighbours = s.evidence.neighbours if s.evidence else ()
+    return Card(position, s, _data_url(s.thumbnail), _data_url(s.overlay),
+                [(_data_url(post.thumbnail), post) for post in neighbours])
 
 
 def _data_url(thumbnail: bytes | None) -> str:
