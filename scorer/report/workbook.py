@@ -21,7 +21,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from scorer.fsutil import atomic_write, numbered, temp_path
+from scorer.fsutil import atomic_write, create_temp, numbered
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import looks_like_formula, xml_text
@@ -65,7 +65,8 @@ def _put_text(ws: Worksheet, row: int, col: int, value: str) -> None:
 
 def _header(ws: Worksheet, names: Sequence[str], widths: Sequence[float]) -> None:
     for col, (name, width) in enumerate(zip(names, widths, strict=True), start=1):
-        cell = ws.cell(row=1, column=col, value=name)
+        _put_text(ws, 1, col, name)  # class names in headers come from the learner: guarded like any text
+        cell = ws.cell(row=1, column=col)
         cell.font, cell.fill = _HEADER_FONT, _HEADER_FILL
         cell.alignment = Alignment(vertical="center", wrap_text=True)
         ws.column_dimensions[get_column_letter(col)].width = width
@@ -179,16 +180,17 @@ def save_report(path: Path, content: ReportContent, *, replace: bool = False, du
 
     With replace=False an existing file is never overwritten: the name gets -2, -3, ...
     """
-    generated = datetime.now()
-
-    def write(tmp: Path) -> None:
-        build_workbook(content, generated).save(tmp)
-
+    # Built in memory, then written through a descriptor opened O_EXCL|O_NOFOLLOW: a link planted
+    # in the outbox is never written through.
+    buffer = io.BytesIO()
+    build_workbook(content, datetime.now()).save(buffer)
+    data = buffer.getvalue()
     if replace:
-        return atomic_write(path, write, durable=durable)
-    tmp = temp_path(path)
+        return atomic_write(path, data, durable=durable)
+    tmp, fd = create_temp(path)
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         return _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ CREATE TABLE files (
     reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
     batch       INTEGER NOT NULL REFERENCES batches(id),
     destination TEXT,             -- where the file is moved; NULL when it stays in place
-    done        INTEGER NOT NULL DEFAULT 0
+    done        INTEGER NOT NULL DEFAULT 0  -- 1 at its destination; 2 replaced under its name before it moved
 );
 CREATE INDEX files_sha ON files(sha);
 CREATE INDEX files_path ON files(path);
