@@ -38,13 +38,16 @@ def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copy(tiny_learner, root / "models/tiny.pkl")
     (root / "config.yaml").write_text("model: models/tiny.pkl\n")
     Classifier(load_settings(root / "config.yaml"))
-    return sorted(p for p in (root / "models").iterdir() if p.suffix in (".onnx", ".json"))
+    # The export and its pin, which lives in the state folder, not beside it.
+    return sorted(p for p in (root / "models").iterdir() if p.suffix == ".onnx") + [root / "state/derived-pins.json"]
 
 
 @pytest.fixture
 def watched(project: Project, onnx_cache: list[Path]) -> Project:
+    (project.root / "state").mkdir(exist_ok=True)
     for path in onnx_cache:
-        shutil.copy(path, project.models / path.name)
+        folder = project.root / "state" if path.parent.name == "state" else project.models
+        shutil.copy(path, folder / path.name)
     return project
 
 

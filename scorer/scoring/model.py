@@ -17,7 +17,7 @@ from scorer.errors import ConfigError, ModelError
 from scorer.results import ModelInfo
 from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
-from scorer.scoring.integrity import verify_model
+from scorer.scoring.integrity import derived_pin, remember_derived, verify_model
 from scorer.scoring.runtime import (
     Runtime,
     TorchRuntime,
@@ -62,9 +62,11 @@ class Classifier:
     """Turns model-sized pixels (or, on the fallback path, files) into class probabilities, low to high."""
 
     def __init__(self, settings: Settings) -> None:
-        sha = verify_model(settings)
+        trusted = verify_model(settings)
+        sha = trusted.sha256
         started = time.perf_counter()
-        self._learn = fastai_learner.load(settings.model)
+        self._learn = fastai_learner.load(settings.model, trusted.data)
+        del trusted  # the learner holds the weights now; the file's bytes need not stay in memory
         vocab = fastai_learner.vocab_of(self._learn)
         classes = order_classes(vocab, settings.classes, fastai_learner.saved_classes(self._learn))
         self.classes: tuple[str, ...] = tuple(classes)
@@ -108,8 +110,11 @@ class Classifier:
         folder = settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
         sample = self._prepare(self._sample_pixels())
         try:
-            onnx = load_or_export_onnx(self._learn.model, sample, sha, onnx_cache_path(settings.model, sha, folder),
-                                       threads)
+            pinned = derived_pin(settings, "onnx", sha)
+            cache = onnx_cache_path(settings.model, sha, folder)
+            onnx, onnx_sha = load_or_export_onnx(self._learn.model, sample, cache, threads, pinned)
+            if onnx_sha != pinned:
+                remember_derived(settings, "onnx", sha, onnx_sha)
         except ModelError:
             raise
         except Exception as exc:  # the exporter does not cover every layer a user's model may have
