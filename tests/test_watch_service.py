@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
+from scorer.watch.lease import LEASE_NAME
 from scorer.watch.systemd import Notifier
 from tests.conftest import Project, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, creative, write_creative
@@ -61,14 +62,15 @@ def configure(project: Project, **watch: object) -> None:
 class Service:
     """A `scorer -v watch` subprocess, its log lines and the sd_notify messages it sends."""
 
-    def __init__(self, project: Project, *args: str, watchdog_usec: int | None = None) -> None:
+    def __init__(self, project: Project, *args: str, watchdog_usec: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.lines: list[tuple[float, str]] = []
         self.messages: list[tuple[float, str]] = []
         name = f"scorer-test-{uuid.uuid4().hex}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind("\0" + name)  # abstract: NOTIFY_SOCKET starts with '@', as systemd may set it
         self._sock.settimeout(0.2)
-        env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "PYTHONUNBUFFERED": "1", **(env or {})}
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.proc = subprocess.Popen(
@@ -159,8 +161,9 @@ def services() -> Iterator[list[Service]]:
         service.close()
 
 
-def start(project: Project, services: list[Service], *args: str, watchdog_usec: int | None = None) -> Service:
-    service = Service(project, *args, watchdog_usec=watchdog_usec)
+def start(project: Project, services: list[Service], *args: str, watchdog_usec: int | None = None,
+          env: dict[str, str] | None = None) -> Service:
+    service = Service(project, *args, watchdog_usec=watchdog_usec, env=env)
     services.append(service)
     return service
 
@@ -170,7 +173,8 @@ def reports(project: Project) -> list[Path]:
 
 
 def inbox_files(project: Project) -> list[Path]:
-    return sorted(p for p in project.inbox.rglob("*") if p.is_file())
+    """Files waiting in the inbox (not the service's lease)."""
+    return sorted(p for p in project.inbox.rglob("*") if p.is_file() and p.name != LEASE_NAME)
 
 
 def wait_until_empty(project: Project, service: Service, timeout: float = 90) -> None:

@@ -24,11 +24,14 @@ class Trouble:
     def failed(self, what: str, exc: BaseException) -> None:
         """Log a failed write with its cause and schedule the next try."""
         detail = getattr(exc, "strerror", None) or str(exc)
-        self.delay = min(max(self.delay * 2, _FIRST_RETRY_S), _LAST_RETRY_S)
-        self.next_try = time.monotonic() + self.delay
+        now = time.monotonic()
+        # Only a failed retry pushes the next one further out; new work failing meanwhile does not.
+        if not self.cause or now >= self.next_try:
+            self.delay = min(max(self.delay * 2, _FIRST_RETRY_S), _LAST_RETRY_S)
+            self.next_try = now + self.delay
         self.cause = f"cannot write {what}: {detail}"
         log.error("%s: trying again in %.0f s; nothing is lost meanwhile (free space, close the file, or fix "
-                  "the permissions)", log_text(self.cause), self.delay)
+                  "the permissions)", log_text(self.cause), max(self.next_try - now, 0))
 
     def cleared(self) -> None:
         """The writes went through."""
