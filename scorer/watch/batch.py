@@ -129,8 +129,8 @@ class HotFolder:
             entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
         log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
         progress(0)
-        self._write_report(batch, report)
-        log.debug("batch %d recorded: moving its files", batch)
+        if self._write_report(batch, report):
+            log.debug("batch %d reported: moving its files", batch)
         progress(0)
         self._dispose(progress)
         counts = {k: sum(e.outcome == k for e in entries) for k in ("scored", "rejected", "duplicate")}
@@ -224,7 +224,8 @@ class HotFolder:
             name = e.file.name
             wanted = self.settings.archive_dir / day / name if scored else self.settings.rejected_dir / name
             # A reason file is reserved with its file, so `x.jpg.reason.txt` dropped beside `x.jpg` keeps its name.
-            destination = free_name(fitting(wanted), taken, None if scored else reason_path)
+            # A rejected file's name leaves room for its `.reason.txt`; a scored one keeps its name.
+            destination = free_name(wanted if scored else fitting(wanted), taken, None if scored else reason_path)
             taken |= reserved([(destination, not scored)])
             placed.append(dataclasses.replace(e, destination=destination))
         return placed
