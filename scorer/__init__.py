@@ -4,7 +4,8 @@ The map. Each room serves one use case; the shared floors sit below them.
 
     scoring/    `scorer score` and the engine under every room: vet, decode, decode pool, the learner,
                 runtimes, the model and its integrity
-    watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
+    watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, failed-write retries, the
+                inbox lease, the service loop, systemd
     training/   `scorer train`: posts import, labels, evaluation, the model card
     report/     the Excel workbook (the only openpyxl import)
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
