@@ -61,6 +61,7 @@ def test_a_file_replaced_while_its_batch_runs_is_new_input(settings: Settings, e
     assert second is not None and second.scored == 1, "the new file gets its own result"
     (archived,) = settings.archive_dir.rglob("banner*")
     assert archived.read_bytes() == replaced[0] and inbox_files(settings) == []
+    assert archived.name == "banner-2.jpg", "not under the name the first report gave the old file"
     high = [r for r in sheet(second.report, "Ranking")]
     assert high == ["banner.jpg"] and hot.ledger.undisposed() == []
 

@@ -70,7 +70,7 @@ def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path)
     assert ledger.unreported() == []
     (pending,) = ledger.undisposed()
     assert (pending.path, pending.destination, pending.outcome) == (Path("/in/a.jpg"), dest, "scored")
-    assert ledger.destinations() == {dest}
+    assert ledger.destinations() == [(dest, False)]
     assert ledger.in_place(a.sha256, Path("/in/a.jpg")), "recorded but not yet moved"
     assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
     ledger.mark_done([(pending.id, dest.with_name("a-2.jpg"))])

@@ -228,15 +228,17 @@ class Ledger:
     def mark_replaced(self, ids: Sequence[int]) -> None:
         """The files at these paths were replaced after they were decided: the new ones stay as new input.
 
-        done = 2 keeps the decision (and its report row) but no longer claims the path, so intake
-        takes up what is there now.
+        done = 2 keeps the decision (and its report row) but no longer claims the inbox path, so intake
+        takes up what is there now; its destination stays reserved, so the newcomer never lands under
+        the name that an earlier report gave the old file.
         """
         with self._transaction():
-            self._db.executemany("UPDATE files SET done = 2, destination = NULL WHERE id = ?", [(i,) for i in ids])
+            self._db.executemany("UPDATE files SET done = 2 WHERE id = ?", [(i,) for i in ids])
 
     def destinations(self) -> list[tuple[Path, bool]]:
         """(destination, rejected) chosen for files not yet moved, so a new choice never collides with one."""
-        rows = self._db.execute("SELECT destination, outcome FROM files WHERE done = 0").fetchall()
+        rows = self._db.execute(
+            "SELECT destination, outcome FROM files WHERE done IN (0, 2) AND destination IS NOT NULL").fetchall()
         return [(Path(d), o != "scored") for d, o in rows]
 
     # Meta.

@@ -77,7 +77,8 @@ class Entry:
 # The destination is where a scored file can be found after the batch, so reports show it as its
 # location; kept files and rejected entries that never had one show the inbox path.
 SCORED_COLUMNS = (
-    "files.name, coalesce(files.destination, files.path), files.sha, files.result, files.thumbnail, batches.report"
+    "files.name, CASE WHEN files.done = 2 THEN files.path ELSE coalesce(files.destination, files.path) END, "
+    "files.sha, files.result, files.thumbnail, batches.report"
 )
 
 
