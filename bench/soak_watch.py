@@ -353,6 +353,21 @@ def _soak(args: argparse.Namespace, work: Path, config: Path, real_disk: bool) -
     disk.stop.set()
     producer.join()
     disk.join()
+    failures = _drain_and_audit(work, config, service, producer)
+    minutes = (time.monotonic() - began) / 60
+    print(f"{minutes:.1f} min, {kills} kill -9, {terms} SIGTERM, {disk.fills} disk fills, {disk.holds} latest.xlsx "
+          f"held open; dropped {len(producer.scored)} creatives, {len(producer.replaced)} same-name replacements, "
+          f"{len(producer.duplicates)} duplicates, {len(producer.rejected)} broken files; log: {log}")
+    for failure in failures:
+        print("FAIL:", failure)
+    if not failures:
+        print("OK: 0 lost, 0 scored twice, 0 archived under another file's result, nothing left behind, "
+              "the service running")
+    return 1 if failures else 0
+
+
+def _drain_and_audit(work: Path, config: Path, service: subprocess.Popen[bytes], producer: Producer) -> list[str]:
+    log, faults = work / "service.log", work / "faults"
     # Drain: let the last drops settle, and copies scheduled as duplicates land first.
     quiet_until = time.monotonic() + 180
     while any(p.is_file() and p.name != LEASE_NAME for p in (work / "inbox").rglob("*")) and \
@@ -373,16 +388,7 @@ def _soak(args: argparse.Namespace, work: Path, config: Path, real_disk: bool) -
         failures.append(f"the service is not running at the end (exit {service.returncode})")
     service.send_signal(signal.SIGTERM)
     service.wait(120)
-    minutes = (time.monotonic() - began) / 60
-    print(f"{minutes:.1f} min, {kills} kill -9, {terms} SIGTERM, {disk.fills} disk fills, {disk.holds} latest.xlsx "
-          f"held open; dropped {len(producer.scored)} creatives, {len(producer.replaced)} same-name replacements, "
-          f"{len(producer.duplicates)} duplicates, {len(producer.rejected)} broken files; log: {log}")
-    for failure in failures:
-        print("FAIL:", failure)
-    if not failures:
-        print("OK: 0 lost, 0 scored twice, 0 archived under another file's result, nothing left behind, "
-              "the service running")
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":
