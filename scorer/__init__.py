@@ -4,7 +4,8 @@ The map. Each room serves one use case; the shared floors sit below them.
 
     scoring/    `scorer score` and the engine under every room: vet, decode, decode pool, the learner,
                 runtimes, the model and its integrity, the evidence index and Grad-CAM (explain)
-    watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, the service loop, systemd
+    watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, failed-write retries, the
+                inbox lease, the service loop, systemd
     training/   `scorer train` and `scorer index`: posts import, labels, evaluation, the evidence index,
                 ways of predicting compared, the model card
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card

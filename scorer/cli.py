@@ -68,7 +68,7 @@ def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None,
 
     settings = load_settings(config_path, model=model, outbox=outbox)
     with progress_bar("Scoring") as (start, advance):
-        run = score_paths(settings, list(paths), progress=advance, on_start=start)
+        run = score_paths(settings, list(paths), progress=advance, on_start=start, create_outbox=outbox is not None)
     print_summary(run.result, run.report)
 
 

@@ -53,6 +53,10 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     for key, value in clean.items():
         if isinstance(getattr(settings, key), Path) or key == "model":
             clean[key] = Path(value).absolute()
+    if "model" in clean and clean["model"].resolve() != settings.model.resolve():
+        # config's model_sha256 pins config's model; another file named on the command line is checked
+        # against its own pin in the state folder (pinned on first use), never against that one.
+        clean["model_sha256"] = None
     settings = dataclasses.replace(settings, source=path, **clean)
     _check_relations(settings, where)
     return settings

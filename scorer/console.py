@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scorer.results import BatchResult
+from scorer.textsafe import log_text
 
 if TYPE_CHECKING:
     from scorer.training.train import TrainRun
@@ -34,14 +35,22 @@ def setup_logging(verbose: bool) -> None:
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(console=err, show_path=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_OneLineFormatter("%(message)s"))
     else:
         # journald and pipes: one plain line per record, level first
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("PIL", "matplotlib", "onnxscript", "onnx_ir", "torch", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """A record's message stays on its line: a newline in a file name cannot forge another record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's own name)
+        record.message = log_text(record.message)
+        return super().formatMessage(record)
 
 
 class _RateColumn(ProgressColumn):

@@ -4,6 +4,7 @@
     ├── ConfigError          config.yaml has a bad key, value or path
     ├── ModelError           the learner cannot be loaded, trusted or used
     ├── ImageError           one input cannot be scored (it is rejected, never fatal)
+    │   └── TransientImageError  not readable for a moment (a share): tried again before rejecting
     ├── DataError            training data cannot be imported
     ├── ServiceError         the watcher cannot run (lock held, folders missing)
     └── UploadError          `scorer serve` refuses an upload (too large, too many files, busy)
@@ -28,6 +29,10 @@ class ModelError(ScorerError):
 
 class ImageError(ScorerError):
     """One input cannot be scored; the message is the reason shown to marketers."""
+
+
+class TransientImageError(ImageError):
+    """The file could not be read for a reason that may pass (EACCES, ENOENT, EIO on a share)."""
 
 
 class DataError(ScorerError):

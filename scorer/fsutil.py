@@ -6,6 +6,7 @@ so start-up recovery can recognise and remove what a killed process left behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -26,9 +27,38 @@ class NotRegularFile(OSError):
         self.kind = kind
 
 
+NAME_MAX = 255
+
+
+def fit_name(name: str, room: int) -> str:
+    """`name` cut (at a character boundary) so that its file-system bytes leave `room` bytes free in NAME_MAX."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    return os.fsdecode(raw[: NAME_MAX - room]).encode("utf-8", "surrogateescape").decode("utf-8", "ignore")
+
+
 def temp_path(path: Path, folder: Path | None = None) -> Path:
     """The temporary name for writing `path`: `.~<name>.<pid>.tmp`, beside it or at the top of `folder`."""
-    return (folder or path.parent) / f"{TEMP_PREFIX}{path.name}.{os.getpid()}{TEMP_SUFFIX}"
+    tail = f".{os.getpid()}{TEMP_SUFFIX}"
+    # A name near the 255-byte limit must still leave room for the prefix and the tail.
+    name = fit_name(path.name, len(TEMP_PREFIX) + len(tail))
+    return (folder or path.parent) / f"{TEMP_PREFIX}{name}{tail}"
+
+
+def create_temp(path: Path, folder: Path | None = None) -> tuple[Path, int]:
+    """Create `temp_path(path, folder)` exclusively, never through a link: return it and its open descriptor.
+
+    O_EXCL|O_NOFOLLOW: a link or file planted under the temporary name is removed (it is ours by
+    its name, and unlinking a link never touches its target) and the file is created afresh.
+    """
+    tmp = temp_path(path, folder)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return tmp, os.open(tmp, flags, 0o644)
+    except FileExistsError:
+        os.unlink(tmp)
+        return tmp, os.open(tmp, flags, 0o644)
 
 
 def is_temp_name(name: str) -> bool:
@@ -36,29 +66,72 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def atomic_write(path: Path, content: bytes | str | Callable[[Path], object], *, folder: Path | None = None,
-                 durable: bool = False) -> Path:
+def atomic_write(path: Path, content: bytes | str | BinaryIO | Callable[[Path], object], *,
+                 folder: Path | None = None, durable: bool = False,
+                 progress: Callable[[int], None] = lambda n: None) -> Path:
     """Write `path` whole or not at all: into a temporary name, optionally fsync, then rename over it.
 
-    `content` is bytes, text (UTF-8) or a function that writes the given temporary path.
-    `folder` puts the temporary elsewhere on the same filesystem (where recovery looks).
+    `content` is bytes, text (UTF-8), an open file to copy from (calling `progress` per block)
+    or a function that writes the given temporary path. `folder` puts the temporary elsewhere
+    on the same filesystem (where recovery looks).
     """
-    tmp = temp_path(path, folder)
+    tmp, fd = create_temp(path, folder)
     try:
-        if isinstance(content, bytes):
-            tmp.write_bytes(content)
-        elif isinstance(content, str):
-            tmp.write_text(content, encoding="utf-8")
-        else:
+        created = os.fstat(fd)
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(content, (bytes, str)):
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+            elif not callable(content):
+                for block in iter(lambda: content.read(1 << 20), b""):
+                    handle.write(block)
+                    progress(len(block))
+            if durable and not callable(content):
+                handle.flush()
+                os.fsync(handle.fileno())
+        if callable(content):
             content(tmp)
-        if durable:
-            fsync(tmp)
+            if durable:
+                fsync(tmp)
+        now = os.lstat(tmp)
+        if (now.st_dev, now.st_ino) != (created.st_dev, created.st_ino) or not stat.S_ISREG(now.st_mode):
+            raise OSError(errno.EEXIST, f"{tmp} was replaced while it was written: not published")
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
     if durable:
         fsync(path.parent)
     return path
+
+
+def ensure_dir(root: Path, folder: Path) -> Path:
+    """Create `folder` under `root` one level at a time, refusing a symbolic link or file on the way.
+
+    A link planted in the outbox (say `scored/2026-01-01 -> /etc`) must not redirect moves and writes.
+    The nearest existing folder at or above `root` is trusted as configured; everything below it is checked.
+    """
+    while not os.path.lexists(root) and root != root.parent:
+        root = root.parent
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in folder.relative_to(root).parts:
+            try:
+                os.mkdir(part, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise OSError(exc.errno, f"{part} in {folder} is a link or a file: not followed") from None
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    return folder
 
 
 def fsync(path: Path) -> None:
@@ -82,7 +155,7 @@ def free_name(wanted: Path, taken: Collection[Path] = (), also: Callable[[Path],
     for candidate in numbered(wanted):
         clash = os.path.lexists(candidate) or candidate in taken
         if also is not None:
-            clash = clash or os.path.lexists(also(candidate))
+            clash = clash or also(candidate) in taken or os.path.lexists(also(candidate))
         if not clash:
             return candidate
     raise AssertionError("unreachable")

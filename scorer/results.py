@@ -102,6 +102,7 @@ class Rejected:
     location: str
     reason: str
     sha256: str = ""
+    transient: bool = False  # not readable for a moment: the hot folder tries it again before rejecting it
 
 
 @dataclass(frozen=True)

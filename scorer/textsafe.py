@@ -25,3 +25,12 @@ def xml_text(value: str) -> str:
 def csv_text(value: object) -> object:
     """A CSV value that a spreadsheet shows as typed: text that looks like a formula gets a leading quote."""
     return f"'{value}" if isinstance(value, str) and looks_like_formula(value) else value
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def log_text(value: str) -> str:
+    """One log line's text: line breaks and other control characters shown as escapes, so a file name
+    like "a.jpg\\nERROR forged" cannot start a line of its own."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], value)

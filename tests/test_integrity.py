@@ -107,3 +107,86 @@ def test_a_file_that_is_not_a_learner_is_a_clear_error(creative_in: Project) -> 
     result = CliRunner().invoke(main, ["score", str(creative_in.inbox), "--config", str(creative_in.config)])
     assert result.exit_code == 2
     assert "is not a learner saved with learn.export()" in result.output
+
+
+def test_model_in_a_folder_others_can_write_is_refused(creative_in: Project) -> None:
+    os.chmod(creative_in.models, 0o777)
+    result = CliRunner().invoke(main, ["score", str(creative_in.inbox), "--config", str(creative_in.config)])
+    assert result.exit_code == 2
+    assert f"the model's folder {creative_in.models.resolve()} can be written by group or others" in result.output
+    assert f"run `chmod go-w {creative_in.models.resolve()}`" in result.output
+
+
+_SWAP: dict[str, object] = {}
+
+
+def _swap_on_reopen(event: str, args: tuple[object, ...]) -> None:
+    # An audit hook cannot be removed: it acts only while a test arms it.
+    if event != "open" or not _SWAP or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    if os.fsdecode(args[0]) != _SWAP["path"]:
+        return
+    _SWAP["opens"] = int(_SWAP["opens"]) + 1  # type: ignore[call-overload]
+    if _SWAP["opens"] == 2:  # the file is opened again after its hash was checked: swap it right now
+        shutil.copyfile(str(_SWAP["other"]), str(_SWAP["path"]))
+
+
+sys.addaudithook(_swap_on_reopen)
+
+
+def test_the_bytes_that_are_hashed_are_the_bytes_that_are_loaded(project: Project, renamed_learner: Path) -> None:
+    from scorer.scoring.model import Classifier
+
+    project.write_config("model: models/tiny.pkl\nruntime: torch\n")
+    model = project.models / "tiny.pkl"
+    pinned = _sha(model)
+    _SWAP.update(path=str(model.resolve()), other=renamed_learner, opens=0)
+    try:
+        classifier = Classifier(load_settings(project.config))
+    finally:
+        opens = _SWAP["opens"]
+        _SWAP.clear()
+    assert opens == 1, "the model file is read once"
+    assert classifier.info.sha256 == pinned and classifier.classes == ("Low", "Neutral", "High")
+
+
+def _onnx_classifier(project: Project, extra: str = ""):  # type: ignore[no-untyped-def]
+    from scorer.scoring.model import Classifier
+
+    project.write_config(f"model: models/tiny.pkl\nruntime: onnx\ndevice: cpu\n{extra}")
+    return Classifier(load_settings(project.config))
+
+
+@pytest.mark.slow
+def test_a_swapped_onnx_cache_is_refused_even_with_its_sidecar(
+        project: Project, renamed_learner: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    first = _onnx_classifier(project)
+    (cache,) = project.models.glob("*.onnx")
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    honest = first.predict_pixels(pixels)
+    # Another model's export put in its place, with a matching sidecar, as the old cache trusted.
+    other = Project(tmp_path / "other")
+    other.models.mkdir(parents=True)
+    shutil.copy(renamed_learner, other.models / "tiny.pkl")
+    renamed = "classes: [bronze, silver, gold]\n"
+    _onnx_classifier(other, renamed)
+    (forged,) = other.models.glob("*.onnx")
+    shutil.copy(forged, cache)
+    sidecar = {"learner_sha256": first.info.sha256, "onnx_sha256": _sha(cache)}
+    cache.with_suffix(".json").write_text(json.dumps(sidecar))
+    assert not np.allclose(_onnx_classifier(other, renamed).predict_pixels(pixels), honest, atol=1e-3)
+    second = _onnx_classifier(project)
+    assert "does not match its pin in the state folder" in caplog.text
+    assert np.allclose(second.predict_pixels(pixels), honest, atol=1e-5)
+    # Forging the state's pin as well: the outputs, checked against PyTorch at load, give it away.
+    shutil.copy(forged, cache)
+    pins_file = project.root / "state" / "derived-pins.json"
+    pins = json.loads(pins_file.read_text())
+    (key,) = [k for k in pins if k.endswith(f":{first.info.sha256}")]  # the export's kind, then the model's SHA
+    pins[key] = _sha(cache)
+    pins_file.write_text(json.dumps(pins))
+    third = _onnx_classifier(project)
+    assert "differs from PyTorch" in caplog.text
+    assert np.allclose(third.predict_pixels(pixels), honest, atol=1e-5)

@@ -70,11 +70,11 @@ def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path)
     assert ledger.unreported() == []
     (pending,) = ledger.undisposed()
     assert (pending.path, pending.destination, pending.outcome) == (Path("/in/a.jpg"), dest, "scored")
-    assert ledger.destinations() == {dest}
+    assert ledger.destinations() == [(dest, False)]
     assert ledger.in_place(a.sha256, Path("/in/a.jpg")), "recorded but not yet moved"
     assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
     ledger.mark_done([(pending.id, dest.with_name("a-2.jpg"))])
-    assert ledger.undisposed() == [] and ledger.destinations() == set()
+    assert ledger.undisposed() == [] and ledger.destinations() == []
     assert ledger.batch_view(batch).scored[0].location == str(dest.with_name("a-2.jpg"))
     assert not ledger.in_place(a.sha256, Path("/in/a.jpg")), "moved away: the same content again is a duplicate"
     assert not ledger.known_here(Path("/in/a.jpg"), 10, 1000)

@@ -119,3 +119,20 @@ def test_missing_input_is_a_one_line_error(project: Project) -> None:
     result = CliRunner().invoke(main, ["score", str(project.root / "nope.jpg"), "--config", str(project.config)])
     assert result.exit_code == 2
     assert "nope.jpg does not exist: check the path" in result.output
+
+
+@pytest.mark.slow
+def test_model_and_out_named_on_the_command_line(project: Project, renamed_learner: Path, tmp_path: Path) -> None:
+    write_creative(project.inbox / "a.png", CLASS_COLOURS["High"], (64, 64))
+    pinned = hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
+    project.write_config(f"model: models/tiny.pkl\nmodel_sha256: {pinned}\nclasses: [bronze, silver, gold]\n")
+    project.outbox.rmdir()
+    base = ["score", str(project.inbox), "--config", str(project.config)]
+    missing = CliRunner().invoke(main, base + ["--model", str(renamed_learner)])
+    assert missing.exit_code == 2 and "does not exist: create it or change 'outbox'" in missing.output
+    assert not project.outbox.exists(), "the configured outbox (maybe a share) is never created"
+    new = tmp_path / "new" / "reports"
+    result = CliRunner().invoke(main, base + ["--model", str(renamed_learner), "--out", str(new)])
+    assert result.exit_code == 0, result.output  # config's pin is for config's model, not this one
+    assert len(list(new.glob("engagement-report-*.xlsx"))) == 1
+    assert "tiny.pkl" in (project.config.read_text()), "config.yaml is left alone"

@@ -357,3 +357,19 @@ def test_plain_fastai_loads_the_export_without_the_scorer(visual: Trained) -> No
             "print(learn.engagement_classes, list(learn.dls.vocab), any(m.startswith('scorer') for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
     assert done.stdout.strip() == "['Low', 'Neutral', 'High'] ['Low', 'Neutral', 'High'] False"
+
+
+def test_cleaning_that_removes_every_post_is_a_data_error(tmp_path: Path) -> None:
+    import csv
+
+    posts = write_posts(tmp_path / "data", n=30, seed=9)
+    with open(posts, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["likes"], row["comments"] = "20000", "600"  # every post over max_likes: all look advertised
+    with open(posts, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(DataError, match=r"only 0 posts are left after cleaning \(see the funnel\)"):
+        train(load_settings(_project(tmp_path / "proj")), posts.parent, progress=False)

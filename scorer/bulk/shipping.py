@@ -1,6 +1,6 @@
 """Ship the verified model to Ray workers and check it there before it is unpickled.
 
-The driver reads the learner (and its checked ONNX export, with the export's pin) once and
+The driver reads the learner (and its ONNX export, checked against its pin) once and
 puts the bytes in Ray's object store, so a worker on another machine never needs the
 driver's files or the network. The worker writes them into a private folder and opens
 them with the same Classifier as `scorer score`: `verify_model` compares the bytes with
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
+from scorer.scoring.integrity import derived_pin, remember_derived
 from scorer.scoring.runtime import onnx_cache_path
 from scorer.settings import Settings
 
@@ -31,8 +32,8 @@ class ShippedModel:
     sha256: str
     learner: bytes
     onnx: bytes | None = None
-    onnx_meta: bytes | None = None
     onnx_name: str = ""
+    onnx_kind: str = ""
     card: bytes | None = None
 
 
@@ -41,16 +42,19 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
     learner = settings.model.read_bytes()
     if hashlib.sha256(learner).hexdigest() != sha256:
         raise ModelError(f"model {settings.model} changed while it was being loaded: run again")
-    onnx = meta = None
-    name = ""
+    onnx, name, kind = None, "", ""
     folders = (settings.model.parent, settings.state / "onnx")
     for folder, features in ((folder, features) for folder in folders for features in (True, False)):
         path = onnx_cache_path(settings.model, sha256, folder, features)
-        if path.is_file() and path.with_suffix(".json").is_file():
-            onnx, meta, name = path.read_bytes(), path.with_suffix(".json").read_bytes(), path.name
-            break
+        kind = "onnx-features" if features else "onnx"
+        pinned = derived_pin(settings, kind, sha256)
+        if pinned is not None and path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == pinned:  # the export the driver's Classifier just checked
+                onnx, name = data, path.name
+                break
     card = settings.model.with_suffix(".card.json")
-    return ShippedModel(settings.model.name, sha256, learner, onnx, meta, name,
+    return ShippedModel(settings.model.name, sha256, learner, onnx, name, kind,
                         card.read_bytes() if card.is_file() else None)
 
 
@@ -65,14 +69,15 @@ def unpack_model(shipped: ShippedModel, settings: Settings) -> Settings:
     os.chmod(folder.parent, 0o700)
     model = folder / shipped.name
     _put(model, shipped.learner)
-    if shipped.onnx is not None and shipped.onnx_meta is not None:
-        onnx = folder / shipped.onnx_name  # the same cache name, since the model keeps its name
-        _put(onnx, shipped.onnx)
-        _put(onnx.with_suffix(".json"), shipped.onnx_meta)
+    local = dataclasses.replace(settings, model=model, model_sha256=shipped.sha256, state=folder / "state",
+                                inbox=folder / "inbox", outbox=folder / "outbox")
+    if shipped.onnx is not None:
+        _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
+        # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch
+        remember_derived(local, shipped.onnx_kind, shipped.sha256, hashlib.sha256(shipped.onnx).hexdigest())
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)
-    return dataclasses.replace(settings, model=model, model_sha256=shipped.sha256, state=folder / "state",
-                               inbox=folder / "inbox", outbox=folder / "outbox")
+    return local
 
 
 def _put(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
-from scorer.fsutil import atomic_write, numbered, temp_path
+from scorer.fsutil import atomic_write, create_temp, numbered
 from scorer.report.evidence import evidence_cells, evidence_headers, evidence_rows, evidence_widths
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
 from scorer.settings import ReportSettings
@@ -202,16 +202,17 @@ def save_report(path: Path, content: ReportContent, *, replace: bool = False, du
 
     With replace=False an existing file is never overwritten: the name gets -2, -3, ...
     """
-    generated = datetime.now()
-
-    def write(tmp: Path) -> None:
-        build_workbook(content, generated).save(tmp)
-
+    # Built in memory, then written through a descriptor opened O_EXCL|O_NOFOLLOW: a link planted
+    # in the outbox is never written through.
+    buffer = io.BytesIO()
+    build_workbook(content, datetime.now()).save(buffer)
+    data = buffer.getvalue()
     if replace:
-        return atomic_write(path, write, durable=durable)
-    tmp = temp_path(path)
+        return atomic_write(path, data, durable=durable)
+    tmp, fd = create_temp(path)
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         return _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from scorer.errors import ImageError
+from scorer.errors import ImageError, TransientImageError
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
 from scorer.scoring.vet import ImageLimits
 
@@ -52,6 +52,8 @@ def _worker_main(conn: Connection) -> None:
             return
         try:
             reply: tuple[str, object] = ("ok", job.decode(Path(path), job.geometry, job.limits, job.thumb_px))
+        except TransientImageError as exc:
+            reply = ("again", str(exc))
         except ImageError as exc:
             reply = ("err", str(exc))
         except MemoryError:
@@ -212,7 +214,7 @@ class DecodePool:
         if status == "ok":
             assert isinstance(payload, Decoded)
             return payload
-        return ImageError(str(payload))
+        return TransientImageError(str(payload)) if status == "again" else ImageError(str(payload))
 
     def close(self) -> None:
         """Stop every worker process."""

@@ -10,7 +10,7 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from scorer.errors import ImageError
+from scorer.errors import ImageError, TransientImageError
 from scorer.results import BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
 from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
@@ -120,7 +120,8 @@ class _Run:
 
     def take(self, item: Item, outcome: Decoded | ImageError) -> None:
         if isinstance(outcome, ImageError):
-            self.result.rejected.append(Rejected(item.name, str(item.path), str(outcome)))
+            transient = isinstance(outcome, TransientImageError)
+            self.result.rejected.append(Rejected(item.name, str(item.path), str(outcome), transient=transient))
             self._progress(1)
             return
         earlier = self._known(outcome.sha256)

@@ -2,26 +2,40 @@
 
 A file is trusted when its SHA-256 matches its pin: `model_sha256` in config.yaml when
 set, otherwise the pin kept in the state folder (set on first use, or by `scorer train`).
+The file is read once: the bytes that are hashed are the bytes that are unpickled, so the
+file cannot be swapped between the check and the load. Artefacts derived from a model
+(its ONNX export) are pinned in the state folder too (`remember_derived`, `derived_pin`).
 The model's evidence index is pinned beside it in the state folder; `scorer model pin` trusts both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from scorer.config import set_top_level_keys
 from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import atomic_write, sha256_file
+from scorer.fsutil import atomic_write, open_regular, sha256_file
 from scorer.scoring.evidence import index_path
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PINS_FILE = "model-pins.json"
+DERIVED_FILE = "derived-pins.json"
+
+
+@dataclass(frozen=True)
+class TrustedModel:
+    """A model file's bytes, read once, and their SHA-256, which matched the pin."""
+
+    sha256: str
+    data: bytes
 
 
 def _pins_path(settings: Settings) -> Path:
@@ -47,10 +61,10 @@ def remember_pin(settings: Settings, model: Path, sha256: str) -> None:
     atomic_write(_pins_path(settings), json.dumps(pins, indent=2, sort_keys=True))
 
 
-def verify_model(settings: Settings) -> str:
-    """Check the configured model file may be loaded, and return its SHA-256.
+def verify_model(settings: Settings) -> TrustedModel:
+    """Read the configured model file once, check it may be loaded, and return its bytes and SHA-256.
 
-    Refuses a missing file, a file inside the inbox or outbox, a file others can write,
+    Refuses a missing file, a file inside the inbox or outbox, a file or folder others can write,
     and a file whose hash differs from its pin. Pins it on first use when nothing is pinned.
     """
     model = settings.model
@@ -67,19 +81,56 @@ def verify_model(settings: Settings) -> str:
         raise ConfigError(f"model {model} is not a file: set 'model' in config.yaml to the exported .pkl")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ModelError(f"model {model} can be written by group or others: run `chmod go-w {model}`")
-    sha = sha256_file(real)
+    folder = real.parent
+    if folder.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # Whoever can write the folder can swap the file for another between two starts.
+        raise ModelError(f"the model's folder {folder} can be written by group or others: run `chmod go-w {folder}`, "
+                         "or move the model to a folder only its owner can write")
+    with open_regular(real) as handle:
+        data = handle.read()
+    sha = hashlib.sha256(data).hexdigest()
     pinned = settings.model_sha256 or _read_pins(settings).get(str(real))
     if pinned is None:
         remember_pin(settings, model, sha)
         log.warning("model %s pinned on first use: sha256 %s", model, sha)
-        return sha
+        return TrustedModel(sha, data)
     if sha != pinned.lower():
         where = "model_sha256 in config.yaml" if settings.model_sha256 else f"{_pins_path(settings)}"
         raise ModelError(
             f"model {model} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in {where}): "
             f"if you trust the new file, run `scorer model pin {model}`"
         )
-    return sha
+    return TrustedModel(sha, data)
+
+
+def _derived_path(settings: Settings) -> Path:
+    return settings.state / DERIVED_FILE
+
+
+def derived_pin(settings: Settings, kind: str, model_sha256: str) -> str | None:
+    """The SHA-256 pinned in the state folder for an artefact derived from a model (kind: "onnx")."""
+    path = _derived_path(settings)
+    if not path.is_file():
+        return None
+    try:
+        pins = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("%s is damaged: derived artefacts are made again", path)
+        return None
+    value = pins.get(f"{kind}:{model_sha256}")
+    return str(value) if value else None
+
+
+def remember_derived(settings: Settings, kind: str, model_sha256: str, sha256: str) -> None:
+    """Pin an artefact derived from a model in the state folder, written atomically."""
+    settings.state.mkdir(parents=True, exist_ok=True)
+    path = _derived_path(settings)
+    try:
+        pins = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        pins = {}
+    pins[f"{kind}:{model_sha256}"] = sha256
+    atomic_write(path, json.dumps(pins, indent=2, sort_keys=True))
 
 
 def verify_index(settings: Settings, index: Path) -> str:

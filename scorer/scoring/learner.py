@@ -7,6 +7,7 @@ processes) stays light.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -54,15 +55,16 @@ log = logging.getLogger(__name__)
 CLASSES_ATTR = "engagement_classes"
 
 
-def load(path: Path) -> Learner:
-    """Load a learner saved with `learn.export()`, on the CPU, tolerating missing labelling functions."""
+def load(path: Path, data: bytes) -> Learner:
+    """Unpickle a learner saved with `learn.export()` from its checked bytes, on the CPU, tolerating missing
+    labelling functions. `path` only names it in messages: the file is not opened again."""
     tolerant = TolerantPickle()
     with warnings.catch_warnings():
         # Our own integrity check (pinned SHA-256) stands in for fastai's generic pickle warning.
         warnings.filterwarnings("ignore", message=".*load_learner.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="fastai")
         try:
-            learn = load_learner(path, cpu=True, pickle_module=tolerant)
+            learn = load_learner(io.BytesIO(data), cpu=True, pickle_module=tolerant)
         except ModelError:
             raise
         except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, OSError) as exc:

@@ -20,7 +20,7 @@ from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
 from scorer.scoring.engine import Extras
 from scorer.scoring.evidence import load_evidence
-from scorer.scoring.integrity import verify_index, verify_model
+from scorer.scoring.integrity import derived_pin, remember_derived, verify_index, verify_model
 from scorer.scoring.runtime import (
     Runtime,
     TorchRuntime,
@@ -66,9 +66,11 @@ class Classifier:
     """Turns model-sized pixels (or, on the fallback path, files) into class probabilities, low to high."""
 
     def __init__(self, settings: Settings) -> None:
-        sha = verify_model(settings)
+        trusted = verify_model(settings)
+        sha = trusted.sha256
         started = time.perf_counter()
-        self._learn = fastai_learner.load(settings.model)
+        self._learn = fastai_learner.load(settings.model, trusted.data)
+        del trusted  # the learner holds the weights now; the file's bytes need not stay in memory
         vocab = fastai_learner.vocab_of(self._learn)
         classes = order_classes(vocab, settings.classes, fastai_learner.saved_classes(self._learn))
         self.classes: tuple[str, ...] = tuple(classes)
@@ -121,7 +123,12 @@ class Classifier:
         sample = self.prepare(self._sample_pixels())
         cache = onnx_cache_path(settings.model, sha, folder, self.has_features)
         try:
-            onnx = load_or_export_onnx(self._net, sample, sha, cache, threads)
+            # the two-output export is another file than the one-output one: each has its own pin
+            kind = "onnx-features" if self.has_features else "onnx"
+            pinned = derived_pin(settings, kind, sha)
+            onnx, onnx_sha = load_or_export_onnx(self._net, sample, cache, threads, pinned)
+            if onnx_sha != pinned:
+                remember_derived(settings, kind, sha, onnx_sha)
         except ModelError:
             raise
         except Exception as exc:  # the exporter does not cover every layer a user's model may have

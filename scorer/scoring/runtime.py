@@ -9,8 +9,8 @@ With scorer.learner and scorer.scoring.explain, the only modules that import tor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import atomic_write, sha256_file
+from scorer.fsutil import atomic_write, open_regular
 
 log = logging.getLogger(__name__)
 
-# Largest |logit| difference between ONNX Runtime and PyTorch accepted at export.
+# Largest |logit| difference between ONNX Runtime and PyTorch accepted at export and at each load.
 _EXPORT_TOLERANCE = 1e-3
 
 
@@ -118,7 +118,7 @@ class OnnxRuntime:
 
     device = "cpu"
 
-    def __init__(self, onnx_path: Path, threads: int) -> None:
+    def __init__(self, onnx: bytes, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -130,7 +130,8 @@ class OnnxRuntime:
         options.enable_cpu_mem_arena = False
         # Spinning threads would steal the cores that the decoding workers need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        # From the bytes that were checked, not from the path: the file cannot be swapped in between.
+        self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self.name = f"onnxruntime-{ort.__version__}"
 
@@ -150,28 +151,40 @@ def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, featur
 
 
 def load_or_export_onnx(
-    model: torch.nn.Module, sample: np.ndarray, model_sha256: str, path: Path, threads: int
-) -> OnnxRuntime:
-    """Open the cached ONNX export of a learner's model, exporting and checking it first if needed."""
-    meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("learner_sha256") == model_sha256 and meta.get("onnx_sha256") == sha256_file(path):
-            return OnnxRuntime(path, threads)
-        log.warning("ONNX cache %s does not match the learner: exporting again", path)
-    _export(model, torch.from_numpy(sample), path)
-    runtime = OnnxRuntime(path, threads)
+    model: torch.nn.Module, sample: np.ndarray, path: Path, threads: int, pinned: str | None
+) -> tuple[OnnxRuntime, str]:
+    """Open the ONNX export of a learner's model, or export it; return the runtime and the export's SHA-256.
+
+    The cached file is used only when its bytes match `pinned` (kept in the state folder, not beside
+    the file) and its outputs match PyTorch's on the fixed `sample`; otherwise it is exported again.
+    """
     with torch.inference_mode():
         out = model.eval()(torch.from_numpy(sample))
     expected = (out[0] if isinstance(out, tuple) else out).float().numpy()
+    if pinned is not None and path.is_file():
+        data = _read(path)
+        if hashlib.sha256(data).hexdigest() != pinned:
+            log.warning("ONNX cache %s does not match its pin in the state folder: exporting again", path)
+        else:
+            runtime = OnnxRuntime(data, threads)
+            diff = float(np.abs(runtime.run(sample)[0] - expected).max())
+            if diff <= _EXPORT_TOLERANCE:
+                return runtime, pinned
+            log.warning("ONNX cache %s differs from PyTorch by %.2g: exporting again", path, diff)
+    _export(model, torch.from_numpy(sample), path)
+    data = _read(path)
+    runtime = OnnxRuntime(data, threads)
     diff = float(np.abs(runtime.run(sample)[0] - expected).max())
     if diff > _EXPORT_TOLERANCE:
         path.unlink()
         raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
-    meta = {"learner_sha256": model_sha256, "onnx_sha256": sha256_file(path), "max_abs_logit_diff": diff}
-    atomic_write(meta_path, json.dumps(meta, indent=2))
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
-    return runtime
+    return runtime, hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    with open_regular(path) as handle:
+        return handle.read()
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:

@@ -46,8 +46,19 @@ def score_paths(
     engine: Engine | None = None,
     progress: Progress = lambda n: None,
     on_start: Callable[[int], None] = lambda total: None,
+    create_outbox: bool = False,
 ) -> ScoreRun:
-    """Score every file under `paths` and write one report to the outbox."""
+    """Score every file under `paths` and write one report to the outbox.
+
+    `create_outbox` creates it first: for a folder named on the command line (--out), never for
+    the configured one, where a missing share must not quietly become a local folder.
+    """
+    if create_outbox:
+        try:
+            settings.outbox.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {settings.outbox} ({exc.strerror}): give --out a folder you can write"
+                              ) from None
     outbox = require_writable_dir(settings.outbox, "outbox")
     items = collect_items(paths)
     if not items:

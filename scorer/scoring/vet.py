@@ -6,6 +6,7 @@ which must start fast and stay small. Nothing here decodes a pixel.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import io
 import os
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from scorer.errors import ImageError
+from scorer.errors import ImageError, TransientImageError
 from scorer.fsutil import NotRegularFile, file_kind, open_regular
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 # A half-copied JPEG must fail, not be scored with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp")
+# Matched without regard to case: Windows and macOS shares write THUMBS.DB and Desktop.ini alike.
+IGNORED_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp", "*.filepart", "*.download", "thumbs.db",
+                    "desktop.ini")
 
 # Formats people drop that we may not accept, recognised by their first bytes so that
 # the reason can say what the file is without letting Pillow open every format.
@@ -58,7 +61,8 @@ class ImageLimits:
 
 def is_ignored_name(name: str) -> bool:
     """Hidden and temporary names are never scored: they are still being written or are not creatives."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
+    folded = name.casefold()
+    return any(fnmatch.fnmatchcase(folded, pattern) for pattern in IGNORED_PATTERNS)
 
 
 def find_candidates(paths: list[Path]) -> list[Path]:
@@ -106,13 +110,18 @@ def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result
     except NotRegularFile as exc:
         raise ImageError(_NOT_REGULAR.get(exc.kind, f"not a regular file ({exc.kind}): not opened")) from None
     except FileNotFoundError:
-        raise ImageError("file disappeared before it could be read") from None
+        raise TransientImageError("file disappeared before it could be read") from None
     except OSError as exc:
-        raise ImageError(f"cannot be opened: {exc.strerror}") from None
+        kind = TransientImageError if exc.errno in _PASSING else ImageError
+        raise kind(f"cannot be opened: {exc.strerror}") from None
     if len(data) > max_bytes:
         raise ImageError(f"file too large: over {max_bytes / 2**20:.0f} MB")
     return data, st
 
+
+# Errors a share gives for a moment (a permission being reset, a reconnect): the file is read again later.
+_PASSING = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ETIMEDOUT,
+            errno.EHOSTDOWN, errno.ECONNRESET}
 
 _NOT_REGULAR = {"symbolic link": "symbolic link: not followed", "folder": "a folder, not a file"}
 

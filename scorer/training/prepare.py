@@ -43,6 +43,7 @@ def prepare(settings: Settings, data: Path) -> Prepared:
               FunnelStep("unusable rows (listed above)", len(posts.bad), len(posts.table)), *steps]
     for step in funnel:
         log.info("funnel: %-32s removed %5d, left %5d", step.rule, step.removed, step.left)
+    _check_count(len(kept))  # before labelling: an empty table has nothing to class or split
     table, how = split(label(kept, t.label), t.valid_pct, t.seed)
     table = table.reset_index(drop=True)
     counts = _class_counts(table, t.label.classes)
@@ -56,12 +57,16 @@ def _class_counts(table: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame
     return counts.fillna(0).astype(int)
 
 
-def _check_enough(table: pd.DataFrame, counts: pd.DataFrame) -> None:
-    if len(table) < MIN_POSTS:
+def _check_count(n: int) -> None:
+    if n < MIN_POSTS:
         raise DataError(
-            f"only {len(table)} posts are left after cleaning (see the funnel): training needs at least {MIN_POSTS}; "
+            f"only {n} posts are left after cleaning (see the funnel): training needs at least {MIN_POSTS}; "
             "add posts, or relax the rules under 'train.clean' in config.yaml"
         )
+
+
+def _check_enough(table: pd.DataFrame, counts: pd.DataFrame) -> None:
+    _check_count(len(table))
     empty = [name for name, n in counts["train"].items() if n == 0]
     if empty:
         raise DataError(

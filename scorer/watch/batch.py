@@ -8,6 +8,10 @@ Per batch, in this order:
 4. mark the batch reported;
 5. move each file to its destination and mark it done.
 
+A write that fails in steps 3-5 (a full disk, a report held open on a share) does not stop
+the batch: the ledger already holds every result, so the failure is logged, shown in
+STATUS= and retried with backoff by `retry`, and the intake keeps flowing meanwhile.
+
 A kill -9 before step 2 leaves the files in the inbox to be scored again; after it, start-up
 recovery repeats steps 3-5 from the ledger without rescoring. Watch reports carry the
 batch id in their name, so nothing else ever writes that name and recovery can tell
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -31,11 +36,16 @@ from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult, Scored
 from scorer.scoring.engine import Engine, Progress
 from scorer.settings import Settings
-from scorer.watch.disposal import dispose_pending, reason_path
+from scorer.textsafe import log_text
+from scorer.watch.disposal import dispose_pending, fitting, reason_path, reserved
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import Candidate, Entry
+from scorer.watch.trouble import Trouble
 
 log = logging.getLogger(__name__)
+
+# A file unreadable for a moment (EACCES, ENOENT on a share) is tried in this many batches before it is rejected.
+PASSING_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,46 @@ class HotFolder:
         self.settings = settings
         self.ledger = ledger
         self._move = settings.watch.after_scoring == "move"
+        self.trouble = Trouble()
+        self._passing: dict[Path, int] = {}
 
     def recover(self) -> None:
         """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
         roots = [self.settings.outbox, self.settings.archive_dir, self.settings.rejected_dir]
-        for path in remove_temps(roots):
-            log.info("removed %s, left by an interrupted write", path)
+        try:
+            for path in remove_temps(roots):
+                log.info("removed %s, left by an interrupted write", log_text(str(path)))
+        except OSError as exc:
+            log.warning("cannot remove leftover temporaries (%s): they are removed at a later start", exc.strerror)
         for batch, report in self.ledger.unreported():
             log.info("finishing batch %d from the ledger (no rescoring): %s", batch, report)
-            self._write_report(batch, report)
-        dispose_pending(self.ledger, self.settings)
+            if not self._write_report(batch, report):
+                break
+        self._dispose()
+
+    def retry(self, progress: Progress = lambda n: None) -> None:
+        """Once a failed write's backoff has passed, write what is owed: reports and moves.
+
+        (latest.xlsx has its own rebuilder, with its own retries: scorer.watch.latest.)
+        """
+        if not self.trouble.due():
+            return
+        try:
+            for batch, report in self.ledger.unreported():
+                if not self._write_report(batch, report):
+                    return
+            if not self._dispose(progress):
+                return
+        except sqlite3.Error as exc:
+            self.trouble.failed("the ledger", exc)
+            return
+        self.trouble.cleared()
+
+    def _dispose(self, progress: Progress = lambda n: None) -> bool:
+        failed = dispose_pending(self.ledger, self.settings, progress)
+        if failed is not None:
+            self.trouble.failed("moved files", failed)
+        return failed is None
 
     def already_recorded(self, path: Path, st: os.stat_result) -> bool:
         """Whether this exact file is in the ledger already, so intake need not read it again."""
@@ -82,7 +122,7 @@ class HotFolder:
         if result is None:
             log.info("batch abandoned on request: %d files stay in the inbox", len(paths))
             return None
-        entries = self._place(entries + _entries(chunks, result))
+        entries = self._place(entries + _entries(chunks, self._passing_errors(result)))
         if not entries:
             return None
         now = datetime.now()
@@ -90,10 +130,10 @@ class HotFolder:
             entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
         log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
         progress(0)
-        self._write_report(batch, report)
-        log.debug("batch %d reported: moving its files", batch)
+        if self._write_report(batch, report):
+            log.debug("batch %d reported: moving its files", batch)
         progress(0)
-        dispose_pending(self.ledger, self.settings)
+        self._dispose(progress)
         counts = {k: sum(e.outcome == k for e in entries) for k in ("scored", "rejected", "duplicate")}
         summary = BatchSummary(batch, report, counts["scored"], counts["rejected"], counts["duplicate"],
                                time.monotonic() - started)
@@ -156,15 +196,17 @@ class HotFolder:
         """Choose each file's destination now, so the ledger knows it before anything moves."""
         if not self._move:
             return entries
-        taken = self.ledger.destinations()
+        taken = reserved(self.ledger.destinations())
         day = f"{datetime.now():%Y-%m-%d}"
         placed = []
         for e in entries:
             scored = e.outcome == "scored"
             name = e.file.name
             wanted = self.settings.archive_dir / day / name if scored else self.settings.rejected_dir / name
-            destination = free_name(wanted, taken, None if scored else reason_path)
-            taken.add(destination)
+            # A reason file is reserved with its file, so `x.jpg.reason.txt` dropped beside `x.jpg` keeps its name.
+            # A rejected file's name leaves room for its `.reason.txt`; a scored one keeps its name.
+            destination = free_name(wanted if scored else fitting(wanted), taken, None if scored else reason_path)
+            taken |= reserved([(destination, not scored)])
             placed.append(dataclasses.replace(e, destination=destination))
         return placed
 
@@ -181,10 +223,31 @@ class HotFolder:
         # None when it cannot be read: the decoder rejects it with the reason.
         return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
-    def _write_report(self, batch: int, report: Path) -> None:
+    def _write_report(self, batch: int, report: Path) -> bool:
         content = ReportContent(self.ledger.batch_view(batch), self.ledger.batch_model(batch), self.settings.report)
-        save_report(report, content, replace=True, durable=True)
+        try:
+            save_report(report, content, replace=True, durable=True)
+        except OSError as exc:
+            self.trouble.failed(f"report {report.name}", exc)
+            return False
         self.ledger.mark_reported(batch)
+        return True
+
+    def _passing_errors(self, result: BatchResult) -> BatchResult:
+        """Take out files that were unreadable for a moment, so the next rescan offers them again."""
+        kept = []
+        for r in result.rejected:
+            path = Path(r.location)
+            tries = self._passing.get(path, 0) + 1
+            if r.transient and not os.path.lexists(path):
+                continue  # gone: nothing to score, nothing to move
+            if r.transient and tries < PASSING_TRIES:
+                self._passing[path] = tries
+                log.warning("%s: %s; trying again at the next scan", log_text(r.name), r.reason)
+                continue
+            self._passing.pop(path, None)
+            kept.append(r)
+        return dataclasses.replace(result, rejected=kept)
 
 
 def _entries(chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:

@@ -48,9 +48,9 @@ def make_observer(polling: bool, interval: float) -> BaseObserver:
 
 
 class _Enqueue(FileSystemEventHandler):
-    """Puts (path, closed-after-writing) on a queue and does nothing else."""
+    """Puts each event's path on a queue and does nothing else."""
 
-    def __init__(self, paths: queue.SimpleQueue[tuple[str, bool]]) -> None:
+    def __init__(self, paths: queue.SimpleQueue[str]) -> None:
         self._paths = paths
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -61,14 +61,13 @@ class _Enqueue(FileSystemEventHandler):
         # A rename inside the tree arrives as a move: the new name is the one to score.
         path = event.dest_path if event.event_type == EVENT_TYPE_MOVED else event.src_path
         if path:
-            self._paths.put((os.fsdecode(path), event.event_type == EVENT_TYPE_CLOSED))
+            self._paths.put(os.fsdecode(path))
 
 
 @dataclass
 class _Settling:
     key: tuple[int, int]
     since: float
-    closed: bool = False
 
 
 class Intake:
@@ -83,12 +82,12 @@ class Intake:
         self._skip = skip
         self._factory = observer_factory
         self._clock = clock
-        self._events: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
         self._inbox_id: tuple[int, int] | None = None
         self._observe = False
         self._settling: dict[Path, _Settling] = {}
-        self._ready: dict[Path, int] = {}
+        self._ready: dict[Path, tuple[int, int]] = {}
         self._first_ready = self._last_ready = 0.0
         self._next_rescan = 0.0
         self.inbox_missing = False
@@ -134,10 +133,10 @@ class Intake:
         now = self._clock()
         while True:
             try:
-                path, closed = self._events.get_nowait()
+                path = self._events.get_nowait()
             except queue.Empty:
                 break
-            self._track(Path(path), now, closed=closed)
+            self._track(Path(path), now)
         if self._observe and not self.alive:
             self._restart(now)
         if self._observe and now >= self._next_rescan:
@@ -219,7 +218,7 @@ class Intake:
             return True  # a move out of the inbox reports a destination elsewhere
         return not parts or any(is_ignored_name(part) for part in parts)
 
-    def _track(self, path: Path, now: float, *, closed: bool = False) -> None:
+    def _track(self, path: Path, now: float) -> None:
         if path in self._ready or self._ignored(path):
             return
         try:
@@ -236,11 +235,7 @@ class Intake:
         if entry is None:
             if self._skip(path, st):
                 return
-            self._settling[path] = _Settling(key, now, closed)
-        elif closed:
-            if entry.key != key:
-                entry.key, entry.since = key, now
-            entry.closed = True
+            self._settling[path] = _Settling(key, now)
 
     def _settle(self, now: float) -> None:
         settle = self.settings.settle_seconds
@@ -252,16 +247,16 @@ class Intake:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if key != entry.key:
-                entry.key, entry.since, entry.closed = key, now, False
+                entry.key, entry.since = key, now
                 continue
-            # The writer closed the file: a short quiet spell is enough. Links, pipes and devices
-            # never settle; they are released at once and rejected without being opened.
-            wait = settle / 4 if entry.closed else settle
-            if now - entry.since >= wait or not stat.S_ISREG(st.st_mode):
+            # The full quiet spell even after a close-write: SMB and sync clients close and reopen
+            # a file between chunks. Links, pipes and devices never settle; they are released at
+            # once and rejected without being opened.
+            if now - entry.since >= settle or not stat.S_ISREG(st.st_mode):
                 del self._settling[path]
                 if not self._ready:
                     self._first_ready = now
-                self._ready[path] = st.st_mtime_ns
+                self._ready[path] = key
                 self._last_ready = now
 
     def _close(self, now: float) -> list[Path] | None:
@@ -275,9 +270,19 @@ class Intake:
         finished = not self._observe and not self._settling
         if not (full or quiet or old or finished):
             return None
-        ordered = sorted(self._ready, key=lambda p: (self._ready[p], str(p)))[: w.max_batch]
+        ordered = sorted(self._ready, key=lambda p: (self._ready[p][1], str(p)))[: w.max_batch]
+        released = []
         for path in ordered:
-            del self._ready[path]
+            key = self._ready.pop(path)
+            # Checked again on release: a file written to after it settled waits for a new quiet spell.
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns) != key:
+                self._settling[path] = _Settling((st.st_size, st.st_mtime_ns), now)
+            else:
+                released.append(path)
         self._first_ready = now
-        return ordered
+        return released or None
 

@@ -49,6 +49,8 @@ class Disposal:
     destination: Path
     outcome: Outcome
     reason: str
+    size: int | None = None
+    mtime_ns: int | None = None
 
 
 class Ledger:
@@ -103,8 +105,8 @@ class Ledger:
     def known_here(self, path: Path, size: int, mtime_ns: int) -> bool:
         """Whether this very file (path, size, mtime) was recorded and belongs there, so a rescan can skip it unread."""
         row = self._db.execute(
-            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? AND (done = 0 OR destination IS NULL) "
-            "LIMIT 1",
+            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? AND (done = 0 OR (done = 1 AND "
+            "destination IS NULL)) LIMIT 1",
             (str(path), size, mtime_ns),
         ).fetchone()
         return row is not None
@@ -112,7 +114,8 @@ class Ledger:
     def in_place(self, sha: str, path: Path) -> bool:
         """Whether this content was recorded from this path and is meant to be there (kept, or not yet moved)."""
         row = self._db.execute(
-            "SELECT 1 FROM files WHERE sha = ? AND path = ? AND (done = 0 OR destination IS NULL) LIMIT 1",
+            "SELECT 1 FROM files WHERE sha = ? AND path = ? AND (done = 0 OR (done = 1 AND destination IS NULL)) "
+            "LIMIT 1",
             (sha, str(path)),
         ).fetchone()
         return row is not None
@@ -218,9 +221,9 @@ class Ledger:
     def undisposed(self) -> list[Disposal]:
         """Recorded files not yet at their destination, oldest first."""
         rows = self._db.execute(
-            "SELECT id, sha, path, destination, outcome, reason FROM files WHERE done = 0 ORDER BY id"
+            "SELECT id, sha, path, destination, outcome, reason, size, mtime_ns FROM files WHERE done = 0 ORDER BY id"
         ).fetchall()
-        return [Disposal(i, s, Path(p), Path(d), o, r or "") for i, s, p, d, o, r in rows]
+        return [Disposal(i, s, Path(p), Path(d), o, r or "", z, m) for i, s, p, d, o, r, z, m in rows]
 
     def mark_done(self, moved: Sequence[tuple[int, Path]]) -> None:
         """These files reached their destinations (which may differ from the chosen ones after a clash)."""
@@ -229,10 +232,21 @@ class Ledger:
                 "UPDATE files SET done = 1, destination = ? WHERE id = ?", [(str(d), i) for i, d in moved]
             )
 
-    def destinations(self) -> set[Path]:
-        """Destinations chosen for files not yet moved, so a new choice never collides with one."""
-        rows = self._db.execute("SELECT destination FROM files WHERE done = 0").fetchall()
-        return {Path(d) for (d,) in rows}
+    def mark_replaced(self, ids: Sequence[int]) -> None:
+        """The files at these paths were replaced after they were decided: the new ones stay as new input.
+
+        done = 2 keeps the decision (and its report row) but no longer claims the inbox path, so intake
+        takes up what is there now; its destination stays reserved, so the newcomer never lands under
+        the name that an earlier report gave the old file.
+        """
+        with self._transaction():
+            self._db.executemany("UPDATE files SET done = 2 WHERE id = ?", [(i,) for i in ids])
+
+    def destinations(self) -> list[tuple[Path, bool]]:
+        """(destination, rejected) chosen for files not yet moved, so a new choice never collides with one."""
+        rows = self._db.execute(
+            "SELECT destination, outcome FROM files WHERE done IN (0, 2) AND destination IS NOT NULL").fetchall()
+        return [(Path(d), o != "scored") for d, o in rows]
 
     # Meta.
 

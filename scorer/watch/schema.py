@@ -36,7 +36,7 @@ CREATE TABLE files (
     reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
     batch       INTEGER NOT NULL REFERENCES batches(id),
     destination TEXT,             -- where the file is moved; NULL when it stays in place
-    done        INTEGER NOT NULL DEFAULT 0
+    done        INTEGER NOT NULL DEFAULT 0  -- 1 at its destination; 2 replaced under its name before it moved
 );
 CREATE INDEX files_sha ON files(sha);
 CREATE INDEX files_path ON files(path);
@@ -78,7 +78,8 @@ class Entry:
 # The destination is where a scored file can be found after the batch, so reports show it as its
 # location; kept files and rejected entries that never had one show the inbox path.
 SCORED_COLUMNS = (
-    "files.name, coalesce(files.destination, files.path), files.sha, files.result, files.thumbnail, batches.report"
+    "files.name, CASE WHEN files.done = 2 THEN files.path ELSE coalesce(files.destination, files.path) END, "
+    "files.sha, files.result, files.thumbnail, batches.report"
 )
 
 

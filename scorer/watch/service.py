@@ -1,7 +1,8 @@
 """`scorer watch` as a long-running service: the state lock, signals and the work loop.
 
-    lock state -> recover from the ledger -> load the model -> start watching -> READY=1
-    loop: poll the intake, ping the watchdog, process each closed batch, tell latest.xlsx's rebuilder
+    lock state, lease the inbox -> recover from the ledger -> load the model -> start watching -> READY=1
+    loop: poll the intake, ping the watchdog, process each closed batch, tell latest.xlsx's rebuilder,
+          retry failed writes
     SIGTERM/SIGINT -> finish or abandon the batch -> STOPPING=1 -> exit 0
 """
 
@@ -11,26 +12,31 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from scorer.config import require_readable_dir, require_writable_dir
-from scorer.errors import ServiceError
+from scorer.errors import ConfigError, ServiceError
 from scorer.scoring.engine import Engine, open_engine
 from scorer.settings import Settings
 from scorer.watch.batch import BatchSummary, HotFolder
 from scorer.watch.intake import Intake, ObserverFactory, make_observer
 from scorer.watch.latest import LatestRebuilder
+from scorer.watch.lease import Lease, inbox_lease
 from scorer.watch.ledger import Ledger
 from scorer.watch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "scorer.lock"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -45,13 +51,15 @@ class Status:
     duplicates: int = 0
     last_report: Path | None = None
     latest_problem: str | None = None
+    trouble: str = ""
 
     def line(self) -> str:
         """One line for a terminal or systemd's STATUS=."""
         last = f"; last report {self.last_report.name}" if self.last_report else ""
         problem = f"; {self.latest_problem}" if self.latest_problem else ""
+        trouble = f"; {self.trouble} (retrying)" if self.trouble else ""
         return (f"{self.state}; {self.waiting} waiting; {self.batches} batches: {self.scored} scored, "
-                f"{self.rejected} rejected, {self.duplicates} duplicates{last}{problem}")
+                f"{self.rejected} rejected, {self.duplicates} duplicates{last}{trouble}{problem}")
 
     def counted(self, batch: BatchSummary) -> Status:
         """This status with one more batch added in."""
@@ -68,6 +76,7 @@ class _Loop:
     notifier: Notifier
     on_status: Callable[[Status], None]
     stopping: threading.Event
+    lease: Lease
     status: Status = field(default_factory=Status)
 
     def report(self, **changes: object) -> None:
@@ -82,27 +91,33 @@ class _Loop:
         # or a dead observer that cannot be restarted stops the pings, and systemd restarts us.
         if self.intake.alive or self.intake.inbox_missing:
             self.notifier.ping()
+            self.lease.refresh()
 
 
 def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status], None] = lambda s: None,
           observer_factory: ObserverFactory = make_observer) -> Status:
     """Run the hot-folder service until SIGTERM/SIGINT (or, with `once`, until the inbox is done)."""
     inbox = require_readable_dir(settings.inbox, "inbox")
-    require_writable_dir(settings.outbox, "outbox")
+    require_readable_dir(settings.outbox, "outbox")
+    _check_layout(settings)  # before anything is created: a state folder inside the inbox is never made
     settings.state.mkdir(parents=True, exist_ok=True)
     require_writable_dir(settings.state, "state")
-    _check_layout(settings)
     stopping = threading.Event()
     # Closed in reverse: STOPPING=1, stop watching, stop the decoders, close the ledger, unlock.
     with ExitStack() as stack:
         stack.enter_context(_locked(settings.state))
+        lease = stack.enter_context(inbox_lease(inbox))
         stack.enter_context(_stop_on_signals(stopping))
+        try:
+            require_writable_dir(settings.outbox, "outbox")
+        except ConfigError as exc:  # scoring goes on; reports and moves are written once it is fixed
+            log.error("%s", exc)
         for line in settings.describe():
             log.info("setting %s", line)
         ledger = Ledger(settings.state)
         stack.callback(ledger.close)
         hot = HotFolder(settings, ledger)
-        hot.recover()
+        _guarded(hot, hot.recover)
         engine = open_engine(settings)
         stack.callback(engine.close)
         latest = LatestRebuilder(settings, engine.model.info)
@@ -110,7 +125,7 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
         stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
         intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
         stack.callback(intake.stop)
-        loop = _Loop(intake, Notifier(), on_status, stopping)
+        loop = _Loop(intake, Notifier(), on_status, stopping, lease)
         stack.callback(loop.notifier.send, "STOPPING=1")
         return _run(loop, hot, engine, latest, once)
 
@@ -129,18 +144,29 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, latest: LatestRebuilder, o
         loop.heartbeat()
         if batch:
             loop.report(state=f"scoring {len(batch)} files", waiting=intake.waiting)
-            summary = hot.process(batch, engine, stop=stopping.is_set, progress=loop.heartbeat)
+            summary = _guarded(hot, partial(hot.process, batch, engine, stop=stopping.is_set, progress=loop.heartbeat))
             if summary is not None:
                 latest.changed()
                 loop.status = loop.status.counted(summary)
         elif once and intake.idle():
             break
+        _guarded(hot, lambda: hot.retry(loop.heartbeat))
         idle = "inbox missing: waiting for it to come back" if intake.inbox_missing else "watching"
-        loop.report(state=idle, waiting=intake.waiting, latest_problem=latest.problem)
+        loop.report(state=idle, waiting=intake.waiting, trouble=hot.trouble.cause, latest_problem=latest.problem)
         if not batch:
             stopping.wait(tick)
     loop.report(state="stopped")
     return loop.status
+
+
+def _guarded(hot: HotFolder, step: Callable[[], _T]) -> _T | None:
+    # The ledger on a full disk: the batch is not recorded, its files stay in the inbox for the next
+    # scan, and the service keeps running instead of crash-looping on the same write.
+    try:
+        return step()
+    except (sqlite3.Error, OSError) as exc:
+        hot.trouble.failed("the ledger", exc)
+        return None
 
 
 def _check_layout(settings: Settings) -> None:

@@ -6,6 +6,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import shlex
 import socket
 import sys
@@ -74,6 +75,8 @@ def render_unit(settings: Settings, user: str | None = None, *, web: bool = Fals
     except KeyError:
         raise ServiceError(f"no user named {user}: create it, or pass --user with an existing account") from None
     group = grp.getgrgid(account.pw_gid).gr_name
+    text = template.read_text(encoding="utf-8")
+    _check_watchdog(settings, text)
     script = Path(sys.executable).with_name("scorer")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "scorer"]
     command.append("serve" if web else "watch")
@@ -95,10 +98,25 @@ def render_unit(settings: Settings, user: str | None = None, *, web: bool = Fals
         "@MOUNTS@": " ".join(_unit_quote(str(p)) for p in (settings.inbox, settings.outbox)),
         "@MPLCONFIGDIR@": _unit_quote(f"MPLCONFIGDIR={settings.state / 'matplotlib'}"),
     }
-    text = template.read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace(key, value)
     return Unit(text, [p for p in writable if not p.is_dir()])
+
+
+def _check_watchdog(settings: Settings, unit: str) -> None:
+    # While a decoder hangs, the loop waits up to decode_timeout without a ping; the last ping may
+    # be a third of WatchdogSec old already, so the hang must end within the other two thirds.
+    found = re.search(r"^WatchdogSec=(\d+)\s*$", unit, re.M)
+    if found is None:
+        return
+    watchdog = int(found.group(1))
+    limit = watchdog * 2 / 3
+    timeout = settings.images.decode_timeout
+    if timeout >= limit:
+        raise ServiceError(
+            f"'images.decode_timeout' is {timeout:g} s, which reaches the unit's WatchdogSec={watchdog} (less the "
+            f"{watchdog / 3:.0f} s between pings): systemd would restart the service whenever a file hangs a decoder; "
+            f"set 'images.decode_timeout' below {limit:.0f} in config.yaml")
 
 
 def install_commands(settings: Settings, user: str | None = None, *, web: bool = False) -> list[str]:

@@ -1,0 +1,198 @@
+"""The hot folder's remaining holes: files replaced under their name, failed writes, passing share errors, names.
+
+The fake colour model of test_hotfolder stands in; decoding runs in real worker processes.
+Faults that a test cannot produce for real (a full disk, a file held open on a share, EACCES
+for root) are injected at the system call.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+from xml.etree import ElementTree
+
+import pytest
+
+from scorer import fsutil
+from scorer.scoring.decode import ItemGeometry, decode_file
+from scorer.scoring.decode_pool import DecodeJob, DecodePool
+from scorer.scoring.engine import Engine
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+from scorer.watch.batch import PASSING_TRIES
+from scorer.watch.disposal import reason_path
+from scorer.watch.ledger import Ledger
+from tests import test_hotfolder
+from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.test_hotfolder import ColourModel, drop, inbox_files, restart, sheet
+
+engine = test_hotfolder.engine  # the fake colour model's engine and a fresh hot folder, as there
+settings = test_hotfolder.settings
+
+RED = CLASS_COLOURS["High"]
+BLUE = CLASS_COLOURS["Low"]
+
+
+def test_a_file_replaced_while_its_batch_runs_is_new_input(settings: Settings, engine: Engine) -> None:
+    banner = settings.inbox / "banner.jpg"
+    write_creative(banner, BLUE, (48, 40), seed=1)
+    old = banner.read_bytes()
+    replaced = []
+
+    def re_export(done: int) -> None:
+        # The marketer re-exports banner.jpg while the batch that read (and scored) the old bytes still runs.
+        if done and not replaced and banner.read_bytes() == old:
+            tmp = banner.with_name(".export.jpg")
+            write_creative(tmp, RED, (48, 40), seed=2)
+            os.replace(tmp, banner)
+            replaced.append(banner.read_bytes())
+
+    hot = restart(settings)
+    first = hot.process([banner], engine, stop=lambda: False, progress=re_export)
+    assert first is not None and replaced
+    assert banner.read_bytes() == replaced[0], "the new file stays in the inbox"
+    assert not list(settings.archive_dir.rglob("banner*")), "nothing archived under the old file's result"
+    second = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    assert second is not None and second.scored == 1, "the new file gets its own result"
+    (archived,) = settings.archive_dir.rglob("banner*")
+    assert archived.read_bytes() == replaced[0] and inbox_files(settings) == []
+    assert archived.name == "banner-2.jpg", "not under the name the first report gave the old file"
+    high = [r for r in sheet(second.report, "Ranking")]
+    assert high == ["banner.jpg"] and hot.ledger.undisposed() == []
+
+
+def _refuse(patch: pytest.MonkeyPatch, suffix: str, code: int) -> None:
+    real = os.replace
+
+    def replace(a: str | Path, b: str | Path) -> None:
+        if str(b).endswith(suffix):
+            raise OSError(code, os.strerror(code), str(b))
+        real(a, b)
+
+    patch.setattr(fsutil.os, "replace", replace)
+
+
+def test_a_failed_report_write_keeps_the_inbox_flowing_and_is_written_later(settings: Settings,
+                                                                             engine: Engine) -> None:
+    drop(settings, ["a.jpg", "b.jpg"])
+    hot = restart(settings)
+    with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+        summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+        assert summary is not None and summary.scored == 2
+    assert not summary.report.exists() and inbox_files(settings) == [], "files move on; the ledger holds the results"
+    assert "No space left on device" in hot.trouble.cause and hot.ledger.unreported()
+    write_creative(settings.inbox / "c.jpg", RED, (48, 40), seed=7)
+    later = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    assert later is not None and later.report.exists() and sheet(later.report, "Ranking") == ["c.jpg"]
+    hot.trouble.next_try = 0  # the backoff has passed
+    hot.retry()
+    assert hot.trouble.cause == "" and hot.ledger.unreported() == []
+    assert sorted(sheet(summary.report, "Ranking")) == ["a.jpg", "b.jpg"], "written once the cause is gone"
+
+
+def test_a_restart_while_the_disk_is_full_does_not_stop_the_service(settings: Settings,
+                                                                    engine: Engine) -> None:
+    drop(settings, ["a.jpg"])
+    hot = restart(settings)
+    with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+        assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
+        again = restart(settings, hot.ledger)  # recovery repeats the write: it must not raise
+    assert "No space left" in again.trouble.cause and again.ledger.unreported()
+    again.trouble.next_try = 0
+    again.retry()
+    assert again.ledger.unreported() == [] and again.trouble.cause == ""
+
+
+def test_a_ledger_that_cannot_be_written_leaves_the_files_for_the_next_scan(settings: Settings,
+                                                                            engine: Engine) -> None:
+    from scorer.watch.service import _guarded
+
+    drop(settings, ["a.jpg"])
+    hot = restart(settings)
+    full = sqlite3.OperationalError("database or disk is full")
+    with mock.patch.object(Ledger, "record_batch", side_effect=full):
+        assert _guarded(hot, lambda: hot.process(inbox_files(settings), engine, stop=lambda: False)) is None
+    assert "database or disk is full" in hot.trouble.cause and len(inbox_files(settings)) == 1
+    assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
+    assert inbox_files(settings) == []
+
+
+def flaky_decode(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int):  # type: ignore[no-untyped-def]
+    """decode_file, but the share answers EACCES to opening `flaky*` the first two times (`never*`: always)."""
+    tries = path.parent.parent / f"tries-{path.name}"
+    n = int(tries.read_text()) if tries.exists() else 0
+    tries.write_text(str(n + 1))
+    real_open = os.open
+
+    def share_open(name: str | Path, *args: object, **kwargs: object) -> int:
+        if Path(name) == path and (path.name.startswith("never") or n < 2):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch("os.open", share_open):
+        return decode_file(path, geometry, limits, thumb_px)
+
+
+@pytest.fixture
+def share_engine() -> Iterator[Engine]:
+    pool = DecodePool(DecodeJob(ColourModel.geometry, ImageLimits(), 24, flaky_decode), workers=1, timeout=20)
+    eng = Engine(ColourModel(), pool)
+    yield eng
+    eng.close()
+
+
+def test_a_passing_share_error_is_retried_before_a_file_is_rejected(settings: Settings,
+                                                                    share_engine: Engine) -> None:
+    drop(settings, ["flaky.jpg", "never.jpg", "fine.jpg"])
+    hot = restart(settings)
+    for _ in range(PASSING_TRIES):
+        hot.process(inbox_files(settings), share_engine, stop=lambda: False)
+    reports = sorted(settings.outbox.glob("engagement-report-*.xlsx"))
+    scored = [name for report in reports for name in sheet(report, "Ranking")]
+    rejected = [name for report in reports for name in sheet(report, "Rejected")]
+    assert sorted(scored) == ["fine.jpg", "flaky.jpg"] and rejected == ["never.jpg"]
+    reason = reason_path(settings.rejected_dir / "never.jpg").read_text()
+    assert "Permission denied" in reason and inbox_files(settings) == []
+
+
+def test_a_reason_file_dropped_with_its_image_keeps_both(settings: Settings, engine: Engine) -> None:
+    (settings.inbox / "x.jpg").write_bytes(b"not an image")
+    (settings.inbox / "x.jpg.reason.txt").write_text("my own notes")
+    hot = restart(settings)
+    assert hot.process(sorted(inbox_files(settings), reverse=True), engine, stop=lambda: False) is not None
+    texts = {p.name: p.read_text() for p in settings.rejected_dir.iterdir()}
+    assert "my own notes" in texts.values(), "the dropped file is never overwritten by a reason"
+    assert sum(t == "not an image\n" for t in texts.values()) == 2, f"each rejected file has its reason: {texts}"
+
+
+def test_a_name_near_255_bytes_is_rejected_with_its_reason_and_done(settings: Settings,
+                                                                    engine: Engine) -> None:
+    name = "x" * 246 + ".jpg"
+    (settings.inbox / name).write_bytes(b"not an image")
+    hot = restart(settings)
+    assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
+    assert inbox_files(settings) == [] and hot.ledger.undisposed() == []
+    (moved,) = [p for p in settings.rejected_dir.iterdir() if not p.name.endswith(".reason.txt")]
+    assert reason_path(moved).read_text() == "not an image\n"
+
+
+def test_unicode_noncharacters_in_names_and_class_names_keep_the_workbook_readable(
+        settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_creative(settings.inbox / "sale\ufffe\uffff.jpg", RED, (48, 40), seed=3)
+    monkeypatch.setattr(ColourModel, "classes", ("Low", "=cmd|' /C calc'!A0", "High\ufffe"))
+    monkeypatch.setattr(ColourModel, "info", ColourModel.info.__class__(
+        **{**ColourModel.info.__dict__, "classes": ColourModel.classes}))
+    hot = restart(settings)
+    summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    assert summary is not None
+    with zipfile.ZipFile(summary.report) as book:
+        for part in book.namelist():
+            if part.endswith(".xml"):
+                ElementTree.fromstring(book.read(part))  # expat refuses U+FFFE/U+FFFF, as Excel does
+        ranking = book.read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in ranking, "no header or cell became a formula"
