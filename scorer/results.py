@@ -20,6 +20,8 @@ class ModelInfo:
     preprocessing: str
     versions: dict[str, str]
     card: dict[str, Any] = field(default_factory=dict)
+    decode: str = ""  # the decode check's mode and figures (scorer.scoring.decode_check)
+    export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
 
 
 def engagement_score(probs: Sequence[float]) -> float:

@@ -76,6 +76,7 @@ class OnnxRuntime:
     """ONNX Runtime on the CPU, with an explicit thread count."""
 
     device = "cpu"
+    export_diff: float | None = None  # max |logit diff| against PyTorch, measured when it was exported
 
     def __init__(self, onnx_path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -113,7 +114,9 @@ def load_or_export_onnx(
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("learner_sha256") == model_sha256 and meta.get("onnx_sha256") == sha256_file(path):
-            return OnnxRuntime(path, threads)
+            cached = OnnxRuntime(path, threads)
+            cached.export_diff = meta.get("max_abs_logit_diff")
+            return cached
         log.warning("ONNX cache %s does not match the learner: exporting again", path)
     _export(model, torch.from_numpy(sample), path)
     runtime = OnnxRuntime(path, threads)
@@ -126,7 +129,18 @@ def load_or_export_onnx(
     meta = {"learner_sha256": model_sha256, "onnx_sha256": sha256_file(path), "max_abs_logit_diff": diff}
     atomic_write(meta_path, json.dumps(meta, indent=2))
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
+    runtime.export_diff = diff
     return runtime
+
+
+def describe_export_check(runtime: object) -> str:
+    """The ONNX export check's figure, for the report's Model sheet."""
+    diff = getattr(runtime, "export_diff", None)
+    if not isinstance(runtime, OnnxRuntime):
+        return "not applicable: the model runs in PyTorch"
+    if diff is None:
+        return "checked at export (figure not recorded)"
+    return f"max |logit diff| ONNX Runtime vs PyTorch {diff:.2g} on the export sample (limit {_EXPORT_TOLERANCE:g})"
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
