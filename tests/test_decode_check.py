@@ -237,7 +237,8 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
     tmp_path: Path, sensitive_learner: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = _settings(sensitive_learner, tmp_path)
-    first = _write(tmp_path / "first", striped, [(200, 150)], PROBE_CREATIVES + 2, 0)
+    # 160×130 is drafted at 1/2 down to 80×65, close to the 64×64 floor: where drafting shows most
+    first = _write(tmp_path / "first", striped, [(160, 130)], PROBE_CREATIVES + 2, 0)
     engine, _ = _score(settings, first)
     assert isinstance(engine.check, DecodeCheck) and engine.check.decision is not None
     decision = engine.check.decision

@@ -131,8 +131,8 @@ def calibration_jpeg(size: tuple[int, int], detail: tuple[int, int], seed: int) 
         values = rng.normal(128, sigma, (grid[1], grid[0], 3)).clip(0, 255).astype(np.uint8)
         return Image.fromarray(values, "RGB").resize(size, Image.Resampling.BICUBIC)
 
-    im = field_at((6, 6), 50)
-    im = ImageChops.add(im, field_at(detail, 30), offset=-128)
+    # Layers are added one at a time, so a 20-megapixel image never has more than three copies alive.
+    im = ImageChops.add(field_at((6, 6), 50), field_at(detail, 20), offset=-128)
     draw = ImageDraw.Draw(im)
     for _ in range(6):
         x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.uniform(0.05, 0.2) * min(w, h))
@@ -143,6 +143,7 @@ def calibration_jpeg(size: tuple[int, int], detail: tuple[int, int], seed: int) 
         for y in range(0, h, 256):
             noise.paste(tile, (x, y))
     im = ImageChops.add(im, noise, offset=-128)
+    del noise
     out = io.BytesIO()
     im.save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -151,14 +152,14 @@ def calibration_jpeg(size: tuple[int, int], detail: tuple[int, int], seed: int) 
 def calibration_sizes(geometry: ItemGeometry, scale: int) -> list[tuple[int, int]]:
     """A landscape and a portrait size at which drafting to geometry.draft_size picks `scale`."""
     dw, dh = geometry.draft_size
-    return [(int(scale * dw * 1.5), int(scale * dh * 1.1)), (int(scale * dw * 1.1), int(scale * dh * 1.6))]
+    return [(int(scale * dw * 1.25), int(scale * dh * 1.05)), (int(scale * dw * 1.05), int(scale * dh * 1.3))]
 
 
 def calibrate(geometry: ItemGeometry, sha256: str, predict: Predict) -> DecodeDecision:
     """Compare each DCT scale with full decoding on the calibration images."""
     decision = DecodeDecision(sha256)
     probing = dataclasses.replace(geometry, probe=True, max_scale=8)
-    detail = (int(geometry.size[0] * 0.7), int(geometry.size[1] * 0.7))
+    detail = (int(geometry.size[0] * 0.35), int(geometry.size[1] * 0.35))  # texture about 3 model pixels wide
     for scale in SCALES:
         exact, drafted = [], []
         for k, size in enumerate(calibration_sizes(geometry, scale)):
