@@ -3,12 +3,16 @@
     python bench/bench.py            # full run (about 10 minutes on 2 cores)
     python bench/bench.py --quick    # smaller sets, for a smoke test
 
-It generates photo-like creatives at real sizes, trains a resnet34 learner briefly
-(pretrained=False, so its probabilities are neither uniform nor saturated), then measures:
+It generates photo-like creatives at real sizes and trains two resnet34 learners
+(pretrained=False): a robust one, a few epochs on tinted photos (confident but not saturated),
+and a deliberately sensitive one, plain fastai code as a notebook would write it (Resize(224),
+ImageNet Normalize, one epoch at a low learning rate: soft outputs). For each it measures
 learn.predict in a loop, learn.get_preds on a test_dl, and scorer end to end (decode, vet,
-infer, write the Excel report) with each runtime. It prints images/s, each figure's ratio
-to get_preds, agreement with get_preds, and the peak RSS of `scorer score` on 200 and
-2,000 files. Machines are noisy: compare the ratios within one run, not absolute figures.
+infer, write the Excel report) with each runtime, in the decode mode `images.decode: auto`
+chose for that learner (its decode check runs while warming up, on creatives not timed).
+It prints images/s, each figure's ratio to get_preds, agreement with get_preds, the decode
+mode, and the peak RSS of `scorer score` on 200 and 2,000 files. Machines are noisy: compare
+the ratios within one run, not absolute figures.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -113,6 +118,43 @@ def train_learner(work: Path) -> Path:
     return out
 
 
+def train_sensitive_learner(work: Path) -> Path:
+    """A soft resnet34 as plain fastai code makes it: ImageNet Normalize, one epoch at a low learning rate."""
+    out = work / "bench-resnet34-sensitive.pkl"
+    if out.exists():
+        return out
+    from fastai.vision.all import (
+        ImageDataLoaders,
+        Normalize,
+        Resize,
+        imagenet_stats,
+        resnet34,
+        set_seed,
+        vision_learner,
+    )
+
+    train = work / "train-noisy"
+    train.mkdir(parents=True, exist_ok=True)
+    items = []
+    rng = np.random.default_rng(7)
+    for i in range(60):
+        c = i % 3
+        arr = np.asarray(photo(320, 256, 9000 + i), np.float32) + rng.normal(0, 12, (256, 320, 3))
+        arr[..., c] += 35  # a faint tint: the classes overlap, so the answers stay soft
+        path = train / f"n{i:03d}.jpg"
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+        items.append((path, ("High", "Neutral", "Low")[c]))
+    set_seed(0)
+    dls = ImageDataLoaders.from_lists(train, [p for p, _ in items], [label for _, label in items], valid_pct=0.2,
+                                      seed=0, item_tfms=Resize(224), batch_tfms=Normalize.from_stats(*imagenet_stats),
+                                      bs=16, num_workers=0)
+    learn = vision_learner(dls, resnet34, pretrained=False)
+    learn.fit_one_cycle(1, 1e-4)
+    learn.export(out)
+    os.chmod(out, 0o644)
+    return out
+
+
 def timed(func):  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     value = func()
@@ -126,7 +168,8 @@ def agreement(probs: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             "max_abs_dp": float(diff.max()), "max_abs_dp_per_class": [round(float(d), 5) for d in diff.max(0)]}
 
 
-def measure_speed(model: Path, files: list[Path], work: Path, label: str, predict_n: int) -> list[dict[str, object]]:
+def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, label: str,
+                  predict_n: int) -> list[dict[str, object]]:
     """Every path on the same files, in this process, with their agreement with get_preds."""
     from fastai.vision.all import load_learner
 
@@ -157,7 +200,8 @@ def measure_speed(model: Path, files: list[Path], work: Path, label: str, predic
         (work / "outbox").mkdir(exist_ok=True)
         engine = open_engine(settings)
         try:
-            score_paths(settings, [files[0]], engine=engine)  # warm-up: workers started, caches filled
+            # warm-up, untimed: workers started, caches filled, and the decode check's first creatives seen
+            score_paths(settings, warm, engine=engine)
             start = time.perf_counter()
             run = score_paths(settings, [folder], engine=engine)
             secs = time.perf_counter() - start
@@ -165,8 +209,11 @@ def measure_speed(model: Path, files: list[Path], work: Path, label: str, predic
             engine.close()
         got = {s.location: s.probs for s in run.result.scored}
         probs = np.array([got[str(f)] for f in files])
+        plan = engine.check.plan() if engine.check else None
+        decode = "fastai path" if plan is None else "full size" if plan.max_scale == 1 else f"draft ≤1/{plan.max_scale}"
         rows.append({"set": label, "path": f"scorer end to end ({engine.model.info.runtime})", "n": len(files),
-                     "ips": len(files) / secs, **agreement(probs, ref)})
+                     "ips": len(files) / secs, "decode": decode, "decode_check": engine.model.info.decode,
+                     **agreement(probs, ref)})
     for row in rows:
         row["ratio_to_get_preds"] = float(row["ips"]) / base  # type: ignore[arg-type]
     return rows
@@ -196,9 +243,15 @@ def tree_rss_kb(pid: int) -> int:
 
 
 def peak_rss(model: Path, folder: Path, work: Path) -> dict[str, float]:
-    """Run `scorer score` on a folder and sample the process tree's RSS every 50 ms."""
+    """Run `scorer score` on a folder and sample the process tree's RSS every 50 ms.
+
+    The state folder starts empty, so the peak includes the model's first load: its decode
+    check on the calibration images and on the first creatives.
+    """
     config = work / "mem-config.yaml"
-    config.write_text(f"model: {model}\noutbox: {work / 'outbox'}\nstate: {work / 'state'}\n"
+    state = work / f"state-mem-{folder.name}"
+    shutil.rmtree(state, ignore_errors=True)
+    config.write_text(f"model: {model}\noutbox: {work / 'outbox'}\nstate: {state}\n"
                       "classes: [Low, Neutral, High]\n")
     proc = subprocess.Popen([sys.executable, "-m", "scorer", "score", str(folder), "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -238,11 +291,13 @@ def machine() -> str:
 def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]], about: str) -> str:
     """The results as the Markdown table the README shows."""
     lines = [f"Machine: {about}.", "",
-             "| set | path | images/s | × get_preds | top-1 agreement | mean \\|Δp\\| | max \\|Δp\\| |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| learner | set | path | decode (auto) | images/s | × get_preds | top-1 agreement "
+             "| mean \\|Δp\\| | max \\|Δp\\| |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         agree = (f"{r['top1']:.1%} | {r['mean_abs_dp']:.4f} | {r['max_abs_dp']:.4f}" if "top1" in r else "– | – | –")
-        lines.append(f"| {r['set']} | {r['path']} | {r['ips']:.1f} | {r['ratio_to_get_preds']:.2f}× | {agree} |")
+        lines.append(f"| {r['learner']} | {r['set']} | {r['path']} | {r.get('decode', '–')} | {r['ips']:.1f} "
+                     f"| {r['ratio_to_get_preds']:.2f}× | {agree} |")
     lines += ["", "| files scored by `scorer score` | peak RSS (process tree) | wall time incl. start-up |",
               "| ---: | ---: | ---: |"]
     lines += [f"| {m['files']} | {m['peak_tree_rss_mib']:.0f} MiB | {m['wall_s_with_startup']:.0f} s |" for m in memory]
@@ -266,9 +321,13 @@ def main() -> None:
     print("generating creatives and training the benchmark learner...", flush=True)
     mixed = make_set(work / ("mixed-q" if args.quick else "mixed"), [(1080, 1350), (4000, 3000)], n, 0)
     only1080 = make_set(work / ("1080-q" if args.quick else "1080"), [(1080, 1350)], n, 1000)
+    warm = make_set(work / "warm", [(1080, 1350), (4000, 3000)], 20, 50000)
     model = train_learner(work)
-    rows = measure_speed(model, mixed, work, "mixed 1080×1350 + 4000×3000", 8 if args.quick else 16)
-    rows += measure_speed(model, only1080, work, "1080×1350 only", 8 if args.quick else 16)
+    rows: list[dict[str, object]] = []
+    for name, learner in (("robust", model), ("sensitive", train_sensitive_learner(work))):
+        got = measure_speed(learner, mixed, warm, work, "mixed 1080×1350 + 4000×3000", 8 if args.quick else 16)
+        got += measure_speed(learner, only1080, warm, work, "1080×1350 only", 8 if args.quick else 16)
+        rows += [{"learner": name, **row} for row in got]
     memory = []
     if not args.skip_memory:
         for count in ((20, 200) if args.quick else (200, 2000)):

@@ -22,6 +22,8 @@ class ModelInfo:
     card: dict[str, Any] = field(default_factory=dict)
     evidence: str = ""
     explain: str = ""
+    decode: str = ""  # the decode check's mode and figures (scorer.scoring.decode_check)
+    export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
 
 
 @dataclass(frozen=True)

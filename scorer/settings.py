@@ -31,6 +31,10 @@ class ImageSettings:
     decode_workers: int = _opt(2, "decoding processes, overlapped with inference", minimum=1)
     decode_timeout: float = _opt(60.0, "seconds before a file that hangs a decoder is rejected", minimum=1)
     decode_memory_mb: int = _opt(1024, "bound on pixels being decoded at once", minimum=16)
+    decode: Literal["auto", "exact", "fast"] = _opt(
+        "auto", "JPEG decoding: auto drafts only where a per-model check shows it harmless; exact: full size; "
+        "fast: always draft"
+    )
 
 
 @dataclass(frozen=True)

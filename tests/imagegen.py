@@ -41,3 +41,13 @@ def labelled_set(folder: Path, per_class: int, classes: dict[str, tuple[int, int
             seed = 1000 * k + n  # not hash(): str hashes change from one process to the next
             items.append((write_creative(folder / f"{label}_{n}.jpg", colour, size, seed), label))
     return items
+
+
+def striped(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
+    """Fine slanted stripes of a colour over a random one: detail that JPEG draft decoding renders differently."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    period, other = int(rng.integers(3, 8)), rng.integers(0, 256, 3)
+    phase = np.arange(w)[None, :] * rng.uniform(0.3, 1) + np.arange(h)[:, None] * rng.uniform(0, 1)
+    mask = (phase % period < period / 2)[..., None]
+    return Image.fromarray(np.where(mask, np.array(colour), other).astype(np.uint8), "RGB")

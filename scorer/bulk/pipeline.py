@@ -8,6 +8,7 @@ which writes DEST (see scorer.bulk.output). Without an address Ray starts on thi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,6 +78,7 @@ def run_bulk(
 ) -> BulkRun:
     """Score every input under `sources` into Parquet parts in `dest` (see the module docstring)."""
     ray = require_ray()
+    from scorer.scoring.decode_check import open_check
     from scorer.scoring.model import Classifier
 
     listed = list_inputs(sources)
@@ -89,6 +91,11 @@ def run_bulk(
     if geometry is None:
         raise ModelError("this learner's transforms are not known to the fast engine, which scorer bulk needs: "
                          "score it with `scorer score`")
+    # The model's decode check, as `scorer score` keeps it: drafts only where proven harmless for this
+    # model; until its first creatives have been checked (it learns only in `scorer score`), exact decoding.
+    check = open_check(geometry, settings.images.decode, info.sha256, settings.state, classifier.predict_pixels)
+    geometry = dataclasses.replace(check.plan(), probe=False)
+    log.info("decoding: %s", check.describe())
     del classifier  # the actors hold their own copies
     done = read_done(dest, info.sha256) if resume else Done()
     if not resume:

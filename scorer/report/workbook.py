@@ -172,6 +172,8 @@ def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None
         ("Device", info.device),
         ("Runtime", info.runtime),
         ("Preprocessing", info.preprocessing),
+        ("Decoding", info.decode or "–"),
+        ("ONNX export check", info.export_check or "–"),
         *((f"{name} version", version) for name, version in info.versions.items()),
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),

@@ -6,6 +6,7 @@ worker processes, which must start fast and stay small.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -32,12 +33,23 @@ class ItemGeometry:
     size: tuple[int, int]
     pad_mode: str = "reflection"
     squish_to: tuple[int, int] | None = None
+    max_scale: int = 8  # largest JPEG DCT scale allowed (1/2, 1/4, 1/8); 1 decodes at full size
+    probe: bool = False  # decode at full size for scoring, and drafted too, for the decode check
 
     @property
     def draft_size(self) -> tuple[int, int]:
         """Decode JPEGs to at least twice the largest size the transform resizes to."""
         w, h = self.squish_to or self.size
         return (2 * w, 2 * h)
+
+    def draft_request(self, width: int, height: int) -> tuple[int, int] | None:
+        """The size to ask Image.draft for: twice the target, and no less than 1/max_scale of the image."""
+        if self.max_scale <= 1:
+            return None
+        dw, dh = self.draft_size
+        # Pillow takes the largest s in 8, 4, 2, 1 within min(width // request_w, height // request_h);
+        # asking for width // max_scale keeps that within max_scale without lowering it further
+        return (max(dw, width // self.max_scale), max(dh, height // self.max_scale))
 
 
 @dataclass
@@ -53,6 +65,8 @@ class Decoded:
     pixels: np.ndarray | None = None
     thumbnail: bytes | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # with ItemGeometry.probe: the DCT scale drafting would use and the pixels it gives (None at scale 1)
+    probe: tuple[int, np.ndarray] | None = None
 
 
 def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
@@ -146,23 +160,43 @@ def decode_file(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, 
 def decode_bytes(
     data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int
 ) -> Decoded:
-    """Vet and decode a file's bytes, already read (by read_regular_file, or from object storage)."""
+    """Vet and decode a file's bytes, already read (by read_regular_file, or from object storage).
+
+    With geometry.probe, the pixels of a drafted decode come back too, for the decode check.
+    """
     if len(data) > limits.max_bytes:
         raise ImageError(f"file too large: {len(data) / 2**20:.0f} MB, limit {limits.max_bytes / 2**20:.0f} MB")
     sha = hashlib.sha256(data).hexdigest()
+    probing = geometry is not None and geometry.probe
+    exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
+    rgb, fmt, (width, height), scale, notes = _load(data, exact, limits, thumb_px)
+    pixels = np.asarray(fit(rgb, geometry, (width, height), scale)) if geometry else None
+    thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
+    probe = None
+    if geometry is not None and probing and fmt in ("JPEG", "MPO"):
+        drafted, _, _, scale, _ = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px)
+        if scale > 1:
+            probe = (scale, np.asarray(fit(drafted, geometry, (width, height), scale)))
+    return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe)
+
+
+def _load(
+    data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int
+) -> tuple[Image.Image, str, tuple[int, int], int, list[str]]:
+    """Open, draft (JPEG) and normalise: the RGB image, its format, upright full size, DCT scale and notes."""
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
     scale = 1
     if fmt in ("JPEG", "MPO"):
-        draft = geometry.draft_size if geometry else (max(thumb_px, 256),) * 2
-        drafted = im.draft("RGB", draft)
+        draft = geometry.draft_request(width, height) if geometry else (max(thumb_px, 256),) * 2
+        drafted = im.draft("RGB", draft) if draft else None
         if drafted is not None:
             scale = round(width / drafted[1][2])  # the DCT scale: 1, 2, 4 or 8
-    decode_bytes = im.size[0] * im.size[1] * max(len(im.getbands()), 3) * (2 if ";16" in im.mode else 1)
-    if decode_bytes > limits.max_decode_bytes:
+    needed = im.size[0] * im.size[1] * max(len(im.getbands()), 3) * (2 if ";16" in im.mode else 1)
+    if needed > limits.max_decode_bytes:
         raise ImageError(
-            f"image too large to decode: {width}×{height} pixels needs {decode_bytes / 2**20:.0f} MB, "
+            f"image too large to decode: {width}×{height} pixels needs {needed / 2**20:.0f} MB, "
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
@@ -170,6 +204,4 @@ def decode_bytes(
     rgb = normalise(im, notes)
     if rgb.size != drafted_size:  # turned upright: a quarter turn swaps the sides
         width, height = height, width
-    pixels = np.asarray(fit(rgb, geometry, (width, height), scale)) if geometry else None
-    thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
-    return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes))
+    return rgb, fmt, (width, height), scale, notes

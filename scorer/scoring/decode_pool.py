@@ -45,13 +45,14 @@ def _worker_main(conn: Connection) -> None:
     job: DecodeJob = conn.recv()
     while True:
         try:
-            path = conn.recv()
+            request = conn.recv()
         except EOFError:
             return
-        if path is None:
+        if request is None:
             return
+        path, geometry = request
         try:
-            reply: tuple[str, object] = ("ok", job.decode(Path(path), job.geometry, job.limits, job.thumb_px))
+            reply: tuple[str, object] = ("ok", job.decode(Path(path), geometry, job.limits, job.thumb_px))
         except TransientImageError as exc:
             reply = ("again", str(exc))
         except ImageError as exc:
@@ -170,18 +171,23 @@ class DecodePool:
     """Decode files in worker processes and yield the results in input order."""
 
     def __init__(self, job: DecodeJob, workers: int = 2, timeout: float = 60.0) -> None:
+        self._job = job
         self._slots = [_Slot(job) for _ in range(workers)]
         self._timeout = timeout
 
     def imap(
-        self, paths: Iterable[Path], ahead: int = 32, stop: Callable[[], bool] = lambda: False
+        self, paths: Iterable[Path], ahead: int = 32, stop: Callable[[], bool] = lambda: False,
+        plan: Callable[[], ItemGeometry | None] | None = None,
     ) -> Iterator[Outcome]:
         """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting.
 
-        Returns early once `stop()` is true, even while a decoder is still busy.
+        Returns early once `stop()` is true, even while a decoder is still busy. `plan`, when
+        given, is asked for each file's geometry as the file is handed to a worker (the decode check).
         """
         queue = _Queue(paths, max(ahead, len(self._slots)))
-        threads = [threading.Thread(target=self._feed, args=(slot, queue), daemon=True) for slot in self._slots]
+        plan = plan or (lambda: self._job.geometry)
+        threads = [threading.Thread(target=self._feed, args=(slot, queue, plan), daemon=True)
+                   for slot in self._slots]
         for thread in threads:
             thread.start()
         try:
@@ -192,15 +198,15 @@ class DecodePool:
         finally:
             queue.cancel(len(threads))
 
-    def _feed(self, slot: _Slot, queue: _Queue) -> None:
+    def _feed(self, slot: _Slot, queue: _Queue, plan: Callable[[], ItemGeometry | None]) -> None:
         while (task := queue.next_task()) is not None:
             index, path = task
-            queue.put(index, (path, self._decode_in(slot, path)))
+            queue.put(index, (path, self._decode_in(slot, path, plan())))
 
-    def _decode_in(self, slot: _Slot, path: Path) -> Decoded | ImageError:
+    def _decode_in(self, slot: _Slot, path: Path, geometry: ItemGeometry | None) -> Decoded | ImageError:
         conn = slot.ensure_started()
         try:
-            conn.send(str(path))
+            conn.send((str(path), geometry))
             if not conn.poll(self._timeout):
                 log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, self._timeout)
                 slot.kill()

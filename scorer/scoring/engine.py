@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ import numpy as np
 from scorer.errors import ImageError, TransientImageError
 from scorer.results import BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
+from scorer.scoring.decode_check import DecodeCheck, open_check
 from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
 from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
@@ -63,7 +65,8 @@ class Decoder(Protocol):
     """What the engine needs from a decoding pool (see scorer.scoring.decode_pool.DecodePool)."""
 
     def imap(
-        self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...
+        self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...,
+        plan: Callable[[], ItemGeometry | None] | None = ...,
     ) -> Iterator[tuple[Path, Decoded | ImageError]]: ...
 
     def close(self) -> None: ...
@@ -89,17 +92,20 @@ def score_items(
     progress: Progress = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
     extras: Extras = Extras(),
+    check: DecodeCheck | None = None,
 ) -> BatchResult:
     """Decode, vet and score items in bounded batches; every item ends up scored, rejected or a duplicate.
 
     `known` looks up content scored earlier (the watch service's ledger). When `stop`
-    turns true the batch is abandoned and the partial result returned.
+    turns true the batch is abandoned and the partial result returned. `check`, the model's
+    decode check, decides how each JPEG is decoded.
     """
     if extras.explainer is not None and len(items) > extras.explain_up_to:
         extras = replace(extras, explainer=None)
-    run = _Run(model, known, progress, extras)
+    run = _Run(model, known, progress, extras, check)
     by_path = {item.path: item for item in items}
-    for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop):
+    plan = check.plan if check is not None and model.geometry is not None else None
+    for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop, plan=plan):
         if stop():
             return run.result
         run.take(by_path[path], outcome)
@@ -111,9 +117,10 @@ class _Run:
     """One call of score_items: decoded items wait here until a model batch is full."""
 
     def __init__(self, model: Model, known: Callable[[str], Scored | None], progress: Progress,
-                 extras: Extras) -> None:
+                 extras: Extras, check: DecodeCheck | None) -> None:
         self.result = BatchResult()
-        self._model, self._known, self._progress, self._extras = model, known, progress, extras
+        self._model, self._known, self._progress = model, known, progress
+        self._extras, self._check = extras, check
         self._first_seen: set[str] = set()
         self._waiting: list[tuple[Item, Decoded]] = []
         self._duplicates_of_new: list[tuple[Item, str]] = []
@@ -153,6 +160,7 @@ class _Run:
         if model.geometry is not None:
             pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
             probs, evidence = self._predict(pixels)
+            self._observe(probs)
             if self._extras.explainer is not None:
                 overlays = self._extras.explainer.overlays(pixels)
         else:
@@ -172,6 +180,16 @@ class _Run:
         if features is None:
             return probs, [None] * len(pixels)
         return probs, index.lookup(features, np.array([engagement_score(p) for p in probs]))
+
+    def _observe(self, probs: np.ndarray) -> None:
+        """Hand creatives decoded both ways to the decode check; the Model sheet follows its decision."""
+        rows = [i for i, (_, decoded) in enumerate(self._waiting) if decoded.probe is not None]
+        if self._check is None or not rows:
+            return
+        probes = [self._waiting[i][1].probe for i in rows]
+        if self._check.observe(probs[rows], [p for p in probes if p is not None], self._model.predict_pixels):
+            self._model.info = dataclasses.replace(self._model.info, decode=self._check.describe())
+
 
 
 def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float,
@@ -198,10 +216,12 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
 class Engine:
     """A classifier and a decoding pool, kept together for the life of the process."""
 
-    def __init__(self, model: Model, pool: Decoder, extras: Extras = Extras()) -> None:
+    def __init__(self, model: Model, pool: Decoder, extras: Extras = Extras(), check: DecodeCheck | None = None
+                 ) -> None:
         self.model = model
         self.pool = pool
         self.extras = extras
+        self.check = check
 
     def score(
         self,
@@ -212,7 +232,8 @@ class Engine:
         stop: Callable[[], bool] = lambda: False,
     ) -> BatchResult:
         """Score items with this engine's model and workers (see `score_items`)."""
-        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop, extras=self.extras)
+        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop, extras=self.extras,
+                           check=self.check)
 
     def close(self) -> None:
         """Stop the decoding workers."""
@@ -225,8 +246,13 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None) -> Engine:
 
     classifier = Classifier(settings)
     extras = open_extras(classifier, settings)
+    check = None
+    if classifier.geometry is not None:
+        check = open_check(classifier.geometry, settings.images.decode, classifier.info.sha256, settings.state,
+                           classifier.predict_pixels)
+        classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
     pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)
-    return Engine(classifier, pool, extras)
+    return Engine(classifier, pool, extras, check)

@@ -25,6 +25,7 @@ from scorer.scoring.runtime import (
     Runtime,
     TorchRuntime,
     choose_device,
+    describe_export_check,
     load_or_export_onnx,
     onnx_cache_path,
     set_threads,
@@ -100,6 +101,7 @@ class Classifier:
             preprocessing=self._describe_preprocessing(),
             versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")},
             card=read_card(settings.model),
+            export_check=describe_export_check(self._runtime),
         )
         log.info("model %s loaded in %.1f s: classes %s, %s on %s, %s", settings.model,
                  time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
@@ -156,7 +158,7 @@ class Classifier:
         how = f"{g.method} to {g.size[0]}×{g.size[1]}"
         if g.method == "pad":
             how += f" ({g.pad_mode} padding)"
-        return f"{how}, JPEG draft decode at ≥{g.draft_size[0]}×{g.draft_size[1]}"
+        return f"{how}; JPEG draft decoding (to ≥{g.draft_size[0]}×{g.draft_size[1]}) as the decode check allows"
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels (N, H, W, 3) to the model's float32 NCHW input, as scoring feeds it."""

@@ -117,6 +117,7 @@ class OnnxRuntime:
     """ONNX Runtime on the CPU, with an explicit thread count."""
 
     device = "cpu"
+    export_diff: float | None = None  # max |logit diff| against PyTorch on the fixed sample, measured at load
 
     def __init__(self, onnx: bytes, threads: int) -> None:
         import onnxruntime as ort
@@ -169,6 +170,7 @@ def load_or_export_onnx(
             runtime = OnnxRuntime(data, threads)
             diff = float(np.abs(runtime.run(sample)[0] - expected).max())
             if diff <= _EXPORT_TOLERANCE:
+                runtime.export_diff = diff
                 return runtime, pinned
             log.warning("ONNX cache %s differs from PyTorch by %.2g: exporting again", path, diff)
     _export(model, torch.from_numpy(sample), path)
@@ -179,12 +181,24 @@ def load_or_export_onnx(
         path.unlink()
         raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
+    runtime.export_diff = diff
     return runtime, hashlib.sha256(data).hexdigest()
 
 
 def _read(path: Path) -> bytes:
     with open_regular(path) as handle:
         return handle.read()
+
+
+def describe_export_check(runtime: object) -> str:
+    """The ONNX export check's figure, for the report's Model sheet."""
+    diff = getattr(runtime, "export_diff", None)
+    if not isinstance(runtime, OnnxRuntime):
+        return "not applicable: the model runs in PyTorch"
+    if diff is None:
+        return "checked at load (figure not recorded)"
+    return (f"max |logit diff| ONNX Runtime vs PyTorch {diff:.2g} on a fixed sample, checked at load "
+            f"(limit {_EXPORT_TOLERANCE:g})")
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
