@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from openpyxl import load_workbook
 from PIL import Image
 
 from scorer.config import load_settings
@@ -247,6 +248,7 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
     assert half.mean_abs_dp > MEAN_DP_LIMIT or half.flips > 0
     assert engine.model.info.decode.startswith("auto: full-size decoding")
     later = _write(tmp_path / "later", striped, [(200, 150), (400, 300), (800, 600)], 9, 100)
+    caplog.clear()  # only what the second engine logs
     with caplog.at_level(logging.INFO):
         engine, got = _score(settings, later)
     assert "kept in" in caplog.text and "measured in" not in caplog.text  # the check ran once
@@ -266,12 +268,14 @@ def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_deci
     assert engine.check.plan().max_scale == 8 and not engine.check.plan().probe
     ours, ref = np.array([got[str(f)] for f in files]), _get_preds(tiny_learner, files)
     assert (ours.argmax(1) == ref.argmax(1)).all() and np.abs(ours - ref).mean() <= 0.01
-    sheet = dict(build_workbook(ReportContent(BatchResult(), engine.model.info, settings.report),
-                                datetime.now())["Model"].iter_rows(min_row=2, values_only=True))
+    book = io.BytesIO()
+    build_workbook(ReportContent(BatchResult(), engine.model.info, settings.report), datetime.now()).save(book)
+    sheet = dict(load_workbook(book)["Model"].iter_rows(min_row=2, values_only=True))
     assert str(sheet["Decoding"]).startswith("auto: JPEG draft decoding down to 1/8")
     assert str(sheet["ONNX export check"]).startswith("max |logit diff| ONNX Runtime vs PyTorch")
     robust = tmp_path / "state" / "decode" / f"{engine.model.info.sha256}.json"
     kept = robust.read_bytes()
+    caplog.clear()  # only what the second engine logs
     with caplog.at_level(logging.INFO):
         other = open_engine(_settings(sensitive_learner, tmp_path))
         other.close()

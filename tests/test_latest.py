@@ -164,9 +164,10 @@ def _wait(condition, timeout: float = 5) -> None:  # type: ignore[no-untyped-def
 
 @pytest.mark.slow
 def test_the_service_writes_latest_off_the_scoring_path(watched: Project, services: list[Service]) -> None:
-    configure(watched, latest_interval=2, latest_rows=1500)
-    (watched.root / "state").mkdir()
-    fill_history(watched.root / "state", 1500, rejected_every=100, thumb=thumbnail(24))  # batches 1-8
+    # A history large enough that a rebuild takes a few seconds, so that a batch can be seen landing inside one.
+    configure(watched, latest_interval=2, latest_rows=4000)
+    (watched.root / "state").mkdir(exist_ok=True)
+    fill_history(watched.root / "state", 4000, rejected_every=100, per_batch=500, thumb=thumbnail(24))  # batches 1-8
     service = start(watched, services)
     service.wait_message("READY=1")
     latest = watched.outbox / LATEST_NAME
@@ -181,7 +182,7 @@ def test_the_service_writes_latest_off_the_scoring_path(watched: Project, servic
     service.wait_message_matching(r"STATUS=.*latest.xlsx not written \(IsADirectoryError")
     latest.rmdir()
     service.wait_log(r"latest.xlsx written again after \d+ failed tries", timeout=30)
-    assert summary(latest)[1]["Total"]["Scored"] == 1502
+    assert summary(latest)[1]["Total"]["Scored"] == 4002
 
     # A batch is scored and reported while latest.xlsx is being rebuilt from the large history.
     drop(watched, "c.jpg")
@@ -198,7 +199,7 @@ def test_the_service_writes_latest_off_the_scoring_path(watched: Project, servic
     under_way, own = (_seconds(service.lines[i][1]) for i in (rebuilt, caught_up))
     waited = service.lines[caught_up][0] - service.lines[reported][0]
     assert waited <= max(2, under_way) + own + 1, service.log
-    assert summary(latest)[1]["Total"]["Scored"] == 1504
+    assert summary(latest)[1]["Total"]["Scored"] == 4004
 
     # The last batch before SIGTERM is in latest.xlsx when the service has exited.
     drop(watched, "e.jpg")
@@ -206,7 +207,7 @@ def test_the_service_writes_latest_off_the_scoring_path(watched: Project, servic
     code, took = service.signal(signal.SIGTERM)
     assert code == 0 and took < 10, service.log
     lines, table = summary(latest)
-    assert table["Total"]["Scored"] == 1505 and any("up to batch 13" in line for line in lines), service.log
+    assert table["Total"]["Scored"] == 4005 and any("up to batch 13" in line for line in lines), service.log
     assert "e.jpg" in column(latest, "Ranking")
     assert column(reports(watched)[-1], "Ranking") == ["e.jpg"], "batch reports stay per batch"
 

@@ -53,7 +53,9 @@ def watched(project: Project, onnx_cache: list[Path]) -> Project:
 
 
 def configure(project: Project, **watch: object) -> None:
-    lines = ["model: models/tiny.pkl", "images:", "  decode_workers: 1", "report:", "  thumbnail_px: 24", "watch:"]
+    # exact decoding: no decode check probation, so every batch costs the same from the first file on
+    lines = ["model: models/tiny.pkl", "images:", "  decode_workers: 1", "  decode: exact", "report:",
+             "  thumbnail_px: 24", "watch:"]
     values = {"settle_seconds": 0.4, "rescan_seconds": 2, "max_batch_age": 30, **watch}
     lines += [f"  {key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
     project.write_config("\n".join(lines) + "\n")

@@ -76,7 +76,8 @@ def render_unit(settings: Settings, user: str | None = None, *, web: bool = Fals
         raise ServiceError(f"no user named {user}: create it, or pass --user with an existing account") from None
     group = grp.getgrgid(account.pw_gid).gr_name
     text = template.read_text(encoding="utf-8")
-    _check_watchdog(settings, text)
+    if not web:  # scorer serve pings from its event loop, which a hung decoder never blocks
+        _check_watchdog(settings, text)
     script = Path(sys.executable).with_name("scorer")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "scorer"]
     command.append("serve" if web else "watch")
