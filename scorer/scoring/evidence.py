@@ -57,10 +57,10 @@ class EvidenceIndex:
         self._scores = np.sort(self.frame["score"].to_numpy(dtype=float))
 
     @classmethod
-    def read(cls, path: Path) -> EvidenceIndex:
-        """Load an index written by `write_index`; refuse a file that is not one."""
+    def read(cls, path: Path, data: bytes) -> EvidenceIndex:
+        """Load an index written by `write_index` from the bytes read (and checked) from `path`."""
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(pa.BufferReader(data))
             meta = json.loads((table.schema.metadata or {})[_META_KEY])
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
             raise ModelError(f"evidence index {path} cannot be read ({type(exc).__name__}): rebuild it with "
@@ -111,13 +111,12 @@ class EvidenceIndex:
                          int(post["total"]), float(similarity), bytes(thumb) if thumb is not None else None)
 
 
-def load_evidence(model: Path, model_sha256: str, verify: Callable[[Path], str]) -> EvidenceIndex | None:
-    """The model's evidence index, verified against its pin by `verify`; None when the model has none."""
+def load_evidence(model: Path, model_sha256: str, verify: Callable[[Path], bytes]) -> EvidenceIndex | None:
+    """The model's evidence index, read once and verified against its pin by `verify`; None when there is none."""
     path = index_path(model)
     if not path.exists():
         return None
-    verify(path)
-    index = EvidenceIndex.read(path)
+    index = EvidenceIndex.read(path, verify(path))  # the bytes that were hashed are the bytes that are loaded
     if index.model_sha256 != model_sha256:
         raise ModelError(f"evidence index {path} was built with another model (sha256 {index.model_sha256[:12]}…): "
                          f"rebuild it with `scorer index DATA --model {model}`")

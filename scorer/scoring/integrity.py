@@ -133,22 +133,24 @@ def remember_derived(settings: Settings, kind: str, model_sha256: str, sha256: s
     atomic_write(path, json.dumps(pins, indent=2, sort_keys=True))
 
 
-def verify_index(settings: Settings, index: Path) -> str:
-    """Check an evidence index against its pin (pinning it on first use) and return its SHA-256."""
+def verify_index(settings: Settings, index: Path) -> bytes:
+    """Read an evidence index once, check it against its pin (pinning it on first use), and return its bytes."""
     real = index.resolve()
-    sha = sha256_file(real)
+    with open_regular(real) as handle:
+        data = handle.read()
+    sha = hashlib.sha256(data).hexdigest()
     pinned = _read_pins(settings).get(str(real))
     if pinned is None:
         remember_pin(settings, index, sha)
         log.warning("evidence index %s pinned on first use: sha256 %s", index, sha)
-        return sha
+        return data
     if sha != pinned:
         raise ModelError(
             f"evidence index {index} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in "
             f"{_pins_path(settings)}): rebuild it with `scorer index DATA --model {settings.model}`, or if you trust "
             f"the new file, run `scorer model pin {settings.model}`"
         )
-    return sha
+    return data
 
 
 def pin_model(settings: Settings, model: Path) -> str:
