@@ -80,13 +80,24 @@ def test_gradcam_hot_region_overlaps_the_patch(tmp_path: Path, patch_learner: Pa
     assert [classifier.classes[i] for i in probs.argmax(axis=1)] == ["Low", "Neutral", "High"] * 3
     heat = explainer.heatmaps(pixels)
     assert heat.shape == (9, SIZE, SIZE)
+    # A model may tell one class by the absence of the others' colours; its decision then does not rest on
+    # the patch, and no faithful map can point there. Which decisions rest on the patch: hide it under the
+    # background's noise and see whether the prediction goes.
+    hidden = pixels.copy()
+    noise = np.random.default_rng(1).integers(100, 156, (SIZE, SIZE, 3)).astype(np.uint8)
+    for image, (_, corner) in zip(hidden, images, strict=True):
+        image[patch_mask(corner)] = noise[patch_mask(corner)]
+    predicted = probs.argmax(axis=1)
+    after = classifier.predict_pixels(hidden)[np.arange(len(images)), predicted]
+    rests = after < probs[np.arange(len(images)), predicted] - 0.5
     ious = []
     for h, (_, corner) in zip(heat, images, strict=True):
         hot = h >= 0.5 * h.max()  # the hot region: at least half the map's peak
         mask = patch_mask(corner)
-        ious.append((hot & mask).sum() / (hot | mask).sum())
-    assert np.mean(ious) >= 0.5, ious
-    assert min(ious) > 0.2, ious  # every map points at its patch, not elsewhere
+        ious.append(float((hot & mask).sum() / (hot | mask).sum()))
+    resting = [iou for iou, r in zip(ious, rests, strict=True) if r]
+    assert len({k % 3 for k in np.flatnonzero(rests)}) >= 2, (rests, ious)  # at least two classes rest on it
+    assert min(resting) >= 0.5, (rests, ious)  # each of those maps covers its patch, wherever the patch is
     overlays = explainer.overlays(pixels[:3])
     assert all(Image.open(__import__("io").BytesIO(o)).size == (96, 96) for o in overlays)
 

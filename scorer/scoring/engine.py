@@ -48,7 +48,7 @@ class Index(Protocol):
 class Explain(Protocol):
     """What the engine needs from Grad-CAM (see scorer.scoring.explain.Explainer)."""
 
-    def overlays(self, pixels: np.ndarray) -> list[bytes]: ...
+    def overlays(self, pixels: np.ndarray, classes: Sequence[int] | None = None) -> list[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class _Run:
             probs, evidence = self._predict(pixels)
             self._observe(probs)
             if self._extras.explainer is not None:
-                overlays = self._extras.explainer.overlays(pixels)
+                overlays = self._extras.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
         else:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()

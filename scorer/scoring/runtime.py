@@ -67,15 +67,17 @@ def with_features(model: torch.nn.Module) -> WithFeatures | None:
     return WithFeatures(model)
 
 
-def cam_layer(model: torch.nn.Module) -> torch.nn.Module:
-    """The layer whose activations Grad-CAM weighs, in a model that `with_features` accepts: the body's last
-    block but one (a resnet's layer3, at 1/16 of the input: twice the detail of the last block's 1/32, which
-    on a 128-pixel creative is a 4×4 map), or the whole body when it has no blocks to choose from."""
+def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers whose activations Grad-CAM weighs, in a model that `with_features` accepts: the body's first
+    two stages (a resnet's layer1 and layer2, at 1/4 and 1/8 of the input), where a small region that carries
+    the class still has a place of its own; the last block but one when the body is shorter; else the body."""
     assert with_features(model) is not None
     body = model[0]  # type: ignore[index]
-    if isinstance(body, torch.nn.Sequential) and len(body) > 2:
-        return body[-2]
-    return body  # type: ignore[no-any-return]
+    if not isinstance(body, torch.nn.Sequential) or len(body) <= 2:
+        return [body]
+    if len(body) >= 6:  # a stem, then four stages (resnet, xresnet): the first two stages
+        return [body[-4], body[-3]]
+    return [body[-2]]
 
 
 def choose_device(requested: str) -> str:
