@@ -10,8 +10,9 @@ ImageNet Normalize, one epoch at a low learning rate: soft outputs). For each it
 learn.predict in a loop, learn.get_preds on a test_dl, and scorer end to end (decode, vet,
 infer, write the Excel report) with each runtime, in the decode mode `images.decode: auto`
 chose for that learner (its decode check runs while warming up, on creatives not timed).
-It prints images/s, each figure's ratio to get_preds, agreement with get_preds, the decode
-mode, and the peak RSS of `scorer score` on 200 and 2,000 files. Machines are noisy: compare
+It also times the learner's forward pass alone in scorer's runtime, on creatives decoded
+beforehand: the ceiling that no decoding trick can pass. It prints images/s, each figure's
+ratio to get_preds, agreement with get_preds, the decode mode, and the peak RSS of `scorer score` on 200 and 2,000 files. Machines are noisy: compare
 the ratios within one run, not absolute figures.
 """
 
@@ -207,6 +208,8 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
             secs = time.perf_counter() - start
         finally:
             engine.close()
+        if runtime == "onnx":  # the ceiling: the model alone, on creatives decoded beforehand, batch by batch
+            rows.append(model_only(engine, settings, files, label))
         got = {s.location: s.probs for s in run.result.scored}
         probs = np.array([got[str(f)] for f in files])
         plan = engine.check.plan() if engine.check else None
@@ -217,6 +220,24 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
     for row in rows:
         row["ratio_to_get_preds"] = float(row["ips"]) / base  # type: ignore[arg-type]
     return rows
+
+
+def model_only(engine, settings, files: list[Path], label: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The learner's forward pass alone, in scorer's runtime, on pixels decoded beforehand (untimed)."""
+    from scorer.scoring.decode import decode_file
+    from scorer.scoring.vet import ImageLimits
+
+    model = engine.model
+    limits = ImageLimits.from_settings(settings.images)
+    pixels = np.stack([decode_file(f, model.geometry, limits, 0).pixels for f in files])
+    batch = model.batch_size
+    model.predict_pixels(pixels[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(pixels), batch):
+        model.predict_with_features(pixels[i:i + batch])
+    secs = time.perf_counter() - start
+    return {"set": label, "path": f"model forward only ({model.info.runtime}, decoded beforehand)",
+            "n": len(files), "ips": len(files) / secs}
 
 
 def tree_rss_kb(pid: int) -> int:
