@@ -12,8 +12,9 @@ infer, write the Excel report) with each runtime, in the decode mode `images.dec
 chose for that learner (its decode check runs while warming up, on creatives not timed).
 It also times the learner's forward pass alone in scorer's runtime, on creatives decoded
 beforehand: the ceiling that no decoding trick can pass. It prints images/s, each figure's
-ratio to get_preds, agreement with get_preds, the decode mode, and the peak RSS of `scorer score` on 200 and 2,000 files. Machines are noisy: compare
-the ratios within one run, not absolute figures.
+ratio to get_preds, agreement with get_preds, the decode mode, and the peak RSS of
+`scorer score` on 200 and 2,000 files. Machines are noisy: compare the ratios within one
+run, not absolute figures.
 """
 
 from __future__ import annotations
