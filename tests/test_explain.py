@@ -123,3 +123,21 @@ def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learn
     assert len(book["Ranking"]._images) == 3 * (2 if expected else 1)
     model = dict(book["Model"].iter_rows(min_row=2, values_only=True))
     assert model["Where the model looked"].startswith("never" if explain == "never" else "Grad-CAM")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("largest", "kept"), [(2, True), (3, False), (None, True)])
+def test_a_run_too_large_for_overlays_does_not_keep_the_pytorch_copy(tmp_path: Path, patch_learner: Path,
+                                                                      largest: int | None, kept: bool) -> None:
+    from scorer.scoring.engine import open_engine
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {patch_learner}\nstate: {tmp_path / 'state'}\nthreads: 1\n"
+                      "report:\n  explain: auto\n  explain_max: 2\n")
+    engine = open_engine(load_settings(config), largest_batch=largest)
+    try:
+        assert (engine.model.torch_model is not None) is kept  # ONNX scores; PyTorch stays only for Grad-CAM
+        assert (engine.extras.explainer is not None) is kept
+        assert engine.model.info.explain == "Grad-CAM for the predicted class, for batches of at most 2 creatives"
+    finally:
+        engine.close()

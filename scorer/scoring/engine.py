@@ -240,11 +240,17 @@ class Engine:
         self.pool.close()
 
 
-def open_engine(settings: Settings, decode: DecodeFn | None = None) -> Engine:
-    """Load the configured model (once), its evidence index and Grad-CAM if wanted, and start its decoding workers."""
+def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_batch: int | None = None) -> Engine:
+    """Load the configured model (once), its evidence index and Grad-CAM if wanted, and start its decoding workers.
+
+    `largest_batch`: the most creatives this engine will score at once, when known (a one-shot run). Larger
+    than `report.explain_max` under `explain: auto`, no overlay can be drawn, so the PyTorch copy is not kept.
+    """
     from scorer.scoring.model import Classifier, open_extras
 
-    classifier = Classifier(settings)
+    look = settings.report
+    drawn = not (look.explain == "auto" and largest_batch is not None and largest_batch > look.explain_max)
+    classifier = Classifier(settings, explain=drawn)
     extras = open_extras(classifier, settings)
     check = None
     if classifier.geometry is not None:

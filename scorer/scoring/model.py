@@ -66,7 +66,8 @@ def order_classes(vocab: list[str], configured: tuple[str, ...] | None, saved: l
 class Classifier:
     """Turns model-sized pixels (or, on the fallback path, files) into class probabilities, low to high."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, explain: bool = True) -> None:
+        """`explain=False`: this run will draw no Grad-CAM overlay, so the PyTorch copy need not be kept."""
         trusted = verify_model(settings)
         sha = trusted.sha256
         started = time.perf_counter()
@@ -89,7 +90,7 @@ class Classifier:
             log.info("the model is not shaped as fastai's vision_learner builds it (body, then a pooling head): "
                      "scoring without evidence")
         # Grad-CAM needs the PyTorch model even when ONNX Runtime runs the forward pass: keep it only then.
-        keep_torch = self.has_features and settings.report.explain != "never"
+        keep_torch = self.has_features and settings.report.explain != "never" and explain
         self._runtime = self._make_runtime(settings, device, sha, keep_torch)
         self.torch_model: Any = self._learn.model
         self.info = ModelInfo(
@@ -201,9 +202,14 @@ def open_extras(classifier: Classifier, settings: Settings) -> Extras:
         explainer = Explainer(classifier.torch_model, classifier.prepare, classifier.threads,
                               settings.report.thumbnail_px)
     up_to = settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
-    looked = ("never (report.explain: never)" if explainer is None else
-              f"Grad-CAM for the predicted class, for batches of at most {up_to} creatives" if explain == "auto"
-              else "Grad-CAM for the predicted class, for every creative")
+    if explain == "never":
+        looked = "never (report.explain: never)"
+    elif not classifier.has_features:
+        looked = "none: the model is not shaped as fastai's vision_learner builds it"
+    elif explain == "auto":  # also when this run's batch was larger, and the PyTorch copy was not kept
+        looked = f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
+    else:
+        looked = "Grad-CAM for the predicted class, for every creative"
     classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked)
     return Extras(index, explainer, up_to)
 

@@ -64,7 +64,7 @@ def score_paths(
     if not items:
         raise ConfigError(f"no files found in {', '.join(map(str, paths))}: give image files or folders that hold them")
     own = engine is None
-    engine = engine or open_engine(settings)
+    engine = engine or open_engine(settings, largest_batch=len(items))
     try:
         on_start(len(items))
         result = engine.score(items, progress=progress)
