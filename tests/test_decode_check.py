@@ -128,6 +128,9 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     check = open_check(geometry, "auto", "cd" * 32, tmp_path, predict)
     assert check.decision is not None and check.decision.max_scale == 8  # calibration alone allows 1/8
     assert check.plan().probe and check.plan().max_scale == 1
+    # what drafting saves on this machine is measured on the same calibration images, and stated
+    assert all(f.full_s > 0 and f.draft_s > 0 for f in check.decision.scales.values())
+    assert check.describe().count("× faster") == 3
     pixels = np.full((PROBE_CREATIVES, 32, 32, 3), 128, np.uint8)
     exact = predict(pixels)
     assert check.observe(exact[:4], [(2, p) for p in pixels[:4]], predict)
@@ -138,6 +141,7 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     assert check.plan() == dataclasses.replace(geometry, max_scale=1)
     kept = json.loads((tmp_path / "decode" / f"{'cd' * 32}.json").read_text())
     assert kept["max_scale"] == 1 and kept["creatives"] == PROBE_CREATIVES
+    assert kept["scales"]["8"]["full_s"] > 0
     again = open_check(geometry, "auto", "cd" * 32, tmp_path, _never)  # kept: no calibration
     assert again.plan().max_scale == 1 and "full-size decoding" in again.describe()
 
