@@ -48,8 +48,11 @@ class Planner:
         for i, plan in enumerate(plans):
             if plan is None:
                 answers.append((None, NO_PLAN if self.in_use else ""))
-            elif self.model is None or features is None:
+            elif self.model is None:
                 answers.append((None, f"image-only: {self.why}"))
+            elif features is None:
+                answers.append((None, "image-only: this model scored it on fastai's own path, which gives no "
+                                      "embedding for the combined model"))
             else:
                 answers.append((self._one(self.model, features[i], plan), ""))
         return answers

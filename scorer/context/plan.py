@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 PLAN_CSV = "plan.csv"
 SIDECAR_SUFFIXES = (".json", ".txt")
 _MAX_BYTES = 2**20
-_TIME_LINE = re.compile(r"^\s*(posted_at|time)\s*:\s*(.*?)\s*$", re.IGNORECASE)
+# Only `posted_at:` marks a time: a caption may well begin with "Time: to shine".
+_TIME_LINE = re.compile(r"^\s*posted_at\s*:\s*(.*?)\s*$", re.IGNORECASE)
 
 
 def is_context_name(name: str) -> bool:
@@ -88,12 +89,12 @@ def read_sidecar(path: Path, tz: ZoneInfo) -> Plan:
                                '{"posted_at": "2026-12-03 18:00", "caption": "..."}') from None
         if not isinstance(data, dict):
             raise ContextError(f'{path.name} must hold one object: {{"posted_at": "...", "caption": "..."}}')
-        stamp = data.get("posted_at", data.get("time"))
+        stamp = data.get("posted_at")
         when = parse_time(str(stamp), tz, path.name) if stamp not in (None, "") else None
         return Plan(when, str(data.get("caption") or ""), path.name)
     lines = text.splitlines()
     match = _TIME_LINE.match(lines[0]) if lines else None
-    when = parse_time(match.group(2), tz, path.name) if match else None
+    when = parse_time(match.group(1), tz, path.name) if match else None
     return Plan(when, "\n".join(lines[1:] if match else lines).strip(), path.name)
 
 
