@@ -8,7 +8,7 @@ its accuracy minus image alone's has a paired bootstrap 95% interval above 0.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class ContextRun:
     def as_dict(self) -> dict[str, Any]:
         """The card's context section."""
         return {"file": self.path.name if self.path else None, "sha256": self.sha256, "use": self.use,
-                "verdict": self.verdict, "gain": self.gain.__dict__, "features": FEATURES,
+                "verdict": self.verdict, "gain": asdict(self.gain), "features": FEATURES,
                 "comparison": self.comparison.as_dict() if self.comparison else None}
 
     def line(self) -> str:
