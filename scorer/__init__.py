@@ -7,7 +7,8 @@ The map. Each room serves one use case; the shared floors sit below them.
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, failed-write retries, the
                 inbox lease, the service loop, systemd
     training/   `scorer train` and `scorer index`: posts import, labels, evaluation, the evidence index,
-                ways of predicting compared, the model card
+                ways of predicting compared, the context ablation, the model card
+    context/    posting time and caption: features, the combined model, sidecars and plan.csv, advice
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
     bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
@@ -19,14 +20,16 @@ One creative's path from the inbox to the report, going down the floors:
 
     watch.intake:Intake.poll               events and rescans -> a settled batch of paths
     watch.service:_run                     hands the batch to the hot folder
-    watch.batch:HotFolder.process          fingerprints each path into a Candidate (watch.schema)
+    watch.batch:HotFolder.process          fingerprints each path into a Candidate (watch.schema), with its plan
+                                           (context.plan: a sidecar or plan.csv row; a bad sidecar is rejected)
     scoring.engine:score_items             scoring.decode_pool -> scoring.decode:decode_file -> Decoded
     scoring.model:Classifier.predict_with_features  batch transforms + one runtime pass -> probs, features
     scoring.evidence:EvidenceIndex.lookup  features -> nearest past posts, their median, the percentile
+    context.advice:Planner.advise          the same features + the plan -> score at the planned time, best slots
     scoring.explain:Explainer.overlays     Grad-CAM for the predicted class (small batches) -> Scored
     watch.ledger:Ledger.record_batch       every outcome as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
-    watch.disposal:dispose_pending         the file moves to outbox/scored/<date>/ (or rejected/)
+    watch.disposal:dispose_pending         its sidecar, then the file, move to outbox/scored/<date>/ (or rejected/)
     watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (watch.window)
 """
 

@@ -13,6 +13,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -169,6 +170,11 @@ def _check_relations(s: Settings, where: str) -> None:
         )
     if not 0 < s.train.valid_pct < 1:
         raise ConfigError(f"'train.valid_pct' in {where} must be between 0 and 1, like 0.2")
+    try:
+        ZoneInfo(s.context.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"'context.timezone' in {where} is {s.context.timezone!r}, not a time zone: use an IANA "
+                          "name such as Europe/Paris or America/New_York (or UTC)") from None
 
 
 def _is_hex(text: str) -> bool:

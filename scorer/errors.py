@@ -6,6 +6,7 @@
     ├── ImageError           one input cannot be scored (it is rejected, never fatal)
     │   └── TransientImageError  not readable for a moment (a share): tried again before rejecting
     ├── DataError            training data cannot be imported
+    ├── ContextError         a sidecar or plan.csv row cannot be read (rejected; its creative scores image-only)
     ├── ServiceError         the watcher cannot run (lock held, folders missing)
     └── UploadError          `scorer serve` refuses an upload (too large, too many files, busy)
 
@@ -37,6 +38,10 @@ class TransientImageError(ImageError):
 
 class DataError(ScorerError):
     """Training data cannot be imported or is too small to train on."""
+
+
+class ContextError(ScorerError):
+    """A creative's planned time or caption cannot be read; the message is the reason shown to marketers."""
 
 
 class ServiceError(ScorerError):

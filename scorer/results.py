@@ -24,6 +24,7 @@ class ModelInfo:
     explain: str = ""
     decode: str = ""  # the decode check's mode and figures (scorer.scoring.decode_check)
     export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
+    context: str = ""  # whether posting time and caption are used (scorer.context), and why
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,20 @@ class Evidence:
         return f"above {self.percentile:.0%} of your posts"
 
 
+@dataclass(frozen=True)
+class Advice:
+    """The combined model's view of a creative's planned post: its score at the planned time and the best slots."""
+
+    planned_at: str  # local time and zone, "" when the plan gives no time
+    planned_score: float | None
+    best: tuple[tuple[str, float], ...]  # ("Thu 18:00", score), best first, in the coming week
+
+    @property
+    def best_text(self) -> str:
+        """The best slots in a marketer's words."""
+        return ", ".join(f"{slot} ({score:.1f})" for slot, score in self.best)
+
+
 def engagement_score(probs: Sequence[float]) -> float:
     """100 × Σ pᵢ·i/(K−1): 0 when surely the lowest class, 100 when surely the highest."""
     k = len(probs)
@@ -79,6 +94,7 @@ class Scored:
     report: str = ""
     evidence: Evidence | None = None
     overlay: bytes | None = None
+    advice: Advice | None = None
 
     @property
     def score(self) -> float:

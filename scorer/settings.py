@@ -139,6 +139,14 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class ContextSettings:
+    """Posting time and caption beside the image (scorer.context)."""
+
+    timezone: str = _opt("UTC", "the account's time zone (IANA name, e.g. Europe/Paris): posting hours and "
+                         "weekdays are read in it, and sidecar times without an offset are taken in it")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the scorer reads from config.yaml, with paths already resolved."""
 
@@ -158,6 +166,7 @@ class Settings:
     watch: WatchSettings = _opt(WatchSettings(), "")
     train: TrainSettings = _opt(TrainSettings(), "")
     serve: ServeSettings = _opt(ServeSettings(), "")
+    context: ContextSettings = _opt(ContextSettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property

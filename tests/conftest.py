@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.contextgen import Account, train_account, write_account
 from tests.imagegen import CLASS_COLOURS, labelled_set
+from tests.postgen import csv_to_instaloader
 
 RENAMED = {"Low": "bronze", "Neutral": "silver", "High": "gold"}
 
@@ -105,3 +107,19 @@ def project(tmp_path: Path, tiny_learner: Path) -> Project:
     os.chmod(proj.models / "tiny.pkl", 0o644)
     proj.write_config("model: models/tiny.pkl\n")
     return proj
+
+
+@pytest.fixture(scope="session")
+def hour_signal(tmp_path_factory: pytest.TempPathFactory) -> Account:
+    """A synthetic account, as posts.csv, whose posts at 18:00 get twice the likes whatever the picture."""
+    root = tmp_path_factory.mktemp("hour-signal")
+    write_account(root / "data", hour_matters=True)
+    return train_account(root, root / "data")
+
+
+@pytest.fixture(scope="session")
+def hour_noise(tmp_path_factory: pytest.TempPathFactory) -> Account:
+    """The same kind of account, as an Instaloader folder, whose doubled posts are chosen at random."""
+    root = tmp_path_factory.mktemp("hour-noise")
+    profile = csv_to_instaloader(write_account(root / "data", hour_matters=False, seed=1), root / "shop")
+    return train_account(root, profile)

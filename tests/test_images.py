@@ -27,8 +27,9 @@ def test_ordinary_names_are_not_ignored(name: str) -> None:
 
 
 def test_candidates_walk_folders_skip_temp_names_and_sort_by_mtime_then_name(tmp_path: Path) -> None:
-    for name, mtime in [("b.jpg", 100), ("a.jpg", 100), ("sub/c.png", 50), ("notes.txt", 200),
-                        (".hidden.jpg", 10), ("d.jpg.part", 10), (".cache/e.jpg", 10)]:
+    for name, mtime in [("b.jpg", 100), ("a.jpg", 100), ("sub/c.png", 50), ("notes.pdf", 200),
+                        (".hidden.jpg", 10), ("d.jpg.part", 10), (".cache/e.jpg", 10), ("a.txt", 10),
+                        ("plan.csv", 10)]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -36,8 +37,9 @@ def test_candidates_walk_folders_skip_temp_names_and_sort_by_mtime_then_name(tmp
     (tmp_path / "link.jpg").symlink_to(tmp_path / "a.jpg")
     os.utime(tmp_path / "link.jpg", (300, 300), follow_symlinks=False)
     found = [p.relative_to(tmp_path).as_posix() for p in find_candidates([tmp_path])]
-    # Symlinks and non-images are kept so that they are rejected with a reason, not skipped.
-    assert found == ["sub/c.png", "a.jpg", "b.jpg", "notes.txt", "link.jpg"]
+    # Symlinks and non-images are kept so that they are rejected with a reason, not skipped; sidecars and
+    # plans (a.txt, plan.csv: scorer.context.plan) go with their creatives and are never candidates.
+    assert found == ["sub/c.png", "a.jpg", "b.jpg", "notes.pdf", "link.jpg"]
 
 
 def _fastai_resize(im: Image.Image, method: str, size: tuple[int, int], pad_mode: str) -> np.ndarray:

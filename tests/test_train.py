@@ -273,7 +273,7 @@ def test_training_again_archives_the_previous_model_and_its_card(tmp_path: Path)
     assert sha256_file(second.archived / "engagement.pkl") == first.sha256
     assert {p.name for p in second.archived.iterdir()} == {
         "engagement.pkl", "engagement.card.json", "engagement.card.md", "engagement.confusion.png",
-        "engagement.classes.png", "engagement.predictions.csv", "engagement.index.parquet"}
+        "engagement.classes.png", "engagement.predictions.csv", "engagement.index.parquet", "engagement.context.json"}
     assert json.loads((second.archived / "engagement.card.json").read_text())["model"]["sha256"] == first.sha256
     assert sha256_file(second.model) == second.sha256
     assert not stale_onnx.exists(), "the old model's ONNX copy is derived and large: it goes"

@@ -31,6 +31,8 @@ from scorer.textsafe import looks_like_formula, xml_text
 
 REPORT_PREFIX = "engagement-report-"
 FIXED_HEADERS = ("Rank", "File", "Predicted class", "Confidence", "Engagement score")
+#: Posting-time advice (scorer.context), present when some creative came with a plan and the combined model is in use.
+ADVICE_HEADERS = ("Planned time", "Score at planned time", "Best times (coming week)")
 EXTRA_HEADERS = ("Thumbnail", "Pixels", "Format", "File size (KB)", "File date", "Scored at", "Notes", "Location",
                  "SHA-256")
 
@@ -115,16 +117,29 @@ def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: lis
     return row + evidence + tail
 
 
+def _advice_cells(ws: WriteOnlyWorksheet, s: Scored) -> list[Cell]:
+    """The planned time, the Engagement score there, and the best slots of the coming week (blank without advice)."""
+    a = s.advice
+    if a is None:
+        return [cell(ws, None) for _ in ADVICE_HEADERS]
+    score = round(a.planned_score, 1) if a.planned_score is not None else None
+    cells = [cell(ws, a.planned_at or "not given"), cell(ws, score, "0.0"), cell(ws, a.best_text)]
+    for c in cells:
+        c.alignment = _MIDDLE
+    return cells
+
+
 def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     classes = content.info.classes
     extra = evidence_headers(content.result.scored)
-    names = headers(classes, extra)
-    k = len(classes)
     scored = rank(content.result.scored)
+    advice = list(ADVICE_HEADERS) if any(s.advice for s in scored) else []
+    names = headers(classes, [*extra, *advice])
+    k = len(classes)
     thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
     widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
-              13, 8, 14, 18, 18, 30, 60, 20]
+              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 30, 60, 20]
     header(ws, names, widths)
     thumb_col = len(FIXED_HEADERS) + k + 1
     for row, s in enumerate(scored, start=2):
@@ -135,7 +150,7 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
         if (thumbs and s.thumbnail) or s.overlay or s.evidence:
             # Look-alike cells hold a small picture with a line of text under it.
             ws.row_dimensions[row].height = max(content.look.thumbnail_px, 80 if extra else 0) * 0.75 + 4
-        ws.append(_ranking_row(ws, row - 1, s, evidence))
+        ws.append(_ranking_row(ws, row - 1, s, evidence + (_advice_cells(ws, s) if advice else [])))
     last = len(scored) + 1
     ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
     if scored:
@@ -177,6 +192,7 @@ def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None
         *((f"{name} version", version) for name, version in info.versions.items()),
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
+        ("Posting time and caption", info.context or "image-only"),
     ]
     rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Protocol, cast
 
 import numpy as np
 
+from scorer.context.plan import Plan
 from scorer.errors import ImageError, TransientImageError
-from scorer.results import BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
+from scorer.results import Advice, BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
 from scorer.scoring.decode_check import DecodeCheck, open_check
 from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
@@ -45,6 +46,15 @@ class Index(Protocol):
     def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Evidence]: ...
 
 
+class Planner(Protocol):
+    """What the engine needs for posting-time advice (see scorer.context.advice.Planner)."""
+
+    @property
+    def in_use(self) -> bool: ...
+
+    def advise(self, features: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]: ...
+
+
 class Explain(Protocol):
     """What the engine needs from Grad-CAM (see scorer.scoring.explain.Explainer)."""
 
@@ -59,6 +69,7 @@ class Extras:
     explainer: Explain | None = None
     #: Grad-CAM runs for calls of score_items with at most this many items.
     explain_up_to: int = 0
+    planner: Planner | None = None
 
 
 class Decoder(Protocol):
@@ -74,10 +85,13 @@ class Decoder(Protocol):
 
 @dataclass(frozen=True)
 class Item:
-    """A file to score and the name the report shows for it."""
+    """A file to score, the name the report shows for it, and its planned post (scorer.context.plan)."""
 
     path: Path
     name: str
+    _: KW_ONLY  # keyword-only, so a subclass (watch.schema.Candidate) adds its own fields in order
+    plan: Plan | None = None
+    plan_note: str = ""  # why a plan that was given cannot be used (a rejected sidecar)
 
 
 Progress = Callable[[int], None]
@@ -157,29 +171,42 @@ class _Run:
         n = len(self._waiting)
         evidence: Sequence[Evidence | None] = [None] * n
         overlays: Sequence[bytes | None] = [None] * n
+        features = None
         if model.geometry is not None:
             pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
-            probs, evidence = self._predict(pixels)
+            probs, features, evidence = self._predict(pixels)
             self._observe(probs)
             if self._extras.explainer is not None:
                 overlays = self._extras.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
         else:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
-        for (item, decoded), p, ev, overlay in zip(self._waiting, probs, evidence, overlays, strict=True):
-            self.result.scored.append(_scored(item, decoded, model.classes, p, now, ev, overlay))
+        advice = self._advise(features)
+        for (item, decoded), p, ev, overlay, (adv, note) in zip(self._waiting, probs, evidence, overlays, advice,
+                                                                 strict=True):
+            scored = _scored(item, decoded, model.classes, p, now, ev, overlay)
+            notes = "; ".join(text for text in (scored.notes, note) if text)
+            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes))
         self._progress(n)
         self._waiting.clear()
 
-    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, Sequence[Evidence | None]]:
-        """One forward pass: probabilities and, with an index, the evidence from the same pass's features."""
-        index = self._extras.index
-        if index is None:
-            return self._model.predict_pixels(pixels), [None] * len(pixels)
+    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Evidence | None]]:
+        """One forward pass: probabilities, and the features that evidence and advice need, from the same pass."""
+        index, planner = self._extras.index, self._extras.planner
+        if index is None and (planner is None or not planner.in_use):
+            return self._model.predict_pixels(pixels), None, [None] * len(pixels)
         probs, features = cast(FeatureModel, self._model).predict_with_features(pixels)
-        if features is None:
-            return probs, [None] * len(pixels)
-        return probs, index.lookup(features, np.array([engagement_score(p) for p in probs]))
+        if features is None or index is None:
+            return probs, features, [None] * len(pixels)
+        return probs, features, index.lookup(features, np.array([engagement_score(p) for p in probs]))
+
+    def _advise(self, features: np.ndarray | None) -> list[tuple[Advice | None, str]]:
+        """Each waiting creative's posting-time advice, or the note that says it was scored image-only."""
+        planner = self._extras.planner
+        if planner is None:
+            return [(None, item.plan_note) for item, _ in self._waiting]
+        answers = planner.advise(features, [item.plan for item, _ in self._waiting])
+        return [(adv, item.plan_note or note) for (item, _), (adv, note) in zip(self._waiting, answers, strict=True)]
 
     def _observe(self, probs: np.ndarray) -> None:
         """Hand creatives decoded both ways to the decode check; the Model sheet follows its decision."""

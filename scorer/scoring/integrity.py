@@ -5,7 +5,8 @@ set, otherwise the pin kept in the state folder (set on first use, or by `scorer
 The file is read once: the bytes that are hashed are the bytes that are unpickled, so the
 file cannot be swapped between the check and the load. Artefacts derived from a model
 (its ONNX export) are pinned in the state folder too (`remember_derived`, `derived_pin`).
-The model's evidence index is pinned beside it in the state folder; `scorer model pin` trusts both.
+The model's evidence index and combined model (scorer.context) are pinned beside it in the state folder;
+`scorer model pin` trusts all three.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scorer.config import set_top_level_keys
+from scorer.context.model import context_path
 from scorer.errors import ConfigError, ModelError
 from scorer.fsutil import atomic_write, open_regular, sha256_file
 from scorer.scoring.evidence import index_path
@@ -135,20 +137,29 @@ def remember_derived(settings: Settings, kind: str, model_sha256: str, sha256: s
 
 def verify_index(settings: Settings, index: Path) -> bytes:
     """Read an evidence index once, check it against its pin (pinning it on first use), and return its bytes."""
-    real = index.resolve()
+    return _verify_pinned(settings, index, "evidence index",
+                          f"rebuild it with `scorer index DATA --model {settings.model}`")
+
+
+def verify_context(settings: Settings, path: Path) -> bytes:
+    """Read a combined model (scorer.context) once, check it against its pin, and return its bytes."""
+    return _verify_pinned(settings, path, "combined model", "train again with `scorer train`")
+
+
+def _verify_pinned(settings: Settings, path: Path, what: str, rebuild: str) -> bytes:
+    real = path.resolve()
     with open_regular(real) as handle:
         data = handle.read()
     sha = hashlib.sha256(data).hexdigest()
     pinned = _read_pins(settings).get(str(real))
     if pinned is None:
-        remember_pin(settings, index, sha)
-        log.warning("evidence index %s pinned on first use: sha256 %s", index, sha)
+        remember_pin(settings, path, sha)
+        log.warning("%s %s pinned on first use: sha256 %s", what, path, sha)
         return data
     if sha != pinned:
         raise ModelError(
-            f"evidence index {index} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in "
-            f"{_pins_path(settings)}): rebuild it with `scorer index DATA --model {settings.model}`, or if you trust "
-            f"the new file, run `scorer model pin {settings.model}`"
+            f"{what} {path} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in "
+            f"{_pins_path(settings)}): {rebuild}, or if you trust the new file, run `scorer model pin {settings.model}`"
         )
     return data
 
@@ -165,7 +176,7 @@ def pin_model(settings: Settings, model: Path) -> str:
         values["model"] = os.path.relpath(model.resolve(), settings.source.parent)
     set_top_level_keys(settings.source, values)
     remember_pin(settings, model, sha)
-    index = index_path(model)
-    if index.is_file():
-        remember_pin(settings, index, sha256_file(index.resolve()))
+    for derived in (index_path(model), context_path(model)):
+        if derived.is_file():
+            remember_pin(settings, derived, sha256_file(derived.resolve()))
     return sha

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from scorer.context.advice import Planner
+from scorer.context.model import context_path, read_context
 from scorer.errors import ConfigError, ModelError
 from scorer.results import ModelInfo
 from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
 from scorer.scoring.engine import Extras
 from scorer.scoring.evidence import load_evidence
-from scorer.scoring.integrity import derived_pin, remember_derived, verify_index, verify_model
+from scorer.scoring.integrity import derived_pin, remember_derived, verify_context, verify_index, verify_model
 from scorer.scoring.runtime import (
     Runtime,
     TorchRuntime,
@@ -210,8 +212,26 @@ def open_extras(classifier: Classifier, settings: Settings) -> Extras:
         looked = f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
     else:
         looked = "Grad-CAM for the predicted class, for every creative"
-    classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked)
-    return Extras(index, explainer, up_to)
+    planner = open_planner(settings, classifier.info.sha256, classifier.has_features)
+    classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked, context=planner.describe())
+    return Extras(index, explainer, up_to, planner)
+
+
+def open_planner(settings: Settings, model_sha256: str, has_features: bool) -> Planner:
+    """The model's combined model (verified against its pin), or the reason why scoring stays image-only."""
+    path = context_path(settings.model)
+    if not path.exists():
+        return Planner(None, f"no combined model beside the model ({path.name}): `scorer train` on posts with dates "
+                             "makes one")
+    context = read_context(path, verify_context(settings, path))  # the bytes that were hashed are the ones read
+    if context.model_sha256 != model_sha256:
+        raise ModelError(f"combined model {path} was made for another model (sha256 {context.model_sha256[:12]}…): "
+                         "train again with `scorer train`, or delete it to score image-only")
+    if not has_features:
+        return Planner(None, "the model gives no pooled features, which the combined model needs")
+    if not context.use:
+        return Planner(context, f"the model card kept image-only: {context.verdict}")
+    return Planner(context, context.verdict)
 
 
 def read_card(model: Path) -> dict[str, Any]:

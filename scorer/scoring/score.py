@@ -6,11 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from scorer.config import require_writable_dir
+from scorer.context.features import zone
+from scorer.context.plan import find_plans
 from scorer.errors import ConfigError
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult
+from scorer.results import BatchResult, Rejected
 from scorer.scoring.engine import Engine, Item, Progress, open_engine
 from scorer.scoring.vet import find_candidates
 from scorer.settings import Settings
@@ -24,19 +27,27 @@ class ScoreRun:
     result: BatchResult
 
 
-def collect_items(paths: Sequence[Path]) -> list[Item]:
-    """Expand files and folders into items named relative to the folder they were found in."""
-    items: list[Item] = []
+def collect_items(paths: Sequence[Path], tz: ZoneInfo) -> tuple[list[Item], list[Rejected]]:
+    """Expand files and folders into items named relative to the folder they were found in, with their plans.
+
+    A sidecar that cannot be read is returned as rejected; its creative is scored image-only, with a note.
+    """
+    found: list[tuple[Path, str, Path]] = []
     for given in paths:
         if not given.exists() and not given.is_symlink():
             raise ConfigError(f"{given} does not exist: check the path")
         for path in find_candidates([given]):
-            name = path.relative_to(given).as_posix() if given.is_dir() and path != given else path.name
-            items.append(Item(path, name))
-    unique: dict[Path, Item] = {}
-    for item in items:  # a file given twice, or inside two given folders, is scored once
-        unique.setdefault(item.path, item)
-    return list(unique.values())
+            inside = given.is_dir() and path != given
+            found.append((path, path.relative_to(given).as_posix() if inside else path.name,
+                          given if inside else path.parent))
+    unique: dict[Path, tuple[str, Path]] = {}
+    for path, name, root in found:  # a file given twice, or inside two given folders, is scored once
+        unique.setdefault(path, (name, root))
+    plans = find_plans([(path, root) for path, (_, root) in unique.items()], tz)
+    items = [Item(path, name, plan=plans.found.get(path), plan_note=plans.notes.get(path, ""))
+             for path, (name, _) in unique.items()]
+    rejected = [Rejected(sidecar.name, str(sidecar), reason) for sidecar, reason in plans.rejected]
+    return items, rejected
 
 
 def score_paths(
@@ -60,7 +71,7 @@ def score_paths(
             raise ConfigError(f"cannot create {settings.outbox} ({exc.strerror}): give --out a folder you can write"
                               ) from None
     outbox = require_writable_dir(settings.outbox, "outbox")
-    items = collect_items(paths)
+    items, bad_plans = collect_items(paths, zone(settings.context.timezone))
     if not items:
         raise ConfigError(f"no files found in {', '.join(map(str, paths))}: give image files or folders that hold them")
     own = engine is None
@@ -68,6 +79,7 @@ def score_paths(
     try:
         on_start(len(items))
         result = engine.score(items, progress=progress)
+        result.rejected += bad_plans
     finally:
         if own:
             engine.close()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from scorer.context.plan import is_context_name
 from scorer.errors import ImageError, TransientImageError
 from scorer.fsutil import NotRegularFile, file_kind, open_regular
 
@@ -66,7 +67,9 @@ def is_ignored_name(name: str) -> bool:
 
 
 def find_candidates(paths: list[Path]) -> list[Path]:
-    """Every file under the given paths, skipping hidden/temporary names, ordered by mtime then name.
+    """Every file under the given paths, skipping hidden/temporary names and plans, ordered by mtime then name.
+
+    Plans and sidecars (`plan.csv`, `*.txt`, `*.json`: scorer.context.plan) are never scored as images.
 
     Folders are walked recursively without following symlinks. Symlinks and other
     non-regular entries are kept, so that they are rejected with a reason rather than
@@ -77,10 +80,10 @@ def find_candidates(paths: list[Path]) -> list[Path]:
         if path.is_dir() and not path.is_symlink():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
-                found += [Path(root, f) for f in files if not is_ignored_name(f)]
+                found += [Path(root, f) for f in files if not is_ignored_name(f) and not is_context_name(f)]
                 # os.walk lists symlinks to folders among dirs and does not follow them
                 found += [Path(root, d) for d in dirs if Path(root, d).is_symlink()]
-        else:
+        elif not is_context_name(path.name):
             found.append(path)
     return sorted(set(found), key=_order_key)
 

@@ -150,6 +150,7 @@ def _markdown(card: dict[str, Any]) -> str:
         if len(bad) > _MAX_BAD_ROWS_SHOWN:
             lines.append(f"\n…and {len(bad) - _MAX_BAD_ROWS_SHOWN} more: see the card's JSON.")
     lines += _comparison(card)
+    lines += _context(card)
     lines += [
         "", "## Training", "",
         *(f"- {key}: {value}" for key, value in card["training"].items()),
@@ -174,6 +175,24 @@ def _comparison(card: dict[str, Any]) -> list[str]:
             *(f"| {name} | {_show(Interval(**acc), percent=True)} | {_show(Interval(**comparison['spearman'][name]))} |"
               for name, acc in comparison["accuracy"].items()),
             "", f"**Best supported: {comparison['verdict']}.**"]
+
+
+def _context(card: dict[str, Any]) -> list[str]:
+    context = card.get("context")
+    if not context:
+        return []
+    lines = ["", "## Posting time and caption", "",
+             "The same kind of model (logistic regression) sees the image embedding, the context features, or "
+             "both; each is judged on the held-out posts. Context features: "
+             + "; ".join(f"{name} ({doc})" for name, doc in context["features"].items()) + "."]
+    comparison = context.get("comparison")
+    if comparison:
+        lines += ["", "| Way | Accuracy | Spearman vs total engagement |", "| --- | --- | --- |",
+                  *(f"| {name} | {_show(Interval(**acc), percent=True)} | "
+                    f"{_show(Interval(**comparison['spearman'][name]))} |"
+                    for name, acc in comparison["accuracy"].items())]
+    use = "Scoring uses the combined model." if context["use"] else "Scoring stays image-only."
+    return [*lines, "", f"**Verdict: {context['verdict']}. {use}**"]
 
 
 def _range(span: list[float] | None) -> str:

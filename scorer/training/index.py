@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class IndexRun:
     sha256: str
     posts: int
     comparison: Comparison | None
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
 
     def card_entry(self) -> dict[str, object]:
         """The index's section of the model card."""
@@ -73,7 +74,7 @@ def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame,
     index = EvidenceIndex(frame, classifier.info.sha256, path)
     comparison = knn_comparison(index, classifier.classes, settings.train.bootstrap, settings.train.seed)
     log.info("evidence index %s: %d posts", path, len(frame))
-    return IndexRun(path, sha, len(frame), comparison)
+    return IndexRun(path, sha, len(frame), comparison, frame)
 
 
 def _embed(classifier: Classifier, posts: pd.DataFrame, limits: ImageLimits) -> list[dict[str, object]]:

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from scorer.config import set_top_level_keys
+from scorer.context.model import context_path
 from scorer.fsutil import free_name, sha256_file, temp_path
 from scorer.scoring import learner
 from scorer.scoring.evidence import index_path
 from scorer.scoring.integrity import remember_pin
 from scorer.scoring.runtime import choose_device, onnx_cache_path
 from scorer.settings import Settings, TrainSettings
+from scorer.training.ablation import ablate
 from scorer.training.card import card_files, headline, versions, write_card
 from scorer.training.evaluate import Evaluation, evaluate, scores_of
 from scorer.training.index import IndexRun, build_index, scoring_classifier
@@ -73,6 +75,8 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     index = _index(settings, model, sha, table)
     if index.comparison is not None:
         top.update(index.comparison.lines())
+    context = ablate(settings, table, index.frame, model, sha)
+    top["Posting time and caption"] = context.line()
     facts = {
         "model": {"file": model.name, "sha256": sha},
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -86,6 +90,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
         "metrics": ev.as_dict(),
         "index": index.card_entry(),
         "comparison": index.comparison.as_dict() if index.comparison else None,
+        "context": context.as_dict(),
         "versions": versions(),
     }
     card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), prep.counts)
@@ -130,7 +135,7 @@ def _archive(model: Path) -> Path | None:
     folder = free_name(model.parent / "archive" / f"{model.stem}-{stamp}")
     folder.mkdir(parents=True)
     old_sha = sha256_file(model)
-    for path in (model, *card_files(model), index_path(model)):
+    for path in (model, *card_files(model), index_path(model), context_path(model)):
         if path.exists():
             shutil.move(path, folder / path.name)
     # The ONNX copies are derived from the old model and large: scoring rebuilds them if that model comes back.

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from scorer.context.features import zone
+from scorer.context.plan import find_plans
 from scorer.fsutil import free_name, remove_temps, sha256_regular
 from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult, Scored
@@ -164,12 +166,28 @@ class HotFolder:
                     "again; check the file, then drop it in again")))
             else:
                 (suspects if tries else fresh).append(candidate)
+        fresh, suspects = self._with_plans(fresh, suspects, entries)
         # A file that was in flight when the service died is scored on its own: if it kills the
         # service again, only its own count rises, and it alone is rejected at max_attempts.
         if suspects:
             log.warning("%d files were being scored when the service died: scoring them one at a time",
                         len(suspects))
         return entries, ([fresh] if fresh else []) + [[s] for s in suspects]
+
+    def _with_plans(self, fresh: list[Candidate], suspects: list[Candidate], entries: list[Entry]
+                    ) -> tuple[list[Candidate], list[Candidate]]:
+        """Each creative's planned time and caption; a sidecar that cannot be read becomes a rejected entry."""
+        tz = zone(self.settings.context.timezone)
+        plans = find_plans([(c.path, self.settings.inbox) for c in fresh + suspects], tz)
+        for sidecar, reason in plans.rejected:
+            candidate = self._fingerprint(sidecar)
+            if candidate is not None:
+                entries.append(Entry(candidate, "rejected", reason=reason))
+
+        def attach(c: Candidate) -> Candidate:
+            return dataclasses.replace(c, plan=plans.found.get(c.path), plan_note=plans.notes.get(c.path, ""))
+
+        return [attach(c) for c in fresh], [attach(c) for c in suspects]
 
     def _score_chunks(self, chunks: list[list[Candidate]], engine: Engine, stop: Callable[[], bool],
                       progress: Progress) -> BatchResult | None:

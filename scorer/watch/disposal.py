@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from scorer.context.plan import SIDECAR_SUFFIXES, is_context_name
 from scorer.fsutil import (
     atomic_write,
     ensure_dir,
@@ -129,6 +130,8 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
     taken = reserved((d.destination, d.outcome != "scored") for d in pending)
     moved: list[tuple[int, Path]] = []
     replaced: list[int] = []
+    # A rejected sidecar is an entry of its own and goes to the rejected folder, not with its creative.
+    sidecars_decided = {d.path for d in pending}
     for d in pending:
         rejected = d.outcome != "scored"
         root = settings.rejected_dir if rejected else settings.archive_dir
@@ -137,6 +140,7 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
                 log.warning("%s left the inbox before it could be moved to %s", log_text(str(d.path)), d.destination)
                 moved.append((d.id, d.destination))
                 continue
+            carry_sidecars(d.path, d.destination, root, skip=sidecars_decided)
             own = reserved([(d.destination, rejected)])
             final = move(d.path, d.destination, d, taken - own, root=root, with_reason=rejected, progress=progress)
             if final is None:
@@ -159,6 +163,31 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
     if replaced:
         ledger.mark_replaced(replaced)
     return failed
+
+
+def carry_sidecars(source: Path, destination: Path, root: Path, skip: Collection[Path] = ()) -> None:
+    """Move a creative's sidecars (`<stem>.json`, `<stem>.txt`: scorer.context.plan) to where it goes, first.
+
+    Moved before the creative, so a crash between the two leaves nothing behind: at the restart the
+    creative's move is repeated and finds its sidecars already gone.
+    """
+    if is_context_name(source.name):
+        return
+    for suffix in SIDECAR_SUFFIXES:
+        sidecar = source.with_suffix(suffix)
+        if sidecar in skip or not os.path.lexists(sidecar) or not stat.S_ISREG(os.lstat(sidecar).st_mode):
+            continue
+        ensure_dir(root, destination.parent)
+        target = free_name(destination.with_suffix(suffix))
+        try:
+            os.rename(sidecar, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with open_regular(sidecar) as handle:
+                atomic_write(target, handle, folder=root)
+            os.unlink(sidecar)
+        log.info("%s goes with its creative: %s", log_text(sidecar.name), target)
 
 
 def _unchanged(st: os.stat_result, decided: Disposal) -> bool:

@@ -30,6 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from scorer.context.plan import is_context_name
 from scorer.errors import ServiceError
 from scorer.scoring.vet import find_candidates, is_ignored_name
 from scorer.settings import WatchSettings
@@ -216,7 +217,8 @@ class Intake:
             parts = path.relative_to(self.inbox).parts
         except ValueError:
             return True  # a move out of the inbox reports a destination elsewhere
-        return not parts or any(is_ignored_name(part) for part in parts)
+        # Plans and sidecars are read with their creative (scorer.context.plan), never scored themselves.
+        return not parts or any(is_ignored_name(part) for part in parts) or is_context_name(parts[-1])
 
     def _track(self, path: Path, now: float) -> None:
         if path in self._ready or self._ignored(path):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scorer.results import Evidence, ModelInfo, Neighbour, Scored
+from scorer.results import Advice, Evidence, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
 
 LEDGER_NAME = "ledger.sqlite"
@@ -91,10 +91,11 @@ def scored_from_row(row: Sequence[Any]) -> Scored:
         width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
         modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
         report=report, evidence=_evidence(data.get("evidence")), overlay=_unpack(data.get("overlay")),
+        advice=_advice(data.get("advice")),
     )
 
 
-# Evidence came after the first ledgers: rows without it read as None. Images ride in the JSON as base64.
+# Evidence and advice came after the first ledgers: rows without them read as None. Images ride in the JSON as base64.
 def _pack(blob: bytes | None) -> str | None:
     return base64.b64encode(blob).decode("ascii") if blob else None
 
@@ -108,6 +109,12 @@ def _evidence(data: dict[str, Any] | None) -> Evidence | None:
         return None
     neighbours = tuple(Neighbour(**{**n, "thumbnail": _unpack(n.get("thumbnail"))}) for n in data["neighbours"])
     return Evidence(neighbours, data["median_total"], data["percentile"])
+
+
+def _advice(data: dict[str, Any] | None) -> Advice | None:
+    if not data:
+        return None
+    return Advice(data["planned_at"], data["planned_score"], tuple((str(a), float(b)) for a, b in data["best"]))
 
 
 def _evidence_json(ev: Evidence | None) -> dict[str, Any] | None:
@@ -124,6 +131,7 @@ def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
             "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
             "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
             "notes": s.notes, "evidence": _evidence_json(s.evidence), "overlay": _pack(s.overlay),
+            "advice": asdict(s.advice) if s.advice else None,
         })
         thumbnail = s.thumbnail
     destination = str(e.destination) if e.destination else None

@@ -1,0 +1,82 @@
+"""Synthetic accounts for the context tests: pictures that say nothing, engagement that follows the hour (or not)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from scorer.config import load_settings
+from tests.imagegen import CLASS_COLOURS, write_creative
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+#: The hour that carries the signal, and the hours of every other post.
+PRIME, OTHER_HOURS = 18, (8, 10, 12, 14, 21)
+# One thread and tiny images: these tests share two cores with others.
+CONFIG = """model: models/engagement.pkl
+threads: 1
+train:
+  arch: resnet18
+  pretrained: false
+  epochs: 1
+  image_size: 32
+  batch_size: 16
+  valid_pct: 0.25
+  bootstrap: 300
+  label:
+    method: quantiles
+    classes: [Low, High]
+"""
+
+
+def write_account(folder: Path, *, hour_matters: bool, n: int = 160, seed: int = 0) -> Path:
+    """`n` posts, every other day, half of them at 18:00, as posts.csv; CONFIG labels the better half High.
+
+    With `hour_matters`, a post at 18:00 gets twice the likes whatever its picture; without,
+    a random half of the posts gets twice the likes, whatever their hour.
+    """
+    rng = np.random.default_rng(seed)
+    colours = list(CLASS_COLOURS.values())
+    rows = []
+    for i in range(n):
+        prime = bool(rng.random() < 0.5)
+        hour = PRIME if prime else int(rng.choice(OTHER_HOURS))
+        doubled = prime if hour_matters else bool(rng.random() < 0.5)
+        total = int(rng.integers(4000, 6000)) * (2 if doubled else 1)
+        likes = round(total / 1.01)
+        name = f"post-{i:03d}.jpg"
+        write_creative(folder / name, colours[int(rng.integers(len(colours)))], (32, 32), seed=i)
+        posted = START + timedelta(days=2 * i) + timedelta(hours=hour)
+        caption = f"look {i} " + "new " * int(rng.integers(0, 12)) + "#shop" + " @friend" * int(rng.integers(0, 2))
+        rows.append({"file": name, "likes": likes, "comments": total - likes, "posted_at": posted.isoformat(),
+                     "is_ad": "false", "caption": caption})
+    path = folder / "posts.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@dataclass
+class Account:
+    """A trained synthetic account: its project's config, its model and the model's card."""
+
+    config: Path
+    model: Path
+    card: dict
+
+
+def train_account(root: Path, data: Path) -> Account:
+    """Train on `data` (posts.csv or Instaloader folder) in a project under `root`."""
+    from scorer.training.train import train  # fastai: imported only by the tests that train
+
+    (root / "proj").mkdir(parents=True)
+    config = root / "proj" / "config.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    run = train(load_settings(config), data, progress=False)
+    return Account(config, run.model, json.loads(run.card.read_text(encoding="utf-8")))
