@@ -68,12 +68,12 @@ def make_corpus(inbox: Path, outside: Path) -> dict[str, Expect]:
     grey16 = Image.fromarray((np.linspace(0, 65535, 160 * 120).reshape(120, 160)).astype(np.uint16))
     out = io.BytesIO()
     grey16.save(out, "PNG")
-    put("grey16.png", out.getvalue(), Expect("scored", "16-bit image reduced to 8 bits"))
+    put("grey16.png", out.getvalue(), Expect("scored", "16-bit: scored as fastai reads it"))
     rgba = red.convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
     out = io.BytesIO()
     rgba.save(out, "PNG")
-    put("alpha.png", out.getvalue(), Expect("scored", "transparency flattened onto white"))
+    put("alpha.png", out.getvalue(), Expect("scored", "transparency: scored as fastai reads it (alpha ignored)"))
     frames = [creative(c, (120, 90), seed=i) for i, c in enumerate(CLASS_COLOURS.values())]
     out = io.BytesIO()
     frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -84,7 +84,7 @@ def make_corpus(inbox: Path, outside: Path) -> dict[str, Expect]:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to show upright
     put("rotated.jpg", _jpeg(creative(CLASS_COLOURS["Low"], (300, 200), seed=3), exif=exif.tobytes()),
-        Expect("scored", "rotated upright from its EXIF orientation"))
+        Expect("scored", "EXIF orientation: scored as stored, as fastai reads it"))
     out = io.BytesIO()
     creative(CLASS_COLOURS["Neutral"], (160, 160), seed=4).save(out, "WEBP")
     put("plain.webp", out.getvalue(), Expect("scored"))

@@ -119,7 +119,8 @@ def test_decode_reports_facts_and_content_hash(tmp_path: Path) -> None:
 def test_normalise_keeps_rgb_untouched() -> None:
     im = creative((5, 6, 7), (20, 10))
     notes: list[str] = []
-    assert np.array_equal(np.asarray(normalise(im, notes)), np.asarray(im))
+    model, view = normalise(im, notes)
+    assert np.array_equal(np.asarray(model), np.asarray(im)) and view is model
     assert notes == []
 
 

@@ -113,7 +113,27 @@ def _mixed_files(folder: Path) -> list[Path]:
         size = sizes[i % len(sizes)]
         suffix = ".png" if i % 4 == 3 else ".jpg"
         files.append(write_creative(folder / f"{label}{i}{suffix}", colour, size, seed=100 + i))
-    return files
+    return files + _awkward_files(folder)
+
+
+def _awkward_files(folder: Path) -> list[Path]:
+    """Files that fastai reads in its own way: the engine must read them the same (people's view aside)."""
+    from PIL import Image
+
+    (label, colour), files = next(iter(CLASS_COLOURS.items())), []
+    base = Image.open(write_creative(folder / "base.png", colour, (160, 120), seed=7)).convert("RGB")
+    (folder / "base.png").unlink()
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))  # colours under the alpha still count
+    rgba.save(folder / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored sideways: fastai does not turn it upright
+    base.save(folder / "sideways.jpg", quality=95, exif=exif.tobytes())
+    palette = base.convert("P")
+    palette.save(folder / "palette.png", transparency=0)
+    grey16 = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+    grey16.save(folder / "grey16.png")
+    return [folder / n for n in ("alpha.png", "sideways.jpg", "palette.png", "grey16.png")]
 
 
 @pytest.mark.slow
@@ -138,6 +158,8 @@ def test_engine_matches_fastai_get_preds(project: Project, tiny_learner: Path, v
     assert (ours.argmax(1) == ref.argmax(1)).all()
     # JPEG draft decoding changes pixels slightly; anything else would be a preprocessing bug
     assert np.abs(ours - ref).mean() < 0.01
+    exact = [i for i, f in enumerate(files) if f.suffix == ".png"]  # PNGs: the same pixels, whatever the mode
+    assert np.abs(ours[exact] - ref[exact]).max() < 1e-4, [files[i].name for i in exact]
     assert np.allclose(ours.sum(1), 1.0, atol=1e-5)
     fallback = "is not one the fast engine knows: using fastai's own test_dl path" in caplog.text
     assert fallback == (variant == "unknown")

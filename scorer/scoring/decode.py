@@ -69,33 +69,41 @@ class Decoded:
     probe: tuple[int, np.ndarray] | None = None
 
 
-def normalise(im: Image.Image, notes: list[str]) -> Image.Image:
-    """Load and turn any accepted image into upright 8-bit RGB, noting what was changed."""
+def normalise(im: Image.Image, notes: list[str]) -> tuple[Image.Image, Image.Image]:
+    """Load any accepted image: the RGB pixels the model sees, and the view that thumbnails show.
+
+    The model sees exactly what fastai's `PILImage.create` gives, on which the learner was trained
+    and validated: `convert("RGB")` of the stored pixels, with no EXIF rotation, alpha ignored and
+    16-bit values clipped. People see the image upright, transparency flattened onto white and
+    16-bit values scaled down; the notes say where the two differ.
+    """
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
         notes.append(f"animated: first of {frames} frames scored")
     try:
         im.load()
-        if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
-            im = ImageOps.exif_transpose(im)
-            notes.append("rotated upright from its EXIF orientation")
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        view = ImageOps.exif_transpose(im) if orientation not in (0, 1) else im
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageError("file is incomplete or corrupt") from None
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grey: keep the top 8 bits instead of clipping everything above 255 to white
-        grey = (np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        notes.append("16-bit image reduced to 8 bits")
-        return Image.fromarray(grey, "L").convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        notes.append("transparency flattened onto white")
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+    model = im if im.mode == "RGB" else im.convert("RGB")
+    if view is not im:
+        notes.append("EXIF orientation: scored as stored, as fastai reads it; thumbnail shown upright")
     if im.mode == "CMYK":
         notes.append("CMYK converted to RGB")
-    return im.convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # the model sees fastai's clipping; people see the top 8 bits instead of a white field
+        notes.append("16-bit: scored as fastai reads it (values above 255 clipped); thumbnail scaled to 8 bits")
+        grey = (np.asarray(view, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return model, Image.fromarray(grey, "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        notes.append("transparency: scored as fastai reads it (alpha ignored); thumbnail flattened onto white")
+        rgba = view.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return model, Image.alpha_composite(white, rgba).convert("RGB")
+    if view is im:
+        return model, model
+    return model, view if view.mode == "RGB" else view.convert("RGB")
 
 
 def fit(
@@ -169,21 +177,34 @@ def decode_bytes(
     sha = hashlib.sha256(data).hexdigest()
     probing = geometry is not None and geometry.probe
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
-    rgb, fmt, (width, height), scale, notes = _load(data, exact, limits, thumb_px)
-    pixels = np.asarray(fit(rgb, geometry, (width, height), scale)) if geometry else None
-    thumb = thumbnail_bytes(rgb, thumb_px) if thumb_px else None
+    loaded = _load(data, exact, limits, thumb_px)
+    pixels = np.asarray(fit(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
+    thumb = thumbnail_bytes(loaded.view, thumb_px) if thumb_px else None
+    fmt, (width, height), notes = loaded.format, loaded.upright, loaded.notes
+    del loaded
     probe = None
     if geometry is not None and probing and fmt in ("JPEG", "MPO"):
-        drafted, _, _, scale, _ = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px)
-        if scale > 1:
-            probe = (scale, np.asarray(fit(drafted, geometry, (width, height), scale)))
+        drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px)
+        if drafted.scale > 1:
+            probe = (drafted.scale, np.asarray(fit(drafted.rgb, geometry, drafted.stored, drafted.scale)))
     return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe)
 
 
-def _load(
-    data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int
-) -> tuple[Image.Image, str, tuple[int, int], int, list[str]]:
-    """Open, draft (JPEG) and normalise: the RGB image, its format, upright full size, DCT scale and notes."""
+@dataclass
+class _Loaded:
+    """One decoded image: the model's RGB pixels, the view for people, and what is known of the file."""
+
+    rgb: Image.Image
+    view: Image.Image
+    format: str
+    stored: tuple[int, int]  # full size as stored, which fastai's crop is computed on
+    upright: tuple[int, int]  # full size as people see it, after the EXIF orientation
+    scale: int  # the DCT scale the JPEG was drafted at; 1 for a full decode
+    notes: list[str]
+
+
+def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> _Loaded:
+    """Open, draft (JPEG) and normalise."""
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
@@ -200,8 +221,6 @@ def _load(
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
-    drafted_size = im.size
-    rgb = normalise(im, notes)
-    if rgb.size != drafted_size:  # turned upright: a quarter turn swaps the sides
-        width, height = height, width
-    return rgb, fmt, (width, height), scale, notes
+    rgb, view = normalise(im, notes)
+    upright = (height, width) if view.size != rgb.size else (width, height)  # a quarter turn swaps the sides
+    return _Loaded(rgb, view, fmt, (width, height), upright, scale, notes)
