@@ -252,9 +252,20 @@ def tree_rss_kb(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
+    def cmdline(p: int) -> bytes:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    # A child caught between fork and exec still shares its parent's pages (and shows them as its own
+    # RSS): counting it would double the parent for that instant. It is counted once it runs its program.
+    root_cmd = cmdline(pid)
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
+        if p != pid and cmdline(p) == root_cmd:
+            continue
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -268,9 +279,10 @@ def tree_rss_kb(pid: int) -> int:
 def peak_rss(model: Path, folder: Path, work: Path, first_load: bool = False) -> dict[str, float]:
     """Run `scorer score` on a folder and sample the process tree's RSS every 50 ms.
 
-    `first_load`: the state folder starts empty, so the peak includes what a new model costs once
-    (its ONNX export and the decode check). Otherwise the runs share a state folder that an earlier
-    run filled, as every run after a model's first one does.
+    `first_load`: the run starts from an empty state folder, so its peak includes what a new model
+    costs once (its ONNX export, and the decode check on calibration images and on the first
+    creatives, decoded both ways). Otherwise it shares a state folder that an earlier run filled,
+    as every run after a model's first one does.
     """
     config = work / "mem-config.yaml"
     state = work / ("state-mem-first" if first_load else "state-mem")
@@ -297,8 +309,9 @@ def peak_rss(model: Path, folder: Path, work: Path, first_load: bool = False) ->
     if proc.returncode != 0:
         raise SystemExit(f"scorer score failed:\n{err}")
     n = len(list(folder.iterdir()))
-    return {"files": n, "peak_tree_rss_mib": peak / 1024, "wall_s_with_startup": time.perf_counter() - start,
-            "first_load": first_load}
+    kind = "mixed 1080×1350 + 4000×3000" if any("4000x3000" in p.name for p in folder.iterdir()) else "1080×1350"
+    return {"files": n, "kind": kind, "peak_tree_rss_mib": peak / 1024,
+            "wall_s_with_startup": time.perf_counter() - start, "first_load": first_load}
 
 
 def machine() -> str:
@@ -326,7 +339,7 @@ def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]], abou
                      f"| {r['ratio_to_get_preds']:.2f}× | {agree} |")
     lines += ["", "| files scored by `scorer score` | peak RSS (process tree) | wall time incl. start-up |",
               "| ---: | ---: | ---: |"]
-    lines += [f"| {m['files']}{' (a new model: first load)' if m.get('first_load') else ''} "
+    lines += [f"| {m['files']} {m.get('kind', '')}{', a new model (first load)' if m.get('first_load') else ''} "
               f"| {m['peak_tree_rss_mib']:.0f} MiB | {m['wall_s_with_startup']:.0f} s |" for m in memory]
     steady = [m for m in memory if not m.get("first_load")]
     if len(steady) == 2:
@@ -358,10 +371,11 @@ def main() -> None:
         rows += [{"learner": name, **row} for row in got]
     memory = []
     if not args.skip_memory:
-        memory.append(peak_rss(model, warm[0].parent, work, first_load=True))  # fills the state folder once
+        memory.append(peak_rss(model, mixed[0].parent, work, first_load=True))  # camera-size files, new model
         for count in ((20, 200) if args.quick else (200, 2000)):
             folder = work / f"mem-{count}"
             make_set(folder, [(1080, 1350)], count, 20000)
+            memory.append(peak_rss(model, folder, work, first_load=True))
             memory.append(peak_rss(model, folder, work))
     about = machine()
     table = markdown(rows, memory, about)
