@@ -120,7 +120,7 @@ def _awkward_files(folder: Path) -> list[Path]:
     """Files that fastai reads in its own way: the engine must read them the same (people's view aside)."""
     from PIL import Image
 
-    (label, colour), files = next(iter(CLASS_COLOURS.items())), []
+    colour = next(iter(CLASS_COLOURS.values()))
     base = Image.open(write_creative(folder / "base.png", colour, (160, 120), seed=7)).convert("RGB")
     (folder / "base.png").unlink()
     rgba = base.convert("RGBA")
@@ -131,7 +131,7 @@ def _awkward_files(folder: Path) -> list[Path]:
     base.save(folder / "sideways.jpg", quality=95, exif=exif.tobytes())
     palette = base.convert("P")
     palette.save(folder / "palette.png", transparency=0)
-    grey16 = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+    grey16 = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
     grey16.save(folder / "grey16.png")
     return [folder / n for n in ("alpha.png", "sideways.jpg", "palette.png", "grey16.png")]
 
