@@ -5,8 +5,9 @@
 
 A producer keeps dropping creatives the way people and sync clients do: bursts, slow
 chunked copies, downloads that end as .part and are renamed, broken files, copies of
-content already scored, re-drops under a name already used, and re-exports that replace
-a file under the same name while it may be in a batch. Meanwhile the outbox's disk fills
+content already scored, re-drops under a name already used, re-exports that replace
+a file under the same name while it may be in a batch, and creatives with a planned-time
+sidecar (now and then one whose time cannot be read). Meanwhile the outbox's disk fills
 up and frees again (a small tmpfs outbox when this runs as root and may mount one, else a
 full disk injected at os.replace), latest.xlsx is held open as Excel on a share does
 (EBUSY injected at os.replace), and the service is killed with SIGKILL (now and then
@@ -77,11 +78,12 @@ class Producer(threading.Thread):
         self.sure: set[str] = set()  # SHA-256 of every content that must be scored exactly once
         self.maybe: set[str] = set()  # replaced before or after it was read: scored at most once
         self.replaced: list[str] = []
+        self.sidecars: list[str] = []  # good sidecars: each must end up beside its archived creative
         self.count = 0
 
     def run(self) -> None:
         actions = [self.burst, self.burst, self.slow_copy, self.download, self.broken, self.copy_of_earlier,
-                   self.replace_same_name]
+                   self.replace_same_name, self.with_sidecar]
         while not self.stop.is_set():
             self.rng.choice(actions)()
             self.stop.wait(self.rng.uniform(0.2, 3.0))
@@ -152,6 +154,20 @@ class Producer(threading.Thread):
         self.maybe.add(sha(first))
         self.sure.add(sha(second))
         self.replaced.append(name)
+
+    def with_sidecar(self) -> None:
+        """A creative with its planned time and caption in a sidecar dropped just before it; now and then the
+        sidecar's time cannot be read (rejected on its own; the creative is still scored)."""
+        name, data = self._new("planned")
+        stem = name.rsplit(".", 1)[0]
+        if self.rng.random() < 0.3:
+            (self.inbox / f"{stem}.json").write_text('{"posted_at": "next friday 6pm", "caption": "Sale!"}')
+            self.rejected.append(f"{stem}.json")
+        else:
+            (self.inbox / f"{stem}.txt").write_text("posted_at: 2026-12-03 18:00\nNew colours #spring\n")
+            self.sidecars.append(f"{stem}.txt")
+        shutil.copy(self.staging / name, self.inbox / name)
+        self._expect_scored(name, data)
 
     def _expect_scored(self, name: str, data: bytes) -> None:
         self.scored.append(name)
@@ -270,6 +286,11 @@ def audit(outbox: Path, inbox: Path, producer: Producer) -> list[str]:
             missing, extra = want - got, got - want
             failures.append(f"{sheet}: {sum(missing.values())} missing {list(missing)[:5]}, "
                             f"{sum(extra.values())} extra {list(extra)[:5]}")
+    beside = {Path(place).parent for name, _, place in rows if name.startswith("planned-")}
+    archived = {p.name for folder in beside for p in folder.glob("planned-*.txt")}
+    astray = [n for n in producer.sidecars if n not in archived]
+    if astray:
+        failures.append(f"{len(astray)} sidecars not beside their archived creative, e.g. {astray[:3]}")
     left = [p for p in inbox.rglob("*") if p.is_file() and p.name != LEASE_NAME]
     if left:
         failures.append(f"{len(left)} files left in the inbox, e.g. {left[:3]}")
@@ -357,12 +378,13 @@ def _soak(args: argparse.Namespace, work: Path, config: Path, real_disk: bool) -
     minutes = (time.monotonic() - began) / 60
     print(f"{minutes:.1f} min, {kills} kill -9, {terms} SIGTERM, {disk.fills} disk fills, {disk.holds} latest.xlsx "
           f"held open; dropped {len(producer.scored)} creatives, {len(producer.replaced)} same-name replacements, "
-          f"{len(producer.duplicates)} duplicates, {len(producer.rejected)} broken files; log: {log}")
+          f"{len(producer.duplicates)} duplicates, {len(producer.rejected)} broken files or sidecars, "
+          f"{len(producer.sidecars)} good sidecars; log: {log}")
     for failure in failures:
         print("FAIL:", failure)
     if not failures:
-        print("OK: 0 lost, 0 scored twice, 0 archived under another file's result, nothing left behind, "
-              "the service running")
+        print("OK: 0 lost, 0 scored twice, 0 archived under another file's result, every sidecar beside its "
+              "creative, nothing left behind, the service running")
     return 1 if failures else 0
 
 
