@@ -69,41 +69,45 @@ class Decoded:
     probe: tuple[int, np.ndarray] | None = None
 
 
-def normalise(im: Image.Image, notes: list[str]) -> tuple[Image.Image, Image.Image]:
+def normalise(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[Image.Image, Image.Image]:
     """Load any accepted image: the RGB pixels the model sees, and the view that thumbnails show.
 
     The model sees exactly what fastai's `PILImage.create` gives, on which the learner was trained
     and validated: `convert("RGB")` of the stored pixels, with no EXIF rotation, alpha ignored and
     16-bit values clipped. People see the image upright, transparency flattened onto white and
-    16-bit values scaled down; the notes say where the two differ.
+    16-bit values scaled down; the notes say where the two differ. With `view=False` (no thumbnail
+    wanted) the view is not made, and the model's pixels come back in its place.
     """
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
         notes.append(f"animated: first of {frames} frames scored")
     try:
         im.load()
-        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-        view = ImageOps.exif_transpose(im) if orientation not in (0, 1) else im
+        turned = im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
+        shown = ImageOps.exif_transpose(im) if turned and view else im
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageError("file is incomplete or corrupt") from None
     model = im if im.mode == "RGB" else im.convert("RGB")
-    if view is not im:
+    sixteen = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I")
+    transparent = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    if turned:
         notes.append("EXIF orientation: scored as stored, as fastai reads it; thumbnail shown upright")
     if im.mode == "CMYK":
         notes.append("CMYK converted to RGB")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # the model sees fastai's clipping; people see the top 8 bits instead of a white field
+    if sixteen:
         notes.append("16-bit: scored as fastai reads it (values above 255 clipped); thumbnail scaled to 8 bits")
-        grey = (np.asarray(view, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        return model, Image.fromarray(grey, "L").convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+    elif transparent:
         notes.append("transparency: scored as fastai reads it (alpha ignored); thumbnail flattened onto white")
-        rgba = view.convert("RGBA")
+    if not view or not (turned or sixteen or transparent):
+        return model, model
+    if sixteen:  # the model sees fastai's clipping; people see the top 8 bits instead of a white field
+        grey = (np.asarray(shown, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return model, Image.fromarray(grey, "L").convert("RGB")
+    if transparent:
+        rgba = shown.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return model, Image.alpha_composite(white, rgba).convert("RGB")
-    if view is im:
-        return model, model
-    return model, view if view.mode == "RGB" else view.convert("RGB")
+    return model, shown if shown.mode == "RGB" else shown.convert("RGB")
 
 
 def fit(
@@ -177,14 +181,14 @@ def decode_bytes(
     sha = hashlib.sha256(data).hexdigest()
     probing = geometry is not None and geometry.probe
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
-    loaded = _load(data, exact, limits, thumb_px)
+    loaded = _load(data, exact, limits, thumb_px, view=bool(thumb_px))
     pixels = np.asarray(fit(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
     thumb = thumbnail_bytes(loaded.view, thumb_px) if thumb_px else None
     fmt, (width, height), notes = loaded.format, loaded.upright, loaded.notes
     del loaded
     probe = None
     if geometry is not None and probing and fmt in ("JPEG", "MPO"):
-        drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px)
+        drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px, view=False)
         if drafted.scale > 1:
             probe = (drafted.scale, np.asarray(fit(drafted.rgb, geometry, drafted.stored, drafted.scale)))
     return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe)
@@ -195,7 +199,7 @@ class _Loaded:
     """One decoded image: the model's RGB pixels, the view for people, and what is known of the file."""
 
     rgb: Image.Image
-    view: Image.Image
+    view: Image.Image  # the model's pixels again when no view was asked for
     format: str
     stored: tuple[int, int]  # full size as stored, which fastai's crop is computed on
     upright: tuple[int, int]  # full size as people see it, after the EXIF orientation
@@ -203,8 +207,8 @@ class _Loaded:
     notes: list[str]
 
 
-def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> _Loaded:
-    """Open, draft (JPEG) and normalise."""
+def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int, view: bool) -> _Loaded:
+    """Open, draft (JPEG) and normalise; the view for people only with `view`."""
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
@@ -221,6 +225,7 @@ def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
-    rgb, view = normalise(im, notes)
-    upright = (height, width) if view.size != rgb.size else (width, height)  # a quarter turn swaps the sides
-    return _Loaded(rgb, view, fmt, (width, height), upright, scale, notes)
+    rgb, shown = normalise(im, notes, view=view)
+    quarter_turn = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # upright, the sides swap
+    upright = (height, width) if quarter_turn else (width, height)
+    return _Loaded(rgb, shown, fmt, (width, height), upright, scale, notes)
