@@ -179,15 +179,10 @@ def carry_sidecars(source: Path, destination: Path, root: Path, skip: Collection
             continue
         ensure_dir(root, destination.parent)
         target = free_name(destination.with_suffix(suffix))
-        try:
-            os.rename(sidecar, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            with open_regular(sidecar) as handle:
-                atomic_write(target, handle, folder=root)
-            os.unlink(sidecar)
-        log.info("%s goes with its creative: %s", log_text(sidecar.name), target)
+        with open_regular(sidecar) as handle:  # the creatives' own move: rename, or copy across filesystems
+            moved = _rename_or_copy(sidecar, target, handle, os.fstat(handle.fileno()), root, lambda n: None)
+        if moved is not None:
+            log.info("%s goes with its creative: %s", log_text(sidecar.name), moved)
 
 
 def _unchanged(st: os.stat_result, decided: Disposal) -> bool:
