@@ -25,6 +25,7 @@ class ModelInfo:
     decode: str = ""  # the decode check's mode and figures (scorer.scoring.decode_check)
     export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
     context: str = ""  # whether posting time and caption are used (scorer.context), and why
+    precision: str = ""  # fp32 or int8, and the precision check's figures (scorer.scoring.precision)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def run_bulk(
                          "score it with `scorer score`")
     # The model's decode check, as `scorer score` keeps it: drafts only where proven harmless for this
     # model; until its first creatives have been checked (it learns only in `scorer score`), exact decoding.
-    check = open_check(geometry, settings.images.decode, info.sha256, settings.state, classifier.predict_pixels)
+    check = open_check(geometry, settings.images.decode, info.sha256, settings.state, classifier.predict_fp32)
     geometry = dataclasses.replace(check.plan(), probe=False)
     log.info("decoding: %s", check.describe())
     del classifier  # the actors hold their own copies

@@ -188,6 +188,7 @@ def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None
         ("Runtime", info.runtime),
         ("Preprocessing", info.preprocessing),
         ("Decoding", info.decode or "–"),
+        ("Precision", info.precision or "–"),
         ("ONNX export check", info.export_check or "–"),
         *((f"{name} version", version) for name, version in info.versions.items()),
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),

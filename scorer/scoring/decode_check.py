@@ -40,43 +40,57 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
-class ScaleFigures:
-    """How one DCT scale moved the model's probabilities against full decoding."""
+class Agreement:
+    """How far one way of computing a model's probabilities moved them from the exact way."""
 
     images: int = 0
     sum_abs_dp: float = 0.0
     values: int = 0
     max_abs_dp: float = 0.0
     flips: int = 0
-    full_s: float = 0.0  # seconds spent decoding the calibration images at full size ...
-    draft_s: float = 0.0  # ... and drafted at this scale: what drafting saves on this machine
 
     @property
     def mean_abs_dp(self) -> float:
         """Mean |Δp| over every image and class seen so far."""
         return self.sum_abs_dp / self.values if self.values else 0.0
 
-    @property
-    def passes(self) -> bool:
+    def within(self, mean_limit: float) -> bool:
         """Measured, within the mean |Δp| limit, and no top-1 answer changed."""
-        return self.images > 0 and self.mean_abs_dp <= MEAN_DP_LIMIT and self.flips == 0
+        return self.images > 0 and self.mean_abs_dp <= mean_limit and self.flips == 0
 
-    def add(self, exact: np.ndarray, drafted: np.ndarray) -> None:
-        """Count probabilities (N, K) from full decoding against those from drafting."""
-        diff = np.abs(exact - drafted)
+    def add(self, exact: np.ndarray, other: np.ndarray) -> None:
+        """Count probabilities (N, K) computed the exact way against those computed the other way."""
+        diff = np.abs(exact - other)
         self.images += len(diff)
         self.sum_abs_dp += float(diff.sum())
         self.values += diff.size
         self.max_abs_dp = max(self.max_abs_dp, float(diff.max()))
-        self.flips += int((exact.argmax(1) != drafted.argmax(1)).sum())
+        self.flips += int((exact.argmax(1) != other.argmax(1)).sum())
+
+    def figures(self) -> str:
+        """The agreement in words."""
+        return (f"mean |Δp| {self.mean_abs_dp:.4f}, max {self.max_abs_dp:.4f}, "
+                f"{self.flips} top-1 flips on {self.images} images")
+
+
+@dataclass
+class ScaleFigures(Agreement):
+    """How one DCT scale moved the model's probabilities against full decoding."""
+
+    full_s: float = 0.0  # seconds spent decoding the calibration images at full size ...
+    draft_s: float = 0.0  # ... and drafted at this scale: what drafting saves on this machine
+
+    @property
+    def passes(self) -> bool:
+        """Measured, within the mean |Δp| limit, and no top-1 answer changed."""
+        return self.within(MEAN_DP_LIMIT)
 
     def describe(self, scale: int) -> str:
         """One scale's figures in words."""
         if not self.images:
             return f"1/{scale}: not measured"
         speed = f", decoding {self.full_s / self.draft_s:.1f}× faster" if self.full_s and self.draft_s else ""
-        return (f"1/{scale}: mean |Δp| {self.mean_abs_dp:.4f}, max {self.max_abs_dp:.4f}, "
-                f"{self.flips} top-1 flips on {self.images} images{speed}")
+        return f"1/{scale}: {self.figures()}{speed}"
 
 
 @dataclass
@@ -158,6 +172,35 @@ def calibration_sizes(geometry: ItemGeometry, scale: int) -> list[tuple[int, int
     return [(int(scale * dw * 1.25), int(scale * dh * 1.05)), (int(scale * dw * 1.05), int(scale * dh * 1.3))]
 
 
+def calibration_pixels(geometry: ItemGeometry, count: int, seed: int) -> np.ndarray:
+    """`count` photo-like calibration images of varied sizes and detail, decoded at full size into model input."""
+    exact = dataclasses.replace(geometry, max_scale=1, probe=False)
+    (w, h), (tw, th) = geometry.draft_size, geometry.size
+    pixels = []
+    for k in range(count):
+        size = (int(w * (1.1 + 0.3 * (k % 3))), int(h * (1.05 + 0.4 * (k % 2))))
+        detail = (max(2, int(tw * (0.15 + 0.1 * (k % 4)))), max(2, int(th * (0.15 + 0.1 * (k % 4)))))
+        decoded = decode_bytes(calibration_jpeg(size, detail, seed + k), 0.0, exact, _CALIBRATION_LIMITS, 0)
+        assert decoded.pixels is not None
+        pixels.append(decoded.pixels)
+    return np.stack(pixels)
+
+
+def extreme_pixels(geometry: ItemGeometry, seed: int) -> np.ndarray:
+    """Model-sized images at the edges of what creatives hold: black, white, pure primaries, hard-edged
+    saturated blocks and single-pixel checks; so that activation ranges set on them cover real creatives."""
+    w, h = geometry.size
+    rng = np.random.default_rng(seed)
+    flat = [np.full((h, w, 3), colour, np.uint8) for colour in
+            ((0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))]
+    checks = ((np.indices((h, w)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    blocks = rng.choice(np.array([0, 255], np.uint8), (h // 8 + 1, w // 8 + 1, 3))
+    blocks = blocks.repeat(8, axis=0).repeat(8, axis=1)[:h, :w]
+    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.array([1.0, 0.5, 0.0], np.float32)
+    ramp = np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8)
+    return np.stack([*flat, np.repeat(checks[..., None], 3, axis=2), blocks, ramp])
+
+
 def calibrate(geometry: ItemGeometry, sha256: str, predict: Predict) -> DecodeDecision:
     """Compare each DCT scale with full decoding on the calibration images."""
     decision = DecodeDecision(sha256)
@@ -189,12 +232,21 @@ class DecodeCheck:
     """One model's decode mode: plans how each file is decoded and learns from the first creatives."""
 
     def __init__(self, geometry: ItemGeometry, mode: str, decision: DecodeDecision | None = None,
-                 store: Path | None = None) -> None:
+                 store: Path | None = None, predict: Predict | None = None) -> None:
+        """`predict`: the model's exact probabilities (fp32), for drafted creatives that `observe` is given."""
         self.mode = mode
         self.decision = decision
         self._geometry = geometry
         self._store = store
+        self._predict = predict
         self._current = self._decided()
+
+    @property
+    def drafts(self) -> bool:
+        """Whether this model's JPEGs are (or, once the first creatives agree, will be) drafted."""
+        if self.mode != "auto" or self.decision is None:
+            return self.mode == "fast"
+        return self.decision.max_scale > 1
 
     def _decided(self) -> ItemGeometry:
         if self.mode == "exact":
@@ -217,13 +269,16 @@ class DecodeCheck:
             return "exact: full-size decoding (images.decode), no check"
         return "fast: JPEG draft decoding down to 1/8 (images.decode), not checked against full decoding"
 
-    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]], predict: Predict) -> bool:
+    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]], predict: Predict | None = None
+                ) -> bool:
         """Add creatives decoded both ways: probabilities from full decodes, (scale, drafted pixels).
 
-        Returns True when the mode or its figures changed.
+        `predict` defaults to the one the check was opened with. Returns True when the mode or its figures changed.
         """
         if self.decision is None or self.decision.final or not probes:
             return False
+        predict = predict or self._predict
+        assert predict is not None
         before = self.describe()
         for scale in SCALES:
             rows = [i for i, (s, _) in enumerate(probes) if s == scale]
@@ -250,7 +305,7 @@ class DecodeCheck:
 def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, predict: Predict) -> DecodeCheck:
     """The model's decode check: read from state/decode/, or measured now on the calibration images."""
     if mode != "auto":
-        check = DecodeCheck(geometry, mode)
+        check = DecodeCheck(geometry, mode, predict=predict)
         log.info("decoding: %s", check.describe())
         return check
     store = state / "decode" / f"{sha256}.json"
@@ -260,7 +315,7 @@ def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, pred
         started = time.perf_counter()
         decision = calibrate(geometry, sha256, predict)
         how = f"measured in {time.perf_counter() - started:.1f} s"
-    check = DecodeCheck(geometry, mode, decision, store)
+    check = DecodeCheck(geometry, mode, decision, store, predict)
     if fresh:
         check._save()
     log.info("decoding (%s): %s", how, check.describe())

@@ -214,7 +214,7 @@ class _Run:
         if self._check is None or not rows:
             return
         probes = [self._waiting[i][1].probe for i in rows]
-        if self._check.observe(probs[rows], [p for p in probes if p is not None], self._model.predict_pixels):
+        if self._check.observe(probs[rows], [p for p in probes if p is not None]):
             self._model.info = dataclasses.replace(self._model.info, decode=self._check.describe())
 
 
@@ -282,8 +282,10 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
     check = None
     if classifier.geometry is not None:
         check = open_check(classifier.geometry, settings.images.decode, classifier.info.sha256, settings.state,
-                           classifier.predict_pixels)
+                           classifier.predict_fp32)
         classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
+        decoding = check
+        classifier.open_precision(settings, lambda: decoding.drafts)
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,14 @@ from scorer.errors import ConfigError, ModelError
 from scorer.results import ModelInfo
 from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
+from scorer.scoring.decode_check import calibration_pixels, extreme_pixels
 from scorer.scoring.engine import Extras
 from scorer.scoring.evidence import load_evidence
 from scorer.scoring.integrity import derived_pin, remember_derived, verify_context, verify_index, verify_model
+from scorer.scoring.precision import Int8File, PrecisionCheck, open_precision
 from scorer.scoring.runtime import (
+    OnnxRuntime,
+    Outputs,
     Runtime,
     TorchRuntime,
     choose_device,
@@ -93,7 +98,9 @@ class Classifier:
                      "scoring without evidence")
         # Grad-CAM needs the PyTorch model even when ONNX Runtime runs the forward pass: keep it only then.
         keep_torch = self.has_features and settings.report.explain != "never" and explain
-        self._runtime = self._make_runtime(settings, device, sha, keep_torch)
+        self._int8_file: Int8File | None = None
+        self._runtime = self._make_runtime(settings, device, sha, keep_torch)  # full precision: what checks trust
+        self._precision: PrecisionCheck | None = None
         self.torch_model: Any = self._learn.model
         self.info = ModelInfo(
             path=settings.model,
@@ -105,6 +112,7 @@ class Classifier:
             versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")},
             card=read_card(settings.model),
             export_check=describe_export_check(self._runtime),
+            precision=_precision_of(self._runtime, settings.half),
         )
         log.info("model %s loaded in %.1f s: classes %s, %s on %s, %s", settings.model,
                  time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
@@ -134,6 +142,8 @@ class Classifier:
             onnx, onnx_sha = load_or_export_onnx(self._net, sample, cache, threads, pinned)
             if onnx_sha != pinned:
                 remember_derived(settings, kind, sha, onnx_sha)
+            self._int8_file = Int8File(cache, onnx_sha, threads, lambda: derived_pin(settings, f"{kind}-int8", sha),
+                                       lambda made: remember_derived(settings, f"{kind}-int8", sha, made))
         except ModelError:
             raise
         except Exception as exc:  # the exporter does not cover every layer a user's model may have
@@ -148,6 +158,37 @@ class Classifier:
         if not keep_torch:
             self._learn.model = self._net = None  # ONNX Runtime holds its own copy of the weights
         return onnx
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the report's Model sheet says, with the runtime and precision that score creatives now."""
+        if self._precision is None:
+            return self._info
+        return dataclasses.replace(self._info, runtime=self._precision.runtime.name,
+                                   precision=self._precision.describe())
+
+    @info.setter
+    def info(self, value: ModelInfo) -> None:
+        self._info = value
+
+    def open_precision(self, settings: Settings, drafts: Callable[[], bool]) -> None:
+        """Decide, or read back, whether int8 scores this model's creatives (scorer.scoring.precision).
+
+        `drafts` tells whether the decode check drafts the model's JPEGs: only then may int8 be used.
+        """
+        if self._int8_file is None or not isinstance(self._runtime, OnnxRuntime):
+            return
+
+        def calibration(count: int, seed: int, extremes: bool) -> np.ndarray:
+            assert self.geometry is not None
+            pixels = calibration_pixels(self.geometry, count, seed)
+            if extremes:
+                pixels = np.concatenate([pixels, extreme_pixels(self.geometry, seed)])
+            return self.prepare(pixels)
+
+        self._precision = open_precision(settings.precision, self.info.sha256, settings.state, self._runtime,
+                                         self._probabilities, calibration=calibration, int8_file=self._int8_file,
+                                         drafts=drafts)
 
     def _sample_pixels(self) -> np.ndarray:
         assert self.geometry is not None
@@ -176,12 +217,25 @@ class Classifier:
 
     def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities as predict_pixels, and the pooled features (N, D) from the same forward pass, if any."""
-        logits, features = self._runtime.run(self.prepare(pixels))
+        logits, features = self._run(self.prepare(pixels))
         return self._probabilities(logits), features
+
+    def _run(self, batch: np.ndarray) -> Outputs:
+        return self._precision.run(batch) if self._precision is not None else self._runtime.run(batch)
+
+    def predict_fp32(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities as predict_pixels, always at full precision: what the decode check compares."""
+        return self._probabilities(self._runtime.run(self.prepare(pixels))[0])
 
     def predict_files(self, files: list[Path]) -> np.ndarray:
         """Probabilities (N, K), lowest class first, through fastai's own test_dl (the fallback path)."""
         return fastai_learner.predict_files(self._learn, files, self.batch_size)[:, self._columns]
+
+
+def _precision_of(runtime: Runtime, half: bool) -> str:
+    if isinstance(runtime, OnnxRuntime):
+        return "fp32"
+    return "fp16 (half, on CUDA)" if half and runtime.device == "cuda" else "fp32 (PyTorch)"
 
 
 def open_extras(classifier: Classifier, settings: Settings) -> Extras:

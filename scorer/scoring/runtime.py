@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Protocol
@@ -121,7 +122,7 @@ class OnnxRuntime:
     device = "cpu"
     export_diff: float | None = None  # max |logit diff| against PyTorch on the fixed sample, measured at load
 
-    def __init__(self, onnx: bytes, threads: int) -> None:
+    def __init__(self, onnx: bytes, threads: int, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -136,7 +137,7 @@ class OnnxRuntime:
         # From the bytes that were checked, not from the path: the file cannot be swapped in between.
         self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self.name = f"onnxruntime-{ort.__version__}"
+        self.name = f"onnxruntime-{ort.__version__}" + ("" if precision == "fp32" else f" {precision}")
 
     def run(self, batch: np.ndarray) -> Outputs:
         """Run the ONNX graph on the batch."""
@@ -190,6 +191,17 @@ def load_or_export_onnx(
 def _read(path: Path) -> bytes:
     with open_regular(path) as handle:
         return handle.read()
+
+
+def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:
+    """Milliseconds per image for the runtime on this batch: the best of two timed runs after a warm-up."""
+    runtime.run(batch)
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        runtime.run(batch)
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best / len(batch)
 
 
 def describe_export_check(runtime: object) -> str:

@@ -1,0 +1,278 @@
+"""The precision check: whether ONNX Runtime's int8 copy of one model gives its answers, decided once per model.
+
+Static int8 quantisation (per-channel weights, activation ranges calibrated on photo-like images)
+runs a CNN several times faster than fp32 on these CPUs, but, as with drafting, how far it moves
+the probabilities depends on the model: a confident learner does not notice, a soft one changes
+its answers. So with `precision: auto`, the first time a model (by SHA-256) runs on ONNX Runtime:
+
+- a model whose fp32 forward pass costs under MIN_FP32_MS per image stays fp32: decoding costs
+  more than it does, so int8 would save little;
+- any other is quantised and compared with fp32 on check images other than those that set its
+  activation ranges; then, while the first real creatives are scored in fp32, int8 runs beside them.
+
+int8 scores creatives only while mean |Δp| stays within MEAN_DP_LIMIT, no top-1 answer flips,
+the pooled features (the evidence index's coordinates) keep a cosine of at least MIN_COSINE,
+int8 is at least MIN_SPEEDUP times as fast on this machine, and the decode check lets this
+model's JPEGs be drafted: a model whose answers move under drafting is kept exact. The decision
+and its figures are kept in state/precision/<sha256>.json, and the int8 file beside the ONNX
+export, pinned in the state folder like it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scorer.fsutil import atomic_write, open_regular
+from scorer.scoring.decode_check import Agreement
+from scorer.scoring.quantize import quantize_int8
+from scorer.scoring.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
+
+log = logging.getLogger(__name__)
+
+MEAN_DP_LIMIT = 0.001  # largest mean |Δp| against fp32 that int8 may cause: half the decode check's
+MIN_COSINE = 0.999  # smallest cosine between a creative's int8 and fp32 pooled features
+MIN_SPEEDUP = 1.25  # int8 must be at least this many times as fast as fp32 on this machine
+MIN_FP32_MS = 4.0  # fp32 forward passes cheaper than this per image are not worth quantising
+PROBE_CREATIVES = 16  # real creatives compared before the decision is final
+CALIBRATION_IMAGES = 16  # images that set the activation ranges ...
+CHECK_IMAGES = 8  # ... and other images that int8 is first compared on
+
+ToProbs = Callable[[np.ndarray], np.ndarray]
+# (count, seed, extremes) → a prepared float32 NCHW batch of `count` photo-like images, and with `extremes`
+# black, white, primaries and hard edges too: activation ranges set on those cover what creatives hold
+Calibration = Callable[[int, int, bool], np.ndarray]
+
+
+@dataclass
+class PrecisionDecision:
+    """What the check found for one model: int8 against fp32, and so which one scores its creatives."""
+
+    sha256: str
+    held: str = ""  # why int8 was not tried; empty when it was
+    fp32_ms: float = 0.0  # per image on the check images, this machine, the configured threads
+    int8_ms: float = 0.0
+    agreement: Agreement = field(default_factory=Agreement)
+    min_cosine: float = 1.0
+    check_images: int = 0
+    creatives: int = 0
+
+    @property
+    def passes(self) -> bool:
+        """Tried, and within every limit so far."""
+        return (not self.held and self.agreement.within(MEAN_DP_LIMIT) and self.min_cosine >= MIN_COSINE
+                and self.int8_ms > 0 and self.int8_ms * MIN_SPEEDUP <= self.fp32_ms)
+
+    @property
+    def final(self) -> bool:
+        """Later runs use the decision as it stands: held, failed, or enough creatives agreed."""
+        return bool(self.held) or not self.passes or self.creatives >= PROBE_CREATIVES
+
+    @property
+    def use_int8(self) -> bool:
+        """int8 scores this model's creatives (while the decode check drafts its JPEGs)."""
+        return self.final and self.passes
+
+    def add(self, exact: Outputs, int8: Outputs, to_probs: ToProbs) -> None:
+        """Count one batch's fp32 outputs against its int8 outputs."""
+        self.agreement.add(to_probs(exact[0]), to_probs(int8[0]))
+        if exact[1] is not None and int8[1] is not None:
+            a, b = exact[1].astype(np.float64), int8[1].astype(np.float64)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cosine = (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0)
+            self.min_cosine = min(self.min_cosine, float(np.where(norms > 0, cosine, 1.0).min()))
+
+    def describe(self) -> str:
+        """The decision and its figures, for the log and the report's Model sheet."""
+        if self.held:
+            return f"auto: fp32, int8 not tried: {self.held}"
+        if not self.final:
+            chosen = (f"fp32 while the first creatives are checked ({self.creatives} of {PROBE_CREATIVES}), "
+                      "then int8 if the figures hold")
+        else:
+            chosen = "int8" if self.passes else "fp32, int8 failed the check"
+        speed = f"{self.fp32_ms / self.int8_ms:.1f}×" if self.int8_ms else "–"
+        return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({self.check_images} check images, "
+                f"{self.creatives} creatives), pooled features' cosine ≥ {self.min_cosine:.4f}, {speed} as fast "
+                f"({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
+                f"no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as JSON-ready data."""
+        return {**dataclasses.asdict(self), "use_int8": self.use_int8}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PrecisionDecision:
+        """Read back what to_json wrote."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["agreement"] = Agreement(**data["agreement"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Int8File:
+    """Where a model's int8 copy lives, beside its ONNX export, and how both are pinned."""
+
+    source: Path  # the fp32 ONNX export ...
+    source_sha256: str  # ... and the SHA-256 it was verified against at load
+    threads: int
+    pinned: Callable[[], str | None]
+    remember: Callable[[str], None]
+
+    @property
+    def path(self) -> Path:
+        """The int8 file's path."""
+        return self.source.with_name(f"{self.source.stem}.int8.onnx")
+
+    def load(self) -> OnnxRuntime | None:
+        """The kept int8 copy, or None when it is missing or not the file that was pinned."""
+        pin = self.pinned()
+        if pin is None or not self.path.is_file():
+            return None
+        data = _read(self.path)
+        if hashlib.sha256(data).hexdigest() != pin:
+            log.warning("int8 copy %s does not match its pin in the state folder: checking the model again", self.path)
+            return None
+        return OnnxRuntime(data, self.threads, "int8")
+
+    def make(self, calibration: np.ndarray) -> OnnxRuntime:
+        """Quantise the export (the bytes that were verified) with these activation ranges, pin and open it."""
+        data = _read(self.source)
+        if hashlib.sha256(data).hexdigest() != self.source_sha256:
+            raise RuntimeError(f"{self.source} changed since it was verified")
+        made = quantize_int8(data, calibration)
+        atomic_write(self.path, made)
+        self.remember(hashlib.sha256(made).hexdigest())
+        return OnnxRuntime(made, self.threads, "int8")
+
+
+class PrecisionCheck:
+    """One model's precision: which runtime scores its creatives, and what the first creatives show."""
+
+    def __init__(self, mode: str, fp32: Runtime, to_probs: ToProbs, *, int8: Runtime | None = None,
+                 decision: PrecisionDecision | None = None, store: Path | None = None,
+                 drafts: Callable[[], bool] = lambda: True, note: str = "") -> None:
+        """`drafts`: whether the decode check drafts this model's JPEGs now; `note`: why there is no decision."""
+        self.mode = mode
+        self.decision = decision
+        self._fp32, self._int8, self._to_probs = fp32, int8, to_probs
+        self._store, self._drafts, self._note = store, drafts, note
+
+    def _int8_now(self) -> bool:
+        return self._int8 is not None and self.decision is not None and self.decision.use_int8 and self._drafts()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime that scores creatives now."""
+        return self._int8 if self._int8 is not None and self._int8_now() else self._fp32
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        """Outputs for a batch of creatives; while int8 is on probation, fp32's, with int8 compared beside them."""
+        if self._int8_now():
+            assert self._int8 is not None
+            return self._int8.run(batch)
+        outputs = self._fp32.run(batch)
+        decision = self.decision
+        if decision is not None and self._int8 is not None and not decision.final and self._drafts():
+            decision.add(outputs, self._int8.run(batch), self._to_probs)
+            decision.creatives += len(batch)
+            if decision.final:
+                log.info("precision check finished for model %s: %s", decision.sha256[:12], self.describe())
+            self._save()
+        return outputs
+
+    def describe(self) -> str:
+        """The precision in use and why, for the log and the report."""
+        if self.mode == "fp32":
+            return "fp32 (precision: fp32), int8 not tried"
+        if self.decision is None:
+            return f"auto: fp32, int8 not tried: {self._note}"
+        if self.decision.passes and not self._drafts():
+            return ("auto: fp32, as the decode check keeps this model's JPEGs at full size, its answers are kept "
+                    f"exact too. {self.decision.describe()}")
+        return self.decision.describe()
+
+    def _save(self) -> None:
+        if self._store is None or self.decision is None:
+            return
+        try:
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._store, json.dumps(self.decision.to_json(), indent=2))
+        except OSError as exc:  # the check is repeated next time; scoring goes on
+            log.warning("cannot keep the precision check in %s (%s): it will run again next time", self._store, exc)
+
+
+def open_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs: ToProbs, *,
+                   calibration: Calibration, int8_file: Int8File, drafts: Callable[[], bool]) -> PrecisionCheck:
+    """The model's precision check: read from state/precision/, or measured now."""
+    if mode != "auto":
+        return PrecisionCheck(mode, fp32, to_probs)
+    if not drafts():
+        return PrecisionCheck(mode, fp32, to_probs, drafts=drafts, note=(
+            "this model's JPEGs are decoded at full size (images.decode, or the decode check), so its answers are "
+            "kept exact"))
+    store = state / "precision" / f"{sha256}.json"
+    decision = _read_decision(store, sha256)
+    int8: Runtime | None = None
+    how = f"kept in {store}"
+    if decision is not None and decision.passes:
+        int8 = int8_file.load()
+        if int8 is None:
+            decision = None
+    fresh = decision is None
+    if decision is None:
+        started = time.perf_counter()
+        decision, int8 = _measure(sha256, fp32, to_probs, calibration, int8_file)
+        how = f"measured in {time.perf_counter() - started:.1f} s"
+    check = PrecisionCheck(mode, fp32, to_probs, int8=int8, decision=decision, store=store, drafts=drafts)
+    if fresh:
+        check._save()
+    log.info("precision (%s): %s", how, check.describe())
+    return check
+
+
+def _measure(sha256: str, fp32: Runtime, to_probs: ToProbs, calibration: Calibration, int8_file: Int8File
+             ) -> tuple[PrecisionDecision, Runtime | None]:
+    decision = PrecisionDecision(sha256)
+    checking = calibration(CHECK_IMAGES, 7000, False)
+    decision.fp32_ms = ms_per_image(fp32, checking)
+    if decision.fp32_ms < MIN_FP32_MS:
+        decision.held = (f"its fp32 forward pass takes {decision.fp32_ms:.1f} ms per image here, too little for int8 "
+                         f"to matter (tried from {MIN_FP32_MS:g} ms)")
+        return decision, None
+    try:
+        int8 = int8_file.make(calibration(CALIBRATION_IMAGES, 6000, True))
+        decision.int8_ms = ms_per_image(int8, checking)
+        decision.add(fp32.run(checking), int8.run(checking), to_probs)
+    except Exception as exc:  # the quantiser does not cover every layer a user's model may have
+        log.warning("int8 quantisation failed (%s: %s): scoring in fp32", type(exc).__name__, exc)
+        decision.held = f"int8 quantisation failed ({type(exc).__name__})"
+        return decision, None
+    decision.check_images = len(checking)
+    return decision, int8
+
+
+def _read(path: Path) -> bytes:
+    with open_regular(path) as handle:
+        return handle.read()
+
+
+def _read_decision(store: Path, sha256: str) -> PrecisionDecision | None:
+    try:
+        decision = PrecisionDecision.from_json(json.loads(store.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("precision check %s is unreadable (%s): checking again", store, exc)
+        return None
+    return decision if decision.sha256 == sha256 else None

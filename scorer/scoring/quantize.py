@@ -1,0 +1,60 @@
+"""int8 quantisation of an ONNX export, run in a child process: `python -m scorer.scoring.quantize`.
+
+The quantiser holds several copies of the model while it works (about five times its size),
+and the allocator keeps much of that after it returns. In a child process it is all given back
+when the child exits, so a long-running service stays at its usual size. Only onnx, ONNX
+Runtime and numpy are imported here: not torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_TIMEOUT_S = 900
+
+
+def quantize_int8(source: bytes, calibration: np.ndarray) -> bytes:
+    """Static int8 (QDQ, per-channel weights) of an ONNX export's bytes; activation ranges from `calibration`.
+
+    `calibration` is a float32 NCHW batch as the model takes it.
+    """
+    with tempfile.TemporaryDirectory(prefix="scorer-int8-") as tmp:
+        folder = Path(tmp)
+        (folder / "export.onnx").write_bytes(source)
+        np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32))
+        done = subprocess.run([sys.executable, "-m", "scorer.scoring.quantize", str(folder)], capture_output=True,
+                              text=True, timeout=_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
+            raise RuntimeError(lines[-1])
+        return (folder / "int8.onnx").read_bytes()
+
+
+def _quantize(folder: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    calibration = np.load(folder / "calibration.npy")
+    name = onnx.load(str(folder / "export.onnx"), load_external_data=False).graph.input[0].name
+
+    class Batches(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches = iter([{name: calibration[i:i + 2]} for i in range(0, len(calibration), 2)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    # the quantiser logs a warning for each 1-d weight it keeps per-tensor (the head's BatchNorm1d)
+    logging.disable(logging.WARNING)
+    quantize_static(str(folder / "export.onnx"), str(folder / "int8.onnx"), Batches(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+if __name__ == "__main__":
+    _quantize(Path(sys.argv[1]))

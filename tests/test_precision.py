@@ -1,0 +1,216 @@
+"""The precision check: int8 scores a model's creatives only where it gives the model's own answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scorer.config import load_settings
+from scorer.scoring import precision
+from scorer.scoring.decode_check import Agreement
+from scorer.scoring.engine import Engine, Item, open_engine
+from scorer.scoring.precision import PrecisionDecision
+from scorer.scoring.score import score_paths
+from scorer.settings import Settings
+from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
+from tests.workbooks import column
+
+CLASSES = ("Low", "Neutral", "High")
+
+
+@pytest.fixture
+def quantise_small_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test learners run in well under a millisecond an image, where int8 is neither tried nor faster."""
+    monkeypatch.setattr(precision, "MIN_FP32_MS", 0.0)
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
+
+
+def _learner(root: Path, epochs: int, lr: float) -> Path:
+    import torch
+    from fastai.vision.all import ImageDataLoaders, Resize, resnet18, set_seed, vision_learner
+
+    items = labelled_set(root / "data", per_class=16, classes=CLASS_COLOURS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # reproducible weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        set_seed(0, reproducible=True)
+        dls = ImageDataLoaders.from_lists(root / "data", [p for p, _ in items], [c for _, c in items], valid_pct=0.25,
+                                          seed=0, item_tfms=Resize(32), bs=8, num_workers=0)
+        learn = vision_learner(dls, resnet18, pretrained=False)
+        with learn.no_bar(), learn.no_logging():
+            learn.fit_one_cycle(epochs, lr)
+        learn.export(root / "learner.pkl")
+    torch.set_num_threads(threads)
+    return root / "learner.pkl"
+
+
+@pytest.fixture(scope="module")
+def confident_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet18 trained until its answers saturate (top probability above 0.999 on its colours)."""
+    return _learner(tmp_path_factory.mktemp("confident"), 15, 2e-2)
+
+
+@pytest.fixture(scope="module")
+def soft_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet18 trained one epoch at a tiny learning rate: its answers sit close together."""
+    return _learner(tmp_path_factory.mktemp("soft"), 1, 1e-5)
+
+
+def _settings(tmp_path: Path, learner: Path, decode: str = "auto", mode: str = "auto") -> Settings:
+    models = tmp_path / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    model = models / learner.name
+    if not model.exists():
+        shutil.copy(learner, model)
+    (tmp_path / "outbox").mkdir(exist_ok=True)
+    settings = load_settings(None, model=model, outbox=tmp_path / "outbox", state=tmp_path / "state")
+    return dataclasses.replace(settings, classes=CLASSES, precision=mode,  # type: ignore[arg-type]
+                               images=dataclasses.replace(settings.images, decode=decode))
+
+
+def _creatives(folder: Path, n: int, seed: int = 0) -> list[Item]:
+    colours = list(CLASS_COLOURS.values())
+    return [Item(path, path.name) for path in
+            (write_creative(folder / f"c{seed}_{i:02d}.jpg", colours[i % 3], (120, 90), seed=seed + i)
+             for i in range(n))]
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    opened: list[Engine] = []
+    yield opened
+    for engine in opened:
+        engine.close()
+
+
+def _open(settings: Settings, engines: list[Engine]) -> Engine:
+    engine = open_engine(settings)
+    engines.append(engine)
+    return engine
+
+
+def _probs(engine: Engine, items: list[Item]) -> np.ndarray:
+    result = engine.score(items)
+    got = {s.location: s.probs for s in result.scored}
+    return np.array([got[str(item.path)] for item in items])
+
+
+@pytest.mark.slow
+def test_a_confident_learner_scores_in_int8_once_its_first_creatives_agree(
+        tmp_path: Path, confident_learner: Path, quantise_small_models: None, engines: list[Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # at 32 px the decode check keeps JPEGs at full size; `fast` leaves the choice to int8's own check
+    settings = _settings(tmp_path, confident_learner, decode="fast")
+    engine = _open(settings, engines)
+    model = engine.model
+    assert model.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
+    first = _creatives(tmp_path / "first", precision.PROBE_CREATIVES)
+    probation = _probs(engine, first)
+    # on probation the creatives were scored in fp32, exactly as the full-precision runtime scores them
+    pixels = np.stack([np.asarray(model.predict_fp32)]) if False else None  # noqa: F841 (kept simple below)
+    assert model.info.runtime.endswith("int8") and model.info.precision.startswith("auto: int8.")
+    kept = json.loads((settings.state / "precision" / f"{model.info.sha256}.json").read_text())
+    assert kept["use_int8"] and kept["creatives"] == precision.PROBE_CREATIVES and kept["agreement"]["flips"] == 0
+    later = _creatives(tmp_path / "later", 9, seed=50)
+    int8 = _probs(engine, later)
+    fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), later)
+    assert (int8.argmax(1) == fp32.argmax(1)).all() and np.abs(int8 - fp32).mean() <= precision.MEAN_DP_LIMIT
+    assert not np.array_equal(int8, fp32)  # it is another runtime, not the same numbers relabelled
+    assert (probation.argmax(1) == np.array([2, 1, 0] * 6)[:16][[0] * 0 or slice(None)]).any()
+
+    # the Model sheet says which precision scored the creatives, and why
+    report = score_paths(settings, [later[0].path], engine=engine).report
+    items = column(report, "Model", "Item")
+    values = dict(zip(items, column(report, "Model", "Value"), strict=True))
+    assert str(values["Precision"]).startswith("auto: int8.") and str(values["Runtime"]).endswith("int8")
+
+    # a later run reads the decision and the pinned int8 file back: nothing is quantised again
+    def refuse(*args: object) -> bytes:
+        raise AssertionError("quantised again")
+
+    monkeypatch.setattr(precision, "quantize_int8", refuse)
+    again = _open(settings, engines)
+    assert again.model.info.runtime.endswith("int8")
+    assert np.allclose(_probs(again, later), int8, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_soft_learner_keeps_fp32_and_gets_exactly_its_fp32_answers(
+        tmp_path: Path, soft_learner: Path, quantise_small_models: None, engines: list[Engine]) -> None:
+    # `fast` drafts every JPEG, so only int8's own figures can keep it out
+    settings = _settings(tmp_path, soft_learner, decode="fast")
+    engine = _open(settings, engines)
+    decision = json.loads((settings.state / "precision" / f"{engine.model.info.sha256}.json").read_text())
+    assert not decision["use_int8"]
+    assert decision["agreement"]["flips"] > 0 or decision["agreement"]["sum_abs_dp"] / decision["agreement"][
+        "values"] > precision.MEAN_DP_LIMIT
+    assert engine.model.info.precision.startswith("auto: fp32, int8 failed the check.")
+    assert not engine.model.info.runtime.endswith("int8")
+    items = _creatives(tmp_path / "in", 20)
+    scored = _probs(engine, items)
+    fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), items)
+    assert np.abs(scored - fp32).max() <= 1e-6
+
+
+def test_int8_is_not_tried_where_it_cannot_help_or_exact_answers_are_asked_for(
+        tmp_path: Path, tiny_learner: Path, engines: list[Engine]) -> None:
+    cheap = _open(_settings(tmp_path / "a", tiny_learner, decode="fast"), engines)
+    assert "ms per image here, too little for int8 to matter" in cheap.model.info.precision
+    exact = _open(_settings(tmp_path / "b", tiny_learner, decode="exact"), engines)
+    assert "decoded at full size" in exact.model.info.precision
+    assert not (tmp_path / "b" / "state" / "precision").exists()
+    off = _open(_settings(tmp_path / "c", tiny_learner, mode="fp32"), engines)
+    assert off.model.info.precision == "fp32 (precision: fp32), int8 not tried"
+    for folder in ("a", "b", "c"):
+        assert not list((tmp_path / folder / "models").glob("*.int8.onnx"))
+
+
+@pytest.mark.slow
+def test_an_int8_file_that_is_not_the_pinned_one_is_made_and_checked_again(
+        tmp_path: Path, confident_learner: Path, quantise_small_models: None, engines: list[Engine]) -> None:
+    settings = _settings(tmp_path, confident_learner, decode="fast")
+    first = _open(settings, engines)
+    first.score(_creatives(tmp_path / "first", precision.PROBE_CREATIVES))
+    assert first.model.info.runtime.endswith("int8")
+    (made,) = (tmp_path / "models").glob("*.int8.onnx")
+    made.write_bytes(made.read_bytes() + b"\0")
+    second = _open(settings, engines)
+    # checked again from the start: fp32 on probation, and the file made anew
+    assert second.model.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
+    assert not made.read_bytes().endswith(b"\0")
+
+
+def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: float = 1.0) -> PrecisionDecision:
+    exact = np.tile([[0.1, 0.2, 0.7]], (16, 1))
+    other = exact + np.array([dp, 0.0, -dp])
+    if flips:
+        other[0] = [0.7, 0.2, 0.1]
+    agreement = Agreement()
+    agreement.add(exact, other)
+    return PrecisionDecision("ab" * 32, fp32_ms=fp32_ms, int8_ms=int8_ms, agreement=agreement, min_cosine=cosine,
+                             check_images=16, creatives=precision.PROBE_CREATIVES)
+
+
+@pytest.mark.parametrize(
+    ("decision", "use"),
+    [
+        (_decision(30.0, 9.0, 0.0, False), True),
+        (_decision(30.0, 9.0, 0.0015, False), True),  # mean over the three classes: 0.001
+        (_decision(30.0, 9.0, 0.003, False), False),  # mean 0.002: over the limit
+        (_decision(30.0, 9.0, 0.0, True), False),  # one answer flipped
+        (_decision(30.0, 9.0, 0.0, False, cosine=0.99), False),  # the evidence index would see other features
+        (_decision(30.0, 27.0, 0.0, False), False),  # not fast enough on this machine to be worth it
+    ],
+)
+def test_int8_needs_every_limit(decision: PrecisionDecision, use: bool) -> None:
+    assert decision.use_int8 is use
+    back = PrecisionDecision.from_json(json.loads(json.dumps(decision.to_json())))
+    assert back == decision and back.use_int8 is use
