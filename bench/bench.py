@@ -11,6 +11,8 @@ ImageNet Normalize, one epoch at a low learning rate: soft outputs). For each it
 learn.predict in a loop, learn.get_preds on a test_dl, and scorer end to end (decode, vet,
 infer, write the Excel report) with each runtime, in the decode mode `images.decode: auto`
 chose for that learner (its decode check runs while warming up, on creatives not timed).
+On ONNX Runtime it does so twice: with `precision: auto` (int8 where the learner's precision
+check allows it; the check, too, finishes on the warm-up creatives) and with `precision: fp32`.
 It also times the learner's forward pass alone in scorer's runtime, on creatives decoded
 beforehand: the ceiling that no decoding trick can pass. It prints images/s, each figure's
 ratio to get_preds, agreement with get_preds, the decode mode, and the peak RSS of
@@ -197,9 +199,10 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
                  "saturation": {"mean_top_p": float(ref.max(1).mean()),
                                 "share_inside_0.02_0.98": float(((ref > 0.02) & (ref < 0.98)).mean())}})
     folder = files[0].parent
-    for runtime in ("onnx", "torch"):
+    for runtime, precision in (("onnx", "auto"), ("onnx", "fp32"), ("torch", "fp32")):
         settings = load_settings(None, model=model, outbox=work / "outbox", state=work / "state")
-        settings = dataclasses.replace(settings, runtime=runtime, classes=("Low", "Neutral", "High"))
+        settings = dataclasses.replace(settings, runtime=runtime, precision=precision,
+                                       classes=("Low", "Neutral", "High"))
         (work / "outbox").mkdir(exist_ok=True)
         engine = open_engine(settings)
         try:
@@ -212,12 +215,14 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
             engine.close()
         if runtime == "onnx":  # the ceiling: the model alone, on creatives decoded beforehand, batch by batch
             rows.append(model_only(engine, settings, files, label))
+        used = "int8" if engine.model.info.runtime.endswith("int8") else "fp32"
         got = {s.location: s.probs for s in run.result.scored}
         probs = np.array([got[str(f)] for f in files])
         plan = engine.check.plan() if engine.check else None
         decode = "fastai path" if plan is None else "full size" if plan.max_scale == 1 else f"draft ≤1/{plan.max_scale}"
-        rows.append({"set": label, "path": f"scorer end to end ({engine.model.info.runtime})", "n": len(files),
-                     "ips": len(files) / secs, "decode": decode, "decode_check": engine.model.info.decode,
+        rows.append({"set": label, "path": f"scorer end to end ({engine.model.info.runtime}, precision: {precision})",
+                     "n": len(files), "ips": len(files) / secs, "decode": decode, "precision": used,
+                     "decode_check": engine.model.info.decode, "precision_check": engine.model.info.precision,
                      **agreement(probs, ref)})
     for row in rows:
         row["ratio_to_get_preds"] = float(row["ips"]) / base  # type: ignore[arg-type]
@@ -330,12 +335,13 @@ def machine() -> str:
 def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]], about: str) -> str:
     """The results as the Markdown table the README shows."""
     lines = [f"Machine: {about}.", "",
-             "| learner | set | path | decode (auto) | images/s | × get_preds | top-1 agreement "
+             "| learner | set | path | decode (auto) | precision | images/s | × get_preds | top-1 agreement "
              "| mean \\|Δp\\| | max \\|Δp\\| |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         agree = (f"{r['top1']:.1%} | {r['mean_abs_dp']:.4f} | {r['max_abs_dp']:.4f}" if "top1" in r else "– | – | –")
-        lines.append(f"| {r['learner']} | {r['set']} | {r['path']} | {r.get('decode', '–')} | {r['ips']:.1f} "
+        lines.append(f"| {r['learner']} | {r['set']} | {r['path']} | {r.get('decode', '–')} "
+                     f"| {r.get('precision', '–')} | {r['ips']:.1f} "
                      f"| {r['ratio_to_get_preds']:.2f}× | {agree} |")
     lines += ["", "| files scored by `scorer score` | peak RSS (process tree) | wall time incl. start-up |",
               "| ---: | ---: | ---: |"]

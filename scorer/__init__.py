@@ -3,7 +3,8 @@
 The map. Each room serves one use case; the shared floors sit below them.
 
     scoring/    `scorer score` and the engine under every room: vet, decode, decode pool, the learner,
-                runtimes, the model and its integrity, the evidence index and Grad-CAM (explain)
+                runtimes, the model and its integrity, the decode and precision checks (int8 made by
+                quantize in a child process), the evidence index and Grad-CAM (explain)
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, failed-write retries, the
                 inbox lease, the service loop, systemd
     training/   `scorer train` and `scorer index`: posts import, labels, evaluation, the evidence index,
@@ -14,7 +15,8 @@ The map. Each room serves one use case; the shared floors sit below them.
     bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree
-    results.py  what scoring produces; fsutil.py and textsafe.py hold each file and text idiom once
+    results.py  what scoring produces; fsutil.py and textsafe.py hold each file and text idiom once;
+                memory.py gives freed memory back
 
 One creative's path from the inbox to the report, going down the floors:
 
@@ -23,7 +25,8 @@ One creative's path from the inbox to the report, going down the floors:
     watch.batch:HotFolder.process          fingerprints each path into a Candidate (watch.schema), with its plan
                                            (context.plan: a sidecar or plan.csv row; a bad sidecar is rejected)
     scoring.engine:score_items             scoring.decode_pool -> scoring.decode:decode_file -> Decoded
-    scoring.model:Classifier.predict_with_features  batch transforms + one runtime pass -> probs, features
+    scoring.model:Classifier.predict_with_features  batch transforms + one runtime pass (fp32, or int8 where
+                                           scoring.precision allows it) -> probs, features
     scoring.evidence:EvidenceIndex.lookup  features -> nearest past posts, their median, the percentile
     context.advice:Planner.advise          the same features + the plan -> score at the planned time, best slots
     scoring.explain:Explainer.overlays     Grad-CAM for the predicted class (small batches) -> Scored

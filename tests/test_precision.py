@@ -214,3 +214,20 @@ def test_int8_needs_every_limit(decision: PrecisionDecision, use: bool) -> None:
     assert decision.use_int8 is use
     back = PrecisionDecision.from_json(json.loads(json.dumps(decision.to_json())))
     assert back == decision and back.use_int8 is use
+
+
+def test_a_model_the_quantiser_cannot_take_is_scored_in_fp32_with_the_reason(
+        tmp_path: Path, confident_learner: Path, quantise_small_models: None, engines: list[Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(*args: object) -> bytes:
+        raise RuntimeError("Unsupported op: SomeCustomOp")
+
+    monkeypatch.setattr(precision, "quantize_int8", fails)
+    settings = _settings(tmp_path, confident_learner, decode="fast")
+    engine = _open(settings, engines)
+    assert engine.model.info.precision == "auto: fp32, int8 not tried: int8 quantisation failed (RuntimeError)"
+    items = _creatives(tmp_path / "in", 6)
+    scored = _probs(engine, items)  # the fp32 session, closed while the quantiser ran, is open again
+    fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), items)
+    assert np.abs(scored - fp32).max() <= 1e-6
+    assert not list((tmp_path / "models").glob("*.int8.onnx"))

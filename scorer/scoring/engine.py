@@ -13,6 +13,7 @@ import numpy as np
 
 from scorer.context.plan import Plan
 from scorer.errors import ImageError, TransientImageError
+from scorer.memory import trim_heap
 from scorer.results import Advice, BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
 from scorer.scoring.decode_check import DecodeCheck, open_check
@@ -285,7 +286,9 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
                            classifier.predict_fp32)
         classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
         decoding = check
+        trim_heap()  # the calibration images' decodes, given back before the quantiser starts
         classifier.open_precision(settings, lambda: decoding.drafts)
+        trim_heap()  # and what the precision check's images and timings used, before the workers start
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)

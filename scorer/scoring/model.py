@@ -18,6 +18,7 @@ import numpy as np
 from scorer.context.advice import Planner
 from scorer.context.model import context_path, read_context
 from scorer.errors import ConfigError, ModelError
+from scorer.memory import trim_heap
 from scorer.results import ModelInfo
 from scorer.scoring import learner as fastai_learner
 from scorer.scoring.decode import ItemGeometry
@@ -114,6 +115,7 @@ class Classifier:
             export_check=describe_export_check(self._runtime),
             precision=_precision_of(self._runtime, settings.half),
         )
+        trim_heap()  # what loading and exporting freed, given back before the decoding workers start
         log.info("model %s loaded in %.1f s: classes %s, %s on %s, %s", settings.model,
                  time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
                  self.info.preprocessing)

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, open_regular
 from scorer.scoring.decode_check import Agreement
 from scorer.scoring.quantize import quantize_int8
@@ -145,15 +147,30 @@ class Int8File:
             return None
         return OnnxRuntime(data, self.threads, "int8")
 
-    def make(self, calibration: np.ndarray) -> OnnxRuntime:
-        """Quantise the export (the bytes that were verified) with these activation ranges, pin and open it."""
-        data = _read(self.source)
-        if hashlib.sha256(data).hexdigest() != self.source_sha256:
-            raise RuntimeError(f"{self.source} changed since it was verified")
-        made = quantize_int8(data, calibration)
+    def make(self, calibration: np.ndarray, fp32: Runtime) -> OnnxRuntime:
+        """Quantise the export (the bytes that were verified) with these activation ranges, pin and open it.
+
+        The fp32 session is closed meanwhile: the quantiser needs the memory more than an idle session does.
+        """
+        with tempfile.TemporaryDirectory(prefix="scorer-int8-") as tmp:
+            Path(tmp, "export.onnx").write_bytes(self._verified())
+            if isinstance(fp32, OnnxRuntime):
+                fp32.close()
+            try:
+                made = quantize_int8(Path(tmp), calibration)
+            finally:
+                if isinstance(fp32, OnnxRuntime):
+                    fp32.open(self._verified())
         atomic_write(self.path, made)
         self.remember(hashlib.sha256(made).hexdigest())
         return OnnxRuntime(made, self.threads, "int8")
+
+
+    def _verified(self) -> bytes:
+        data = _read(self.source)
+        if hashlib.sha256(data).hexdigest() != self.source_sha256:
+            raise ModelError(f"{self.source} changed since it was verified: delete it, and it is exported again")
+        return data
 
 
 class PrecisionCheck:
@@ -251,9 +268,11 @@ def _measure(sha256: str, fp32: Runtime, to_probs: ToProbs, calibration: Calibra
                          f"to matter (tried from {MIN_FP32_MS:g} ms)")
         return decision, None
     try:
-        int8 = int8_file.make(calibration(CALIBRATION_IMAGES, 6000, True))
+        int8 = int8_file.make(calibration(CALIBRATION_IMAGES, 6000, True), fp32)
         decision.int8_ms = ms_per_image(int8, checking)
         decision.add(fp32.run(checking), int8.run(checking), to_probs)
+    except ModelError:
+        raise
     except Exception as exc:  # the quantiser does not cover every layer a user's model may have
         log.warning("int8 quantisation failed (%s: %s): scoring in fp32", type(exc).__name__, exc)
         decision.held = f"int8 quantisation failed ({type(exc).__name__})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +18,18 @@ import numpy as np
 _TIMEOUT_S = 900
 
 
-def quantize_int8(source: bytes, calibration: np.ndarray) -> bytes:
-    """Static int8 (QDQ, per-channel weights) of an ONNX export's bytes; activation ranges from `calibration`.
+def quantize_int8(folder: Path, calibration: np.ndarray) -> bytes:
+    """Static int8 (QDQ, per-channel weights) of `folder`/export.onnx; activation ranges from `calibration`.
 
-    `calibration` is a float32 NCHW batch as the model takes it.
+    `calibration` is a float32 NCHW batch as the model takes it. The folder is a private temporary one.
     """
-    with tempfile.TemporaryDirectory(prefix="scorer-int8-") as tmp:
-        folder = Path(tmp)
-        (folder / "export.onnx").write_bytes(source)
-        np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32))
-        done = subprocess.run([sys.executable, "-m", "scorer.scoring.quantize", str(folder)], capture_output=True,
-                              text=True, timeout=_TIMEOUT_S, check=False)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
-            raise RuntimeError(lines[-1])
-        return (folder / "int8.onnx").read_bytes()
+    np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32))
+    done = subprocess.run([sys.executable, "-m", "scorer.scoring.quantize", str(folder)], capture_output=True,
+                          text=True, timeout=_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
+        raise RuntimeError(lines[-1])
+    return (folder / "int8.onnx").read_bytes()
 
 
 def _quantize(folder: Path) -> None:
@@ -52,8 +48,11 @@ def _quantize(folder: Path) -> None:
 
     # the quantiser logs a warning for each 1-d weight it keeps per-tensor (the head's BatchNorm1d)
     logging.disable(logging.WARNING)
-    quantize_static(str(folder / "export.onnx"), str(folder / "int8.onnx"), Batches(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    # with external data the quantiser's working copies of the weights stay on disk instead of in memory
+    quantize_static(str(folder / "export.onnx"), str(folder / "external.onnx"), Batches(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, use_external_data_format=True)
+    onnx.save(onnx.load(str(folder / "external.onnx")), str(folder / "int8.onnx"))  # one self-contained file
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 
 from scorer.errors import ConfigError, ModelError
 from scorer.fsutil import atomic_write, open_regular
+from scorer.memory import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,17 @@ class OnnxRuntime:
     def __init__(self, onnx: bytes, threads: int, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
+        self._threads = threads
+        self._session: ort.InferenceSession | None = None
+        self.open(onnx)
+        self.name = f"onnxruntime-{ort.__version__}" + ("" if precision == "fp32" else f" {precision}")
+
+    def open(self, onnx: bytes) -> None:
+        """Start a session on the graph's bytes (again, after `close`)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -137,11 +147,16 @@ class OnnxRuntime:
         # From the bytes that were checked, not from the path: the file cannot be swapped in between.
         self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self.name = f"onnxruntime-{ort.__version__}" + ("" if precision == "fp32" else f" {precision}")
+
+    def close(self) -> None:
+        """Give the session's memory back, e.g. while the model is quantised beside it; `open` starts it again."""
+        self._session = None
+        trim_heap()
 
     def run(self, batch: np.ndarray) -> Outputs:
         """Run the ONNX graph on the batch."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
+        assert self._session is not None, "the session was closed"
         outputs = self._session.run(None, {self._input: x})
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
