@@ -378,6 +378,8 @@ def main() -> None:
     memory = []
     if not args.skip_memory:
         memory.append(peak_rss(model, mixed[0].parent, work, first_load=True))  # camera-size files, new model
+        shutil.rmtree(work / "state-mem", ignore_errors=True)
+        peak_rss(model, warm[0].parent, work)  # fills the shared state folder, as a model's first run does
         for count in ((20, 200) if args.quick else (200, 2000)):
             folder = work / f"mem-{count}"
             make_set(folder, [(1080, 1350)], count, 20000)

@@ -188,9 +188,11 @@ def test_an_int8_file_that_is_not_the_pinned_one_is_made_and_checked_again(
     assert not made.read_bytes().endswith(b"\0")
 
 
-def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: float = 1.0) -> PrecisionDecision:
-    exact = np.tile([[0.1, 0.2, 0.7]], (16, 1))
+def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: float = 1.0,
+              outlier: float = 0.0) -> PrecisionDecision:
+    exact = np.tile([[0.1, 0.2, 0.7]], (100, 1))
     other = exact + np.array([dp, 0.0, -dp])
+    other[1] += [outlier, 0.0, -outlier]
     if flips:
         other[0] = [0.7, 0.2, 0.1]
     agreement = Agreement()
@@ -206,6 +208,7 @@ def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: fl
         (_decision(30.0, 9.0, 0.0015, False), True),  # mean over the three classes: 0.001
         (_decision(30.0, 9.0, 0.003, False), False),  # mean 0.002: over the limit
         (_decision(30.0, 9.0, 0.0, True), False),  # one answer flipped
+        (_decision(30.0, 9.0, 0.0, False, outlier=0.06), False),  # one creative moved far, though the mean is low
         (_decision(30.0, 9.0, 0.0, False, cosine=0.99), False),  # the evidence index would see other features
         (_decision(30.0, 27.0, 0.0, False), False),  # not fast enough on this machine to be worth it
     ],

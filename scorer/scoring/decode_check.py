@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -37,6 +37,7 @@ SCALES = (2, 4, 8)
 _CALIBRATION_LIMITS = ImageLimits(max_pixels=200_000_000, max_decode_bytes=2**31)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+R = TypeVar("R")
 
 
 @dataclass
@@ -293,13 +294,8 @@ class DecodeCheck:
         return self.describe() != before
 
     def _save(self) -> None:
-        if self._store is None or self.decision is None:
-            return
-        try:
-            self._store.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._store, json.dumps(self.decision.to_json(), indent=2))
-        except OSError as exc:  # the check is repeated next time; scoring goes on
-            log.warning("cannot keep the decode check in %s (%s): it will run again next time", self._store, exc)
+        if self._store is not None and self.decision is not None:
+            keep_record(self._store, self.decision.to_json(), "decode check")
 
 
 def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, predict: Predict) -> DecodeCheck:
@@ -323,11 +319,25 @@ def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, pred
 
 
 def _read(store: Path, sha256: str) -> DecodeDecision | None:
+    return read_record(store, sha256, "decode check", DecodeDecision.from_json)
+
+
+def read_record(store: Path, sha256: str, what: str, parse: Callable[[dict[str, Any]], R]) -> R | None:
+    """A per-model check's record kept in state/, or None when it is missing, unreadable or another model's."""
     try:
-        decision = DecodeDecision.from_json(json.loads(store.read_text(encoding="utf-8")))
+        data = json.loads(store.read_text(encoding="utf-8"))
+        return parse(data) if data["sha256"] == sha256 else None
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("decode check %s is unreadable (%s): checking again", store, exc)
+        log.warning("%s %s is unreadable (%s): checking again", what, store, exc)
         return None
-    return decision if decision.sha256 == sha256 else None
+
+
+def keep_record(store: Path, data: dict[str, Any], what: str) -> None:
+    """Keep a per-model check's record in state/, written whole or not at all."""
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(store, json.dumps(data, indent=2))
+    except OSError as exc:  # the check is repeated next time; scoring goes on
+        log.warning("cannot keep the %s in %s (%s): it will run again next time", what, store, exc)

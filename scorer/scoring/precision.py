@@ -10,7 +10,8 @@ its answers. So with `precision: auto`, the first time a model (by SHA-256) runs
 - any other is quantised and compared with fp32 on check images other than those that set its
   activation ranges; then, while the first real creatives are scored in fp32, int8 runs beside them.
 
-int8 scores creatives only while mean |Δp| stays within MEAN_DP_LIMIT, no top-1 answer flips,
+int8 scores creatives only while mean |Δp| stays within MEAN_DP_LIMIT (and every |Δp| within
+MAX_DP_LIMIT), no top-1 answer flips,
 the pooled features (the evidence index's coordinates) keep a cosine of at least MIN_COSINE,
 int8 is at least MIN_SPEEDUP times as fast on this machine, and the decode check lets this
 model's JPEGs be drafted: a model whose answers move under drafting is kept exact. The decision
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -35,13 +35,14 @@ import numpy as np
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, open_regular
-from scorer.scoring.decode_check import Agreement
+from scorer.scoring.decode_check import Agreement, keep_record, read_record
 from scorer.scoring.quantize import quantize_int8
 from scorer.scoring.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
 
 log = logging.getLogger(__name__)
 
 MEAN_DP_LIMIT = 0.001  # largest mean |Δp| against fp32 that int8 may cause: half the decode check's
+MAX_DP_LIMIT = 0.05  # and the largest |Δp| on any one image and class
 MIN_COSINE = 0.999  # smallest cosine between a creative's int8 and fp32 pooled features
 MIN_SPEEDUP = 1.25  # int8 must be at least this many times as fast as fp32 on this machine
 MIN_FP32_MS = 4.0  # fp32 forward passes cheaper than this per image are not worth quantising
@@ -71,7 +72,8 @@ class PrecisionDecision:
     @property
     def passes(self) -> bool:
         """Tried, and within every limit so far."""
-        return (not self.held and self.agreement.within(MEAN_DP_LIMIT) and self.min_cosine >= MIN_COSINE
+        return (not self.held and self.agreement.within(MEAN_DP_LIMIT) and self.agreement.max_abs_dp <= MAX_DP_LIMIT
+                and self.min_cosine >= MIN_COSINE
                 and self.int8_ms > 0 and self.int8_ms * MIN_SPEEDUP <= self.fp32_ms)
 
     @property
@@ -106,7 +108,7 @@ class PrecisionDecision:
         return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({self.check_images} check images, "
                 f"{self.creatives} creatives), pooled features' cosine ≥ {self.min_cosine:.4f}, {speed} as fast "
                 f"({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
-                f"no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
+                f"max ≤ {MAX_DP_LIMIT}, no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
 
     def to_json(self) -> dict[str, Any]:
         """The decision as JSON-ready data."""
@@ -165,7 +167,6 @@ class Int8File:
         self.remember(hashlib.sha256(made).hexdigest())
         return OnnxRuntime(made, self.threads, "int8")
 
-
     def _verified(self) -> bytes:
         data = _read(self.source)
         if hashlib.sha256(data).hexdigest() != self.source_sha256:
@@ -220,13 +221,8 @@ class PrecisionCheck:
         return self.decision.describe()
 
     def _save(self) -> None:
-        if self._store is None or self.decision is None:
-            return
-        try:
-            self._store.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._store, json.dumps(self.decision.to_json(), indent=2))
-        except OSError as exc:  # the check is repeated next time; scoring goes on
-            log.warning("cannot keep the precision check in %s (%s): it will run again next time", self._store, exc)
+        if self._store is not None and self.decision is not None:
+            keep_record(self._store, self.decision.to_json(), "precision check")
 
 
 def open_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs: ToProbs, *,
@@ -239,7 +235,7 @@ def open_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs:
             "this model's JPEGs are decoded at full size (images.decode, or the decode check), so its answers are "
             "kept exact"))
     store = state / "precision" / f"{sha256}.json"
-    decision = _read_decision(store, sha256)
+    decision = read_record(store, sha256, "precision check", PrecisionDecision.from_json)
     int8: Runtime | None = None
     how = f"kept in {store}"
     if decision is not None and decision.passes:
@@ -285,13 +281,3 @@ def _read(path: Path) -> bytes:
     with open_regular(path) as handle:
         return handle.read()
 
-
-def _read_decision(store: Path, sha256: str) -> PrecisionDecision | None:
-    try:
-        decision = PrecisionDecision.from_json(json.loads(store.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("precision check %s is unreadable (%s): checking again", store, exc)
-        return None
-    return decision if decision.sha256 == sha256 else None
