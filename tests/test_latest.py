@@ -42,7 +42,9 @@ def _settings(root: Path, **watch: object) -> Settings:
 
 def summary(path: Path) -> tuple[list[str], dict[object, dict[str, int]]]:
     """The Summary sheet: its lines of text, and its table as {day or 'Total': {column: count}}."""
-    rows = list(load_workbook(path, read_only=True)["Summary"].iter_rows(values_only=True))
+    book = load_workbook(path, read_only=True)
+    rows = list(book["Summary"].iter_rows(values_only=True))
+    book.close()
     start = next(i for i, row in enumerate(rows) if row and row[0] == "Day")
     names = list(rows[start])
     table = {row[0].date() if row[0] != "Total" else "Total": dict(zip(names[1:], row[1:], strict=True))

@@ -9,8 +9,11 @@ from openpyxl import load_workbook
 
 def column(path: Path, sheet: str, name: str = "File") -> list[object]:
     """One column of a report's sheet, by header, without the header."""
-    ws = load_workbook(path, read_only=True)[sheet]
-    rows = list(ws.iter_rows(values_only=True))
+    book = load_workbook(path, read_only=True)
+    try:
+        rows = list(book[sheet].iter_rows(values_only=True))
+    finally:
+        book.close()  # a read-only workbook keeps its file open until closed
     index = list(rows[0]).index(name)
     return [row[index] for row in rows[1:]]
 
