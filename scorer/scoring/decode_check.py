@@ -274,12 +274,14 @@ class DecodeCheck:
                 ) -> bool:
         """Add creatives decoded both ways: probabilities from full decodes, (scale, drafted pixels).
 
-        `predict` defaults to the one the check was opened with. Returns True when the mode or its figures changed.
+        The check's own exact predictor, given when it was opened, is used in preference to `predict`.
+        Returns True when the mode or its figures changed.
         """
         if self.decision is None or self.decision.final or not probes:
             return False
-        predict = predict or self._predict
-        assert predict is not None
+        predict = self._predict or predict
+        if predict is None:
+            raise ValueError("the decode check was opened without a predictor: pass one to observe()")
         before = self.describe()
         for scale in SCALES:
             rows = [i for i, (s, _) in enumerate(probes) if s == scale]
