@@ -234,3 +234,50 @@ def test_a_model_the_quantiser_cannot_take_is_scored_in_fp32_with_the_reason(
     fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), items)
     assert np.abs(scored - fp32).max() <= 1e-6
     assert not list((tmp_path / "models").glob("*.int8.onnx"))
+
+
+class _Logits:
+    """A runtime that answers every batch with fixed logits, shifted once `drift` is set: int8 meeting creatives
+    unlike the first ones."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.device, self.calls, self.drift = name, "cpu", 0, 0.0
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        self.calls += 1
+        logits = np.tile([[0.0, 1.0, 2.0]], (len(batch), 1)) + [self.drift, 0.0, -self.drift]
+        return logits, None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def test_int8_in_use_is_audited_and_sent_back_to_fp32_when_creatives_stop_agreeing(tmp_path: Path) -> None:
+    fp32, int8 = _Logits("fp32"), _Logits("int8")
+    decision = PrecisionDecision("ab" * 32, fp32_ms=30.0, int8_ms=9.0, check_images=8,
+                                 creatives=precision.PROBE_CREATIVES)
+    decision.add(fp32.run(np.zeros((24, 1))), int8.run(np.zeros((24, 1))), _softmax)
+    assert decision.use_int8
+    store = tmp_path / "precision.json"
+    check = precision.PrecisionCheck("auto", fp32, _softmax, int8=int8, decision=decision, store=store)
+    batch = np.zeros((16, 1))
+    fp32.calls = int8.calls = 0
+    for _ in range(precision.AUDIT_EVERY // 16 - 1):
+        check.run(batch)
+    assert (fp32.calls, int8.calls) == (0, precision.AUDIT_EVERY // 16 - 1)  # int8 alone between audits
+    check.run(batch)  # the audit: agrees, so int8 stays
+    assert fp32.calls == 1 and decision.audited == 16 and check.runtime is int8
+    assert json.loads(store.read_text())["use_int8"]
+    int8.drift = 1.5  # creatives on which int8 moves the answers
+    for _ in range(precision.AUDIT_EVERY // 16):
+        answer = check.run(batch)
+    assert not decision.use_int8 and check.runtime is fp32
+    assert np.array_equal(answer[0], fp32.run(batch)[0])  # the audited batch gets fp32's answers
+    kept = json.loads(store.read_text())
+    assert not kept["use_int8"] and kept["audited"] == 32
+    calls = int8.calls
+    check.run(batch)
+    assert int8.calls == calls  # fp32 from now on, for good
+    assert "fp32, int8 failed the check" in check.describe() and "32 audited since" in check.describe()

@@ -16,7 +16,9 @@ the pooled features (the evidence index's coordinates) keep a cosine of at least
 int8 is at least MIN_SPEEDUP times as fast on this machine, and the decode check lets this
 model's JPEGs be drafted: a model whose answers move under drafting is kept exact. The decision
 and its figures are kept in state/precision/<sha256>.json, and the int8 file beside the ONNX
-export, pinned in the state folder like it.
+export, pinned in the state folder like it. Once int8 is in use, one batch in about AUDIT_EVERY
+creatives is run in fp32 too and added to the figures: creatives unlike the first ones can still
+send the model back to fp32, for good.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MIN_COSINE = 0.999  # smallest cosine between a creative's int8 and fp32 pooled 
 MIN_SPEEDUP = 1.25  # int8 must be at least this many times as fast as fp32 on this machine
 MIN_FP32_MS = 4.0  # fp32 forward passes cheaper than this per image are not worth quantising
 PROBE_CREATIVES = 16  # real creatives compared before the decision is final
+AUDIT_EVERY = 512  # once int8 is in use, one batch in about this many creatives is run in fp32 beside it
 CALIBRATION_IMAGES = 16  # images that set the activation ranges ...
 CHECK_IMAGES = 8  # ... and other images that int8 is first compared on
 
@@ -68,6 +71,7 @@ class PrecisionDecision:
     min_cosine: float = 1.0
     check_images: int = 0
     creatives: int = 0
+    audited: int = 0  # creatives compared again after int8 was chosen
 
     @property
     def passes(self) -> bool:
@@ -105,9 +109,11 @@ class PrecisionDecision:
         else:
             chosen = "int8" if self.passes else "fp32, int8 failed the check"
         speed = f"{self.fp32_ms / self.int8_ms:.1f}×" if self.int8_ms else "–"
-        return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({self.check_images} check images, "
-                f"{self.creatives} creatives), pooled features' cosine ≥ {self.min_cosine:.4f}, {speed} as fast "
-                f"({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
+        seen = f"{self.check_images} check images, {self.creatives} creatives" + (
+            f", {self.audited} audited since" if self.audited else "")
+        return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({seen}), pooled features' cosine ≥ "
+                f"{self.min_cosine:.4f}, {speed} as fast ({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). "
+                f"int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
                 f"max ≤ {MAX_DP_LIMIT}, no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
 
     def to_json(self) -> dict[str, Any]:
@@ -185,6 +191,7 @@ class PrecisionCheck:
         self.decision = decision
         self._fp32, self._int8, self._to_probs = fp32, int8, to_probs
         self._store, self._drafts, self._note = store, drafts, note
+        self._unaudited = 0  # creatives scored in int8 since the last audit
 
     def _int8_now(self) -> bool:
         return self._int8 is not None and self.decision is not None and self.decision.use_int8 and self._drafts()
@@ -195,10 +202,26 @@ class PrecisionCheck:
         return self._int8 if self._int8 is not None and self._int8_now() else self._fp32
 
     def run(self, batch: np.ndarray) -> Outputs:
-        """Outputs for a batch of creatives; while int8 is on probation, fp32's, with int8 compared beside them."""
+        """Outputs for a batch of creatives; while int8 is on probation, fp32's, with int8 compared beside them.
+
+        Once int8 is in use, an occasional batch is audited: run in fp32 too, and counted in the figures.
+        """
         if self._int8_now():
-            assert self._int8 is not None
-            return self._int8.run(batch)
+            assert self._int8 is not None and self.decision is not None
+            outputs = self._int8.run(batch)
+            self._unaudited += len(batch)
+            if self._unaudited < AUDIT_EVERY:
+                return outputs
+            self._unaudited = 0
+            exact = self._fp32.run(batch)
+            self.decision.add(exact, outputs, self._to_probs)
+            self.decision.audited += len(batch)
+            self._save()
+            if self.decision.use_int8:
+                return outputs
+            log.warning("precision audit for model %s: int8 no longer gives the model's answers, back to fp32: %s",
+                        self.decision.sha256[:12], self.describe())
+            return exact
         outputs = self._fp32.run(batch)
         decision = self.decision
         if decision is not None and self._int8 is not None and not decision.final and self._drafts():
