@@ -192,6 +192,12 @@ def open_regular(path: Path) -> BinaryIO:
     return handle
 
 
+def read_regular(path: Path) -> bytes:
+    """The whole content of a regular file, opened as open_regular opens it."""
+    with open_regular(path) as handle:
+        return handle.read()
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in plain words."""
     if stat.S_ISLNK(mode):

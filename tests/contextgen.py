@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -12,6 +11,7 @@ import numpy as np
 
 from scorer.config import load_settings
 from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.postgen import write_rows
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 #: The hour that carries the signal, and the hours of every other post.
@@ -54,12 +54,7 @@ def write_account(folder: Path, *, hour_matters: bool, n: int = 160, seed: int =
         caption = f"look {i} " + "new " * int(rng.integers(0, 12)) + "#shop" + " @friend" * int(rng.integers(0, 2))
         rows.append({"file": name, "likes": likes, "comments": total - likes, "posted_at": posted.isoformat(),
                      "is_ad": "false", "caption": caption})
-    path = folder / "posts.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows(folder / "posts.csv", rows)
 
 
 @dataclass

@@ -85,6 +85,15 @@ def csv_to_instaloader(posts_csv: Path, folder: Path, shuffle_seed: int | None =
     return folder
 
 
+def write_rows(posts_csv: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write a posts.csv whole: a header from the first row's keys, then every row."""
+    with open(posts_csv, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return posts_csv
+
+
 def append_rows(posts_csv: Path, rows: list[dict[str, str]]) -> None:
     """Add rows to a posts.csv, leaving missing columns empty."""
     with open(posts_csv, encoding="utf-8") as handle:

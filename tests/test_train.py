@@ -32,7 +32,7 @@ from scorer.errors import DataError
 from scorer.fsutil import sha256_file
 from scorer.results import engagement_score
 from scorer.training.train import train
-from tests.postgen import append_rows, csv_to_instaloader
+from tests.postgen import append_rows, csv_to_instaloader, write_rows
 
 CLASSES = ["Low", "Neutral", "High"]
 # One thread: these tests share two cores with others, and oversubscribed PyTorch slows down many times over.
@@ -367,9 +367,6 @@ def test_cleaning_that_removes_every_post_is_a_data_error(tmp_path: Path) -> Non
         rows = list(csv.DictReader(handle))
     for row in rows:
         row["likes"], row["comments"] = "20000", "600"  # every post over max_likes: all look advertised
-    with open(posts, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(posts, rows)
     with pytest.raises(DataError, match=r"only 0 posts are left after cleaning \(see the funnel\)"):
         train(load_settings(_project(tmp_path / "proj")), posts.parent, progress=False)

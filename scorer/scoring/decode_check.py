@@ -307,7 +307,7 @@ def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, pred
         log.info("decoding: %s", check.describe())
         return check
     store = state / "decode" / f"{sha256}.json"
-    decision = _read(store, sha256)
+    decision = read_record(store, sha256, "decode check", DecodeDecision.from_json)
     fresh, how = decision is None, f"kept in {store}"
     if decision is None:
         started = time.perf_counter()
@@ -318,10 +318,6 @@ def open_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path, pred
         check._save()
     log.info("decoding (%s): %s", how, check.describe())
     return check
-
-
-def _read(store: Path, sha256: str) -> DecodeDecision | None:
-    return read_record(store, sha256, "decode check", DecodeDecision.from_json)
 
 
 def read_record(store: Path, sha256: str, what: str, parse: Callable[[dict[str, Any]], R]) -> R | None:

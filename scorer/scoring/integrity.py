@@ -22,7 +22,7 @@ from pathlib import Path
 from scorer.config import set_top_level_keys
 from scorer.context.model import context_path
 from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import atomic_write, open_regular, sha256_file
+from scorer.fsutil import atomic_write, read_regular, sha256_file
 from scorer.scoring.evidence import index_path
 from scorer.settings import Settings
 
@@ -88,8 +88,7 @@ def verify_model(settings: Settings) -> TrustedModel:
         # Whoever can write the folder can swap the file for another between two starts.
         raise ModelError(f"the model's folder {folder} can be written by group or others: run `chmod go-w {folder}`, "
                          "or move the model to a folder only its owner can write")
-    with open_regular(real) as handle:
-        data = handle.read()
+    data = read_regular(real)
     sha = hashlib.sha256(data).hexdigest()
     pinned = settings.model_sha256 or _read_pins(settings).get(str(real))
     if pinned is None:
@@ -148,8 +147,7 @@ def verify_context(settings: Settings, path: Path) -> bytes:
 
 def _verify_pinned(settings: Settings, path: Path, what: str, rebuild: str) -> bytes:
     real = path.resolve()
-    with open_regular(real) as handle:
-        data = handle.read()
+    data = read_regular(real)
     sha = hashlib.sha256(data).hexdigest()
     pinned = _read_pins(settings).get(str(real))
     if pinned is None:

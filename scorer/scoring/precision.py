@@ -11,14 +11,14 @@ its answers. So with `precision: auto`, the first time a model (by SHA-256) runs
   activation ranges; then, while the first real creatives are scored in fp32, int8 runs beside them.
 
 int8 scores creatives only while mean |Δp| stays within MEAN_DP_LIMIT (and every |Δp| within
-MAX_DP_LIMIT), no top-1 answer flips,
-the pooled features (the evidence index's coordinates) keep a cosine of at least MIN_COSINE,
-int8 is at least MIN_SPEEDUP times as fast on this machine, and the decode check lets this
-model's JPEGs be drafted: a model whose answers move under drafting is kept exact. The decision
-and its figures are kept in state/precision/<sha256>.json, and the int8 file beside the ONNX
-export, pinned in the state folder like it. Once int8 is in use, one batch in about AUDIT_EVERY
-creatives is run in fp32 too and added to the figures: creatives unlike the first ones can still
-send the model back to fp32, for good.
+MAX_DP_LIMIT), no top-1 answer flips, the pooled features (the evidence index's coordinates)
+keep a cosine of at least MIN_COSINE, int8 is at least MIN_SPEEDUP times as fast on this
+machine, and the decode check lets this model's JPEGs be drafted: a model whose answers move
+under drafting is kept exact. The decision and its figures are kept in
+state/precision/<sha256>.json, and the int8 file beside the ONNX export, pinned in the state
+folder like it. Once int8 is in use, one batch in about AUDIT_EVERY creatives is run in fp32 too
+and added to the figures: creatives unlike the first ones can still send the model back to fp32,
+for good.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from scorer.errors import ModelError
-from scorer.fsutil import atomic_write, open_regular
+from scorer.fsutil import atomic_write, read_regular
 from scorer.scoring.decode_check import Agreement, keep_record, read_record
 from scorer.scoring.quantize import quantize_int8
 from scorer.scoring.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
@@ -149,7 +149,7 @@ class Int8File:
         pin = self.pinned()
         if pin is None or not self.path.is_file():
             return None
-        data = _read(self.path)
+        data = read_regular(self.path)
         if hashlib.sha256(data).hexdigest() != pin:
             log.warning("int8 copy %s does not match its pin in the state folder: checking the model again", self.path)
             return None
@@ -160,24 +160,23 @@ class Int8File:
 
         The fp32 session is closed meanwhile: the quantiser needs the memory more than an idle session does.
         """
+        data = read_regular(self.source)
+        if hashlib.sha256(data).hexdigest() != self.source_sha256:
+            raise ModelError(f"{self.source} changed since it was verified: delete it, and it is exported again")
         with tempfile.TemporaryDirectory(prefix="scorer-int8-") as tmp:
-            Path(tmp, "export.onnx").write_bytes(self._verified())
+            export = Path(tmp, "export.onnx")  # a private copy of the verified bytes, which reopen fp32 too
+            export.write_bytes(data)
+            del data
             if isinstance(fp32, OnnxRuntime):
                 fp32.close()
             try:
                 made = quantize_int8(Path(tmp), calibration)
             finally:
                 if isinstance(fp32, OnnxRuntime):
-                    fp32.open(self._verified())
+                    fp32.open(export.read_bytes())
         atomic_write(self.path, made)
         self.remember(hashlib.sha256(made).hexdigest())
         return OnnxRuntime(made, self.threads, "int8")
-
-    def _verified(self) -> bytes:
-        data = _read(self.source)
-        if hashlib.sha256(data).hexdigest() != self.source_sha256:
-            raise ModelError(f"{self.source} changed since it was verified: delete it, and it is exported again")
-        return data
 
 
 class PrecisionCheck:
@@ -298,9 +297,3 @@ def _measure(sha256: str, fp32: Runtime, to_probs: ToProbs, calibration: Calibra
         return decision, None
     decision.check_images = len(checking)
     return decision, int8
-
-
-def _read(path: Path) -> bytes:
-    with open_regular(path) as handle:
-        return handle.read()
-

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import atomic_write, open_regular
+from scorer.fsutil import atomic_write, read_regular
 from scorer.memory import trim_heap
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def load_or_export_onnx(
         out = model.eval()(torch.from_numpy(sample))
     expected = (out[0] if isinstance(out, tuple) else out).float().numpy()
     if pinned is not None and path.is_file():
-        data = _read(path)
+        data = read_regular(path)
         if hashlib.sha256(data).hexdigest() != pinned:
             log.warning("ONNX cache %s does not match its pin in the state folder: exporting again", path)
         else:
@@ -192,7 +192,7 @@ def load_or_export_onnx(
                 return runtime, pinned
             log.warning("ONNX cache %s differs from PyTorch by %.2g: exporting again", path, diff)
     _export(model, torch.from_numpy(sample), path)
-    data = _read(path)
+    data = read_regular(path)
     runtime = OnnxRuntime(data, threads)
     diff = float(np.abs(runtime.run(sample)[0] - expected).max())
     if diff > _EXPORT_TOLERANCE:
@@ -201,11 +201,6 @@ def load_or_export_onnx(
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
     runtime.export_diff = diff
     return runtime, hashlib.sha256(data).hexdigest()
-
-
-def _read(path: Path) -> bytes:
-    with open_regular(path) as handle:
-        return handle.read()
 
 
 def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:
