@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,7 +140,12 @@ def test_two_uploads_rank_like_scorer_score_and_download_the_report(server: tupl
 
     browser.find_element(By.ID, "download").click()  # type: ignore[attr-defined]
     folder: Path = browser.downloads  # type: ignore[attr-defined]
-    _wait(browser, lambda: [p for p in folder.glob("engagement-report-*.xlsx")], 60)
+    # Chromium may create the final name before all the bytes are in: wait until the download is whole
+    def downloaded_whole() -> bool:
+        found = list(folder.glob("engagement-report-*.xlsx"))
+        return bool(found) and not list(folder.glob("*.crdownload")) and all(zipfile.is_zipfile(p) for p in found)
+
+    _wait(browser, downloaded_whole, 60)
     (downloaded,) = folder.glob("engagement-report-*.xlsx")
     served = load_workbook(io.BytesIO(downloaded.read_bytes()))
     assert served.sheetnames == ["Ranking", "Rejected", "Duplicates", "Model"]
