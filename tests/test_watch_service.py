@@ -206,10 +206,15 @@ def test_the_service_scores_everything_dropped_once_and_stops_cleanly(watched: P
     service = start(watched, services, watchdog_usec=600_000)
 
     ready = service.wait_message("READY=1")
+    # Order is read within one channel: stderr and the notify socket are read by two threads, so
+    # their arrival times cannot order a log line against a message. The service logs "ready:"
+    # right after it sends READY=1, and sends STATUS=watching right before it.
+    readied = service.wait_log(r"ready: ")
     loaded = service.wait_log(r"model .* loaded")
     watching = service.wait_log(r"watching .* \(events\)")
-    assert service.lines[loaded][0] < ready and service.lines[watching][0] < ready, \
-        "READY=1 only after the model loaded and the watcher started"
+    assert loaded < readied and watching < readied, "READY=1 only after the model loaded and the watcher started"
+    sent = [message for _, message in service.messages]
+    assert any(message.startswith("STATUS=watching") for message in sent[:sent.index("READY=1")])
     assert service.wait_message("WATCHDOG=1") > ready
     service.wait_log(r"batch 1: 2 scored")
 
