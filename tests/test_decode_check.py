@@ -133,10 +133,10 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     assert check.describe().count("× faster") == 3
     pixels = np.full((PROBE_CREATIVES, 32, 32, 3), 128, np.uint8)
     exact = predict(pixels)
-    assert check.observe(exact[:4], [(2, p) for p in pixels[:4]], predict)
+    assert check.observe(exact[:4], [(2, p) for p in pixels[:4]])
     assert check.plan().probe  # 4 of 16
     shifted = pixels + 3  # drafting moved every pixel: too far for this model
-    check.observe(exact[4:], [(2, p) for p in shifted[4:]], predict)
+    check.observe(exact[4:], [(2, p) for p in shifted[4:]])
     assert check.decision.final and check.decision.max_scale == 1
     assert check.plan() == dataclasses.replace(geometry, max_scale=1)
     kept = json.loads((tmp_path / "decode" / f"{'cd' * 32}.json").read_text())

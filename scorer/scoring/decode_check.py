@@ -270,18 +270,17 @@ class DecodeCheck:
             return "exact: full-size decoding (images.decode), no check"
         return "fast: JPEG draft decoding down to 1/8 (images.decode), not checked against full decoding"
 
-    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]], predict: Predict | None = None
-                ) -> bool:
+    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]]) -> bool:
         """Add creatives decoded both ways: probabilities from full decodes, (scale, drafted pixels).
 
-        The check's own exact predictor, given when it was opened, is used in preference to `predict`.
+        The drafted pixels are run through the exact predictor the check was opened with.
         Returns True when the mode or its figures changed.
         """
         if self.decision is None or self.decision.final or not probes:
             return False
-        predict = self._predict or predict
+        predict = self._predict
         if predict is None:
-            raise ValueError("the decode check was opened without a predictor: pass one to observe()")
+            raise ValueError("the decode check was opened without a predictor: open it with open_check()")
         before = self.describe()
         for scale in SCALES:
             rows = [i for i, (s, _) in enumerate(probes) if s == scale]

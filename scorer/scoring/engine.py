@@ -215,8 +215,8 @@ class _Run:
         if self._check is None or not rows:
             return
         probes = [self._waiting[i][1].probe for i in rows]
-        # the check compares with the model's fp32 answers (Classifier.predict_fp32) when it was opened with them
-        if self._check.observe(probs[rows], [p for p in probes if p is not None], self._model.predict_pixels):
+        # the check runs the drafted pixels through the predictor it was opened with (Classifier.predict_fp32)
+        if self._check.observe(probs[rows], [p for p in probes if p is not None]):
             self._model.info = dataclasses.replace(self._model.info, decode=self._check.describe())
 
 
