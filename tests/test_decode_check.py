@@ -33,6 +33,7 @@ from scorer.scoring.engine import Engine, Item, open_engine
 from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from tests.imagegen import CLASS_COLOURS, creative, striped, write_creative
+from tests.learners import build_learner, colour_design, detail_design
 
 CROP = ItemGeometry("crop", (224, 224))
 
@@ -214,27 +215,9 @@ def _write(folder: Path, make: Callable[..., Image.Image], sizes: list[tuple[int
 
 @pytest.fixture(scope="module")
 def sensitive_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain fastai: a resnet18 trained on fine stripes, whose answers follow detail that drafting changes."""
-    import torch
-    from fastai.vision.all import ImageDataLoaders, Resize, resnet18, set_seed, vision_learner
-
-    root = tmp_path_factory.mktemp("sensitive")
-    items = [(p, label) for k, label in enumerate(CLASS_COLOURS)
-             for p in [root / f"{label}{i}.jpg" for i in range(16)]]
-    for k, (path, label) in enumerate(items):
-        striped(CLASS_COLOURS[label], (64, 48), k).save(path, quality=90)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        set_seed(0, reproducible=True)
-        dls = ImageDataLoaders.from_lists(root, [p for p, _ in items], [label for _, label in items],
-                                          valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=8, num_workers=0)
-        learn = vision_learner(dls, resnet18, pretrained=False)
-        learn.fit_one_cycle(10, 5e-3)
-        learn.export(root / "sensitive.pkl")
-    torch.set_num_threads(threads)
-    return root / "sensitive.pkl"
+    """Plain fastai: a resnet18 whose answers follow fine detail, which drafting renders differently; built so
+    (tests/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
+    return build_learner(tmp_path_factory.mktemp("sensitive") / "sensitive.pkl", detail_design())
 
 
 @pytest.mark.slow
@@ -260,17 +243,24 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
     assert np.abs(ours - _get_preds(sensitive_learner, later)).max() <= 1e-4
 
 
+@pytest.fixture(scope="module")
+def robust_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plain fastai: a resnet18 that answers by mean colour with logit margins of 12 and more (tests/learners.py),
+    on its colours and on photo-like images alike, so drafting cannot move its answers."""
+    return build_learner(tmp_path_factory.mktemp("robust") / "robust.pkl", colour_design())
+
+
 @pytest.mark.slow
 def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_decision(
-    tmp_path: Path, tiny_learner: Path, sensitive_learner: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, robust_learner: Path, sensitive_learner: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     files = _write(tmp_path / "in", creative, [(200, 150), (400, 300), (800, 600)], PROBE_CREATIVES + 2, 0)
-    settings = _settings(tiny_learner, tmp_path)
+    settings = _settings(robust_learner, tmp_path)
     engine, got = _score(settings, files)
     assert isinstance(engine.check, DecodeCheck) and engine.check.decision is not None
     assert engine.check.decision.final and engine.check.decision.max_scale == 8, engine.check.decision.describe()
     assert engine.check.plan().max_scale == 8 and not engine.check.plan().probe
-    ours, ref = np.array([got[str(f)] for f in files]), _get_preds(tiny_learner, files)
+    ours, ref = np.array([got[str(f)] for f in files]), _get_preds(robust_learner, files)
     assert (ours.argmax(1) == ref.argmax(1)).all() and np.abs(ours - ref).mean() <= 0.01
     book = io.BytesIO()
     build_workbook(ReportContent(BatchResult(), engine.model.info, settings.report), datetime.now()).save(book)

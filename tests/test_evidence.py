@@ -28,6 +28,7 @@ from scorer.report.evidence import LOOKS_LIKE, MEDIAN, PERCENTILE
 from scorer.scoring.engine import Item, open_engine
 from scorer.scoring.evidence import index_path
 from scorer.training.train import train
+from tests.learners import build_learner, colour_design
 from tests.workbooks import column
 
 CONFIG = """model: models/engagement.pkl
@@ -82,8 +83,21 @@ def _palette_of_line(posts: Path) -> dict[str, str]:
     return {f"posts.csv line {i + 2}": row["caption"].split()[0].capitalize() for i, row in enumerate(rows)}
 
 
-def test_nearest_posts_share_the_colour_and_their_median_lies_in_its_range(trained: Trained) -> None:
-    engine = open_engine(load_settings(trained.config))
+@pytest.fixture(scope="module")
+def colour_indexed(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
+    """A project whose learner sees colour by construction (tests/learners.py), indexed on the same posts with
+    `scorer index`: which posts a briefly trained learner puts nearest changes with the CPU's kernels."""
+    root = tmp_path_factory.mktemp("colour-indexed")
+    config = _project(root, "model: models/colour.pkl\nthreads: 1\nreport:\n  explain: never\n")
+    build_learner(root / "models" / "colour.pkl", colour_design())
+    built = CliRunner().invoke(main, ["index", str(trained.posts), "--config", str(config)])
+    assert built.exit_code == 0, built.output
+    return config
+
+
+def test_nearest_posts_share_the_colour_and_their_median_lies_in_its_range(trained: Trained,
+                                                                          colour_indexed: Path) -> None:
+    engine = open_engine(load_settings(colour_indexed))
     try:
         items = [Item(p, p.name) for p in sorted(trained.creatives.glob("*.jpg"))]
         result = engine.score(items)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from scorer.config import load_settings
 from scorer.report.evidence import LOOKED
 from scorer.scoring.explain import Explainer
 from scorer.scoring.model import Classifier
+from tests.learners import build_learner, patch_design
 
 SIZE, PATCH = 128, 40
 COLOURS = {"Low": (30, 60, 220), "Neutral": (30, 200, 60), "High": (230, 40, 30)}
@@ -39,32 +38,9 @@ def patch_mask(corner: tuple[int, int]) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def patch_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain fastai: a resnet18 that can only tell the classes by a small coloured patch."""
-    import torch
-    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, resnet18, set_seed, vision_learner
-
-    root = tmp_path_factory.mktemp("patch")
-    files, labels = [], []
-    for k, (label, colour) in enumerate(COLOURS.items()):
-        for n in range(24):
-            pixels, _ = patch_image(colour, 1000 * k + n)
-            path = root / f"{label}_{n}.png"
-            Image.fromarray(pixels).save(path)
-            files.append(path)
-            labels.append(label)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        set_seed(0, reproducible=True)
-        dls = ImageDataLoaders.from_lists(root, files, labels, valid_pct=0.25, seed=0, item_tfms=Resize(SIZE),
-                                          bs=16, num_workers=0)
-        learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
-        learn.fit_one_cycle(12, 1e-2)
-        learn.export(root / "patch.pkl")
-    torch.set_num_threads(threads)
-    os.chmod(root / "patch.pkl", 0o644)
-    return root / "patch.pkl"
+    """Plain fastai: a resnet18 that tells the classes only by a small coloured patch; built so
+    (tests/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
+    return build_learner(tmp_path_factory.mktemp("patch") / "patch.pkl", patch_design(), size=SIZE)
 
 
 @pytest.mark.slow

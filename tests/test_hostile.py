@@ -67,7 +67,7 @@ def test_corpus_through_score(project: Project, corpus: dict[str, Expect], tmp_p
 
 def check_libreoffice_shows_text_as_typed(report: Path, expect: dict[str, Expect], out: Path) -> None:
     """LibreOffice opens the report headlessly and every external string comes back exactly as typed."""
-    soffice = tool_or_warn("soffice", "LibreOffice: apt-get install libreoffice-calc to check the report in it")
+    soffice = tool_or_warn("soffice", "libreoffice-calc", "the report as LibreOffice shows it")
     if soffice is None:
         return
     out.mkdir()

@@ -1,7 +1,8 @@
 """`scorer serve` in a real browser: a `scorer serve` subprocess on a free loopback port, driven by headless Chromium.
 
-Needs Debian's chromium and chromium-driver (.ci/run installs them); without them these tests
-skip with a message saying so, and test_web.py still checks the same pages over HTTP.
+Needs Debian's chromium and chromium-driver (.ci/run installs them). Without them the browser tests
+fail in CI (CI=true) and elsewhere skip with a message saying so; test_web.py still checks the same
+pages over HTTP.
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from tests.conftest import Project
+from tests.conftest import Project, tool_or_skip
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "browser-test-token-0123456789abcdef"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                       reason="Chromium is not installed, so the browser tests were skipped: apt-get install "
-                              "chromium chromium-driver (test_web.py still checks the pages over HTTP)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chromium")]  # looked for before the server starts
 
 
 def free_port() -> int:
@@ -74,15 +68,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path) -> Iter
 
 
 @pytest.fixture(scope="module")
-def browser(server: tuple[str, Project], tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def chromium() -> tuple[str, str]:
+    """Chromium and its driver: missing, they fail the tests in CI and skip them elsewhere."""
+    what = "the page in a real browser (test_web.py checks it over HTTP)"
+    return (tool_or_skip(("chromium", "chromium-browser"), "chromium", what),
+            tool_or_skip(("chromedriver",), "chromium-driver", what))
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: tuple[str, str], server: tuple[str, Project],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Headless Chromium, logged in to the server through its form, saving downloads to a known folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
+    binary, chromedriver = chromium
     downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -90,13 +94,16 @@ def browser(server: tuple[str, Project], tmp_path_factory: pytest.TempPathFactor
         options.add_argument(arg)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=options, service=Service(str(DRIVER)))
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     driver.set_page_load_timeout(120)
     driver.downloads = downloads  # type: ignore[attr-defined]
     try:
         url, _ = server
         driver.get(f"{url}/try")
-        assert driver.find_element(By.ID, "token"), "an unauthenticated browser gets the login form"
+        # an unauthenticated browser gets the login form, and not the page it asked for
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Log in"
+        assert [e.get_attribute("type") for e in driver.find_elements(By.ID, "token")] == ["password"]
+        assert not driver.find_elements(By.ID, "creatives")
         driver.find_element(By.ID, "token").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
         _wait(driver, lambda: driver.find_elements(By.ID, "creatives"))
