@@ -72,6 +72,8 @@ class WatchSettings:
                                   "off the scoring path, and only when something changed", minimum=0.1)
     max_attempts: int = _opt(3, "a file being scored each time the service died, this many times, is rejected",
                              minimum=1)
+    orphan_hours: float = _opt(24.0, "a sidecar (.txt, .json) with no creative beside it for this many hours goes "
+                               "to rejected/ with its reason; fractions allowed", minimum=0.001)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,17 @@ class ServeSettings:
     queue: int = _opt(4, "uploads waiting to be scored before more are refused as busy", minimum=1)
     keep_uploads: bool = _opt(False, "keep uploaded creatives in outbox/uploads/<date>/ under their SHA-256; "
                               "false deletes them once scored")
+    max_uploads: int = _opt(2, "uploads received or scored at once; more are refused as busy before their "
+                            "bodies are read", minimum=1)
+    max_form_kb: float = _opt(64.0, "largest body of any other request (login, logout); larger ones are refused "
+                              "unread", minimum=1)
+    session_hours: float = _opt(12.0, "a login lasts this long, then the token is asked again", minimum=0.001)
+    behind_proxy: bool = _opt(False, "a reverse proxy on this machine forwards to the page: needs a token, and "
+                              "its X-Forwarded-Proto/-Host/-For are believed")
+    trusted_proxies: tuple[str, ...] = _opt((), "addresses of the reverse proxies whose X-Forwarded-* headers are "
+                                            "believed; setting any needs a token")
+    allowed_hosts: tuple[str, ...] = _opt((), "names the page may be reached at (its Host), besides loopback ones; "
+                                          "empty: any name when a token is set")
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,15 @@ class ContextSettings:
 
 
 @dataclass(frozen=True)
+class BulkSettings:
+    """`scorer bulk`: an archive on Ray into Parquet (scorer.bulk)."""
+
+    flush_rows: int = _opt(1000, "finished rows are written to DEST as a Parquet part at least every this many "
+                           "(a part holds at most this many), so a hard kill of the driver loses at most this many",
+                           minimum=1)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the scorer reads from config.yaml, with paths already resolved."""
 
@@ -169,6 +191,7 @@ class Settings:
     train: TrainSettings = _opt(TrainSettings(), "")
     serve: ServeSettings = _opt(ServeSettings(), "")
     context: ContextSettings = _opt(ContextSettings(), "")
+    bulk: BulkSettings = _opt(BulkSettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property

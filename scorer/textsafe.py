@@ -34,3 +34,13 @@ def log_text(value: str) -> str:
     """One log line's text: line breaks and other control characters shown as escapes, so a file name
     like "a.jpg\\nERROR forged" cannot start a line of its own."""
     return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], value)
+
+
+# Shown around a name, these reorder or hide what the reader sees ("gpj.exe" shown as "exe.jpg"):
+# C0 and C1 controls, bidi embeddings, overrides, isolates and marks, and zero-width characters.
+_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+def display_text(value: str) -> str:
+    """A name as people are shown it (pages, workbooks): without controls, bidi or zero-width characters."""
+    return _NOT_IN_NAMES.sub("", value)

@@ -27,7 +27,7 @@ from scorer.fsutil import atomic_write, create_temp, numbered
 from scorer.report.evidence import evidence_cells, evidence_headers, evidence_rows, evidence_widths
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
 from scorer.settings import ReportSettings
-from scorer.textsafe import looks_like_formula, xml_text
+from scorer.textsafe import display_text, looks_like_formula, xml_text
 
 REPORT_PREFIX = "engagement-report-"
 FIXED_HEADERS = ("Rank", "File", "Predicted class", "Confidence", "Engagement score")
@@ -103,8 +103,8 @@ def header(ws: WriteOnlyWorksheet, names: Sequence[str], widths: Sequence[float]
 
 def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: list[Cell]) -> list[Cell]:
     values: list[tuple[object, str | None]] = [
-        (position, None), (s.name, None), (s.predicted, None), (s.confidence, "0.0%"), (round(s.score, 2), "0.0"),
-        *((p, "0.0%") for p in s.probs), (None, None)]
+        (position, None), (display_text(s.name), None), (s.predicted, None), (s.confidence, "0.0%"),
+        (round(s.score, 2), "0.0"), *((p, "0.0%") for p in s.probs), (None, None)]
     rest: list[tuple[object, str | None]] = [(f"{s.width} × {s.height}", None), (s.format, None),
         (round(s.file_bytes / 1024, 1), "#,##0.0"), (datetime.fromtimestamp(s.modified), "yyyy-mm-dd hh:mm"),
         (datetime.fromtimestamp(s.scored_at), "yyyy-mm-dd hh:mm"), (s.notes, None), (s.location, None),
@@ -166,15 +166,15 @@ def _rejected(ws: WriteOnlyWorksheet, rejected: Sequence[Rejected]) -> None:
     header(ws, ["File", "Reason", "Location"], [40, 60, 60])
     ws.auto_filter.ref = f"A1:C{max(len(rejected) + 1, 2)}"
     for r in rejected:
-        ws.append([cell(ws, r.name), cell(ws, r.reason), cell(ws, r.location)])
+        ws.append([cell(ws, display_text(r.name)), cell(ws, r.reason), cell(ws, r.location)])
 
 
 def _duplicates(ws: WriteOnlyWorksheet, duplicates: Sequence[Duplicate]) -> None:
     names = ["File", "Same content as", "Predicted class", "Engagement score", "First scored", "Location"]
     header(ws, names, [40, 40, 16, 17, 18, 60])
     for d in duplicates:
-        ws.append([cell(ws, d.name), cell(ws, d.original.name), cell(ws, d.original.predicted),
-                   cell(ws, round(d.original.score, 2), "0.0"),
+        ws.append([cell(ws, display_text(d.name)), cell(ws, display_text(d.original.name)),
+                   cell(ws, d.original.predicted), cell(ws, round(d.original.score, 2), "0.0"),
                    cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"), cell(ws, d.location)])
 
 

@@ -1,8 +1,9 @@
 """`scorer serve`: a local web page over the same engine as `scorer score`.
 
     server.py    checks the settings, loads the engine once, runs uvicorn
-    app.py       the FastAPI application: pages, the error page, the engine's lifetime
-    auth.py      the token, the login form and its cookie, security headers
+    app.py       the FastAPI application: pages, the error page, the login form, the engine's lifetime
+    gate.py      before any body is read: trusted proxies, the Host check, body limits, upload slots
+    auth.py      the token and its rule, expiring login cookies, throttled logins, CSRF, security headers
     uploads.py   reading an upload within its limits into a private folder under generated names
     runs.py      scoring uploads on one worker thread off the event loop, and the recent results
     views.py     what the templates show: creative cards, the reports in outbox/, the model card

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from scorer.errors import UploadError
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.systemd import Notifier
-from scorer.web.auth import check_login, guard, set_session
+from scorer.web.auth import Sessions, Throttle, end_session, guard, right_token, set_session
+from scorer.web.gate import Gate, Scope
 from scorer.web.runs import Runs, ScoringPool
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +37,8 @@ class Web:
     pool: ScoringPool
     runs: Runs
     templates: Jinja2Templates
+    sessions: Sessions | None
+    throttle: Throttle
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         """Render a template with what every page shows (the model's classes, whether a login is needed)."""
@@ -42,13 +46,19 @@ class Web:
         return self.templates.TemplateResponse(request, template, {"login": self.token is not None, **context},
                                                status_code=status)
 
+    def refusal(self, scope: Scope, status: int, message: str) -> tuple[bytes, str]:
+        """The error page for a request the gate refuses before the application sees it."""
+        page = self.templates.get_template("error.html").render(message=message, login=False, classes=())
+        return page.encode(), "text/html; charset=utf-8"
+
 
 def create_app(settings: Settings, engine: Engine, token: str | None) -> FastAPI:
     """The application around an already-loaded engine; stopping it stops the pool and deletes the runs."""
     from scorer.web.pages import add_pages
 
+    sessions = Sessions(token, settings.serve.session_hours) if token is not None else None
     web = Web(settings, engine, token, ScoringPool(settings.serve.queue), Runs(),
-              Jinja2Templates(directory=HERE / "templates"))
+              Jinja2Templates(directory=HERE / "templates"), sessions, Throttle())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,7 +76,10 @@ def create_app(settings: Settings, engine: Engine, token: str | None) -> FastAPI
     app = FastAPI(title="scorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.web = web
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.middleware("http")(guard(token, lambda request: _login_form(web, request, "", 401)))
+    app.middleware("http")(guard(sessions, settings.serve.allowed_hosts,
+                                 lambda request: _login_form(web, request, "", 401)))
+    # Added last, so outermost: it sees every request before any body is read.
+    app.add_middleware(Gate, serve=settings.serve, token=token, refusal=web.refusal)
 
     async def upload_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UploadError)
@@ -101,12 +114,30 @@ def _add_login(app: FastAPI, web: Web) -> None:
 
     @app.post("/login")
     async def login(request: Request) -> Response:
+        if web.sessions is None:
+            return RedirectResponse("/try", 303)
+        address = request.client.host if request.client else ""
+        wait = web.throttle.book(address, time.monotonic())
+        if wait:
+            response = _login_form(web, request, f"Too many wrong tokens from your address: try again in "
+                                                 f"{wait:.0f} s.", 429)
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
         form = await request.form(max_files=0, max_fields=2)
         given = form.get("token")
-        if web.token is None:
-            return RedirectResponse("/try", 303)
-        if not isinstance(given, str) or not await check_login(given, web.token):
+        if not isinstance(given, str) or not right_token(given, web.sessions.token):
+            web.throttle.failed(address, time.monotonic())
             return _login_form(web, request, "That token is not right: ask whoever runs this server.", 401)
+        web.throttle.succeeded(address)
         response = RedirectResponse("/try", 303)
-        set_session(response, web.token, secure=request.url.scheme == "https")
+        set_session(response, web.sessions.issue(time.time()), request.url.scheme == "https", web.sessions.lifetime)
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        if web.sessions is not None:
+            for value in request.cookies.values():
+                web.sessions.revoke(value, time.time())
+        response = RedirectResponse("/login" if web.sessions is not None else "/try", 303)
+        end_session(response)
         return response

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -17,6 +20,7 @@ from scorer.web.views import (
     last_batch,
     list_reports,
     model_view,
+    open_report,
     read_ledger,
     report_path,
 )
@@ -90,10 +94,18 @@ def _add_reports(app: FastAPI, web: Web) -> None:
 
     @app.get("/reports/{name}/download")
     async def download(name: str) -> Response:
-        path = report_path(settings.outbox, name)
-        if path is None:
+        handle = await run_in_threadpool(open_report, settings.outbox, name)
+        if handle is None:
             raise HTTPException(404, f"no report named {name} in the outbox")
-        return FileResponse(path, media_type=XLSX, filename=name)
+        size = os.fstat(handle.fileno()).st_size
+        return StreamingResponse(_blocks(handle), media_type=XLSX, headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size)})
+
+
+def _blocks(handle: BinaryIO) -> Iterator[bytes]:
+    """An open file's bytes in blocks, then it is closed (Starlette reads a plain iterator on its thread pool)."""
+    with handle:
+        yield from iter(lambda: handle.read(1 << 16), b"")
 
 
 def _add_status(app: FastAPI, web: Web) -> None:

@@ -7,28 +7,31 @@ engine exactly like a file dropped into the inbox.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from scorer.errors import UploadError
+from scorer.fsutil import atomic_write, ensure_dir, open_regular
 from scorer.results import BatchResult
 from scorer.scoring.engine import Item
 from scorer.settings import ServeSettings
+from scorer.textsafe import display_text
+from scorer.web.gate import BodyTooLarge, upload_too_large
 
 FIELD = "creatives"
-_DRAIN_BYTES = 32 * 2**20  # read past the limit this far, so a browser sees the answer and not a reset
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
-Message = MutableMapping[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,35 +42,21 @@ class Upload:
     file: BinaryIO
 
 
-class _TooLarge(Exception):
-    """The request body went past the limit while it was being read."""
-
-
 def display_name(raw: str | None, n: int) -> str:
-    """The name to show for an upload: the last part of what the browser sent, without control characters."""
-    name = _UNSAFE.sub("", re.split(r"[/\\]", raw or "")[-1]).strip()[:200]
+    """The name to show for an upload: the last part of what the browser sent, cleaned for display."""
+    name = display_text(re.split(r"[/\\]", raw or "")[-1]).strip()[:200]
     return name or f"upload-{n}"
 
 
-def too_large(size: int | None, limit_mb: float) -> UploadError:
-    """The one error for an upload over `serve.max_upload_mb`."""
-    got = f"{size / 2**20:.1f} MB" if size is not None else "more"
-    return UploadError(f"upload too large: {got}, limit {limit_mb:g} MB: send fewer or smaller files, "
-                       "or raise serve.max_upload_mb in config.yaml", status=413)
-
-
 async def read_uploads(request: Request, serve: ServeSettings) -> tuple[list[Upload], Callable[[], Awaitable[None]]]:
-    """The uploaded files of a Try form, and a function that deletes their spooled copies."""
-    limit = int(serve.max_upload_mb * 2**20)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        await _drain(request)
-        raise too_large(int(declared), serve.max_upload_mb)
-    counted = Request(request.scope, _counting(request.receive, limit))
+    """The uploaded files of a Try form, and a function that deletes their spooled copies.
+
+    The gate has already refused a body declared too large; one that streams past the limit stops here.
+    """
     try:
-        form = await counted.form(max_files=serve.max_files + 1, max_fields=8)
-    except _TooLarge:
-        raise too_large(None, serve.max_upload_mb) from None
+        form = await request.form(max_files=serve.max_files + 1, max_fields=8)
+    except BodyTooLarge:
+        raise UploadError(upload_too_large(None, serve.max_upload_mb), status=413) from None
     files = [value for value in form.getlist(FIELD) if isinstance(value, UploadFile) and value.filename]
     if len(files) > serve.max_files:
         await form.close()
@@ -78,28 +67,6 @@ async def read_uploads(request: Request, serve: ServeSettings) -> tuple[list[Upl
         raise UploadError("no file chosen: choose or drop one or more images")
     uploads = [Upload(display_name(f.filename, n), f.file) for n, f in enumerate(files, start=1)]
     return uploads, form.close
-
-
-def _counting(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[[], Awaitable[Message]]:
-    seen = 0
-
-    async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise _TooLarge()
-        return message
-
-    return counted
-
-
-async def _drain(request: Request) -> None:
-    read = 0
-    async for chunk in request.stream():
-        read += len(chunk)
-        if read > _DRAIN_BYTES:
-            return
 
 
 def save_uploads(uploads: Sequence[Upload], folder: Path) -> list[Item]:
@@ -116,14 +83,22 @@ def save_uploads(uploads: Sequence[Upload], folder: Path) -> list[Item]:
 
 
 def keep_scored(result: BatchResult, items: Sequence[Item], outbox: Path, today: date) -> None:
-    """Move scored uploads to outbox/uploads/<date>/<sha256>.<ext> (serve.keep_uploads)."""
+    """Copy scored uploads to outbox/uploads/<date>/<sha256>.<ext> (serve.keep_uploads), never through a link.
+
+    A link or file planted at outbox/uploads or its dated folder is refused with a log line; scoring is kept.
+    """
     by_location = {str(item.path): item.path for item in items}
     folder = outbox / "uploads" / today.isoformat()
     for scored in result.scored:
         source = by_location.get(scored.location)
         if source is None or not source.exists():
             continue
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{scored.sha256}{_EXTENSIONS.get(scored.format, '')}"
-        if not target.exists():  # the same content kept earlier is the same file
-            shutil.move(source, target)
+        try:
+            ensure_dir(outbox, folder)
+            if not os.path.lexists(target):  # the same content kept earlier is the same file
+                with open_regular(source) as handle:
+                    atomic_write(target, handle)
+        except OSError as exc:
+            log.warning("upload not kept in %s: %s (a link in the outbox is never followed)", folder, exc)
+            return

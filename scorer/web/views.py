@@ -11,14 +11,16 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from scorer.fsutil import open_regular
 from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, rank
 from scorer.scoring.vet import is_ignored_name
 from scorer.settings import Settings
+from scorer.textsafe import display_text
 from scorer.watch.latest import LATEST_NAME
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import LEDGER_NAME
@@ -69,9 +71,23 @@ class ModelView:
 
 
 def gallery(result: BatchResult, classes: tuple[str, ...]) -> Gallery:
-    """The result's creatives, best first, as cards."""
+    """The result's creatives, best first, as cards, their names cleaned for display."""
+    result = _shown(result)
     cards = [_card(n, s) for n, s in enumerate(rank(result.scored), start=1)]
     return Gallery(cards, result, classes)
+
+
+def _shown(result: BatchResult) -> BatchResult:
+    """The result with every name as people are shown it (names in the ledger are as they arrived)."""
+
+    def scored(s: Scored) -> Scored:
+        return replace(s, name=display_text(s.name))
+
+    return BatchResult(
+        scored=[scored(s) for s in result.scored],
+        rejected=[replace(r, name=display_text(r.name)) for r in result.rejected],
+        duplicates=[replace(d, name=display_text(d.name), original=scored(d.original)) for d in result.duplicates],
+    )
 
 
 def _card(position: int, s: Scored) -> Card:
@@ -103,6 +119,19 @@ def report_path(outbox: Path, name: str) -> Path | None:
         return None
     path = outbox / name
     return path if path.is_file() and not path.is_symlink() else None
+
+
+def open_report(outbox: Path, name: str) -> BinaryIO | None:
+    """The report a download link names, opened without following a link (None when it is not one).
+
+    The download is served from this descriptor: a name swapped for a link after any check is never read.
+    """
+    if report_path(outbox, name) is None:
+        return None
+    try:
+        return open_regular(outbox / name)
+    except OSError:
+        return None
 
 
 def read_ledger(settings: Settings, batch: int | None) -> BatchResult | None:
