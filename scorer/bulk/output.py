@@ -1,9 +1,10 @@
 """DEST, the Parquet folder of `scorer bulk`: its schema, what it already holds, and the parts a run adds.
 
-A run writes parts of at most `ROWS_PER_PART` rows, each renamed into place whole
-(`part-<run>-<n>.parquet`), so a job that dies keeps every part it finished and
-`--resume` carries on from there. The driver is the only writer: it drops a second
-result for a path (a retried task) and marks content seen before as a duplicate.
+A run writes a part at least every `bulk.flush_rows` rows, each renamed into place whole
+(`part-<run>-<n>.parquet`), and the rows it holds when it stops for any reason, so a job
+that is killed loses at most that many and `--resume` carries on from there (removing the
+temporary part a kill may leave). The driver is the only writer: it drops a second result
+for a path (a retried task) and marks content seen before as a duplicate.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scorer import __version__
-from scorer.bulk.stages import DUPLICATE, KNOWN, SCORED
-from scorer.errors import ConfigError
-from scorer.fsutil import atomic_write
+from scorer.bulk.stages import DUPLICATE, KNOWN, REFUSED, SCORED
+from scorer.errors import ConfigError, ModelError
+from scorer.fsutil import atomic_write, remove_temps
 from scorer.results import engagement_score
 
-ROWS_PER_PART = 100_000
 PART_GLOB = "part-*.parquet"
 
 
@@ -50,10 +50,11 @@ class Done:
 
 
 def read_done(dest: Path, model_sha256: str) -> Done:
-    """Read DEST's parts for `--resume`, refusing parts scored by another model."""
+    """Read DEST's parts for `--resume`, refusing damaged parts and parts scored by another model."""
+    remove_temps([dest])  # a part being written when the last run was killed: its rows were not counted as done
     done = Done()
     for part in sorted(dest.glob(PART_GLOB)):
-        table = pq.read_table(part, columns=["path", "sha256", "status", "model_sha256"])
+        table = _read_part(part)
         models = set(table.column("model_sha256").to_pylist()) - {model_sha256}
         if models:
             raise ConfigError(f"{part} was scored by another model (sha256 {models.pop()[:12]}…): "
@@ -66,6 +67,14 @@ def read_done(dest: Path, model_sha256: str) -> Done:
     return done
 
 
+def _read_part(part: Path) -> pa.Table:
+    try:
+        return pq.read_table(part, columns=["path", "sha256", "status", "model_sha256"])
+    except (pa.ArrowException, OSError):  # truncated, overwritten, or not written by scorer bulk
+        raise ConfigError(f"{part} is damaged: delete it and run again with --resume, "
+                          "which scores its inputs again") from None
+
+
 def require_empty(dest: Path) -> None:
     """A run without `--resume` starts from an empty DEST, so no old row is silently mixed in."""
     if any(dest.glob(PART_GLOB)):
@@ -75,8 +84,8 @@ def require_empty(dest: Path) -> None:
 class PartWriter:
     """Collects result rows from the pipeline and writes them to DEST in whole parts."""
 
-    def __init__(self, dest: Path, classes: tuple[str, ...], model_sha256: str, done: Done) -> None:
-        self._dest, self._classes, self._model = dest, classes, model_sha256
+    def __init__(self, dest: Path, classes: tuple[str, ...], model_sha256: str, done: Done, flush_rows: int) -> None:
+        self._dest, self._classes, self._model, self._flush_rows = dest, classes, model_sha256, flush_rows
         self._schema = schema(classes)
         self._first = dict(done.by_sha)
         self.seen: set[str] = set()
@@ -86,7 +95,13 @@ class PartWriter:
         self._run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
     def take(self, batch: dict[str, Any]) -> int:
-        """Add a batch of the pipeline's output; returns how many inputs it decided for the first time."""
+        """Add a batch of the pipeline's output; returns how many inputs it decided for the first time.
+
+        Raises the worker's ModelError when its inference actor refused the shipped model.
+        """
+        refused = np.flatnonzero(np.asarray(batch["status"]) == REFUSED)
+        if len(refused):
+            raise ModelError(str(batch["reason"][refused[0]]))
         added = 0
         now = time.time()
         for i, path in enumerate(batch["path"]):
@@ -97,8 +112,8 @@ class PartWriter:
             self._rows.append(self._row(batch, i, path, now))
             self.counts[self._rows[-1]["status"]] += 1
             added += 1
-        if len(self._rows) >= ROWS_PER_PART:
-            self.flush()
+            if len(self._rows) >= self._flush_rows:  # bounds what a hard kill of the driver can lose
+                self.flush()
         return added
 
     def _row(self, batch: dict[str, Any], i: int, path: str, now: float) -> dict[str, Any]:

@@ -102,23 +102,26 @@ def run_bulk(
         require_empty(dest)
     inputs = [p for p in listed if p not in done.paths]
     on_start(len(inputs))
-    writer = PartWriter(dest, info.classes, info.sha256, done)
+    writer = PartWriter(dest, info.classes, info.sha256, done, settings.bulk.flush_rows)
     if not inputs:  # everything is in DEST already
         return BulkRun(writer.counts, len(listed), [], info)
     stage = DecodeStage(geometry, ImageLimits.from_settings(settings.images), frozenset(done.by_sha), decode)
     with ray_session(ray, address):
         shipped = ray.put(pack_model(settings, info.sha256))  # held here until the actors are done with it
-        dataset = _pipeline(ray, settings, inputs, stage, shipped)
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            progress(writer.take(batch))
-        writer.flush()
+        dataset = _pipeline(ray, settings, inputs, stage, shipped, info.sha256)
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                progress(writer.take(batch))
+        finally:  # Ctrl-C, SIGTERM, a lost actor or node: every row decided so far reaches DEST
+            writer.flush()
     missing = len(inputs) - len(writer.seen)
     if missing:
         raise ScorerError(f"{missing} inputs got no result: run the same command with --resume to score them")
     return BulkRun(writer.counts, len(listed) - len(inputs), writer.parts, info)
 
 
-def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, shipped: Any) -> Any:
+def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, shipped: Any,
+              verified: str) -> Any:
     import pyarrow as pa
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -135,7 +138,8 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
         # one again (up to 3 times) when its worker process dies.
         .map_batches(stage, batch_size=settings.batch_size, num_cpus=1,
                      memory=settings.images.decode_memory_mb * 2**20)
-        .map_batches(InferStage, fn_constructor_args=(settings, shipped), batch_size=settings.batch_size,
+        # the pin goes beside the shipped object, never inside it: each actor checks the bytes against it
+        .map_batches(InferStage, fn_constructor_args=(settings, shipped, verified), batch_size=settings.batch_size,
                      compute=actors, num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)
     )
 

@@ -2,17 +2,22 @@
 
 The driver reads the learner (and its ONNX export, checked against its pin) once and
 puts the bytes in Ray's object store, so a worker on another machine never needs the
-driver's files or the network. The worker writes them into a private folder and opens
-them with the same Classifier as `scorer score`: `verify_model` compares the bytes with
-the pinned SHA-256 before fastai unpickles anything, and the ONNX cache is used only when
-its own pin matches.
+driver's files or the network. The worker checks the bytes against the pin it is given
+beside them (`model_sha256` from the driver's config.yaml, else the pin the driver
+checked): a SHA-256 travelling inside the shipped object vouches for nothing, since
+whoever altered the bytes could recompute it. It then writes them into a private folder
+and opens them with the same Classifier as `scorer score`: `verify_model` compares them
+with that pin again before fastai unpickles anything, and the ONNX cache is used only
+when its own pin matches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +28,12 @@ from scorer.scoring.integrity import derived_pin, remember_derived
 from scorer.scoring.runtime import onnx_cache_path
 from scorer.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A learner's bytes, their pinned SHA-256 and, when scoring runs on ONNX, the checked export."""
+    """A learner's bytes, the SHA-256 the driver read and, when scoring runs on ONNX, the checked export."""
 
     name: str
     sha256: str
@@ -58,26 +65,52 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
                         card.read_bytes() if card.is_file() else None)
 
 
-def unpack_model(shipped: ShippedModel, settings: Settings) -> Settings:
-    """Write a shipped model into a private folder on this worker; the settings that load it from there.
+def unpack_model(shipped: ShippedModel, settings: Settings, verified: str) -> Settings:
+    """Check a shipped model against the driver's pin, write it into this worker's private folder; settings to load it.
 
-    The returned settings pin the SHA-256 the driver verified, so the Classifier refuses the
-    bytes if they were altered on the way or on this machine's disk.
+    The pin is `model_sha256` in the driver's settings when set, else `verified` (the SHA-256 the
+    driver checked against its state folder's pin); both travel beside the shipped object, not in it.
     """
-    folder = Path(tempfile.gettempdir()) / f"scorer-bulk-{os.getuid()}" / shipped.sha256[:16]
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder.parent, 0o700)
+    pin = (settings.model_sha256 or verified).lower()
+    actual = hashlib.sha256(shipped.learner).hexdigest()
+    if actual != pin or shipped.sha256 != pin:
+        where = "model_sha256 in config.yaml" if settings.model_sha256 else "the model pin the driver checked"
+        raise ModelError(f"the model shipped to this worker (sha256 {actual[:12]}…) is not the pinned one "
+                         f"(sha256 {pin[:12]}…, {where}): refused unopened; run again, and if it happens again "
+                         "check the nodes and the network between them")
+    folder = _private_root() / pin[:16]
+    folder.mkdir(exist_ok=True, mode=0o700)
     model = folder / shipped.name
     _put(model, shipped.learner)
-    local = dataclasses.replace(settings, model=model, model_sha256=shipped.sha256, state=folder / "state",
+    local = dataclasses.replace(settings, model=model, model_sha256=pin, state=folder / "state",
                                 inbox=folder / "inbox", outbox=folder / "outbox")
     if shipped.onnx is not None:
         _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
         # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch
-        remember_derived(local, shipped.onnx_kind, shipped.sha256, hashlib.sha256(shipped.onnx).hexdigest())
+        remember_derived(local, shipped.onnx_kind, pin, hashlib.sha256(shipped.onnx).hexdigest())
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)
     return local
+
+
+def _private_root() -> Path:
+    """`<tmp>/scorer-bulk-<uid>` when it is this user's own folder, private and not a link; else a fresh one.
+
+    Another user may create the fixed name first (as a folder, or a link to one they can read):
+    anything but our own 0700 folder is left alone, and this worker uses an unguessable mkdtemp.
+    """
+    root = Path(tempfile.gettempdir()) / f"scorer-bulk-{os.getuid()}"
+    try:
+        os.mkdir(root, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(root)  # a sticky temp folder keeps others from swapping it once it is ours
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077:
+        return root
+    fresh = Path(tempfile.mkdtemp(prefix="scorer-bulk-"))
+    log.warning("%s is not a private folder of this user, so it is not used: the model goes to %s; "
+                "remove %s to reuse one folder across runs", root, fresh, root)
+    return fresh
 
 
 def _put(path: Path, data: bytes) -> None:

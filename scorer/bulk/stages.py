@@ -17,7 +17,7 @@ import numpy as np
 
 from scorer.bulk.shipping import ShippedModel, unpack_model
 from scorer.bulk.source import read_input
-from scorer.errors import ImageError
+from scorer.errors import ImageError, ScorerError
 from scorer.scoring.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Any]
 DecodeBytes = Callable[[bytes, float, "ItemGeometry | None", ImageLimits, int], Decoded]
 
-SCORED, REJECTED, DUPLICATE, KNOWN = "scored", "rejected", "duplicate", "known"
+SCORED, REJECTED, DUPLICATE, KNOWN, REFUSED = "scored", "rejected", "duplicate", "known", "refused"
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,23 @@ def _put_decoded(out: Batch, i: int, decoded: Decoded) -> None:
 
 
 class InferStage:
-    """One inference actor: a Classifier built from the shipped, re-verified model; lives as long as the job."""
+    """One inference actor: a Classifier of the shipped model, checked against the driver's pin; lives for the job."""
 
-    def __init__(self, settings: Settings, shipped: Any) -> None:
+    def __init__(self, settings: Settings, shipped: Any, verified: str) -> None:
         import ray
 
         from scorer.scoring.model import Classifier
 
         if not isinstance(shipped, ShippedModel):  # a reference into Ray's object store
             shipped = ray.get(shipped)
-        self._classifier = Classifier(unpack_model(shipped, settings))
+        self._refusal, self._k = "", 1
+        try:
+            self._classifier = Classifier(unpack_model(shipped, settings, verified))
+        except ScorerError as exc:
+            # Ray hands the driver only the text of a traceback when __init__ raises; as data, the refusal
+            # reaches it whole, and it stops the job with this one line.
+            self._refusal = str(exc)
+            return
         self._k = len(self._classifier.classes)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -99,7 +106,10 @@ class InferStage:
         pixels = batch.pop("pixels")
         probs = np.full((len(status), self._k), np.nan)
         todo = np.flatnonzero(status == SCORED)
-        if len(todo):
+        if self._refusal:  # every row carries why this actor would not open the model
+            batch["status"] = np.full(len(status), REFUSED, dtype=object)
+            batch["reason"] = np.full(len(status), self._refusal, dtype=object)
+        elif len(todo):
             probs[todo] = self._classifier.predict_pixels(np.ascontiguousarray(pixels[todo]))
         batch["probs"] = probs
         return batch
