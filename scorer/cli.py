@@ -70,6 +70,8 @@ def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None,
     with progress_bar("Scoring") as (start, advance):
         run = score_paths(settings, list(paths), progress=advance, on_start=start, create_outbox=outbox is not None)
     print_summary(run.result, run.report)
+    for line in run.sidecars.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()

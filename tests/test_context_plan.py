@@ -14,7 +14,14 @@ import pytest
 
 from scorer.config import load_settings
 from scorer.context.features import Account, planned_features
-from scorer.context.plan import find_plans, is_context_name, read_sidecar
+from scorer.context.plan import (
+    creatives_beside,
+    find_plans,
+    is_context_name,
+    is_plan_name,
+    is_sidecar_name,
+    read_sidecar,
+)
 from scorer.errors import ConfigError, ContextError
 from scorer.results import ModelInfo
 from scorer.settings import Settings
@@ -73,6 +80,17 @@ def test_plan_csv_rows_are_found_by_path_or_name_and_a_bad_row_gives_a_note(tmp_
 def test_plans_and_sidecars_are_never_taken_for_creatives() -> None:
     assert all(is_context_name(n) for n in ("plan.csv", "PLAN.CSV", "a.txt", "a.JSON"))
     assert not any(is_context_name(n) for n in ("a.jpg", "plan.csv.jpg", "a.png"))
+
+
+def test_a_sidecar_belongs_to_the_files_beside_it_with_its_stem(tmp_path: Path) -> None:
+    for name in ("banner.jpg", "banner.png", "banner", "banner.json", "banner.txt", "banner.tar.gz", "banner2.jpg",
+                 "plan.csv", "BANNER.TXT"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "banner.d").mkdir()
+    assert creatives_beside(tmp_path / "banner.txt") == [tmp_path / n for n in ("banner", "banner.jpg", "banner.png")]
+    assert creatives_beside(tmp_path / "README.txt") == []
+    assert creatives_beside(tmp_path / "BANNER.TXT") == [], "read by no creative: sidecar_of looks for .txt and .json"
+    assert is_plan_name("Plan.CSV") and not is_sidecar_name("plan.csv") and is_sidecar_name("notes.JSON")
 
 
 def test_an_unknown_time_zone_is_a_config_error_that_names_the_fix(tmp_path: Path) -> None:

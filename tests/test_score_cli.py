@@ -136,3 +136,40 @@ def test_model_and_out_named_on_the_command_line(project: Project, renamed_learn
     assert result.exit_code == 0, result.output  # config's pin is for config's model, not this one
     assert len(list(new.glob("engagement-report-*.xlsx"))) == 1
     assert "tiny.pkl" in (project.config.read_text()), "config.yaml is left alone"
+
+
+@pytest.mark.slow
+def test_score_lists_the_sidecars_it_read_and_those_it_could_not_use(project: Project) -> None:
+    folder = project.inbox
+    for name in ("a", "b", "c"):
+        write_creative(folder / f"{name}.jpg", CLASS_COLOURS["High"], (64, 64), seed=ord(name))
+    (folder / "a.txt").write_text("posted_at: 2026-12-03 18:00\nSpring\n", encoding="utf-8")
+    (folder / "b.json").write_text("{not json", encoding="utf-8")
+    (folder / "c.json").write_text('{"caption": "read"}', encoding="utf-8")
+    (folder / "c.txt").write_text("shadowed by c.json\n", encoding="utf-8")
+    (folder / "README.txt").write_text("Drop creatives here\n", encoding="utf-8")
+    (folder / "drafts").mkdir()
+    (folder / "drafts" / "notes.json").write_text("{}", encoding="utf-8")
+    before = _snapshot(folder)
+
+    result = CliRunner().invoke(main, ["score", str(folder), "--config", str(project.config)])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    (read,) = [line for line in lines if line.startswith("Sidecars read")]
+    assert read in ("Sidecars read (2): a.txt, c.json", "Sidecars read (2): c.json, a.txt"), result.output
+    start = lines.index("Sidecars not used (4):")
+    assert sorted(lines[start + 1:start + 5]) == [
+        "  README.txt: no creative named README.* beside it",
+        "  b.json: b.json is not valid JSON (Expecting property name enclosed in double quotes, line 1): write "
+        '{"posted_at": "2026-12-03 18:00", "caption": "..."}',
+        "  c.txt: c.json beside c.jpg is read instead",
+        "  drafts/notes.json: no creative named notes.* beside it",
+    ], result.output
+    assert _snapshot(folder) == before, "scoring leaves every input, sidecars included, where it was"
+
+    one = CliRunner().invoke(main, ["score", str(folder / "c.jpg"), "--config", str(project.config)])
+    assert one.exit_code == 0, one.output
+    assert "Sidecars read (1): c.json" in one.output
+    assert "  c.txt: c.json beside c.jpg is read instead" in one.output
+    assert "README.txt" not in one.output, "only sidecars beside the files given, or under the folders given"

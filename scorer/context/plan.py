@@ -7,6 +7,8 @@
 
 These files are never scored as images. A time without an offset is taken in context.timezone.
 A sidecar that cannot be read is rejected with its reason, and its creative is scored image-only.
+A sidecar belongs to the files beside it with its stem (`creatives_beside`); one that has none is
+an orphan, which `scorer watch` rejects in time (watch.orphan_hours) and `scorer score` lists.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,8 +39,17 @@ _TIME_LINE = re.compile(r"^\s*posted_at\s*:\s*(.*?)\s*$", re.IGNORECASE)
 
 def is_context_name(name: str) -> bool:
     """Whether a file name is a sidecar or a plan (never scored as an image)."""
-    folded = name.casefold()
-    return folded == PLAN_CSV or folded.endswith(SIDECAR_SUFFIXES)
+    return is_plan_name(name) or is_sidecar_name(name)
+
+
+def is_plan_name(name: str) -> bool:
+    """Whether a file name is a plan.csv, in any case (it stays for the creatives to come)."""
+    return name.casefold() == PLAN_CSV
+
+
+def is_sidecar_name(name: str) -> bool:
+    """Whether a file name is a sidecar's (`.txt`, `.json`, in any case)."""
+    return name.casefold().endswith(SIDECAR_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -51,11 +63,12 @@ class Plan:
 
 @dataclass
 class Plans:
-    """The plans found for a set of creatives, and the sidecars that were rejected (path, reason)."""
+    """The plans found for a set of creatives, the sidecars read, and those that were rejected (path, reason)."""
 
     found: dict[Path, Plan] = field(default_factory=dict)
     notes: dict[Path, str] = field(default_factory=dict)
     rejected: list[tuple[Path, str]] = field(default_factory=list)
+    read: list[Path] = field(default_factory=list)
 
 
 def parse_time(text: str, tz: ZoneInfo, where: str) -> datetime:
@@ -76,6 +89,21 @@ def sidecar_of(creative: Path) -> Path | None:
         if path != creative and path.is_file() and not path.is_symlink():
             return path
     return None
+
+
+def creatives_beside(sidecar: Path) -> list[Path]:
+    """The files beside a sidecar that `sidecar_of` would find it for: its stem with any suffix, or none.
+
+    A creative still arriving under a temporary name (`banner.part`) counts: the sidecar waits for it.
+    """
+    if sidecar.suffix not in SIDECAR_SUFFIXES:
+        return []  # `sidecar_of` looks for lower-case suffixes only: no creative ever reads this one
+    try:
+        with os.scandir(sidecar.parent) as entries:
+            return sorted(sidecar.parent / e.name for e in entries if Path(e.name).stem == sidecar.stem
+                          and not is_context_name(e.name) and not e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
 
 
 def read_sidecar(path: Path, tz: ZoneInfo) -> Plan:
@@ -139,6 +167,7 @@ def find_plans(creatives: Sequence[tuple[Path, Path]], tz: ZoneInfo) -> Plans:
         if sidecar is not None:
             try:
                 out.found[path] = read_sidecar(sidecar, tz)
+                out.read.append(sidecar)
             except ContextError as exc:
                 out.rejected.append((sidecar, str(exc)))
                 out.notes[path] = f"image-only: its sidecar {sidecar.name} was rejected (see the Rejected sheet)"

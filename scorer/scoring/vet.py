@@ -11,6 +11,7 @@ import fnmatch
 import io
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,10 +67,16 @@ def is_ignored_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(folded, pattern) for pattern in IGNORED_PATTERNS)
 
 
-def find_candidates(paths: list[Path]) -> list[Path]:
-    """Every file under the given paths, skipping hidden/temporary names and plans, ordered by mtime then name.
+def is_creative_name(name: str) -> bool:
+    """Whether a file may be a creative by its name: not a plan or a sidecar (scorer.context.plan)."""
+    return not is_context_name(name)
 
-    Plans and sidecars (`plan.csv`, `*.txt`, `*.json`: scorer.context.plan) are never scored as images.
+
+def find_candidates(paths: list[Path], wanted: Callable[[str], bool] = is_creative_name) -> list[Path]:
+    """Every file under the given paths whose name is `wanted`, skipping hidden/temporary names, by mtime then name.
+
+    By default, plans and sidecars (`plan.csv`, `*.txt`, `*.json`: scorer.context.plan) are left out:
+    they are never scored as images.
 
     Folders are walked recursively without following symlinks. Symlinks and other
     non-regular entries are kept, so that they are rejected with a reason rather than
@@ -80,10 +87,10 @@ def find_candidates(paths: list[Path]) -> list[Path]:
         if path.is_dir() and not path.is_symlink():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
-                found += [Path(root, f) for f in files if not is_ignored_name(f) and not is_context_name(f)]
+                found += [Path(root, f) for f in files if not is_ignored_name(f) and wanted(f)]
                 # os.walk lists symlinks to folders among dirs and does not follow them
-                found += [Path(root, d) for d in dirs if Path(root, d).is_symlink()]
-        elif not is_context_name(path.name):
+                found += [Path(root, d) for d in dirs if Path(root, d).is_symlink() and wanted(d)]
+        elif wanted(path.name):
             found.append(path)
     return sorted(set(found), key=_order_key)
 

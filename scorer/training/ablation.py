@@ -22,6 +22,8 @@ from scorer.scoring.integrity import remember_pin
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
 from scorer.training.evaluate import Interval, interval, scores_of
+from scorer.training.index import IndexRun
+from scorer.training.labels import class_numbers
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +57,19 @@ def skipped(why: str) -> ContextRun:
     return ContextRun(None, None, None, Interval(None, None, None), False, f"not evaluated: {why}")
 
 
-def ablate(settings: Settings, table: pd.DataFrame, index: pd.DataFrame, model: Path, model_sha: str) -> ContextRun:
-    """Fit the three models on the training posts, judge them on the held-out ones, write the combined model."""
+def ablate(settings: Settings, table: pd.DataFrame, index: IndexRun, model: Path, model_sha: str) -> ContextRun:
+    """Fit the three models on the training posts, judge them on the held-out ones, write the combined model.
+
+    Classes are the learner's, as the index names the posts' labels, so the combined model answers in its order.
+    """
     if table["posted_at"].isna().any():
         return skipped("some posts have no date (posted_at), so there is no posting time to learn from")
-    classes = settings.train.label.classes
-    joined = index[["source", "embedding", "split"]].merge(table, on="source", how="inner")
+    classes = index.classes
+    joined = index.frame[["source", "embedding", "split", "label"]].merge(table.drop(columns="label"), on="source",
+                                                                           how="inner")
     train = (joined["split"] == "train").to_numpy()
     valid = ~train
-    y = joined["label"].map({name: i for i, name in enumerate(classes)}).to_numpy(dtype=int)
+    y = class_numbers(joined["label"], classes)
     if train.sum() < 10 or valid.sum() < 5:
         return skipped(f"{int(train.sum())} training and {int(valid.sum())} held-out posts are too few")
     tz = zone(settings.context.timezone)

@@ -26,6 +26,7 @@ from scorer.scoring.model import Classifier
 from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
+from scorer.training.labels import class_numbers, learner_classes
 from scorer.training.prepare import prepare
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,16 @@ THUMB_PX = 64
 
 @dataclass(frozen=True)
 class IndexRun:
-    """An evidence index written beside its model, and how its kNN estimate compares on the held-out posts."""
+    """An evidence index written beside its model, and how its kNN estimate compares on the held-out posts.
+
+    Its posts' labels are named as the learner's `classes` (lowest first), like its predictions.
+    """
 
     path: Path
     sha256: str
     posts: int
     comparison: Comparison | None
+    classes: tuple[str, ...]
     frame: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
 
     def card_entry(self) -> dict[str, object]:
@@ -62,6 +67,9 @@ def scoring_classifier(settings: Settings, model: Path, sha256: str | None) -> C
 
 def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame, model: Path) -> IndexRun:
     """Embed every post of `table` (prepared posts), write `<stem>.index.parquet` beside the model and pin it."""
+    # Checked before the slow embedding: labels that cannot be told in the learner's classes stop here.
+    as_class = learner_classes(settings.train.label.classes, classifier.classes)
+    table = table.assign(label=table["label"].map(as_class))
     limits = ImageLimits.from_settings(settings.images)
     rows: list[dict[str, object]] = []
     for start in range(0, len(table), classifier.batch_size):
@@ -74,7 +82,7 @@ def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame,
     index = EvidenceIndex(frame, classifier.info.sha256, path)
     comparison = knn_comparison(index, classifier.classes, settings.train.bootstrap, settings.train.seed)
     log.info("evidence index %s: %d posts", path, len(frame))
-    return IndexRun(path, sha, len(frame), comparison, frame)
+    return IndexRun(path, sha, len(frame), comparison, classifier.classes, frame)
 
 
 def _embed(classifier: Classifier, posts: pd.DataFrame, limits: ImageLimits) -> list[dict[str, object]]:
@@ -102,13 +110,15 @@ def _date(value: object) -> str:
 
 
 def knn_comparison(index: EvidenceIndex, classes: Sequence[str], bootstrap: int, seed: int) -> Comparison | None:
-    """kNN estimate (neighbours among the training posts), classifier and majority baseline on the held-out posts."""
+    """kNN estimate (neighbours among the training posts), classifier and majority baseline on the held-out posts.
+
+    The index's labels and predictions are both named as the learner's `classes`.
+    """
     frame = index.frame
     train, valid = (frame["split"] == "train").to_numpy(), (frame["split"] == "valid").to_numpy()
     if not train.any() or not valid.any():
         return None
-    number = {name: i for i, name in enumerate(classes)}
-    labels = frame["label"].map(number).to_numpy()
+    labels = class_numbers(frame["label"], classes)
     vectors = np.stack(frame.loc[valid, "embedding"].to_numpy())
     rows, _ = index.nearest(vectors, NEIGHBOURS, among=train)
     votes = labels[rows]
@@ -117,7 +127,7 @@ def knn_comparison(index: EvidenceIndex, classes: Sequence[str], bootstrap: int,
     y_true = labels[valid]
     ways = [
         Way(f"kNN estimate ({NEIGHBOURS} nearest posts)", knn, index.median_totals(rows)),
-        Way("Classifier", frame.loc[valid, "predicted"].map(number).to_numpy(), frame.loc[valid, "score"].to_numpy()),
+        Way("Classifier", class_numbers(frame.loc[valid, "predicted"], classes), frame.loc[valid, "score"].to_numpy()),
         Way(f"Majority baseline (always {classes[majority]})", np.full(len(y_true), majority), None),
     ]
     return compare(ways, y_true, frame.loc[valid, "total"].to_numpy(), bootstrap, seed)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from scorer.errors import DataError
+from scorer.errors import ConfigError, DataError
 from scorer.settings import CleanSettings, LabelSettings
 
 
@@ -86,6 +87,28 @@ def class_index(values: np.ndarray, settings: LabelSettings, order: np.ndarray |
     ranks = np.empty(len(values), dtype=int)
     ranks[np.lexsort((order, values))] = np.arange(len(values))
     return ranks * k // max(len(values), 1)
+
+
+def learner_classes(names: Sequence[str], classes: Sequence[str]) -> dict[str, str]:
+    """The learner's class that each label name stands for, both lists lowest engagement first.
+
+    By name when both lists hold the same names; by position when only their counts agree, since
+    a learner trained elsewhere rarely uses our label names ("High Engagement" for "High").
+    """
+    if sorted(names) == sorted(classes):
+        return {name: name for name in names}
+    if len(names) != len(classes):
+        raise ConfigError(
+            f"'train.label.classes' lists {len(names)} classes {list(names)}, but the learner has {len(classes)}: "
+            f"{list(classes)} (lowest first, in the order 'classes' gives): make 'train.label.classes' list "
+            f"{len(classes)} names, lowest engagement first, or use a learner with {len(names)} classes"
+        )
+    return dict(zip(names, classes, strict=True))
+
+
+def class_numbers(labels: pd.Series, classes: Sequence[str]) -> np.ndarray:
+    """Each label's position among `classes` (lowest engagement first)."""
+    return np.asarray(labels.map({name: i for i, name in enumerate(classes)}).to_numpy(dtype=int))
 
 
 def _order(table: pd.DataFrame) -> np.ndarray:

@@ -26,7 +26,7 @@ from scorer.training.ablation import ablate
 from scorer.training.card import card_files, headline, versions, write_card
 from scorer.training.evaluate import Evaluation, evaluate, scores_of
 from scorer.training.index import IndexRun, build_index, scoring_classifier
-from scorer.training.labels import FunnelStep, class_ranges
+from scorer.training.labels import FunnelStep, class_numbers, class_ranges
 from scorer.training.posts import BadRow
 from scorer.training.prepare import Prepared, prepare
 
@@ -62,7 +62,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     seconds = time.perf_counter() - started
 
     valid = table.iloc[fitted.valid_rows]
-    y_true = valid["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
+    y_true = class_numbers(valid["label"], classes)  # the learner was fitted on these very names
     majority = int(np.argmax(prep.counts["train"].to_numpy()))
     ev = evaluate(y_true, fitted.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap, t.seed)
     log.info("verdict: %s", ev.verdict)
@@ -75,7 +75,7 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     index = _index(settings, model, sha, table)
     if index.comparison is not None:
         top.update(index.comparison.lines())
-    context = ablate(settings, table, index.frame, model, sha)
+    context = ablate(settings, table, index, model, sha)
     top["Posting time and caption"] = context.line()
     facts = {
         "model": {"file": model.name, "sha256": sha},

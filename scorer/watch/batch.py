@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from scorer.context.features import zone
-from scorer.context.plan import find_plans
+from scorer.context.plan import creatives_beside, find_plans, is_sidecar_name
 from scorer.fsutil import free_name, remove_temps, sha256_regular
 from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult, Scored
@@ -114,6 +114,32 @@ class HotFolder:
         """Whether this exact file is in the ledger already, so intake need not read it again."""
         return self.ledger.known_here(path, st.st_size, st.st_mtime_ns)
 
+    def waits(self, path: Path, st: os.stat_result) -> bool:
+        """Whether intake leaves this file for now: recorded already, or a sidecar whose creative may still come."""
+        return self.already_recorded(path, st) or (is_sidecar_name(path.name) and self.orphaned(path) is None)
+
+    def orphaned(self, sidecar: Path) -> str | None:
+        """Why a sidecar is rejected; None while a creative is beside it, or for watch.orphan_hours after it came.
+
+        One that came after its creative was scored waits too: a sidecar may come before its creative,
+        and the same name may be dropped again with a new one.
+        """
+        hours = self.settings.watch.orphan_hours
+        try:
+            # ctime: set when the file arrived (a copy or a move), kept across restarts, never carried over by cp -p
+            young = time.time() - os.lstat(sidecar).st_ctime < hours * 3600
+        except OSError:
+            return None  # gone: nothing to decide
+        if young or creatives_beside(sidecar):
+            return None
+        scored = self.ledger.scored_as(sidecar.with_suffix(""))
+        if scored is not None:
+            return (f"{sidecar.name} came after its creative {scored.name} was already scored at {_when(scored)}, "
+                    "so its time and caption were not used: drop a sidecar before its creative, or with it")
+        return (f"no creative named {sidecar.stem}.* arrived beside {sidecar.name} within {hours:g} h "
+                "(watch.orphan_hours): a sidecar holds the planned time and caption of the creative with its name; "
+                "drop them together")
+
     def process(self, paths: Sequence[Path], engine: Engine, *, stop: Callable[[], bool],
                 progress: Progress = lambda n: None) -> BatchSummary | None:
         """Take settled files through all five steps; None if nothing was decided or `stop` abandoned it."""
@@ -156,6 +182,10 @@ class HotFolder:
             sha = candidate.sha
             if sha is not None and self.ledger.in_place(sha, candidate.path):
                 continue  # kept in place by design, or waiting for its move: decided already
+            if is_sidecar_name(path.name):  # released by intake as an orphan; its creative may have come since
+                if (reason := self.orphaned(path)) is not None:
+                    entries.append(Entry(candidate, "rejected", reason=reason))
+                continue
             earlier = self.ledger.earlier(sha) if sha else None
             tries = self.ledger.attempts(sha) if sha else 0
             if earlier is not None:
@@ -285,6 +315,9 @@ def _entries(chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:
 def _duplicate_reason(original: Scored) -> str:
     if not original.report:
         return f"same content as {original.name} in this batch: listed once"
-    when = datetime.fromtimestamp(original.scored_at)
-    return (f"same content as {original.name}, scored {when:%Y-%m-%d %H:%M} "
-            f"(report {Path(original.report).name}): not scored again")
+    return f"same content as {original.name}, scored {_when(original)}: not scored again"
+
+
+def _when(scored: Scored) -> str:
+    """When and into which report a creative was scored, for a marketer."""
+    return f"{datetime.fromtimestamp(scored.scored_at):%Y-%m-%d %H:%M} (report {Path(scored.report).name})"

@@ -30,7 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from scorer.context.plan import is_context_name
+from scorer.context.plan import is_plan_name
 from scorer.errors import ServiceError
 from scorer.scoring.vet import find_candidates, is_ignored_name
 from scorer.settings import WatchSettings
@@ -41,6 +41,12 @@ ObserverFactory = Callable[[bool, float], BaseObserver]
 Skip = Callable[[Path, os.stat_result], bool]
 
 _WANTED = {EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_CLOSED}
+
+
+def _taken_in(name: str) -> bool:
+    # Sidecars come in too: each leaves with its creative, or as an orphan in time (HotFolder.waits
+    # holds them until then). A plan.csv stays for the creatives to come.
+    return not is_plan_name(name)
 
 
 def make_observer(polling: bool, interval: float) -> BaseObserver:
@@ -209,7 +215,7 @@ class Intake:
         if not self.inbox.is_dir():
             return
         now = self._clock()
-        for path in find_candidates([self.inbox]):
+        for path in find_candidates([self.inbox], _taken_in):
             self._track(path, now)
 
     def _ignored(self, path: Path) -> bool:
@@ -217,8 +223,7 @@ class Intake:
             parts = path.relative_to(self.inbox).parts
         except ValueError:
             return True  # a move out of the inbox reports a destination elsewhere
-        # Plans and sidecars are read with their creative (scorer.context.plan), never scored themselves.
-        return not parts or any(is_ignored_name(part) for part in parts) or is_context_name(parts[-1])
+        return not parts or any(is_ignored_name(part) for part in parts) or not _taken_in(parts[-1])
 
     def _track(self, path: Path, now: float) -> None:
         if path in self._ready or self._ignored(path):
@@ -229,7 +234,7 @@ class Intake:
             return
         if stat.S_ISDIR(st.st_mode):
             # A folder moved in may bring files whose own events never came.
-            for found in find_candidates([path]):
+            for found in find_candidates([path], _taken_in):
                 self._track(found, now)
             return
         key = (st.st_size, st.st_mtime_ns)

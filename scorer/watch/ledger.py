@@ -129,6 +129,17 @@ class Ledger:
         ).fetchone()
         return scored_from_row(row) if row else None
 
+    def scored_as(self, stem: Path) -> Scored | None:
+        """The newest scored file that was at `stem` with one suffix (or none) in the inbox: a sidecar's creative."""
+        base = str(stem)
+        # Paths that start with "<stem>." sort from "<stem>." up to "<stem>/": the path index serves the range.
+        rows = self._db.execute(
+            f"SELECT {SCORED_COLUMNS}, files.path FROM files JOIN batches ON batches.id = files.batch WHERE "
+            "outcome = 'scored' AND (files.path = ? OR (files.path >= ? AND files.path < ?)) ORDER BY files.id DESC",
+            (base, base + ".", base + "/"),
+        ).fetchall()
+        return next((scored_from_row(row[:-1]) for row in rows if Path(row[-1]).with_suffix("") == stem), None)
+
     # Attempts: files in flight when the service died.
 
     def attempts(self, sha: str) -> int:

@@ -123,7 +123,7 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
         latest = LatestRebuilder(settings, engine.model.info)
         latest.start()
         stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
-        intake = Intake(inbox, settings.watch, skip=hot.already_recorded, observer_factory=observer_factory)
+        intake = Intake(inbox, settings.watch, skip=hot.waits, observer_factory=observer_factory)
         stack.callback(intake.stop)
         loop = _Loop(intake, Notifier(), on_status, stopping, lease)
         stack.callback(loop.notifier.send, "STOPPING=1")
