@@ -4,12 +4,15 @@ The map. Each room serves one use case; the shared floors sit below them.
 
     scoring/    `scorer score` and the engine under every room: vet, decode, decode pool, the learner,
                 runtimes, the model and its integrity, the decode and precision checks (int8 made by
-                quantize in a child process), the evidence index and Grad-CAM (explain)
+                quantize in a child process), the evidence index and Grad-CAM (explain), the
+                perceptual hashes that match a launched post back (fingerprint)
     watch/      `scorer watch`: intake, one crash-safe batch, the ledger, disposal, failed-write retries, the
                 inbox lease, the service loop, systemd
     training/   `scorer train` and `scorer index`: posts import, labels, evaluation, the evidence index,
                 ways of predicting compared, the context ablation, the model card
     context/    posting time and caption: features, the combined model, sidecars and plan.csv, advice
+    outcomes/   `scorer outcomes`: launched posts matched back to scored creatives (match), the track
+                record and its verdict (record), the command's library function (run)
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
     bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code

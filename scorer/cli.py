@@ -9,7 +9,16 @@ import click
 from rich.markup import escape
 
 from scorer.config import load_settings
-from scorer.console import err, live_status, out, print_summary, print_training, progress_bar, setup_logging
+from scorer.console import (
+    err,
+    live_status,
+    out,
+    print_outcomes,
+    print_summary,
+    print_training,
+    progress_bar,
+    setup_logging,
+)
 from scorer.errors import ScorerError
 
 CONFIG_OPTION = click.option(
@@ -248,6 +257,35 @@ def index(data: Path, config_path: Path | None, model: Path | None) -> None:
     out.print(f"Evidence index: {run.path} ({run.posts} posts, sha256 {run.sha256})", highlight=False, soft_wrap=True)
     for way, line in (run.comparison.lines() if run.comparison else {}).items():
         out.print(f"  {way}: {line}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the track record, with every pair, to this JSON file.")
+def outcomes(data: Path, config_path: Path | None, json_out: Path | None) -> None:
+    """Match launched posts to the creatives scored before them, and show whether the picks won.
+
+    DATA is a posts.csv folder or an Instaloader profile folder, downloaded after launch. Each
+    post is matched to at most one scored creative (crops, resizing, re-encoding and mild filters
+    are seen through) and the pair is kept in the ledger; re-running on a newer download updates
+    likes and comments. Posts at least outcomes.min_age_days old count towards the model's record.
+
+    \b
+    Example:
+        scorer outcomes ~/instagram/myshop --json outcomes.json
+    """
+    import json
+
+    from scorer.fsutil import atomic_write
+    from scorer.outcomes.run import run_outcomes
+
+    run = run_outcomes(load_settings(config_path), data)
+    print_outcomes(run)
+    if json_out is not None:
+        atomic_write(json_out, json.dumps(run.record.as_dict(), indent=2, default=str))
+        out.print(f"Track record: {json_out}", highlight=False, soft_wrap=True)
 
 
 @main.command()

@@ -147,6 +147,18 @@ class ContextSettings:
 
 
 @dataclass(frozen=True)
+class OutcomeSettings:
+    """`scorer outcomes`: launched posts matched back to their creatives, and the track record."""
+
+    min_age_days: float = _opt(7.0, "a post counts once it is this many days old, when its likes have settled",
+                               minimum=0)
+    min_similarity: float = _opt(0.88, "a post and a creative this similar (0-1) are the same picture",
+                                 minimum=0.5)
+    min_pairs: int = _opt(20, "mature launched creatives needed before the track record gives a verdict",
+                          minimum=3)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the scorer reads from config.yaml, with paths already resolved."""
 
@@ -169,6 +181,7 @@ class Settings:
     train: TrainSettings = _opt(TrainSettings(), "")
     serve: ServeSettings = _opt(ServeSettings(), "")
     context: ContextSettings = _opt(ContextSettings(), "")
+    outcomes: OutcomeSettings = _opt(OutcomeSettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property

@@ -27,11 +27,16 @@ from scorer.errors import ServiceError
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
 from scorer.watch.schema import (
     LEDGER_NAME,
+    MIGRATIONS,
+    OUTCOMES_SCHEMA,
+    PAIR_COLUMNS,
     SCHEMA,
     SCORED_COLUMNS,
     VERSION,
     Entry,
+    Look,
     Outcome,
+    Pair,
     file_row,
     model_from_json,
     model_json,
@@ -66,7 +71,11 @@ class Ledger:
             self._db.execute("PRAGMA foreign_keys=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
-                self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={VERSION}; COMMIT;")
+                self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} {OUTCOMES_SCHEMA} "
+                                       f"PRAGMA user_version={VERSION}; COMMIT;")
+            elif version < VERSION:  # an older ledger gains the newer tables; nothing in it changes
+                steps = " ".join(MIGRATIONS[v] for v in range(version, VERSION))
+                self._db.executescript(f"BEGIN IMMEDIATE; {steps} PRAGMA user_version={VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
             fix = ("move the damaged file away to start a fresh ledger" if "not a database" in str(exc)
                    else "check that the state folder exists, is writable and is on a local disk")
@@ -172,6 +181,11 @@ class Ledger:
             )
             # A decided file is no longer in flight, whatever its attempts were.
             self._db.executemany("DELETE FROM attempts WHERE sha = ?", [(e.sha,) for e in entries if e.sha])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?)",
+                [(e.scored.sha256, e.scored.prints, e.scored.features, info.sha256) for e in entries
+                 if e.scored is not None and e.scored.prints is not None],
+            )
         return batch, report
 
     def unreported(self) -> list[tuple[int, Path]]:
@@ -262,3 +276,46 @@ class Ledger:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # Outcomes: launched posts matched back to the creatives scored before them (scorer.outcomes).
+
+    def creatives(self) -> list[tuple[Scored, str, Look | None]]:
+        """Every creative scored, once per content: its result, the scoring model's SHA-256 and its look."""
+        rows = self._db.execute(
+            f"SELECT {SCORED_COLUMNS}, json_extract(batches.model, '$.sha256'), looks.prints, looks.features, "
+            "looks.model FROM files JOIN batches ON batches.id = files.batch LEFT JOIN looks ON looks.sha = files.sha "
+            "WHERE files.id IN (SELECT min(id) FROM files WHERE outcome = 'scored' GROUP BY sha) ORDER BY files.id"
+        ).fetchall()
+        found = []
+        for row in rows:
+            scored, (model, prints, features, look_model) = scored_from_row(row[:6]), row[6:]
+            look = Look(scored.sha256, prints, features, look_model) if prints is not None else None
+            found.append((scored, str(model), look))
+        return found
+
+    def put_looks(self, looks: Sequence[Look]) -> None:
+        """Keep looks computed on first need (creatives scored before looks were kept, or under another model)."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE "
+                "SET prints = excluded.prints, features = excluded.features, model = excluded.model",
+                [(k.sha, k.prints, k.features, k.model) for k in looks],
+            )
+
+    def put_pairs(self, pairs: Sequence[Pair]) -> None:
+        """Record pairs found in one download: a post or a creative paired before is paired anew, never twice."""
+        with self._transaction():
+            self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
+                                 [(p.post, p.creative) for p in pairs])
+            self._db.executemany(
+                f"INSERT INTO outcomes ({PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(p.post, p.post_sha, p.creative, p.model, p.similarity, p.posted_at, p.likes, p.comments, p.value,
+                  p.label, p.thumbnail) for p in pairs],
+            )
+
+    def pairs(self, model: str | None = None) -> list[Pair]:
+        """The recorded pairs (of one scoring model's creatives, when given), oldest post first."""
+        where, args = ("WHERE model = ?", (model,)) if model else ("", ())
+        rows = self._db.execute(f"SELECT {PAIR_COLUMNS} FROM outcomes {where} ORDER BY posted_at, post", args)
+        return [Pair(*row) for row in rows.fetchall()]
+
