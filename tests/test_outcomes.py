@@ -128,6 +128,7 @@ def outcomes_rows(root: Path) -> list[tuple[object, ...]]:
 LATER = 30 * DAY  # the run happens a month after the posts, so every forward post is mature
 
 
+@pytest.mark.slow
 def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: Path) -> None:
     account = copy_of(scored, tmp_path / "proj")
     # creatives scored before looks were kept: computed on first need from the archived file
@@ -164,6 +165,7 @@ def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: P
     assert [r[4] for r in after] != [r[4] for r in before]
 
 
+@pytest.mark.slow
 def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: Path) -> None:
     account = copy_of(scored, tmp_path / "proj")
     data = write_account(account, tmp_path / "shop", unrelated(account))
@@ -175,6 +177,7 @@ def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: P
                            "or stop relying on it")
 
 
+@pytest.mark.slow
 def test_command_writes_json_and_counts_only_mature_posts(scored: Account, tmp_path: Path) -> None:
     account = copy_of(scored, tmp_path / "proj")
     data = write_account(account, tmp_path / "shop", following(account))

@@ -54,17 +54,27 @@ def looks_of(prints: Sequence[bytes], features: Sequence[bytes | None]) -> Looks
 
 def similarities(posts: Looks, creatives: Looks) -> np.ndarray:
     """(posts, creatives) similarity, 0-1: the closest view's hash agreement, joined by feature cosine where known."""
-    dist = np.full((len(posts), len(creatives)), BITS_PER_PRINT, np.uint16)
-    for v in range(len(VIEWS)):  # a post as launched against each view of each creative: the closest counts
-        d = np.zeros_like(dist)
+    # one contiguous row per (view, word): the XOR and popcount then stream through memory
+    theirs = np.ascontiguousarray(creatives.prints.transpose(1, 2, 0))
+    ours = np.ascontiguousarray(posts.prints[:, 0, :].T)  # a post as launched, against each view of each creative
+    shape = (len(posts), len(creatives))
+    dist, d = np.full(shape, BITS_PER_PRINT, np.uint16), np.empty(shape, np.uint16)
+    xor, count = np.empty(shape, np.uint64), np.empty(shape, np.uint8)
+    for v in range(len(VIEWS)):
+        d.fill(0)
         for w in range(_WORDS):
-            d += np.bitwise_count(posts.prints[:, None, 0, w] ^ creatives.prints[None, :, v, w])
+            np.bitwise_xor(ours[w][:, None], theirs[v, w][None, :], out=xor)
+            d += np.bitwise_count(xor, out=count)
         np.minimum(dist, d, out=dist)
-    sim = 1 - dist.astype(np.float32) / BITS_PER_PRINT
+    del xor, count, d
+    sim = dist.astype(np.float32)
+    sim *= -1 / BITS_PER_PRINT
+    sim += 1
     if posts.known.any() and creatives.known.any() and posts.features.shape[1] == creatives.features.shape[1]:
-        cos = posts.features @ creatives.features.T
-        both = posts.known[:, None] & creatives.known[None, :]
-        sim = np.where(both, (1 - FEATURE_WEIGHT) * sim + FEATURE_WEIGHT * cos, sim)
+        joined = posts.features @ creatives.features.T  # cosine: the rows are unit vectors
+        joined *= FEATURE_WEIGHT
+        joined += (1 - FEATURE_WEIGHT) * sim
+        np.copyto(sim, joined, where=posts.known[:, None] & creatives.known[None, :])
     return sim
 
 
