@@ -10,11 +10,18 @@ import io
 import random
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
+from scorer.outcomes.record import TrackRecord
+from scorer.outcomes.run import track_record
 from scorer.results import ModelInfo, Scored
+from scorer.settings import Settings
+from scorer.training.labels import label
 from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME, Candidate, Entry
+from scorer.watch.schema import LEDGER_NAME, Candidate, Entry, Pair
 from tests.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
@@ -61,6 +68,32 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
     with sqlite3.connect(state / LEDGER_NAME) as db:
         db.executemany("UPDATE batches SET created = ? WHERE id = ?", dates)
     return made
+
+
+def record_launches(state: Path, launched: Sequence[Scored], totals: Sequence[int], *, after_days: float = 1.0,
+                    now: float | None = None, thumb: bytes | None = None) -> TrackRecord:
+    """Record each creative as posted `after_days` after scoring with these likes, and keep the model's record.
+
+    The pairs go through the real labelling rule and Ledger.put_pairs, and the record is computed and
+    kept as `scorer outcomes` does after matching; `now` defaults to a month on, when every post is mature.
+    """
+    settings = Settings()
+    posted = [s.scored_at + after_days * 86400 for s in launched]
+    table = label(pd.DataFrame({"likes": list(totals), "comments": [0] * len(totals), "posted_at": posted}),
+                  settings.train.label)
+    pairs = [Pair(f"post-{i:03}.jpg", f"{i:064x}", s.sha256, INFO.sha256, 0.97, when, int(total), 0, float(value),
+                  str(cls), thumb)
+             for i, (s, when, total, value, cls) in enumerate(
+                 zip(launched, posted, totals, table["value"], table["label"], strict=True))]
+    ledger = Ledger(state)
+    try:
+        ledger.put_pairs(pairs)
+        now = time.time() + 30 * 86400 if now is None else now
+        record = track_record(ledger, ledger.creatives(), INFO.sha256, settings, now, 0)
+        ledger.put_track_record(INFO.sha256, record.as_dict())
+    finally:
+        ledger.close()
+    return record
 
 
 def _candidate(name: str, sha: str | None) -> Candidate:

@@ -60,8 +60,8 @@ class TrackRecord:
         return self.verdict == GUESS
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data, for --json, the model card and the ledger."""
-        return asdict(self)
+        """Plain data, for --json, the model card and the ledger; with the headline the reports show."""
+        return {**asdict(self), "headline": headline(self), "no_better_than_guess": self.no_better_than_guess}
 
 
 def figures(launched: Sequence[Launched], classes: Sequence[str], bootstrap: int, seed: int
@@ -121,13 +121,13 @@ def verdict(mature: int, spearman: Interval, min_pairs: int) -> str:
     return GUESS
 
 
-def pair_row(item: Launched) -> dict[str, Any]:
-    """One pair as --json and the Track record sheet list it."""
+def pair_row(item: Launched, counted: bool) -> dict[str, Any]:
+    """One pair as --json and the Track record sheet list it; `counted`: among the mature forward pairs."""
     p, s = item.pair, item.scored
     return {"post": p.post, "creative": s.name, "creative_sha256": p.creative, "similarity": round(p.similarity, 4),
             "posted_at": p.posted_at, "scored_at": s.scored_at, "predicted_class": s.predicted,
             "predicted_score": round(s.score, 2), "total": p.total, "real_class": p.label,
-            "counted": item.counted}
+            "counted": counted}
 
 
 def headline(record: TrackRecord) -> dict[str, str]:

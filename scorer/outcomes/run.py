@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from scorer.training.labels import label
 from scorer.training.posts import BadRow, import_posts
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import Look, Pair
-
-RECORD_KEY = "track_record:"  # + the model's SHA-256: its latest record, in the ledger's meta table
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
         pairs = _pairs(posts, table, usable, settings.outcomes.min_similarity)
         ledger.put_pairs(pairs)
         record = track_record(ledger, creatives, sha, settings, now, len(posts) - len(pairs))
-        ledger.put(RECORD_KEY + sha, json.dumps(record.as_dict(), default=str))
+        ledger.put_track_record(sha, record.as_dict())
     finally:
         ledger.close()
         if own:
@@ -150,6 +147,7 @@ def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Look | N
     launched = [Launched(p, by_sha[p.creative]) for p in ledger.pairs(model) if p.creative in by_sha]
     settled = now - settings.outcomes.min_age_days * 86400
     mature = [item for item in launched if item.counted and (item.pair.posted_at or now) <= settled]
+    counted = {id(item) for item in mature}
     train = settings.train
     found = figures(mature, train.label.classes, train.bootstrap, train.seed)
     return TrackRecord(
@@ -157,5 +155,5 @@ def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Look | N
         early=sum(not item.counted for item in launched),
         not_posted=sum(m == model for _, m, _ in creatives) - len(launched), unmatched_posts=unmatched_posts,
         verdict=verdict(len(mature), found["spearman"], settings.outcomes.min_pairs),
-        pairs=[pair_row(item) for item in launched], **found,
+        pairs=[pair_row(item, id(item) in counted) for item in launched], **found,
     )

@@ -7,7 +7,7 @@ watch service; every report is a view of it. Content is identified by its SHA-25
     files    one per inbox file decided: its outcome, everything a report row needs,
              and where the file goes (done once it is there)
     attempts files whose scoring was under way when the service died, and how often
-    meta     small facts, such as which batch latest.xlsx last included
+    meta     small facts, such as which batch latest.xlsx last included, and each model's track record
 
 A batch's outcomes and its report name are written in one transaction, so after a
 crash a batch is either wholly recorded or not at all.
@@ -15,6 +15,7 @@ crash a batch is either wholly recorded or not at all.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import ServiceError
-from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
+from scorer.results import BatchResult, Duplicate, Launch, ModelInfo, Rejected, Scored, TrackSummary
 from scorer.watch.schema import (
+    LAUNCH_KEYS,
     LEDGER_NAME,
     MIGRATIONS,
     OUTCOMES_SCHEMA,
     PAIR_COLUMNS,
     SCHEMA,
     SCORED_COLUMNS,
+    TRACK_RECORD,
     VERSION,
     Entry,
     Look,
@@ -319,3 +322,31 @@ class Ledger:
         rows = self._db.execute(f"SELECT {PAIR_COLUMNS} FROM outcomes {where} ORDER BY posted_at, post", args)
         return [Pair(*row) for row in rows.fetchall()]
 
+    def put_track_record(self, model: str, record: dict[str, Any]) -> None:
+        """Keep a model's latest track record (TrackRecord.as_dict), replacing the one before."""
+        self.put(TRACK_RECORD + model, json.dumps(record, default=str))
+
+    def track_record(self, model: str, *, launches: int = 0) -> TrackSummary | None:
+        """A model's latest track record as reports show it (None before `scorer outcomes` made one).
+
+        With `launches`, that many of its pairs too, newest post first, with the post's and the creative's thumbnails.
+        """
+        text = self.get(TRACK_RECORD + model)
+        if text is None:
+            return None
+        record = json.loads(text)
+        rows = record["pairs"][::-1][:launches]  # kept oldest post first
+        return TrackSummary(record["headline"], bool(record["no_better_than_guess"]),
+                            self._launches(model, rows) if rows else ())
+
+    def _launches(self, model: str, rows: list[dict[str, Any]]) -> tuple[Launch, ...]:
+        """A record's pairs with their thumbnails: the post as launched, the creative as scored."""
+        posts, creatives = {row["post"] for row in rows}, {row["creative_sha256"] for row in rows}
+        # streamed and filtered here, so memory holds only the thumbnails that will be shown
+        post_thumbs = {post: thumb for post, thumb in self._db.execute(
+            "SELECT post, thumbnail FROM outcomes WHERE model = ?", (model,)) if post in posts}
+        creative_thumbs = {sha: thumb for sha, thumb in self._db.execute(
+            "SELECT files.sha, files.thumbnail FROM outcomes JOIN files ON files.sha = outcomes.creative "
+            "WHERE outcomes.model = ? AND files.outcome = 'scored'", (model,)) if sha in creatives}
+        return tuple(Launch(**{key: row[key] for key in LAUNCH_KEYS}, post_thumbnail=post_thumbs.get(row["post"]),
+                            creative_thumbnail=creative_thumbs.get(row["creative_sha256"])) for row in rows)

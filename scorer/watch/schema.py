@@ -73,6 +73,10 @@ CREATE TABLE outcomes (
     thumbnail  BLOB               -- the post as launched, for the Track record sheet
 );
 """
+# + a model's SHA-256: the meta key of its latest track record (scorer.outcomes), as JSON
+TRACK_RECORD = "track_record:"
+# The keys of a track record's pair that the reports show (scorer.results.Launch, less the thumbnails)
+LAUNCH_KEYS = ("post", "creative", "posted_at", "predicted_class", "predicted_score", "total", "real_class", "counted")
 # What turns a ledger of each earlier version into the current one.
 MIGRATIONS = {1: OUTCOMES_SCHEMA}
 
