@@ -21,11 +21,12 @@ from scorer.cli import main
 from scorer.config import load_settings
 from scorer.outcomes.run import run_outcomes
 from scorer.scoring.fingerprint import phash_bits
-from scorer.training.evaluate import spearman
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import SCHEMA
+from tests.history import unrelated_to
 from tests.outcomegen import as_posted, write_banner
 from tests.postgen import write_rows
+from tests.workbooks import column
 
 SCORED, POSTED, NEVER, EARLY = 48, 40, 60, 2
 DAY = 86400.0
@@ -107,16 +108,11 @@ def following(account: Account) -> dict[str, int]:
 
 
 def unrelated(account: Account) -> dict[str, int]:
-    """The same likes shuffled until they say nothing of the predicted score (|Spearman| < 0.05 on the counted)."""
+    """The same likes shuffled until they say nothing of the predicted score, on the counted posts."""
     names = posted_names(account)[EARLY:]
     likes = following(account)
-    values = np.array([likes[n] for n in names])
-    scores = np.array([account.scores[n] for n in names])
-    for seed in range(200):
-        shuffled = np.random.default_rng(seed).permutation(values)
-        if abs(float(spearman(scores[None, :], shuffled[None, :].astype(float))[0])) < 0.05:
-            return {**likes, **dict(zip(names, (int(v) for v in shuffled), strict=True))}
-    raise AssertionError("precondition not reached: no shuffle of the likes within 200 tries is unrelated to scores")
+    shuffled = unrelated_to([account.scores[n] for n in names], [likes[n] for n in names])
+    return {**likes, **dict(zip(names, shuffled, strict=True))}
 
 
 def outcomes_rows(root: Path) -> list[tuple[object, ...]]:
@@ -175,6 +171,21 @@ def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: P
     assert rec.spearman.low <= 0 <= rec.spearman.high
     assert rec.verdict == ("no better than a guess on launched creatives: retrain with `scorer train` "
                            "or stop relying on it")
+
+    # the service says so once, and every new batch report says so in its Model sheet's first rows
+    account.config.write_text("model: models/tiny.pkl\nwatch:\n  max_batch: 1\n", encoding="utf-8")
+    for n in range(2):
+        write_banner(account.root / "inbox" / f"new-{n}.jpg", 900 + n)
+    done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(account.config)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"the track record of model {rec.model_sha256[:12]}") == 1, done.stderr
+    reports = sorted((account.root / "outbox").glob("engagement-report-*.xlsx"))
+    fresh = [p for p in reports if column(p, "Ranking")[:1] in (["new-0.jpg"], ["new-1.jpg"])]
+    assert len(fresh) == 2, "one new creative per batch"
+    for report in fresh:
+        assert column(report, "Model", "Item")[0] == "Warning"
+        assert column(report, "Model", "Value")[0] == f"Track record: {rec.verdict}"
 
 
 @pytest.mark.slow

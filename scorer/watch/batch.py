@@ -35,7 +35,7 @@ from scorer.context.features import zone
 from scorer.context.plan import find_plans
 from scorer.fsutil import free_name, remove_temps, sha256_regular
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, Scored
+from scorer.results import BatchResult, Scored, TrackSummary
 from scorer.scoring.engine import Engine, Progress
 from scorer.settings import Settings
 from scorer.textsafe import log_text
@@ -71,6 +71,7 @@ class HotFolder:
         self._move = settings.watch.after_scoring == "move"
         self.trouble = Trouble()
         self._passing: dict[Path, int] = {}
+        self._warned: set[str] = set()  # models whose track record said "no better than a guess", warned of once
 
     def recover(self) -> None:
         """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
@@ -241,8 +242,18 @@ class HotFolder:
         # None when it cannot be read: the decoder rejects it with the reason.
         return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
+    def track_record(self, model: str) -> TrackSummary | None:
+        """A model's track record (scorer outcomes) for its reports; the first "no better than a guess" is logged."""
+        track = self.ledger.track_record(model)
+        if track is not None and track.guess and model not in self._warned:
+            self._warned.add(model)
+            log.warning("the track record of model %s… on launched creatives: %s", model[:12], track.verdict)
+        return track
+
     def _write_report(self, batch: int, report: Path) -> bool:
-        content = ReportContent(self.ledger.batch_view(batch), self.ledger.batch_model(batch), self.settings.report)
+        info = self.ledger.batch_model(batch)
+        content = ReportContent(self.ledger.batch_view(batch), info, self.settings.report,
+                                self.track_record(info.sha256))
         try:
             save_report(report, content, replace=True, durable=True)
         except OSError as exc:

@@ -120,6 +120,7 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
         _guarded(hot, hot.recover)
         engine = open_engine(settings)
         stack.callback(engine.close)
+        _guarded(hot, partial(hot.track_record, engine.model.info.sha256))  # its warning, before any batch
         latest = LatestRebuilder(settings, engine.model.info)
         latest.start()
         stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
