@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from scorer.config import load_settings
 from scorer.console import err, live_status, out, print_summary, print_training, progress_bar, setup_logging
-from scorer.errors import ScorerError
+from scorer.errors import ConfigError, ScorerError
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -179,6 +179,38 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     settings = load_settings(config_path)
     serve_page(settings, host or settings.serve.host, port or settings.serve.port,
                on_ready=lambda url: out.print(f"Open {url} in a browser (Ctrl-C stops)", highlight=False))
+
+
+@main.group(cls=ScorerGroup)
+def notify() -> None:
+    """Check the destinations that `scorer watch` notifies (notify.urls, notify.urls_file).
+
+    \b
+    Example:
+        scorer notify test
+    """
+
+
+@notify.command("test")
+@CONFIG_OPTION
+def notify_test(config_path: Path | None) -> None:
+    """Send one test message to each destination now, and say for each whether it took it (exit 1 if any did not).
+
+    \b
+    Example:
+        scorer notify test --config /etc/scorer/brand-a/config.yaml
+    """
+    from scorer.notify.destinations import load_destinations
+    from scorer.notify.sender import try_destinations
+
+    destinations = load_destinations(load_settings(config_path).notify)
+    if not destinations:
+        raise ConfigError("no notify destinations: add Apprise URLs to notify.urls or notify.urls_file")
+    results = try_destinations(destinations)
+    for label, ok in results:
+        out.print(f"destination {label}: {'ok' if ok else 'failed'}", highlight=False)
+    if not all(ok for _, ok in results):
+        raise SystemExit(1)
 
 
 @main.command()

@@ -4,7 +4,7 @@ Per batch, in this order:
 
 1. score the files that need it (known content becomes a Duplicate, not a rescore);
 2. record every outcome, each file's destination and the report's name in ONE transaction;
-3. write the report atomically under that name;
+3. write the report atomically under that name, then queue its notification (scorer.notify);
 4. mark the batch reported;
 5. move each file to its destination and mark it done.
 
@@ -46,6 +46,9 @@ from scorer.watch.trouble import Trouble
 
 log = logging.getLogger(__name__)
 
+#: Told of each batch whose report is on disk: its id, the report and its rows (scorer.notify.notices.Notices).
+Announce = Callable[[int, Path, BatchResult], None]
+
 # A file unreadable for a moment (EACCES, ENOENT on a share) is tried in this many batches before it is rejected.
 PASSING_TRIES = 3
 
@@ -65,9 +68,11 @@ class BatchSummary:
 class HotFolder:
     """The inbox, the outbox and the ledger that keeps them consistent."""
 
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, announce: Announce = lambda batch, report, result: None
+                 ) -> None:
         self.settings = settings
         self.ledger = ledger
+        self._announce = announce
         self._move = settings.watch.after_scoring == "move"
         self.trouble = Trouble()
         self._passing: dict[Path, int] = {}
@@ -242,12 +247,16 @@ class HotFolder:
         return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
     def _write_report(self, batch: int, report: Path) -> bool:
-        content = ReportContent(self.ledger.batch_view(batch), self.ledger.batch_model(batch), self.settings.report)
+        view = self.ledger.batch_view(batch)
+        content = ReportContent(view, self.ledger.batch_model(batch), self.settings.report)
         try:
             save_report(report, content, replace=True, durable=True)
         except OSError as exc:
             self.trouble.failed(f"report {report.name}", exc)
             return False
+        # Queued before the batch is marked reported: a crash in between repeats this step, and the
+        # message's id makes the second queueing a no-op.
+        self._announce(batch, report, view)
         self.ledger.mark_reported(batch)
         return True
 
