@@ -217,7 +217,9 @@ def notify_test(config_path: Path | None) -> None:
 @CONFIG_OPTION
 @click.option("--user", default=None, help="Account the service runs as (default: you).")
 @click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
-def service(config_path: Path | None, user: str | None, web: bool) -> None:
+@click.option("--template", is_flag=True,
+              help="The instance unit scorer@.service: instance NAME reads /etc/scorer/NAME/config.yaml.")
+def service(config_path: Path | None, user: str | None, web: bool, template: bool) -> None:
     """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
 
     \b
@@ -226,12 +228,15 @@ def service(config_path: Path | None, user: str | None, web: bool) -> None:
     """
     from scorer.watch.systemd import install_commands, render_unit
 
+    if web and template:
+        raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")
     settings = load_settings(config_path)
-    unit = render_unit(settings, user, web=web)
+    unit = render_unit(settings, user, web=web, template=template)
     click.echo(unit.text, nl=False)
     for folder in unit.missing:
         err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user, web=web)), highlight=False)
+    steps = install_commands(settings, user, web=web, template=template)
+    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False)
 
 
 @main.command()
