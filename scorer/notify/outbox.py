@@ -138,11 +138,6 @@ class Outbox:
                              "WHERE message = ? AND destination = ?",
                              (state, attempts, next_try, delivery.message.id, delivery.destination))
 
-    def states(self) -> dict[tuple[str, str], str]:
-        """Every delivery's state by (message, destination), for `scorer notify` and tests."""
-        rows = self._db.execute("SELECT message, destination, state FROM deliveries").fetchall()
-        return {(m, d): s for m, d, s in rows}
-
 
 class Wakeup:
     """Wakes the senders when a message is queued, instead of each polling the outbox."""

@@ -54,6 +54,11 @@ class Sender:
 
     def start(self) -> None:
         """Start delivering; what an earlier run left unsent goes first."""
+        if self.destinations and self._send is apprise_send:
+            # Apprise finds its ~190 plugins on first use: here, at start-up, not during the first batch's intake.
+            import apprise
+
+            apprise.Apprise().add(self.destinations[0].url)
         for thread in self._threads:
             thread.start()
 
