@@ -15,6 +15,8 @@ The map. Each room serves one use case; the shared floors sit below them.
                 record and its verdict (record), the command's library function (run)
     web/        `scorer serve`: a local page to try creatives, browse reports and the model card
     report/     the Excel workbooks, batch reports and latest.xlsx (the only openpyxl imports)
+    notify/     notifications through Apprise (the only apprise import): destinations and their secrets,
+                the durable outbox in state/, a sender thread per destination, the messages
     bulk/       `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
     cli.py      thin commands; console.py prints for them; demo.py makes the demo's data
     config.py   reads config.yaml over settings.py's typed defaults; errors.py is the ScorerError tree
@@ -35,6 +37,7 @@ One creative's path from the inbox to the report, going down the floors:
     scoring.explain:Explainer.overlays     Grad-CAM for the predicted class (small batches) -> Scored
     watch.ledger:Ledger.record_batch       every outcome as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
+    notify.notices:Notices.batch_reported  its message queued in state/notify.sqlite; sent in the background
     watch.disposal:dispose_pending         its sidecar, then the file, move to outbox/scored/<date>/ (or rejected/)
     watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (watch.window)
 """

@@ -19,7 +19,7 @@ from scorer.console import (
     progress_bar,
     setup_logging,
 )
-from scorer.errors import ScorerError
+from scorer.errors import ConfigError, ScorerError
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -190,11 +190,45 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
                on_ready=lambda url: out.print(f"Open {url} in a browser (Ctrl-C stops)", highlight=False))
 
 
+@main.group(cls=ScorerGroup)
+def notify() -> None:
+    """Check the destinations that `scorer watch` notifies (notify.urls, notify.urls_file).
+
+    \b
+    Example:
+        scorer notify test
+    """
+
+
+@notify.command("test")
+@CONFIG_OPTION
+def notify_test(config_path: Path | None) -> None:
+    """Send one test message to each destination now, and say for each whether it took it (exit 1 if any did not).
+
+    \b
+    Example:
+        scorer notify test --config /etc/scorer/brand-a/config.yaml
+    """
+    from scorer.notify.destinations import load_destinations
+    from scorer.notify.sender import try_destinations
+
+    destinations = load_destinations(load_settings(config_path).notify)
+    if not destinations:
+        raise ConfigError("no notify destinations: add Apprise URLs to notify.urls or notify.urls_file")
+    results = try_destinations(destinations)
+    for label, ok in results:
+        out.print(f"destination {label}: {'ok' if ok else 'failed'}", highlight=False)
+    if not all(ok for _, ok in results):
+        raise SystemExit(1)
+
+
 @main.command()
 @CONFIG_OPTION
 @click.option("--user", default=None, help="Account the service runs as (default: you).")
 @click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
-def service(config_path: Path | None, user: str | None, web: bool) -> None:
+@click.option("--template", is_flag=True,
+              help="The instance unit scorer@.service: instance NAME reads /etc/scorer/NAME/config.yaml.")
+def service(config_path: Path | None, user: str | None, web: bool, template: bool) -> None:
     """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
 
     \b
@@ -203,12 +237,15 @@ def service(config_path: Path | None, user: str | None, web: bool) -> None:
     """
     from scorer.watch.systemd import install_commands, render_unit
 
+    if web and template:
+        raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")
     settings = load_settings(config_path)
-    unit = render_unit(settings, user, web=web)
+    unit = render_unit(settings, user, web=web, template=template)
     click.echo(unit.text, nl=False)
     for folder in unit.missing:
         err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user, web=web)), highlight=False)
+    steps = install_commands(settings, user, web=web, template=template)
+    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False)
 
 
 @main.command()

@@ -26,6 +26,7 @@ from scorer.watch.schema import SCHEMA
 from tests.history import unrelated_to
 from tests.outcomegen import as_posted, write_banner
 from tests.postgen import write_rows
+from tests.receivers import JsonReceiver, wait_for
 from tests.workbooks import column
 
 SCORED, POSTED, NEVER, EARLY = 48, 40, 60, 2
@@ -172,14 +173,23 @@ def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: P
     assert rec.verdict == ("no better than a guess on launched creatives: retrain with `scorer train` "
                            "or stop relying on it")
 
-    # the service says so once, and every new batch report says so in its Model sheet's first rows
-    account.config.write_text("model: models/tiny.pkl\nwatch:\n  max_batch: 1\n", encoding="utf-8")
+    # the service says so once, in its log and in one notification, and every new batch report says so in its
+    # Model sheet's first rows
+    receiver = JsonReceiver()
+    account.config.write_text(f"model: models/tiny.pkl\nwatch:\n  max_batch: 1\nnotify:\n  urls: [{receiver.url}]\n",
+                              encoding="utf-8")
     for n in range(2):
         write_banner(account.root / "inbox" / f"new-{n}.jpg", 900 + n)
-    done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(account.config)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.count(f"the track record of model {rec.model_sha256[:12]}") == 1, done.stderr
+    try:
+        done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(account.config)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count(f"the track record of model {rec.model_sha256[:12]}") == 1, done.stderr
+        wait_for(lambda: len(receiver.bodies) == 3, "two batch messages and one track-record message")
+    finally:
+        receiver.close()
+    guesses = [b for b in receiver.bodies if "no better than a guess" in b["title"]]
+    assert len(guesses) == 1 and rec.model_sha256[:12] in guesses[0]["message"]
     reports = sorted((account.root / "outbox").glob("engagement-report-*.xlsx"))
     fresh = [p for p in reports if column(p, "Ranking")[:1] in (["new-0.jpg"], ["new-1.jpg"])]
     assert len(fresh) == 2, "one new creative per batch"
