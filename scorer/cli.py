@@ -9,8 +9,17 @@ import click
 from rich.markup import escape
 
 from scorer.config import load_settings
-from scorer.console import err, live_status, out, print_summary, print_training, progress_bar, setup_logging
-from scorer.errors import ScorerError
+from scorer.console import (
+    err,
+    live_status,
+    out,
+    print_outcomes,
+    print_summary,
+    print_training,
+    progress_bar,
+    setup_logging,
+)
+from scorer.errors import ConfigError, ScorerError
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -183,11 +192,45 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
                on_ready=lambda url: out.print(f"Open {url} in a browser (Ctrl-C stops)", highlight=False))
 
 
+@main.group(cls=ScorerGroup)
+def notify() -> None:
+    """Check the destinations that `scorer watch` notifies (notify.urls, notify.urls_file).
+
+    \b
+    Example:
+        scorer notify test
+    """
+
+
+@notify.command("test")
+@CONFIG_OPTION
+def notify_test(config_path: Path | None) -> None:
+    """Send one test message to each destination now, and say for each whether it took it (exit 1 if any did not).
+
+    \b
+    Example:
+        scorer notify test --config /etc/scorer/brand-a/config.yaml
+    """
+    from scorer.notify.destinations import load_destinations
+    from scorer.notify.sender import try_destinations
+
+    destinations = load_destinations(load_settings(config_path).notify)
+    if not destinations:
+        raise ConfigError("no notify destinations: add Apprise URLs to notify.urls or notify.urls_file")
+    results = try_destinations(destinations)
+    for label, ok in results:
+        out.print(f"destination {label}: {'ok' if ok else 'failed'}", highlight=False)
+    if not all(ok for _, ok in results):
+        raise SystemExit(1)
+
+
 @main.command()
 @CONFIG_OPTION
 @click.option("--user", default=None, help="Account the service runs as (default: you).")
 @click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
-def service(config_path: Path | None, user: str | None, web: bool) -> None:
+@click.option("--template", is_flag=True,
+              help="The instance unit scorer@.service: instance NAME reads /etc/scorer/NAME/config.yaml.")
+def service(config_path: Path | None, user: str | None, web: bool, template: bool) -> None:
     """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
 
     \b
@@ -196,12 +239,15 @@ def service(config_path: Path | None, user: str | None, web: bool) -> None:
     """
     from scorer.watch.systemd import install_commands, render_unit
 
+    if web and template:
+        raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")
     settings = load_settings(config_path)
-    unit = render_unit(settings, user, web=web)
+    unit = render_unit(settings, user, web=web, template=template)
     click.echo(unit.text, nl=False)
     for folder in unit.missing:
         err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    err.print("To install it:\n  " + "\n  ".join(install_commands(settings, user, web=web)), highlight=False)
+    steps = install_commands(settings, user, web=web, template=template)
+    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False)
 
 
 @main.command()
@@ -250,6 +296,35 @@ def index(data: Path, config_path: Path | None, model: Path | None) -> None:
     out.print(f"Evidence index: {run.path} ({run.posts} posts, sha256 {run.sha256})", highlight=False, soft_wrap=True)
     for way, line in (run.comparison.lines() if run.comparison else {}).items():
         out.print(f"  {way}: {line}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the track record, with every pair, to this JSON file.")
+def outcomes(data: Path, config_path: Path | None, json_out: Path | None) -> None:
+    """Match launched posts to the creatives scored before them, and show whether the picks won.
+
+    DATA is a posts.csv folder or an Instaloader profile folder, downloaded after launch. Each
+    post is matched to at most one scored creative (crops, resizing, re-encoding and mild filters
+    are seen through) and the pair is kept in the ledger; re-running on a newer download updates
+    likes and comments. Posts at least outcomes.min_age_days old count towards the model's record.
+
+    \b
+    Example:
+        scorer outcomes ~/instagram/myshop --json outcomes.json
+    """
+    import json
+
+    from scorer.fsutil import atomic_write
+    from scorer.outcomes.run import run_outcomes
+
+    run = run_outcomes(load_settings(config_path), data)
+    print_outcomes(run)
+    if json_out is not None:
+        atomic_write(json_out, json.dumps(run.record.as_dict(), indent=2, default=str))
+        out.print(f"Track record: {json_out}", highlight=False, soft_wrap=True)
 
 
 @main.command()

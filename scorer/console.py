@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +20,7 @@ from scorer.results import BatchResult
 from scorer.textsafe import log_text
 
 if TYPE_CHECKING:
+    from scorer.outcomes.run import OutcomesRun
     from scorer.training.train import TrainRun
 
 out = Console()
@@ -124,3 +126,23 @@ def print_training(run: TrainRun) -> None:
         out.print(f"Previous model moved to {run.archived}", highlight=False, soft_wrap=True)
     out.print(f"Model: {run.model} (sha256 {run.sha256[:12]}…, pinned)", highlight=False, soft_wrap=True)
     out.print(f"Model card: {run.page}", highlight=False, soft_wrap=True)
+
+
+def print_outcomes(run: OutcomesRun) -> None:
+    """The track record's figures and verdict, and the posts that could not be read."""
+    from scorer.outcomes.record import headline
+
+    rec = run.record
+    table = Table(title=f"Track record of model {rec.model_sha256[:12]}…", title_justify="left")
+    table.add_column("Figure")
+    table.add_column("Value", justify="right")
+    for key, value in headline(rec).items():
+        if key != "Verdict":
+            table.add_row(key, value)
+    out.print(table)
+    for bad in run.unreadable:
+        out.print(f"  skipped {bad.source}: {bad.reason}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"{run.found} posts matched in this download, {rec.unmatched_posts} matched no scored creative"
+              + (f"; {run.unmatchable} creatives could not be compared (no archived file)" if run.unmatchable else ""))
+    colour = "green" if rec.verdict.startswith("the ranking agrees") else "yellow"
+    out.print(f"[bold {colour}]Verdict:[/] {escape(rec.verdict)}", highlight=False, soft_wrap=True)

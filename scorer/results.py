@@ -96,6 +96,10 @@ class Scored:
     evidence: Evidence | None = None
     overlay: bytes | None = None
     advice: Advice | None = None
+    # kept so a launched post can be matched back to it (scorer.outcomes): perceptual hashes, and the
+    # model's pooled features of the same forward pass as float16 bytes
+    prints: bytes | None = None
+    features: bytes | None = None
 
     @property
     def score(self) -> float:
@@ -151,3 +155,33 @@ def rank(scored: Sequence[Scored]) -> list[Scored]:
     return sorted(scored, key=lambda s: (-round(s.score, 9), s.name))
 
 
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A launched post beside the creative it was matched to (scorer.outcomes), as the reports and the web show it."""
+
+    post: str
+    creative: str
+    posted_at: float | None
+    predicted_class: str
+    predicted_score: float
+    total: int  # real likes + comments
+    real_class: str  # the class the account's labelling rule gives the real engagement
+    counted: bool  # forward and mature: one of the pairs the figures are computed on
+    post_thumbnail: bytes | None = None
+    creative_thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """A model's latest track record on launched creatives, as the reports and the web page show it."""
+
+    lines: dict[str, str]  # the headline, "Verdict" first
+    guess: bool  # "no better than a guess" on enough mature pairs: whoever reads the scores must be told
+    launches: tuple[Launch, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """The record in words."""
+        return self.lines["Verdict"]

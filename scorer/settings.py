@@ -169,6 +169,34 @@ class BulkSettings:
 
 
 @dataclass(frozen=True)
+class OutcomeSettings:
+    """`scorer outcomes`: launched posts matched back to their creatives, and the track record."""
+
+    min_age_days: float = _opt(7.0, "a post counts once it is this many days old, when its likes have settled",
+                               minimum=0)
+    min_similarity: float = _opt(0.88, "a post and a creative this similar (0-1) are the same picture",
+                                 minimum=0.5)
+    min_pairs: int = _opt(20, "mature launched creatives needed before the track record gives a verdict",
+                          minimum=3)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Messages after each batch report, and when the service is in trouble (scorer.notify, through Apprise)."""
+
+    urls: tuple[str, ...] = _opt((), "Apprise URLs to notify (mailtos://, slack://, json://, ...); better kept out "
+                                 "of config.yaml in notify.urls_file or systemd's LoadCredential=", secret=True)
+    urls_file: Path | None = _opt(None, "a file with one Apprise URL per line (# comments allowed), readable by "
+                                  "its owner and group only")
+    retry_hours: float = _opt(24.0, "a message a destination does not take is retried with backoff this long, "
+                              "then given up with one log line", minimum=0.0001)
+    trouble_minutes: float = _opt(15.0, "a write to the outbox failing this long sends a trouble message",
+                                  minimum=0.01)
+    queue: int = _opt(1000, "most messages waiting to be sent; beyond it the oldest is given up with one log line",
+                      minimum=1)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the scorer reads from config.yaml, with paths already resolved."""
 
@@ -192,6 +220,8 @@ class Settings:
     serve: ServeSettings = _opt(ServeSettings(), "")
     context: ContextSettings = _opt(ContextSettings(), "")
     bulk: BulkSettings = _opt(BulkSettings(), "")
+    outcomes: OutcomeSettings = _opt(OutcomeSettings(), "")
+    notify: NotifySettings = _opt(NotifySettings(), "")
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -217,7 +247,7 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             rows += _flatten(value, f"{prefix}{f.name}.")
-        elif f.metadata.get("secret") and value is not None:
+        elif f.metadata.get("secret") and value:
             rows.append((f"{prefix}{f.name}", "(set, not shown)"))
         else:
             rows.append((f"{prefix}{f.name}", value))

@@ -10,11 +10,20 @@ import io
 import random
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from scorer.outcomes.record import TrackRecord
+from scorer.outcomes.run import track_record
 from scorer.results import ModelInfo, Scored
+from scorer.settings import Settings
+from scorer.training.evaluate import spearman
+from scorer.training.labels import label
 from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME, Candidate, Entry
+from scorer.watch.schema import LEDGER_NAME, Candidate, Entry, Pair
 from tests.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
@@ -30,7 +39,7 @@ def thumbnail(px: int = 96) -> bytes:
 
 def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch: int = 200, days: int = 20,
                  thumb: bytes | None = None, seed: int = 0, mark_written: bool = True,
-                 prefix: str = "history") -> list[Scored]:
+                 prefix: str = "history", info: ModelInfo = INFO) -> list[Scored]:
     """Record `scored` creatives (and a rejected file every `rejected_every`) in batches spread over `days` days.
 
     Returns the scored creatives, each with `scored_at` set to its batch's date. With `mark_written`
@@ -51,7 +60,7 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
                 if rejected_every and i % rejected_every == 0:
                     entries.append(Entry(_candidate(f"{prefix}-broken-{i:06}.jpg", None), "rejected",
                                          reason="file is incomplete or corrupt"))
-            batch, _ = ledger.record_batch(entries, INFO, lambda n: state / f"history-batch{n}.xlsx")
+            batch, _ = ledger.record_batch(entries, info, lambda n: state / f"history-batch{n}.xlsx")
             ledger.mark_reported(batch)
             dates.append((when, batch))
         if mark_written:
@@ -61,6 +70,41 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
     with sqlite3.connect(state / LEDGER_NAME) as db:
         db.executemany("UPDATE batches SET created = ? WHERE id = ?", dates)
     return made
+
+
+def record_launches(state: Path, launched: Sequence[Scored], totals: Sequence[int], *, after_days: float = 1.0,
+                    now: float | None = None, thumb: bytes | None = None, model: str = INFO.sha256) -> TrackRecord:
+    """Record each creative as posted `after_days` after scoring with these likes, and keep the model's record.
+
+    The pairs go through the real labelling rule and Ledger.put_pairs, and the record is computed and
+    kept as `scorer outcomes` does after matching; `now` defaults to a month on, when every post is mature.
+    """
+    settings = Settings()
+    posted = [s.scored_at + after_days * 86400 for s in launched]
+    table = label(pd.DataFrame({"likes": list(totals), "comments": [0] * len(totals), "posted_at": posted}),
+                  settings.train.label)
+    pairs = [Pair(f"post-{i:03}.jpg", f"{i:064x}", s.sha256, model, 0.97, when, int(total), 0, float(value),
+                  str(cls), thumb)
+             for i, (s, when, total, value, cls) in enumerate(
+                 zip(launched, posted, totals, table["value"], table["label"], strict=True))]
+    ledger = Ledger(state)
+    try:
+        ledger.put_pairs(pairs)
+        now = time.time() + 30 * 86400 if now is None else now
+        record = track_record(ledger, ledger.creatives(), model, settings, now, 0)
+        ledger.put_track_record(model, record.as_dict())
+    finally:
+        ledger.close()
+    return record
+
+
+def unrelated_to(scores: Sequence[float], values: Sequence[int]) -> list[int]:
+    """The values shuffled until they say nothing of the scores (|Spearman| < 0.05)."""
+    for seed in range(200):
+        shuffled = np.random.default_rng(seed).permutation(np.array(values))
+        if abs(float(spearman(np.array([scores], float), shuffled[None, :].astype(float))[0])) < 0.05:
+            return [int(v) for v in shuffled]
+    raise AssertionError("precondition not reached: no shuffle of the likes within 200 tries is unrelated to scores")
 
 
 def _candidate(name: str, sha: str | None) -> Candidate:

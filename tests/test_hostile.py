@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
@@ -17,10 +16,11 @@ from openpyxl import load_workbook
 
 from scorer.config import load_settings
 from scorer.scoring.engine import Item, open_engine
-from tests.conftest import Project, tool_or_warn
+from tests.conftest import Project
 from tests.hostile import Expect, make_corpus, png_bomb, shown
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.poison import poison_decode
+from tests.workbooks import as_libreoffice_reads
 
 
 def _sheet(path: Path, name: str) -> list[dict[str, object]]:
@@ -67,20 +67,11 @@ def test_corpus_through_score(project: Project, corpus: dict[str, Expect], tmp_p
 
 def check_libreoffice_shows_text_as_typed(report: Path, expect: dict[str, Expect], out: Path) -> None:
     """LibreOffice opens the report headlessly and every external string comes back exactly as typed."""
-    soffice = tool_or_warn("soffice", "libreoffice-calc", "the report as LibreOffice shows it")
-    if soffice is None:
+    read = as_libreoffice_reads(report, out)
+    if read is None:
         return
-    out.mkdir()
-    # Filter options: comma, quote, UTF-8, ..., last token -1 = every sheet into its own CSV.
-    fmt = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,true,false,false,-1"
-    proc = subprocess.run([soffice, "--headless", f"-env:UserInstallation=file://{out}/profile", "--convert-to", fmt,
-                           "--outdir", str(out), str(report)], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    sheets = {}
-    for name in ("Ranking", "Rejected", "Duplicates"):
-        (path,) = out.glob(f"*-{name}.csv")
-        with open(path, encoding="utf-8", newline="") as handle:
-            sheets[name] = list(csv.DictReader(handle))
+    sheets = {name: [dict(zip(rows[0], row, strict=False)) for row in rows[1:]] for name, rows in read.items()
+              if name in ("Ranking", "Rejected", "Duplicates")}
     shown_names = {row["File"] for rows in sheets.values() for row in rows}
     assert shown_names == {shown(n) for n in expect}
     reasons = {row["File"]: row["Reason"] for row in sheets["Rejected"]}

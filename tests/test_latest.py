@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -16,6 +18,8 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.config import load_settings
+from scorer.outcomes.record import headline
+from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
 from scorer.watch.latest import LATEST_NAME, LatestRebuilder, rebuild_latest
@@ -23,10 +27,10 @@ from scorer.watch.ledger import Ledger
 from scorer.watch.schema import LEDGER_NAME
 from tests import test_watch_service as service_tests
 from tests.conftest import Project
-from tests.history import CLASSES, INFO, fill_history, thumbnail
-from tests.imagegen import write_creative
+from tests.history import CLASSES, INFO, fill_history, record_launches, thumbnail
+from tests.imagegen import creative, write_creative
 from tests.test_watch_service import COLOURS, Service, configure, reports, start
-from tests.workbooks import column
+from tests.workbooks import as_libreoffice_reads, column
 
 # The service fixtures of test_watch_service, used here by name.
 onnx_cache, services, watched = service_tests.onnx_cache, service_tests.services, service_tests.watched
@@ -71,7 +75,8 @@ def test_latest_lists_the_best_rows_and_counts_the_whole_window(tmp_path: Path) 
 
     path = settings.outbox / LATEST_NAME
     wb = load_workbook(path)
-    assert wb.sheetnames == ["Summary", "Ranking", "Rejected", "Duplicates", "Model"]
+    assert wb.sheetnames == ["Summary", "Ranking", "Rejected", "Duplicates", "Model", "Track record"]
+    assert [row[0].value for row in wb["Track record"].iter_rows()][1] == NO_RECORD, "no record yet: what makes one"
     best = rank(window)[:25]
     assert column(path, "Ranking") == [s.name for s in best], "the best 25 of the window, best first"
     assert column(path, "Ranking", "Rank") == list(range(1, 26))
@@ -96,6 +101,52 @@ def test_latest_lists_the_best_rows_and_counts_the_whole_window(tmp_path: Path) 
     assert any("Ranking lists the best 25 of the 250 creatives" in line and "watch.latest_rows" in line
                for line in lines), lines
     assert any(f"Rejected lists the newest {len(rejected)} of {len(rejected)}" in line for line in lines), lines
+
+
+def _post_thumbnail() -> bytes:
+    out = io.BytesIO()
+    creative((40, 120, 220), (24, 30)).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def test_latest_has_a_track_record_sheet_that_libreoffice_opens(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, latest_rows=20)
+    made = fill_history(settings.state, 30, per_batch=10, days=3, thumb=thumbnail(24))
+    rng = random.Random(5)
+    totals = [int(4000 + 100 * s.score + rng.randint(0, 300)) for s in made[:24]]  # likes follow the scores
+    record = record_launches(settings.state, made[:24], totals, thumb=_post_thumbnail())
+    assert record.verdict.startswith("the ranking agrees"), f"precondition not reached: {record.verdict}"
+    ledger = Ledger(settings.state)
+    try:
+        rebuild_latest(ledger, settings, INFO)
+    finally:
+        ledger.close()
+
+    path = settings.outbox / LATEST_NAME
+    wb = load_workbook(path)
+    assert wb.sheetnames[-1] == "Track record"
+    ws = wb["Track record"]
+    rows = [row[:10] for row in ws.iter_rows(values_only=True)]
+    lines = list(headline(record).items())
+    assert str(rows[0][0]).startswith(f"Track record of model {INFO.sha256[:12]}")
+    assert [row[:2] for row in rows[1:1 + len(lines)]] == lines, "the figures, the verdict first"
+    assert "the newest 20 launched creatives (at most 20" in str(rows[1 + len(lines)][0])
+    assert rows[3 + len(lines)] == LAUNCH_HEADERS
+    listed = rows[4 + len(lines):]
+    newest = record.pairs[::-1][:20]
+    assert [row[1] for row in listed] == [p["post"] for p in newest], "each pair, newest post first"
+    for row, pair in zip(listed, newest, strict=True):
+        assert abs(row[0].timestamp() - pair["posted_at"]) < 1
+        assert row[3:] == (pair["creative"], None, pair["predicted_class"], pair["predicted_score"], pair["total"],
+                           pair["real_class"], "yes")
+    assert len(ws._images) == 40, "both thumbnails of each pair: the post as launched, the creative as scored"
+
+    read = as_libreoffice_reads(path, tmp_path / "csv")
+    if read is not None:
+        shown = read["Track record"]
+        assert shown[1][:2] == ["Verdict", record.verdict]
+        start = next(i for i, row in enumerate(shown) if row[:2] == ["Posted", "Post"]) + 1
+        assert [row[1] for row in shown[start:]] == [p["post"] for p in newest]
 
 
 def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(

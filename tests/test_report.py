@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
+from scorer.outcomes.record import headline
 from scorer.report.workbook import ReportContent, headers, report_name, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
+from scorer.watch.ledger import Ledger
+from tests.history import INFO, fill_history, record_launches, unrelated_to
 from tests.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
@@ -107,6 +110,28 @@ def test_duplicates_and_model_sheets(tmp_path: Path) -> None:
     assert model["Device"] == "cpu" and model["fastai version"] == "2.8.12" and model["torch version"] == "2.14.1"
     assert model["Model card: verdict"] == "not better than baseline"
     assert "Report written" in model
+
+
+@pytest.mark.parametrize("likes", ["following", "unrelated"])
+def test_model_sheet_carries_the_track_record_and_opens_with_a_guess(tmp_path: Path, likes: str) -> None:
+    made = fill_history(tmp_path, 30, per_batch=30, days=2)[:24]
+    totals = [int(4000 + 100 * s.score) for s in made]
+    if likes == "unrelated":
+        totals = unrelated_to([s.score for s in made], totals)
+    record = record_launches(tmp_path, made, totals)
+    assert record.no_better_than_guess == (likes == "unrelated"), f"precondition not reached: {record.verdict}"
+    ledger = Ledger(tmp_path)
+    try:
+        track = ledger.track_record(INFO.sha256)
+    finally:
+        ledger.close()
+    content = ReportContent(BatchResult(made[:3]), INFO, track=track)
+    rows = list(load_workbook(save_report(tmp_path / "r.xlsx", content))["Model"].iter_rows(values_only=True))
+    warning = [("Warning", f"Track record: {record.verdict}")] if likes == "unrelated" else []
+    assert rows[1:1 + len(warning)] == warning, "a guess is said first"
+    assert rows[1 + len(warning)][0] == "Model file"
+    lines = headline(record)
+    assert rows[-len(lines):] == [(f"Track record: {key}", value) for key, value in lines.items()]
 
 
 def test_reports_are_never_overwritten_and_leave_no_temp_files(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from scorer.scoring.score import score_paths
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
 from tests.conftest import Project, tool_or_warn
+from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "a-long-enough-test-token-0123456789"
@@ -200,6 +202,22 @@ def test_reports_model_and_health_pages_show_the_watch_service(project: Project,
     assert "better than always answering Neutral" in model and "80% (95% CI 60% to 95%)" in model
     assert "<td>4</td>" in model and engine.model.info.sha256 in model
     assert report.name in health and "Files waiting in the inbox</th><td>0" in health
+
+
+def test_model_page_shows_the_track_record_or_how_to_make_one(project: Project, engine: Engine) -> None:
+    with _client(project, engine) as client:
+        before = client.get("/model").text
+    assert "No track record for this model yet" in before and "<svg" not in before
+    sha, state = engine.model.info.sha256, project.root / "state"
+    state.mkdir(exist_ok=True)
+    made = fill_history(state, 30, per_batch=30, days=2, info=replace(INFO, sha256=sha))
+    record = record_launches(state, made[:24], [int(4000 + 100 * s.score) for s in made[:24]], model=sha,
+                             after_days=-1)  # posted before they were scored: listed, never counted
+    with _client(project, engine) as client:
+        page = client.get("/model").text
+    assert f"<strong>Verdict:</strong> {record.verdict}" in page
+    assert page.count('<svg class="scatter"') == 1 and page.count("<circle ") == 24
+    assert page.count('<circle class="launch counted"') == 0 and f"{record.pairs[0]['post']}: score" in page
 
 
 def test_service_serve_prints_a_hardened_unit(project: Project) -> None:

@@ -7,6 +7,7 @@ pages over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from tests.conftest import Project, tool_or_skip
+from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "browser-test-token-0123456789abcdef"
@@ -178,6 +181,29 @@ def test_an_oversized_upload_gets_a_clear_error(server: tuple[str, Project], bro
     _upload(browser, server[0], [big])
     message = browser.find_element(By.ID, "error").text  # type: ignore[attr-defined]
     assert message.startswith("upload too large: 0.3 MB, limit 0.2 MB") and "serve.max_upload_mb" in message
+
+
+def test_the_model_page_plots_the_track_record(server: tuple[str, Project], browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, project = server
+    sha = hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
+    (project.root / "state").mkdir(exist_ok=True)
+    made = fill_history(project.root / "state", 30, per_batch=30, days=2, info=replace(INFO, sha256=sha))
+    record = record_launches(project.root / "state", made[:24], [int(4000 + 100 * s.score) for s in made[:24]],
+                             model=sha)
+    browser.get(f"{url}/model")  # type: ignore[attr-defined]
+    section = browser.find_element(By.ID, "track")  # type: ignore[attr-defined]
+    assert f"Verdict: {record.verdict}" in section.text
+    plot = section.find_element(By.CSS_SELECTOR, "svg.scatter")
+    assert plot.is_displayed() and plot.size["width"] >= 400 and plot.size["height"] >= 200
+    points = plot.find_elements(By.CSS_SELECTOR, "circle.launch")
+    assert len(points) == 24 and all(p.is_displayed() for p in points), "one visible point per launched creative"
+    # higher scores sit further right: the points are where the data puts them
+    x = {float(p.get_attribute("cx")): p.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+         for p in points}
+    lowest = min(record.pairs, key=lambda p: p["predicted_score"])
+    assert x[min(x)].startswith(f"{lowest['post']}: score")
 
 
 def test_the_server_refuses_requests_without_the_token(server: tuple[str, Project]) -> None:

@@ -1,4 +1,5 @@
-"""outbox/latest.xlsx: a Summary sheet that counts the whole window, then the report's sheets bounded to its best rows.
+"""outbox/latest.xlsx: a Summary sheet that counts the whole window, then the report's sheets bounded to its best rows,
+then the model's Track record on launched creatives (scorer.outcomes).
 
 Its cost is bounded by `watch.latest_rows`, not by the history: the sheets list at most that
 many rows each, the Summary counts one line per day, and everything is streamed in
@@ -7,20 +8,28 @@ openpyxl's write-only mode. The Summary says in words what is listed and what is
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
 from openpyxl import Workbook
 from openpyxl.cell import Cell
-from openpyxl.styles import Font
+from openpyxl.drawing.image import Image as SheetImage
+from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write
-from scorer.report.workbook import ReportContent, add_sheets, cell, header_row
+from scorer.report.workbook import WARNING_FONT, ReportContent, add_sheets, cell, header_row, page_wide
+from scorer.results import Launch
 
 _BOLD = Font(bold=True)
+_MIDDLE = Alignment(vertical="center")
+LAUNCH_HEADERS = ("Posted", "Post", "Post as launched", "Creative", "Creative as scored", "Predicted class",
+                  "Engagement score", "Likes + comments", "Real class", "Counted")
+NO_RECORD = ("No track record for this model yet: a week or more after launch, run `scorer outcomes DATA` on a fresh "
+             "download of the account's posts (a posts.csv or an Instaloader folder).")
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,14 @@ class Window:
 
 
 def save_latest(path: Path, content: ReportContent, window: Window) -> Path:
-    """Write latest.xlsx atomically: Summary, then Ranking, Rejected, Duplicates and Model."""
+    """Write latest.xlsx atomically: Summary, then Ranking, Rejected, Duplicates, Model and Track record."""
     generated = datetime.now()
 
     def write(tmp: Path) -> None:
         wb = Workbook(write_only=True)
         _summary(wb.create_sheet("Summary"), content, window, generated)
         add_sheets(wb, content, generated)
+        track_sheet(wb.create_sheet("Track record"), content, window.limit)
         wb.save(tmp)
 
     return atomic_write(path, write)
@@ -107,3 +117,50 @@ def _day_row(ws: WriteOnlyWorksheet, day: DayCount, classes: tuple[str, ...], la
     first = cell(ws, label) if label else cell(ws, day.day, "yyyy-mm-dd")
     return [first, cell(ws, day.scored), *(cell(ws, day.classes.get(c, 0)) for c in classes),
             cell(ws, day.rejected), cell(ws, day.duplicates)]
+
+
+def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> None:
+    """The Track record sheet: the figures with the verdict first, then each launched pair, newest post first."""
+    track, look = content.track, content.look
+    thumb_width = look.thumbnail_px / 6.5 + 2
+    for col, width in enumerate([36, 30, thumb_width, 30, thumb_width, 16, 17, 16, 14, 10], start=1):
+        ws.column_dimensions[get_column_letter(col)].width = width
+    page_wide(ws)
+    title = cell(ws, f"Track record of model {content.info.sha256[:12]}…: how its picks did once launched")
+    title.font = _BOLD
+    ws.append([title])
+    if track is None:
+        ws.append([cell(ws, NO_RECORD)])
+        return
+    for key, value in track.lines.items():
+        line = [cell(ws, key), cell(ws, value)]
+        if key == "Verdict":
+            line[0].font = line[1].font = WARNING_FONT if track.guess else _BOLD
+        ws.append(line)
+    ws.append([cell(ws, f"Below: the newest {len(track.launches):,} launched creatives (at most {limit:,}, "
+                        "watch.latest_rows). Counted: posted after the creative was scored and at least "
+                        "outcomes.min_age_days old; only those make the figures above.")])
+    ws.append([])
+    first = len(track.lines) + 5  # title, the lines, the note, a blank row and the header come first
+    ws.row_dimensions[first - 1].height = 30
+    ws.append(header_row(ws, LAUNCH_HEADERS))
+    for row, launch in enumerate(track.launches, start=first):
+        # Images and row heights must be known before the row is streamed out.
+        pictures = [(launch.post_thumbnail, "C"), (launch.creative_thumbnail, "E")] if look.thumbnails else []
+        for picture, column in pictures:
+            if picture:
+                ws.add_image(SheetImage(io.BytesIO(picture)), f"{column}{row}")
+        if any(picture for picture, _ in pictures):
+            ws.row_dimensions[row].height = look.thumbnail_px * 0.75 + 4
+        ws.append(_launch_row(ws, launch))
+
+
+def _launch_row(ws: WriteOnlyWorksheet, launch: Launch) -> list[Cell]:
+    posted = (cell(ws, datetime.fromtimestamp(launch.posted_at), "yyyy-mm-dd hh:mm") if launch.posted_at is not None
+              else cell(ws, "no date"))
+    cells = [posted, cell(ws, launch.post), cell(ws, None), cell(ws, launch.creative), cell(ws, None),
+             cell(ws, launch.predicted_class), cell(ws, launch.predicted_score, "0.0"), cell(ws, launch.total, "#,##0"),
+             cell(ws, launch.real_class), cell(ws, "yes" if launch.counted else "no")]
+    for c in cells:
+        c.alignment = _MIDDLE
+    return cells

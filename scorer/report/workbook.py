@@ -25,7 +25,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, create_temp, numbered
 from scorer.report.evidence import evidence_cells, evidence_headers, evidence_rows, evidence_widths
-from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, TrackSummary, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import display_text, looks_like_formula, xml_text
 
@@ -39,6 +39,7 @@ EXTRA_HEADERS = ("Thumbnail", "Pixels", "Format", "File size (KB)", "File date",
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", start_color="1F4E78")
 _MIDDLE = Alignment(vertical="center")
+WARNING_FONT = Font(bold=True, color="C00000")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ReportContent:
     result: BatchResult
     info: ModelInfo
     look: ReportSettings = ReportSettings()
+    track: TrackSummary | None = None  # the model's record on launched creatives, where `scorer outcomes` made one
 
 
 def headers(classes: Sequence[str], evidence: Sequence[str] = ()) -> list[str]:
@@ -93,12 +95,16 @@ def header(ws: WriteOnlyWorksheet, names: Sequence[str], widths: Sequence[float]
         ws.column_dimensions[get_column_letter(col)].width = width
     ws.freeze_panes = "A2"
     ws.row_dimensions[1].height = 30
-    # Printed, a sheet is as wide as the page and repeats its header row.
+    page_wide(ws)
+    ws.print_title_rows = "1:1"  # repeated on each printed page
+    ws.append(header_row(ws, names))
+
+
+def page_wide(ws: WriteOnlyWorksheet) -> None:
+    """Printed, the sheet is as wide as a landscape page, however many pages long."""
     ws.page_setup.orientation = "landscape"
     ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0
-    ws.print_title_rows = "1:1"
-    ws.append(header_row(ws, names))
 
 
 def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: list[Cell]) -> list[Cell]:
@@ -178,8 +184,15 @@ def _duplicates(ws: WriteOnlyWorksheet, duplicates: Sequence[Duplicate]) -> None
                    cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"), cell(ws, d.location)])
 
 
-def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None:
+def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) -> None:
     header(ws, ["Item", "Value"], [26, 100])
+    track = content.track
+    if track is not None and track.guess:  # first, so nobody reads the scores without it
+        warning = [cell(ws, "Warning"), cell(ws, f"Track record: {track.verdict}")]
+        for c in warning:
+            c.font = WARNING_FONT
+        ws.append(warning)
+    info = content.info
     rows: list[tuple[str, str]] = [
         ("Model file", str(info.path)),
         ("SHA-256", info.sha256),
@@ -197,6 +210,7 @@ def _model(ws: WriteOnlyWorksheet, info: ModelInfo, generated: datetime) -> None
     ]
     rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
+    rows += [(f"Track record: {key}", value) for key, value in (track.lines.items() if track else ())]
     for key, value in rows:
         ws.append([cell(ws, key), cell(ws, value)])
 
@@ -206,7 +220,7 @@ def add_sheets(wb: Workbook, content: ReportContent, generated: datetime) -> Non
     _ranking(wb.create_sheet("Ranking"), content)
     _rejected(wb.create_sheet("Rejected"), content.result.rejected)
     _duplicates(wb.create_sheet("Duplicates"), content.result.duplicates)
-    _model(wb.create_sheet("Model"), content.info, generated)
+    _model(wb.create_sheet("Model"), content, generated)
 
 
 def build_workbook(content: ReportContent, generated: datetime) -> Workbook:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from scorer.errors import ImageError
+from scorer.scoring.fingerprint import creative_prints
 from scorer.scoring.vet import ImageLimits, open_image, read_regular_file
 
 _EXIF_ORIENTATION = 0x0112
@@ -67,6 +68,7 @@ class Decoded:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # with ItemGeometry.probe: the DCT scale drafting would use and the pixels it gives (None at scale 1)
     probe: tuple[int, np.ndarray] | None = None
+    prints: bytes | None = None  # perceptual hashes of the upright image (scorer.scoring.fingerprint), when scored
 
 
 def normalise(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[Image.Image, Image.Image]:
@@ -181,9 +183,11 @@ def decode_bytes(
     sha = hashlib.sha256(data).hexdigest()
     probing = geometry is not None and geometry.probe
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
-    loaded = _load(data, exact, limits, thumb_px, view=bool(thumb_px))
+    # a scored image is also fingerprinted as people see it (upright), as the post of it will be
+    loaded = _load(data, exact, limits, thumb_px, view=bool(thumb_px) or geometry is not None)
     pixels = np.asarray(fit(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
     thumb = thumbnail_bytes(loaded.view, thumb_px) if thumb_px else None
+    prints = creative_prints(loaded.view) if geometry else None
     fmt, (width, height), notes = loaded.format, loaded.upright, loaded.notes
     del loaded
     probe = None
@@ -191,7 +195,7 @@ def decode_bytes(
         drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px, view=False)
         if drafted.scale > 1:
             probe = (drafted.scale, np.asarray(fit(drafted.rgb, geometry, drafted.stored, drafted.scale)))
-    return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe)
+    return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe, prints)
 
 
 @dataclass

@@ -183,18 +183,21 @@ class _Run:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
         advice = self._advise(features)
-        for (item, decoded), p, ev, overlay, (adv, note) in zip(self._waiting, probs, evidence, overlays, advice,
-                                                                 strict=True):
+        kept: Sequence[bytes | None] = [None] * n if features is None else [
+            row.astype(np.float16).tobytes() for row in features]
+        for (item, decoded), p, ev, overlay, (adv, note), feats in zip(self._waiting, probs, evidence, overlays,
+                                                                        advice, kept, strict=True):
             scored = _scored(item, decoded, model.classes, p, now, ev, overlay)
             notes = "; ".join(text for text in (scored.notes, note) if text)
-            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes))
+            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes, features=feats))
         self._progress(n)
         self._waiting.clear()
 
     def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Evidence | None]]:
         """One forward pass: probabilities, and the features that evidence and advice need, from the same pass."""
-        index, planner = self._extras.index, self._extras.planner
-        if index is None and (planner is None or not planner.in_use):
+        index = self._extras.index
+        # features are kept whenever the model gives them, so a launched post can be matched back (scorer.outcomes)
+        if not hasattr(self._model, "predict_with_features"):
             return self._model.predict_pixels(pixels), None, [None] * len(pixels)
         probs, features = cast(FeatureModel, self._model).predict_with_features(pixels)
         if features is None or index is None:
@@ -239,6 +242,7 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
         notes="; ".join(decoded.notes),
         evidence=evidence,
         overlay=overlay,
+        prints=decoded.prints,
     )
 
 

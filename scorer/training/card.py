@@ -49,17 +49,18 @@ def headline(ev: Evaluation, split: str) -> dict[str, str]:
     """The few lines the report's Model sheet shows, as display strings."""
     how = "the newest (split by time)" if split == "time" else "a random share (no dates to split by)"
     return {
-        "Accuracy": _show(ev.accuracy, percent=True),
-        "Baseline": f"{_show(ev.baseline_accuracy, percent=True, interval=False)} (always {ev.majority_class})",
-        "Balanced accuracy": _show(ev.balanced_accuracy, percent=True),
-        "Macro-F1": _show(ev.macro_f1),
-        "±1-class accuracy": _show(ev.within_one_accuracy, percent=True),
-        "Spearman (score vs total)": _show(ev.spearman),
+        "Accuracy": show_interval(ev.accuracy, percent=True),
+        "Baseline": f"{show_interval(ev.baseline_accuracy, percent=True, interval=False)} (always {ev.majority_class})",
+        "Balanced accuracy": show_interval(ev.balanced_accuracy, percent=True),
+        "Macro-F1": show_interval(ev.macro_f1),
+        "±1-class accuracy": show_interval(ev.within_one_accuracy, percent=True),
+        "Spearman (score vs total)": show_interval(ev.spearman),
         "Validation posts": f"{ev.n}, {how}",
     }
 
 
-def _show(iv: Interval, *, percent: bool = False, interval: bool = True) -> str:
+def show_interval(iv: Interval, *, percent: bool = False, interval: bool = True) -> str:
+    """A metric and its 95% interval as the card and the reports show it ("n/a" where undefined)."""
     if iv.value is None or iv.low is None or iv.high is None:
         return "n/a"
     if percent:
@@ -172,7 +173,8 @@ def _comparison(card: dict[str, Any]) -> list[str]:
             "On the held-out posts: the kNN estimate (the class most common among the 3 most similar training "
             "posts, and their median likes + comments), the classifier, and always answering the most common class.",
             "", "| Way | Accuracy | Spearman vs total engagement |", "| --- | --- | --- |",
-            *(f"| {name} | {_show(Interval(**acc), percent=True)} | {_show(Interval(**comparison['spearman'][name]))} |"
+            *(f"| {name} | {show_interval(Interval(**acc), percent=True)} | "
+              f"{show_interval(Interval(**comparison['spearman'][name]))} |"
               for name, acc in comparison["accuracy"].items()),
             "", f"**Best supported: {comparison['verdict']}.**"]
 
@@ -188,8 +190,8 @@ def _context(card: dict[str, Any]) -> list[str]:
     comparison = context.get("comparison")
     if comparison:
         lines += ["", "| Way | Accuracy | Spearman vs total engagement |", "| --- | --- | --- |",
-                  *(f"| {name} | {_show(Interval(**acc), percent=True)} | "
-                    f"{_show(Interval(**comparison['spearman'][name]))} |"
+                  *(f"| {name} | {show_interval(Interval(**acc), percent=True)} | "
+                    f"{show_interval(Interval(**comparison['spearman'][name]))} |"
                     for name, acc in comparison["accuracy"].items())]
     use = "Scoring uses the combined model." if context["use"] else "Scoring stays image-only."
     return [*lines, "", f"**Verdict: {context['verdict']}. {use}**"]
@@ -201,3 +203,14 @@ def _range(span: list[float] | None) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def keep_track_record(model: Path, record: dict[str, Any]) -> bool:
+    """Put a model's forward track record (scorer.outcomes) into its card, if it has one; whether it did."""
+    json_path = card_files(model)[0]
+    try:
+        card = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    atomic_write(json_path, json.dumps({**card, "track_record": record}, indent=2, default=str))
+    return True

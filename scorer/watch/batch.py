@@ -4,7 +4,7 @@ Per batch, in this order:
 
 1. score the files that need it (known content becomes a Duplicate, not a rescore);
 2. record every outcome, each file's destination and the report's name in ONE transaction;
-3. write the report atomically under that name;
+3. write the report atomically under that name, then queue its notification (scorer.notify);
 4. mark the batch reported;
 5. move each file to its destination and mark it done.
 
@@ -35,7 +35,7 @@ from scorer.context.features import zone
 from scorer.context.plan import creatives_beside, find_plans, is_sidecar_name
 from scorer.fsutil import free_name, remove_temps, sha256_regular
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, Scored
+from scorer.results import BatchResult, Scored, TrackSummary
 from scorer.scoring.engine import Engine, Progress
 from scorer.settings import Settings
 from scorer.textsafe import log_text
@@ -45,6 +45,11 @@ from scorer.watch.schema import Candidate, Entry
 from scorer.watch.trouble import Trouble
 
 log = logging.getLogger(__name__)
+
+#: Told of each batch whose report is on disk: its id, the report and its rows (scorer.notify.notices.Notices).
+Announce = Callable[[int, Path, BatchResult], None]
+#: Told once of a model whose track record says "no better than a guess": its SHA-256 and the verdict.
+Warn = Callable[[str, str], None]
 
 # A file unreadable for a moment (EACCES, ENOENT on a share) is tried in this many batches before it is rejected.
 PASSING_TRIES = 3
@@ -65,12 +70,16 @@ class BatchSummary:
 class HotFolder:
     """The inbox, the outbox and the ledger that keeps them consistent."""
 
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, announce: Announce = lambda batch, report, result: None,
+                 warn: Warn = lambda model, verdict: None) -> None:
         self.settings = settings
         self.ledger = ledger
+        self._announce = announce
+        self._warn = warn
         self._move = settings.watch.after_scoring == "move"
         self.trouble = Trouble()
         self._passing: dict[Path, int] = {}
+        self._warned: set[str] = set()  # models whose track record said "no better than a guess", warned of once
 
     def recover(self) -> None:
         """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
@@ -271,13 +280,27 @@ class HotFolder:
         # None when it cannot be read: the decoder rejects it with the reason.
         return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
+    def track_record(self, model: str) -> TrackSummary | None:
+        """A model's track record (scorer outcomes) for its reports; the first "no better than a guess" is logged."""
+        track = self.ledger.track_record(model)
+        if track is not None and track.guess and model not in self._warned:
+            self._warned.add(model)
+            log.warning("the track record of model %s… on launched creatives: %s", model[:12], track.verdict)
+            self._warn(model, track.verdict)
+        return track
+
     def _write_report(self, batch: int, report: Path) -> bool:
-        content = ReportContent(self.ledger.batch_view(batch), self.ledger.batch_model(batch), self.settings.report)
+        view = self.ledger.batch_view(batch)
+        info = self.ledger.batch_model(batch)
+        content = ReportContent(view, info, self.settings.report, self.track_record(info.sha256))
         try:
             save_report(report, content, replace=True, durable=True)
         except OSError as exc:
             self.trouble.failed(f"report {report.name}", exc)
             return False
+        # Queued before the batch is marked reported: a crash in between repeats this step, and the
+        # message's id makes the second queueing a no-op.
+        self._announce(batch, report, view)
         self.ledger.mark_reported(batch)
         return True
 

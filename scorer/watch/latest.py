@@ -82,6 +82,11 @@ class LatestRebuilder:
             self._pending = True
             self._cond.notify()
 
+    def use_model(self, info: ModelInfo) -> None:
+        """A reload brought in another model: the next latest.xlsx names it on its Model sheet."""
+        with self._cond:
+            self._request = _request(self.settings, info)
+
     def close(self, timeout: float = STOP_TIMEOUT) -> None:
         """Write what is still pending, then stop the thread."""
         with self._cond:

@@ -13,7 +13,7 @@ from scorer.results import Advice, Evidence, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
 
 LEDGER_NAME = "ledger.sqlite"
-VERSION = 1
+VERSION = 2
 
 SCHEMA = """
 CREATE TABLE batches (
@@ -50,6 +50,35 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 """
+
+# Version 2: what matches a launched post back to its creative, and the pairs found (scorer.outcomes).
+OUTCOMES_SCHEMA = """
+CREATE TABLE looks (
+    sha      TEXT PRIMARY KEY,  -- the creative's content SHA-256
+    prints   BLOB,              -- perceptual hashes, one per view (scorer.scoring.fingerprint)
+    features BLOB,              -- the model's pooled features as float16; NULL when the model gives none
+    model    TEXT               -- SHA-256 of the model whose features these are
+);
+CREATE TABLE outcomes (
+    post       TEXT PRIMARY KEY,  -- the post's image file as named in the data it came from
+    post_sha   TEXT NOT NULL,
+    creative   TEXT NOT NULL UNIQUE,  -- the matched creative's content SHA-256: each creative posted once
+    model      TEXT NOT NULL,     -- SHA-256 of the model that scored the creative: a record per model
+    similarity REAL NOT NULL,
+    posted_at  REAL,              -- Unix time; NULL when the data gives no date
+    likes      INTEGER NOT NULL,
+    comments   INTEGER NOT NULL,
+    value      REAL NOT NULL,     -- likes + comments, normalised as the labelling rule does
+    label      TEXT NOT NULL,     -- the class the account's labelling rule gives it
+    thumbnail  BLOB               -- the post as launched, for the Track record sheet
+);
+"""
+# + a model's SHA-256: the meta key of its latest track record (scorer.outcomes), as JSON
+TRACK_RECORD = "track_record:"
+# The keys of a track record's pair that the reports show (scorer.results.Launch, less the thumbnails)
+LAUNCH_KEYS = ("post", "creative", "posted_at", "predicted_class", "predicted_score", "total", "real_class", "counted")
+# What turns a ledger of each earlier version into the current one.
+MIGRATIONS = {1: OUTCOMES_SCHEMA}
 
 Outcome = Literal["scored", "rejected", "duplicate"]
 
@@ -150,3 +179,38 @@ def model_from_json(text: str) -> ModelInfo:
     """The ModelInfo that `model_json` wrote."""
     data = json.loads(text)
     return ModelInfo(**{**data, "path": Path(data["path"]), "classes": tuple(data["classes"])})
+
+
+@dataclass(frozen=True)
+class Look:
+    """What matches a launched post back to a creative: its prints, and its features under one model."""
+
+    sha: str
+    prints: bytes | None
+    features: bytes | None
+    model: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A launched post matched to the creative scored before it, as the outcomes table keeps it."""
+
+    post: str
+    post_sha: str
+    creative: str
+    model: str
+    similarity: float
+    posted_at: float | None
+    likes: int
+    comments: int
+    value: float
+    label: str
+    thumbnail: bytes | None = None
+
+    @property
+    def total(self) -> int:
+        """Likes + comments."""
+        return self.likes + self.comments
+
+
+PAIR_COLUMNS = "post, post_sha, creative, model, similarity, posted_at, likes, comments, value, label, thumbnail"

@@ -2,7 +2,9 @@
 
     lock state, lease the inbox -> recover from the ledger -> load the model -> start watching -> READY=1
     loop: poll the intake, ping the watchdog, process each closed batch, tell latest.xlsx's rebuilder,
-          retry failed writes
+          retry failed writes; each report's notification is queued as it is written (scorer.notify)
+    SIGHUP (systemctl reload) -> after the batch at hand: re-read config.yaml, verify and load the pinned
+          model; a model that fails keeps the old one serving
     SIGTERM/SIGINT -> finish or abandon the batch -> STOPPING=1 -> exit 0
 """
 
@@ -14,7 +16,10 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StillRunning
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -22,8 +27,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from scorer.config import require_readable_dir, require_writable_dir
-from scorer.errors import ConfigError, ServiceError
+from scorer.config import load_settings, require_readable_dir, require_writable_dir
+from scorer.errors import ConfigError, ScorerError, ServiceError
+from scorer.notify.notices import Notices
 from scorer.scoring.engine import Engine, open_engine
 from scorer.settings import Settings
 from scorer.watch.batch import BatchSummary, HotFolder
@@ -76,7 +82,9 @@ class _Loop:
     notifier: Notifier
     on_status: Callable[[Status], None]
     stopping: threading.Event
+    reloading: threading.Event
     lease: Lease
+    notices: Notices
     status: Status = field(default_factory=Status)
 
     def report(self, **changes: object) -> None:
@@ -94,6 +102,16 @@ class _Loop:
             self.lease.refresh()
 
 
+@dataclass
+class _Current:
+    """The engine in use; a reload swaps it for one with the newly pinned model."""
+
+    engine: Engine
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status], None] = lambda s: None,
           observer_factory: ObserverFactory = make_observer) -> Status:
     """Run the hot-folder service until SIGTERM/SIGINT (or, with `once`, until the inbox is done)."""
@@ -102,12 +120,12 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
     _check_layout(settings)  # before anything is created: a state folder inside the inbox is never made
     settings.state.mkdir(parents=True, exist_ok=True)
     require_writable_dir(settings.state, "state")
-    stopping = threading.Event()
-    # Closed in reverse: STOPPING=1, stop watching, stop the decoders, close the ledger, unlock.
+    stopping, reloading = threading.Event(), threading.Event()
+    # Closed in reverse: STOPPING=1, stop watching, stop the decoders, stop the senders, close the ledger, unlock.
     with ExitStack() as stack:
         stack.enter_context(_locked(settings.state))
         lease = stack.enter_context(inbox_lease(inbox))
-        stack.enter_context(_stop_on_signals(stopping))
+        stack.enter_context(_on_signals(stopping, reloading))
         try:
             require_writable_dir(settings.outbox, "outbox")
         except ConfigError as exc:  # scoring goes on; reports and moves are written once it is fixed
@@ -116,21 +134,25 @@ def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status
             log.info("setting %s", line)
         ledger = Ledger(settings.state)
         stack.callback(ledger.close)
-        hot = HotFolder(settings, ledger)
+        notices = Notices(settings)
+        notices.start()  # what an earlier run left unsent goes out while the model loads
+        stack.callback(notices.close)
+        hot = HotFolder(settings, ledger, notices.batch_reported, notices.track_record_guess)
         _guarded(hot, hot.recover)
-        engine = open_engine(settings)
-        stack.callback(engine.close)
-        latest = LatestRebuilder(settings, engine.model.info)
+        current = _Current(open_engine(settings))
+        stack.callback(current.close)
+        _guarded(hot, partial(hot.track_record, current.engine.model.info.sha256))  # its warning, before any batch
+        latest = LatestRebuilder(settings, current.engine.model.info)
         latest.start()
         stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
         intake = Intake(inbox, settings.watch, skip=hot.waits, observer_factory=observer_factory)
         stack.callback(intake.stop)
-        loop = _Loop(intake, Notifier(), on_status, stopping, lease)
+        loop = _Loop(intake, Notifier(), on_status, stopping, reloading, lease, notices)
         stack.callback(loop.notifier.send, "STOPPING=1")
-        return _run(loop, hot, engine, latest, once)
+        return _run(loop, hot, current, latest, once)
 
 
-def _run(loop: _Loop, hot: HotFolder, engine: Engine, latest: LatestRebuilder, once: bool) -> Status:
+def _run(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuilder, once: bool) -> Status:
     intake, stopping = loop.intake, loop.stopping
     if stopping.is_set():
         return loop.status
@@ -140,23 +162,72 @@ def _run(loop: _Loop, hot: HotFolder, engine: Engine, latest: LatestRebuilder, o
     log.info("ready: %s", loop.status.line())
     tick = min(0.2, hot.settings.watch.settle_seconds / 4)
     while not stopping.is_set():
+        if loop.reloading.is_set():  # here, between batches: the batch at hand is finished
+            _reload(loop, hot, current, latest)
         batch = intake.poll()
         loop.heartbeat()
         if batch:
             loop.report(state=f"scoring {len(batch)} files", waiting=intake.waiting)
-            summary = _guarded(hot, partial(hot.process, batch, engine, stop=stopping.is_set, progress=loop.heartbeat))
+            summary = _guarded(hot, partial(hot.process, batch, current.engine, stop=stopping.is_set,
+                                            progress=loop.heartbeat))
             if summary is not None:
                 latest.changed()
                 loop.status = loop.status.counted(summary)
         elif once and intake.idle():
             break
         _guarded(hot, lambda: hot.retry(loop.heartbeat))
+        loop.notices.trouble(hot.trouble.cause)
         idle = "inbox missing: waiting for it to come back" if intake.inbox_missing else "watching"
         loop.report(state=idle, waiting=intake.waiting, trouble=hot.trouble.cause, latest_problem=latest.problem)
         if not batch:
             stopping.wait(tick)
+    if once:  # no later loop will send what this run queued: give the destinations a moment now
+        loop.notices.drain(ONCE_DRAIN_S)
     loop.report(state="stopped")
     return loop.status
+
+
+# How long `scorer watch --once` waits for its messages to go out before it exits; unsent ones stay queued.
+ONCE_DRAIN_S = 30.0
+
+# Changing these needs a restart: the lock, the lease, the watches and the senders are set up for them.
+_FIXED_AT_START = ("inbox", "outbox", "state", "watch", "notify")
+
+
+def _reload(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuilder) -> None:
+    """Re-read config.yaml and load its model; the old one serves on if the new one fails its pin or its load."""
+    loop.reloading.clear()
+    old = current.engine.model.info
+    log.info("reloading %s and its model", hot.settings.source or "the defaults")
+    loop.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        fresh = load_settings(hot.settings.source)
+        for key in _FIXED_AT_START:
+            if getattr(fresh, key) != getattr(hot.settings, key):
+                log.warning("'%s' changed in config.yaml: it takes effect at the next restart", key)
+        kept = replace(fresh, **{key: getattr(hot.settings, key) for key in _FIXED_AT_START})
+        engine = _pinging(loop, partial(open_engine, kept))
+    except ScorerError as exc:
+        serving = f"{old.path} (sha256 {old.sha256[:12]})"
+        log.error("reload refused, still serving %s: %s", serving, exc)
+        loop.notices.model_refused(str(exc), serving)
+    else:
+        current.close()
+        current.engine, hot.settings = engine, kept
+        latest.use_model(engine.model.info)
+        log.info("reloaded: now serving %s (sha256 %s)", engine.model.info.path, engine.model.info.sha256)
+    loop.notifier.send("READY=1")
+
+
+def _pinging(loop: _Loop, step: Callable[[], _T]) -> _T:
+    """Run a long step (a model load) on a thread while this one keeps the watchdog and the lease fed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload") as pool:
+        future = pool.submit(step)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except StillRunning:
+                loop.heartbeat()
 
 
 def _guarded(hot: HotFolder, step: Callable[[], _T]) -> _T | None:
@@ -199,13 +270,18 @@ def _locked(state: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
+def _on_signals(stopping: threading.Event, reloading: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():
             log.info("%s received: stopping after the current step", signal.Signals(signum).name)
         stopping.set()
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP received: reloading after the batch at hand")
+        reloading.set()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         yield
     finally:

@@ -42,6 +42,7 @@ def read_window(ledger: Ledger, settings: Settings, info: ModelInfo, now: float)
             f"SELECT files.name, coalesce(files.destination, files.path), files.reason, files.sha {_JOIN} "
             "WHERE outcome = 'rejected' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit))]
         duplicates = _duplicates(ledger, db, since, limit)
+        track = ledger.track_record(info.sha256, launches=limit)
     seen = {name for counts in tally.values() for kind, name in counts if kind == "class"}
     classes = (*info.classes, *sorted(seen - set(info.classes)))
     per_day = tuple(
@@ -49,7 +50,7 @@ def read_window(ledger: Ledger, settings: Settings, info: ModelInfo, now: float)
                  counts["outcome", "rejected"], counts["outcome", "duplicate"])
         for day, counts in sorted(tally.items(), reverse=True))
     window = Window(datetime.fromtimestamp(since), settings.watch.latest_days, limit, classes, per_day, newest)
-    return ReportContent(BatchResult(scored, rejected, duplicates), info, settings.report), window
+    return ReportContent(BatchResult(scored, rejected, duplicates), info, settings.report, track), window
 
 
 def _scan_scored(db: sqlite3.Connection, since: float, tally: Tally) -> Iterator[tuple[float, str, int]]:

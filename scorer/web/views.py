@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from markupsafe import Markup
+
 from scorer.fsutil import open_regular
-from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, rank
+from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, TrackSummary, rank
 from scorer.scoring.vet import is_ignored_name
 from scorer.settings import Settings
 from scorer.textsafe import display_text
@@ -25,6 +27,7 @@ from scorer.watch.latest import LATEST_NAME
 from scorer.watch.ledger import Ledger
 from scorer.watch.schema import LEDGER_NAME
 from scorer.watch.window import read_window
+from scorer.web.plot import scatter
 
 _REPORT = re.compile(r"^engagement-report-[0-9]{8}-[0-9]{6}[A-Za-z0-9-]*\.xlsx$")
 _BATCH = re.compile(r"-batch([0-9]+)(?:-[0-9]+)?\.xlsx$")
@@ -68,6 +71,8 @@ class ModelView:
     info: ModelInfo
     pinned: str | None
     card: dict[str, Any] = field(default_factory=dict)
+    track: TrackSummary | None = None  # its record on launched creatives, once `scorer outcomes` made one
+    plot: Markup = Markup()  # the record's scatter plot, predicted score against real engagement
 
 
 def gallery(result: BatchResult, classes: tuple[str, ...]) -> Gallery:
@@ -179,7 +184,7 @@ def inbox_waiting(inbox: Path) -> int | None:
 
 
 def model_view(settings: Settings, info: ModelInfo) -> ModelView:
-    """The loaded model and its full card (`<model>.card.json`), which `scorer train` writes."""
+    """The loaded model, its full card (`<model>.card.json`, which `scorer train` writes) and its track record."""
     card_path = info.path.with_suffix(".card.json")
     card: dict[str, Any] = {}
     if card_path.is_file():
@@ -188,4 +193,16 @@ def model_view(settings: Settings, info: ModelInfo) -> ModelView:
             card = loaded if isinstance(loaded, dict) else {}
         except (OSError, json.JSONDecodeError):
             card = {}
-    return ModelView(info, settings.model_sha256, card)
+    track = _track_record(settings, info.sha256)
+    return ModelView(info, settings.model_sha256, card, track, scatter(track.launches) if track else Markup())
+
+
+def _track_record(settings: Settings, model: str) -> TrackSummary | None:
+    """The model's track record from the watch service's ledger, with as many pairs as latest.xlsx lists."""
+    if not (settings.state / LEDGER_NAME).is_file():
+        return None
+    ledger = Ledger(settings.state)
+    try:
+        return ledger.track_record(model, launches=settings.watch.latest_rows)
+    finally:
+        ledger.close()

@@ -1,0 +1,99 @@
+"""What the watch service tells people: a message after each batch report, and one when it is in trouble.
+
+`Notices` queues each message in the outbox (state/notify.sqlite) and rings the senders; it never
+waits for a destination. With no destinations configured it does nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from scorer.notify.destinations import load_destinations
+from scorer.notify.outbox import Message, Outbox
+from scorer.notify.sender import Send, Sender, apprise_send
+from scorer.results import BatchResult
+from scorer.settings import Settings
+from scorer.textsafe import log_text
+
+log = logging.getLogger(__name__)
+
+TOP = 3
+
+
+class Notices:
+    """The service's notifications: queued durably before any send, sent in the background."""
+
+    def __init__(self, settings: Settings, send: Send = apprise_send) -> None:
+        self._notify = settings.notify
+        destinations = load_destinations(settings.notify)
+        self._keys = [d.key for d in destinations]
+        self._outbox = Outbox(settings.state) if destinations else None
+        self._sender = Sender(settings.state, destinations, settings.notify.retry_hours, send)
+        self._trouble_since: float | None = None
+        self._trouble_told = False
+        if destinations:
+            log.info("notifying %s", ", ".join(d.label for d in destinations))
+
+    def start(self) -> None:
+        """Start the senders; messages left unsent by an earlier run go first."""
+        self._sender.start()
+
+    def drain(self, timeout: float) -> None:
+        """Give the senders up to `timeout` seconds for what is owed now (a one-shot run is about to exit)."""
+        if self._outbox is not None:
+            self._sender.drain(timeout)
+
+    def close(self) -> None:
+        """Stop the senders; what is unsent stays queued for the next start."""
+        self._sender.close()
+        if self._outbox is not None:
+            self._outbox.close()
+
+    def queue(self, message: Message) -> None:
+        """Queue a message for every destination (once per id) and wake the senders."""
+        if self._outbox is not None and self._outbox.enqueue(message, self._keys, self._notify.queue):
+            self._sender.wakeup.ring()
+
+    def batch_reported(self, batch: int, report: Path, result: BatchResult) -> None:
+        """The message for a batch whose report is on disk: counts, the top three, the report attached."""
+        self.queue(batch_message(batch, report, result))
+
+    def trouble(self, cause: str) -> None:
+        """Called each loop with the failing write's cause ("" when none): tells once it lasts trouble_minutes."""
+        now = time.monotonic()
+        if not cause:
+            self._trouble_since, self._trouble_told = None, False
+            return
+        if self._trouble_since is None:
+            self._trouble_since = now
+        if not self._trouble_told and now - self._trouble_since >= self._notify.trouble_minutes * 60:
+            self._trouble_told = True
+            self.queue(Message(f"trouble-{time.time_ns()}", "Scorer: the outbox cannot be written",
+                               f"For {self._notify.trouble_minutes:g} minutes: {cause}. Scoring goes on and nothing "
+                               "is lost; reports and moves are written once this is fixed (free space, close "
+                               "the file, or fix the permissions)."))
+
+    def track_record_guess(self, model: str, verdict: str) -> None:
+        """A model's track record on launched creatives turned to "no better than a guess" (once per model)."""
+        self.queue(Message(f"guess-{model}", "Scorer: the model is no better than a guess on launched creatives",
+                           f"Model {model[:12]}…: {verdict}. Every batch report's Model sheet says so too."))
+
+    def model_refused(self, why: str, serving: str) -> None:
+        """A reload's new model failed its pin or its load; the old one keeps serving."""
+        self.queue(Message(f"model-{time.time_ns()}", "Scorer: the new model was not loaded",
+                           f"{why}\nThe model serving now is still {serving}."))
+
+
+def batch_message(batch: int, report: Path, result: BatchResult) -> Message:
+    """Counts, the top three with class and score, and the report's path; the report itself attached."""
+    counts = (f"{len(result.scored)} scored, {len(result.rejected)} rejected, "
+              f"{len(result.duplicates)} duplicates")
+    lines = [f"Batch {batch}: {counts}."]
+    best = result.ranked()[:TOP]
+    if best:
+        lines.append(f"Top {len(best)}:")
+        lines += [f"{n}. {log_text(s.name)}: {s.predicted}, score {s.score:.0f}" for n, s in enumerate(best, 1)]
+    lines.append(f"Report: {report}")
+    return Message(f"batch-{batch}-{report.name}", f"Scorer: {counts}", "\n".join(lines), attach=report)

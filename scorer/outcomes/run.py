@@ -1,0 +1,159 @@
+"""`scorer outcomes`: match an account's downloaded posts to the creatives scored before them; keep the record.
+
+    import_posts + label      the posts, their likes + comments and the class the labelling rule gives them
+    score_items               each post's prints and features, through the same engine that scored the creatives
+    _creative_looks           each creative's prints and features, computed on first need from its archived file
+    match                     one to one, most similar first, above outcomes.min_similarity
+    Ledger.put_pairs          recorded: a re-run changes nothing, grown likes update the values
+    track_record              the configured model's figures and verdict, kept in the ledger and its card
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from scorer.config import require_writable_dir
+from scorer.errors import DataError
+from scorer.outcomes.match import Looks, looks_of, match
+from scorer.outcomes.record import Launched, TrackRecord, figures, pair_row, verdict
+from scorer.results import Scored
+from scorer.scoring.engine import Engine, Item, open_engine, score_items
+from scorer.scoring.vet import ImageLimits
+from scorer.settings import Settings
+from scorer.training.card import keep_track_record
+from scorer.training.labels import label
+from scorer.training.posts import BadRow, import_posts
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import Look, Pair
+
+
+@dataclass(frozen=True)
+class OutcomesRun:
+    """What one `scorer outcomes` found, and the configured model's record after it."""
+
+    record: TrackRecord
+    found: int
+    unreadable: list[BadRow]
+    unmatchable: int  # creatives with no look and no archived file to compute one from
+
+
+def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None, now: float | None = None
+                 ) -> OutcomesRun:
+    """Match the posts in DATA to scored creatives, record the pairs and return the track record."""
+    require_writable_dir(settings.state, "state")
+    now = time.time() if now is None else now
+    table, unreadable = _posts(settings, data)
+    own = engine is None
+    engine = engine or open_engine(settings, largest_batch=len(table))
+    ledger = Ledger(settings.state)
+    try:
+        sha = engine.model.info.sha256
+        if len(engine.model.classes) != len(settings.train.label.classes):
+            raise DataError(f"the model has {len(engine.model.classes)} classes and train.label.classes "
+                            f"{len(settings.train.label.classes)}: give train.label the rule the model was trained on")
+        posts, rejected = _post_looks(engine, table)
+        creatives = ledger.creatives()
+        usable, unmatchable = _creative_looks(ledger, engine, creatives)
+        pairs = _pairs(posts, table, usable, settings.outcomes.min_similarity)
+        ledger.put_pairs(pairs)
+        record = track_record(ledger, creatives, sha, settings, now, len(posts) - len(pairs))
+        ledger.put_track_record(sha, record.as_dict())
+    finally:
+        ledger.close()
+        if own:
+            engine.close()
+    keep_track_record(settings.model, {k: v for k, v in record.as_dict().items() if k != "pairs"})
+    return OutcomesRun(record, len(pairs), unreadable + rejected, unmatchable)
+
+
+def _posts(settings: Settings, data: Path) -> tuple[pd.DataFrame, list[BadRow]]:
+    """The posts with their labelled engagement, each named as DATA names its image."""
+    imported = import_posts(data, ImageLimits.from_settings(settings.images))
+    if imported.table.empty:
+        raise DataError(f"{data} has no usable post: see the reasons listed, and download the profile again")
+    table = label(imported.table, settings.train.label).reset_index(drop=True)
+    root = data.parent if data.is_file() else data
+    table["post"] = [_relative(Path(image), root.absolute()) for image in table["image"]]
+    return table, imported.bad
+
+
+def _relative(image: Path, root: Path) -> str:
+    try:
+        return image.relative_to(root).as_posix()
+    except ValueError:
+        return image.name
+
+
+def _post_looks(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
+    """Each readable post's prints and features (by table row), and the posts that could not be decoded."""
+    items = [Item(Path(image), str(row)) for row, image in enumerate(table["image"])]
+    result = score_items(items, engine.model, engine.pool, check=engine.check)
+    looks = {int(s.name): s for s in result.scored if s.prints is not None}
+    bad = [BadRow(str(table["post"][int(r.name)]), r.reason) for r in result.rejected]
+    return looks, bad
+
+
+def _creative_looks(ledger: Ledger, engine: Engine, creatives: Sequence[tuple[Scored, str, Look | None]]
+                    ) -> tuple[list[tuple[Scored, str, Look]], int]:
+    """Each creative's look under the engine's model; one kept without it is computed from its archived file."""
+    sha = engine.model.info.sha256
+    wanted = [s for s, _, look in creatives if look is None or (look.model != sha and look.features is not None)]
+    present = [s for s in wanted if Path(s.location).is_file()]
+    fresh: list[Look] = []
+    if present:
+        items = [Item(Path(s.location), s.sha256) for s in present]
+        for got in score_items(items, engine.model, engine.pool, check=engine.check).scored:
+            if got.sha256 == got.name:  # the archived file is still the content that was scored
+                fresh.append(Look(got.sha256, got.prints, got.features, sha))
+        ledger.put_looks(fresh)
+    by_sha = {look.sha: look for look in fresh}
+    usable = []
+    for s, model, look in creatives:
+        look = by_sha.get(s.sha256, look)
+        if look is not None and look.prints is not None:  # features of another model are not comparable
+            usable.append((s, model, look if look.model == sha else Look(look.sha, look.prints, None, look.model)))
+    return usable, len(creatives) - len(usable)
+
+
+def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tuple[Scored, str, Look]],
+           threshold: float) -> list[Pair]:
+    """The posts matched one to one to creatives, as pairs to record."""
+    rows = sorted(posts)
+    post_looks: Looks = looks_of([posts[r].prints or b"" for r in rows], [posts[r].features for r in rows])
+    creative_looks = looks_of([k.prints or b"" for _, _, k in creatives], [k.features for _, _, k in creatives])
+    pairs = []
+    for p, c, similarity in match(post_looks, creative_looks, threshold):
+        row = table.iloc[rows[p]]
+        posted = row["posted_at"]
+        pairs.append(Pair(
+            post=str(row["post"]), post_sha=str(row["sha256"]), creative=creatives[c][0].sha256,
+            model=creatives[c][1], similarity=similarity,
+            posted_at=None if pd.isna(posted) else float(posted.timestamp()), likes=int(row["likes"]),
+            comments=int(row["comments"]), value=float(row["value"]), label=str(row["label"]),
+            thumbnail=posts[rows[p]].thumbnail,
+        ))
+    return pairs
+
+
+def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Look | None]], model: str,
+                 settings: Settings, now: float, unmatched_posts: int) -> TrackRecord:
+    """One model's record from every pair recorded for its creatives; only mature forward pairs count."""
+    by_sha = {s.sha256: s for s, _, _ in creatives}
+    launched = [Launched(p, by_sha[p.creative]) for p in ledger.pairs(model) if p.creative in by_sha]
+    settled = now - settings.outcomes.min_age_days * 86400
+    mature = [item for item in launched if item.counted and (item.pair.posted_at or now) <= settled]
+    counted = {id(item) for item in mature}
+    train = settings.train
+    found = figures(mature, train.label.classes, train.bootstrap, train.seed)
+    return TrackRecord(
+        model_sha256=model, matched=len(launched), mature=len(mature),
+        early=sum(not item.counted for item in launched),
+        not_posted=sum(m == model for _, m, _ in creatives) - len(launched), unmatched_posts=unmatched_posts,
+        verdict=verdict(len(mature), found["spearman"], settings.outcomes.min_pairs),
+        pairs=[pair_row(item, id(item) in counted) for item in launched], **found,
+    )

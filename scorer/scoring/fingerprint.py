@@ -1,0 +1,51 @@
+"""Perceptual fingerprints: hashes of a creative that survive what Instagram does to an upload.
+
+The hash is imagehash's perceptual hash (the low frequencies of a 2-D DCT against their median),
+computed with a numpy DCT: imagehash's own goes through SciPy, which would add about 28 MB to every
+decoding worker, where this runs. tests/test_outcomes.py checks the two agree bit for bit.
+
+A creative keeps one print per view: as stored, and centre-cropped to each shape Instagram crops to
+(4:5, 1:1, 1.91:1); a post is hashed as it is. The post's print is then close to the view it was cut
+from, whatever the re-encoding, resizing, EXIF strip or a mild filter did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# Width / height of the views a creative is hashed in; None is the image as stored.
+VIEWS: tuple[float | None, ...] = (None, 4 / 5, 1.0, 1.91)
+HASH_SIZE = 16
+_IMAGE_SIZE = 4 * HASH_SIZE  # imagehash's highfreq_factor of 4
+BITS_PER_PRINT = HASH_SIZE * HASH_SIZE
+BYTES_PER_PRINT = BITS_PER_PRINT // 8
+# The first HASH_SIZE rows of SciPy's unnormalised DCT-II matrix: y[k] = 2 Σ x[n] cos(πk(2n+1) / 2N).
+_n = np.arange(_IMAGE_SIZE)
+_DCT = 2 * np.cos(np.pi * np.arange(HASH_SIZE)[:, None] * (2 * _n[None, :] + 1) / (2 * _IMAGE_SIZE))
+
+
+def centre_crop(im: Image.Image, aspect: float | None) -> Image.Image:
+    """The largest centred part of the image with this width / height (the image itself for None)."""
+    if aspect is None:
+        return im
+    w, h = im.size
+    if w / h > aspect:
+        cw, ch = max(1, round(h * aspect)), h
+    else:
+        cw, ch = w, max(1, round(w / aspect))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return im.crop((left, top, left + cw, top + ch))
+
+
+def phash_bits(im: Image.Image) -> np.ndarray:
+    """imagehash.phash(im, HASH_SIZE) as a flat boolean array."""
+    small = im.convert("L").resize((_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
+    low = _DCT @ np.asarray(small, dtype=np.float64) @ _DCT.T
+    return np.asarray(low > np.median(low), dtype=bool).ravel()
+
+
+def creative_prints(im: Image.Image) -> bytes:
+    """A creative's prints, one per view in VIEWS, packed and concatenated."""
+    grey = im.convert("L")  # once: each view's crop then hashes the grey pixels
+    return b"".join(np.packbits(phash_bits(centre_crop(grey, aspect))).tobytes() for aspect in VIEWS)

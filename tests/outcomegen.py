@@ -1,0 +1,63 @@
+"""A generated account for the outcomes tests: varied creatives, and what Instagram does to them once posted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance
+
+from tests.imagegen import CLASS_COLOURS
+
+COLOURS = list(CLASS_COLOURS.values())
+# Shapes Instagram crops a post to (width / height); None keeps the creative's own.
+CROPS: tuple[float | None, ...] = (None, 4 / 5, 1.0, 1.91)
+_SIZES = ((1080, 1350), (1200, 1200), (1600, 900), (900, 1600), (1000, 1250))
+
+
+def banner(seed: int) -> Image.Image:
+    """A creative as a designer might make one: a class colour, a gradient, shapes, a headline and grain."""
+    rng = np.random.default_rng(seed)
+    w, h = _SIZES[seed % len(_SIZES)]
+    base = np.array(COLOURS[seed % len(COLOURS)], dtype=np.float32)
+    ramp = np.linspace(-40, 40, h, dtype=np.float32)[:, None, None] * rng.uniform(-1, 1, 3)
+    pixels = np.broadcast_to(base, (h, w, 3)) + ramp + rng.normal(0, 6, (h, w, 3))
+    im = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(3, 8))):
+        x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 50))
+        x1, y1 = x0 + int(rng.integers(40, w // 2)), y0 + int(rng.integers(40, h // 2))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=fill)
+    text = f"SALE {int(rng.integers(10, 90))}% OFF"
+    draw.text((w // 10, h // 2), text, fill=(255, 255, 255), font_size=h // 10)
+    return im
+
+
+def write_banner(path: Path, seed: int) -> Path:
+    """Save a creative as a JPEG with EXIF, as a camera or design tool leaves it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x010F] = "Generator"  # Make
+    exif[0x0131] = "Design tool 1.0"  # Software
+    banner(seed).save(path, "JPEG", quality=92, exif=exif)
+    return path
+
+
+def as_posted(source: Path, dest: Path, seed: int) -> Path:
+    """What Instagram does to an upload: a crop to an allowed shape, 1080 px wide, a mild filter, EXIF gone."""
+    rng = np.random.default_rng(seed)
+    with Image.open(source) as opened:
+        im = opened.convert("RGB")
+    aspect = CROPS[seed % len(CROPS)]
+    if aspect is not None:
+        w, h = im.size
+        cw, ch = (round(h * aspect), h) if w / h > aspect else (w, round(w / aspect))
+        im = im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    im = im.resize((1080, round(1080 * im.height / im.width)), Image.Resampling.LANCZOS)
+    im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.95, 1.08)))
+    im = ImageEnhance.Contrast(im).enhance(float(rng.uniform(0.92, 1.1)))
+    im = ImageEnhance.Color(im).enhance(float(rng.uniform(0.9, 1.15)))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    im.save(dest, "JPEG", quality=int(rng.integers(70, 86)))  # no exif: stripped
+    return dest

@@ -1,0 +1,241 @@
+"""`scorer outcomes`: creatives scored by a real `scorer watch`, posted through Instagram-like transforms."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from scorer.cli import main
+from scorer.config import load_settings
+from scorer.outcomes.run import run_outcomes
+from scorer.scoring.fingerprint import phash_bits
+from scorer.watch.ledger import Ledger
+from scorer.watch.schema import SCHEMA
+from tests.history import unrelated_to
+from tests.outcomegen import as_posted, write_banner
+from tests.postgen import write_rows
+from tests.receivers import JsonReceiver, wait_for
+from tests.workbooks import column
+
+SCORED, POSTED, NEVER, EARLY = 48, 40, 60, 2
+DAY = 86400.0
+
+
+@dataclass
+class Account:
+    """A project whose creatives `scorer watch` scored, and what the ledger says of each."""
+
+    root: Path
+    scores: dict[str, float]  # creative file name -> predicted Engagement score
+    scored_at: dict[str, float]
+    archived: dict[str, Path]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path) -> Account:
+    """SCORED varied creatives, scored by `scorer watch --once` and archived by it."""
+    root = tmp_path_factory.mktemp("outcomes") / "proj"
+    for name in ("inbox", "outbox", "models"):
+        (root / name).mkdir(parents=True)
+    shutil.copy(tiny_learner, root / "models" / "tiny.pkl")
+    (root / "config.yaml").write_text("model: models/tiny.pkl\n", encoding="utf-8")
+    for n in range(SCORED):
+        write_banner(root / "inbox" / f"creative-{n:02}.jpg", n)
+    done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(root / "config.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ledger = Ledger(root / "state")
+    try:
+        creatives = ledger.creatives()
+    finally:
+        ledger.close()
+    assert len(creatives) == SCORED
+    assert all(look is not None and look.features is not None for _, _, look in creatives), "looks not kept"
+    return Account(root, {s.name: s.score for s, _, _ in creatives}, {s.name: s.scored_at for s, _, _ in creatives},
+                   {s.name: Path(s.location) for s, _, _ in creatives})
+
+
+def copy_of(account: Account, dest: Path) -> Account:
+    """A private copy of the scored project, so each test has its own ledger."""
+    shutil.copytree(account.root, dest)
+    return Account(dest, account.scores, account.scored_at, account.archived)
+
+
+def posted_names(account: Account) -> list[str]:
+    return sorted(account.scores)[:POSTED]
+
+
+def write_account(account: Account, data: Path, likes_for: dict[str, int]) -> Path:
+    """Post POSTED creatives (the first EARLY dated before they were scored) among NEVER never-scored posts."""
+    rows = []
+    for n, name in enumerate(posted_names(account)):
+        as_posted(account.archived[name], data / f"post-{n:02}.jpg", seed=n)
+        when = account.scored_at[name] + (-DAY if n < EARLY else DAY * (1 + n % 5))
+        rows.append({"file": f"post-{n:02}.jpg", "likes": likes_for[name], "comments": likes_for[name] // 100,
+                     "posted_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when))})
+    rng = np.random.default_rng(7)
+    for n in range(NEVER):
+        write_banner(data / "never" / f"never-{n:02}.jpg", 5000 + n)
+        as_posted(data / "never" / f"never-{n:02}.jpg", data / f"other-{n:02}.jpg", seed=100 + n)
+        likes = int(rng.integers(4000, 14000))
+        rows.append({"file": f"other-{n:02}.jpg", "likes": likes, "comments": likes // 100,
+                     "posted_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3 * DAY))})
+    shutil.rmtree(data / "never")
+    (data / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    rows.append({"file": "broken.jpg", "likes": 5000, "comments": 50, "posted_at": rows[-1]["posted_at"]})
+    return write_rows(data / "posts.csv", rows)
+
+
+def following(account: Account) -> dict[str, int]:
+    """Likes that follow the model's predicted score, with a little noise."""
+    rng = np.random.default_rng(3)
+    return {name: int(4000 + 100 * score + rng.integers(0, 300)) for name, score in account.scores.items()}
+
+
+def unrelated(account: Account) -> dict[str, int]:
+    """The same likes shuffled until they say nothing of the predicted score, on the counted posts."""
+    names = posted_names(account)[EARLY:]
+    likes = following(account)
+    shuffled = unrelated_to([account.scores[n] for n in names], [likes[n] for n in names])
+    return {**likes, **dict(zip(names, shuffled, strict=True))}
+
+
+def outcomes_rows(root: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(root / "state" / "ledger.sqlite") as db:
+        return db.execute("SELECT post, creative, similarity, posted_at, likes, comments, value, label "
+                          "FROM outcomes ORDER BY post").fetchall()
+
+
+LATER = 30 * DAY  # the run happens a month after the posts, so every forward post is mature
+
+
+@pytest.mark.slow
+def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    # creatives scored before looks were kept: computed on first need from the archived file
+    with sqlite3.connect(account.root / "state" / "ledger.sqlite") as db:
+        db.execute("DELETE FROM looks WHERE rowid IN (SELECT rowid FROM looks LIMIT 6)")
+    data = write_account(account, tmp_path / "shop", following(account))
+    run = run_outcomes(load_settings(account.config), data, now=time.time() + LATER)
+    rec = run.record
+    truth = {f"post-{n:02}.jpg": name for n, name in enumerate(posted_names(account))}
+    right = [p for p in rec.pairs if truth.get(p["post"]) == p["creative"]]
+    false = [p for p in rec.pairs if p["post"].startswith("other-")]
+    assert len(right) >= 0.95 * POSTED, rec.pairs
+    assert len(false) < 0.01 * NEVER, false
+    assert rec.matched == len(rec.pairs) and rec.unmatched_posts == POSTED + NEVER - rec.matched
+    assert rec.early == EARLY and rec.mature == rec.matched - EARLY
+    assert rec.not_posted == SCORED - rec.matched
+    assert [b.source for b in run.unreadable] == ["posts.csv line 102"]
+    assert rec.spearman.low is not None and rec.spearman.low > 0
+    assert rec.verdict.startswith("the ranking agrees with what happened (Spearman ")
+    assert rec.lift.value is not None and rec.lift.value > 1
+
+    # the same download again changes nothing
+    before = outcomes_rows(account.root)
+    again = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    assert outcomes_rows(account.root) == before
+    assert (again.matched, again.mature, again.verdict) == (rec.matched, rec.mature, rec.verdict)
+
+    # a later download with grown likes: new values, the same counts
+    grown = {k: v * 3 // 2 for k, v in following(account).items()}
+    later = write_account(account, tmp_path / "later", grown)
+    third = run_outcomes(load_settings(account.config), later, now=time.time() + LATER).record
+    after = outcomes_rows(account.root)
+    assert len(after) == len(before) and (third.matched, third.mature) == (rec.matched, rec.mature)
+    assert [r[4] for r in after] != [r[4] for r in before]
+
+
+@pytest.mark.slow
+def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    data = write_account(account, tmp_path / "shop", unrelated(account))
+    rec = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    assert rec.mature >= 20
+    assert rec.spearman.low is not None and rec.spearman.high is not None
+    assert rec.spearman.low <= 0 <= rec.spearman.high
+    assert rec.verdict == ("no better than a guess on launched creatives: retrain with `scorer train` "
+                           "or stop relying on it")
+
+    # the service says so once, in its log and in one notification, and every new batch report says so in its
+    # Model sheet's first rows
+    receiver = JsonReceiver()
+    account.config.write_text(f"model: models/tiny.pkl\nwatch:\n  max_batch: 1\nnotify:\n  urls: [{receiver.url}]\n",
+                              encoding="utf-8")
+    for n in range(2):
+        write_banner(account.root / "inbox" / f"new-{n}.jpg", 900 + n)
+    try:
+        done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(account.config)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count(f"the track record of model {rec.model_sha256[:12]}") == 1, done.stderr
+        wait_for(lambda: len(receiver.bodies) == 3, "two batch messages and one track-record message")
+    finally:
+        receiver.close()
+    guesses = [b for b in receiver.bodies if "no better than a guess" in b["title"]]
+    assert len(guesses) == 1 and rec.model_sha256[:12] in guesses[0]["message"]
+    reports = sorted((account.root / "outbox").glob("engagement-report-*.xlsx"))
+    fresh = [p for p in reports if column(p, "Ranking")[:1] in (["new-0.jpg"], ["new-1.jpg"])]
+    assert len(fresh) == 2, "one new creative per batch"
+    for report in fresh:
+        assert column(report, "Model", "Item")[0] == "Warning"
+        assert column(report, "Model", "Value")[0] == f"Track record: {rec.verdict}"
+
+
+@pytest.mark.slow
+def test_command_writes_json_and_counts_only_mature_posts(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    card_path = account.root / "models" / "tiny.card.json"  # as `scorer train` leaves one beside the model
+    trained = {"verdict": "better than always answering Neutral", "headline": {"Accuracy": "80% (95% CI 60% to 95%)"}}
+    card_path.write_text(json.dumps(trained), encoding="utf-8")
+    data = write_account(account, tmp_path / "shop", following(account))
+    result = CliRunner().invoke(main, ["outcomes", str(data), "--config", str(account.config),
+                                       "--json", str(tmp_path / "record.json")])
+    assert result.exit_code == 0, result.output
+    assert "skipped posts.csv line 102: image broken.jpg" in result.output
+    record = json.loads((tmp_path / "record.json").read_text(encoding="utf-8"))
+    for key in ("model_sha256", "matched", "mature", "not_posted", "unmatched_posts", "verdict", "pairs"):
+        assert key in record
+    for key in ("spearman", "accuracy", "baseline_accuracy", "lift"):
+        assert set(record[key]) == {"value", "low", "high"}
+    assert set(record["pairs"][0]) >= {"post", "creative", "creative_sha256", "similarity", "posted_at", "scored_at",
+                                       "predicted_class", "predicted_score", "total"}
+    # posted a day or more after scoring: none is a week old yet
+    assert record["mature"] == 0 and record["verdict"] == "too few launched creatives yet (0 of 20)"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    kept = {key: value for key, value in record.items() if key != "pairs"}
+    assert card == {**trained, "track_record": kept}, "the card keeps the record beside what training wrote"
+
+
+def test_perceptual_hash_is_imagehash_phash(tmp_path: Path) -> None:
+    for n in range(6):
+        with Image.open(write_banner(tmp_path / f"{n}.jpg", n)) as im:
+            assert np.array_equal(phash_bits(im), imagehash.phash(im, 16).hash.ravel())
+
+
+def test_older_ledger_gains_the_outcome_tables(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        db.executescript(f"{SCHEMA} PRAGMA user_version=1;")
+    ledger = Ledger(tmp_path)
+    try:
+        assert ledger.pairs() == [] and ledger.creatives() == []
+    finally:
+        ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
