@@ -6,6 +6,7 @@ the service-level tests (kill -9, reload) run `scorer watch` as a subprocess wit
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -14,11 +15,13 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
+from scorer import fsutil
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.errors import ConfigError
@@ -200,3 +203,38 @@ def test_kill_9_after_the_report_then_restart_delivers_once_per_destination(
         smtp.close()
     assert_no_secrets(first.log + second.log, "the service's log (with -v)")
     wait_until_empty(watched, second)
+
+
+def test_an_outbox_unwritable_for_trouble_minutes_is_told_once(tmp_path: Path, engine: Engine) -> None:
+    receiver = JsonReceiver()
+    settings = settings_for(tmp_path, [receiver.url], trouble_minutes=0.01)  # 0.6 s
+    notices = Notices(settings)
+    notices.start()
+    hot = HotFolder(settings, Ledger(settings.state), notices.batch_reported)
+    try:
+        test_hotfolder.drop(settings, ["a.jpg"])
+        with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+            hot.process(test_hotfolder.inbox_files(settings), engine, stop=lambda: False)
+        assert "No space left on device" in hot.trouble.cause
+        notices.trouble(hot.trouble.cause)  # the service calls this each loop
+        time.sleep(0.3)
+        notices.trouble(hot.trouble.cause)
+        time.sleep(0.5)
+        assert receiver.bodies == [], "a failing write is told only once it has lasted trouble_minutes"
+        for _ in range(3):
+            notices.trouble(hot.trouble.cause)
+            time.sleep(0.4)
+        wait_for(lambda: len(receiver.bodies) == 1, "one trouble message")
+        hot.trouble.next_try = 0  # the disk has room again: the report is written
+        hot.retry()
+        assert hot.trouble.cause == ""
+        notices.trouble(hot.trouble.cause)
+        wait_for(lambda: len(receiver.bodies) == 2, "the batch's own message, once its report is written")
+    finally:
+        notices.close()
+        hot.ledger.close()
+        receiver.close()
+    told, reported = receiver.bodies
+    assert told["title"] == "Scorer: the outbox cannot be written"
+    assert "1 scored, 0 rejected, 0 duplicates" in reported["message"]
+    assert "No space left on device" in told["message"] and "nothing is lost" in told["message"]
