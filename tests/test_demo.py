@@ -66,7 +66,7 @@ def _served_card(config: Path, creative: Path) -> str:
     settings = load_settings(config)
     engine = open_engine(settings)
     try:
-        with TestClient(create_app(settings, engine, None)) as client:
+        with TestClient(create_app(settings, engine, None), base_url="http://127.0.0.1") as client:
             assert "Try creatives" in client.get("/").text
             page = client.post("/try", files=[("creatives", (creative.name, creative.read_bytes(), "image/jpeg"))])
     finally:

@@ -88,7 +88,7 @@ def test_formula_like_and_control_character_names_stay_text(tmp_path: Path) -> N
     cells = {ws.cell(r, 2).value: ws.cell(r, 2) for r in range(2, ws.max_row + 1)}
     for name in ["=1+1.jpg", "+SUM(A1).jpg", "-2.jpg", "@x.jpg", "#N/A", "L" * 250 + ".jpg"]:
         assert cells[name].data_type == "s", name
-    assert "bell\ufffdtab\ufffdname.jpg" in cells
+    assert "belltabname.jpg" in cells, "control characters are dropped from names people read"
     assert "bad-\ufffd-bytes.jpg" in cells
     assert cells["=1+1.jpg"].quotePrefix
     rej = wb["Rejected"]
