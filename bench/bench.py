@@ -333,7 +333,7 @@ def machine() -> str:
 
 
 def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]], about: str) -> str:
-    """The results as the Markdown table the README shows."""
+    """The results as the Markdown table bench/RESULTS.md shows."""
     lines = [f"Machine: {about}.", "",
              "| learner | set | path | decode (auto) | precision | images/s | × get_preds | top-1 agreement "
              "| mean \\|Δp\\| | max \\|Δp\\| |",

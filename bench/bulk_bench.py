@@ -230,7 +230,7 @@ def main() -> None:
 
 
 def summary(runs: dict[str, dict[str, object]], files: int) -> str:
-    """The Markdown table the README shows, then the cluster's placement."""
+    """The Markdown table bench/RESULTS.md shows, then the cluster's placement."""
     base = files / float(runs["scorer score"]["wall_s"])  # type: ignore[arg-type]
     lines = [f"{files} creatives at 1080×1350, resnet34 at 224 px; wall time includes start-up.", "",
              "| run | images/s | × `scorer score` | peak RSS (process tree) | top-1 agreement | max \\|Δp\\| |",

@@ -96,7 +96,7 @@ def bulk(sources: tuple[str, ...], dest: Path, config_path: Path | None, address
          report: Path | None, top: int) -> None:
     """Score an archive (folders, or s3:// gs:// hdfs:// URIs) on Ray into Parquet, one row per input.
 
-    Needs `pip install 'scorer[ray]'`. Answers match `scorer score`; see README, "Scoring an archive".
+    Needs `pip install 'scorer[ray]'`. Answers match `scorer score`; see docs/bulk.md.
 
     \b
     Example:

@@ -138,7 +138,7 @@ class TrainSettings:
     """`scorer train`."""
 
     arch: str = _opt("resnet34", "a torchvision (or timm, if installed) architecture name")
-    pretrained: bool = _opt(True, "start from ImageNet weights (needs the weights file: see README)")
+    pretrained: bool = _opt(True, "start from ImageNet weights (needs the weights file: see docs/training.md)")
     epochs: int = _opt(3, "fine-tuning epochs; the article saw overfitting after 3", minimum=1)
     image_size: int = _opt(224, "training and scoring size, in pixels", minimum=16)
     batch_size: int = _opt(32, "training batch size", minimum=1)
