@@ -89,6 +89,7 @@ tests/test_docs.py fails when a module under scorer/ is missing here.
     results.py          what scoring produces: plain data shared by every room
     fsutil.py           atomic write, free name, safe open, SHA-256: each idiom written once
     textsafe.py         untrusted text made safe for spreadsheets
+    sqlitetx.py         the one immediate transaction the SQLite stores (ledger, notification outbox) write in
     memory.py           gives freed memory back, so a long-running process stays at its working size
 
 One creative's path from the inbox to the report, going down the floors:

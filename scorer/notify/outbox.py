@@ -12,10 +12,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from scorer.sqlitetx import immediate
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,10 @@ class Outbox:
         """Close the connection."""
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def enqueue(self, message: Message, destinations: Sequence[str], bound: int) -> bool:
         """Queue a message for each destination, once per id; False if that id was queued before."""
         now = time.time()
-        with self._transaction():
+        with immediate(self._db):
             self._db.execute("DELETE FROM messages WHERE created < ? AND id NOT IN "
                              "(SELECT message FROM deliveries WHERE state = 'pending')", (now - _KEEP_DONE_S,))
             added = self._db.execute(
@@ -133,7 +124,7 @@ class Outbox:
         return keep
 
     def _mark(self, delivery: Delivery, state: str, attempts: int, next_try: float) -> None:
-        with self._transaction():
+        with immediate(self._db):
             self._db.execute("UPDATE deliveries SET state = ?, attempts = ?, next_try = ? "
                              "WHERE message = ? AND destination = ?",
                              (state, attempts, next_try, delivery.message.id, delivery.destination))

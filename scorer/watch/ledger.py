@@ -26,6 +26,7 @@ from typing import Any
 
 from scorer.errors import ServiceError
 from scorer.results import BatchResult, Duplicate, Launch, ModelInfo, Rejected, Scored, TrackSummary
+from scorer.sqlitetx import immediate
 from scorer.watch.schema import (
     LAUNCH_KEYS,
     LEDGER_NAME,
@@ -102,16 +103,6 @@ class Ledger:
         finally:
             self._db.execute("COMMIT")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     # Intake: what is already decided.
 
     def known_here(self, path: Path, size: int, mtime_ns: int) -> bool:
@@ -161,7 +152,7 @@ class Ledger:
 
     def begin_attempt(self, shas: Iterable[str]) -> None:
         """Count an attempt for each file before scoring it; `end_attempt` takes it back if nothing crashed."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany(
                 "INSERT INTO attempts (sha, count) VALUES (?, 1) ON CONFLICT(sha) DO UPDATE SET count = count + 1",
                 [(s,) for s in set(shas)],
@@ -169,7 +160,7 @@ class Ledger:
 
     def end_attempt(self, shas: Iterable[str]) -> None:
         """Scoring these files finished (or was abandoned on purpose): that attempt did not crash."""
-        with self._transaction():
+        with immediate(self._db):
             rows = [(s,) for s in set(shas)]
             self._db.executemany("UPDATE attempts SET count = count - 1 WHERE sha = ?", rows)
             self._db.execute("DELETE FROM attempts WHERE count <= 0")
@@ -180,7 +171,7 @@ class Ledger:
                      report_for: Callable[[int], Path]) -> tuple[int, Path]:
         """Record a batch's outcomes and its report's path in one transaction; return (batch id, report path)."""
         now = time.time()
-        with self._transaction():
+        with immediate(self._db):
             cur = self._db.execute(
                 "INSERT INTO batches (state, report, model, created) VALUES ('pending', '', ?, ?)",
                 (model_json(info), now),
@@ -209,7 +200,7 @@ class Ledger:
 
     def mark_reported(self, batch: int) -> None:
         """The batch's report is on disk."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.execute("UPDATE batches SET state = 'reported' WHERE id = ?", (batch,))
 
     def batch_model(self, batch: int) -> ModelInfo:
@@ -255,7 +246,7 @@ class Ledger:
 
     def mark_done(self, moved: Sequence[tuple[int, Path]]) -> None:
         """These files reached their destinations (which may differ from the chosen ones after a clash)."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany(
                 "UPDATE files SET done = 1, destination = ? WHERE id = ?", [(str(d), i) for i, d in moved]
             )
@@ -267,7 +258,7 @@ class Ledger:
         takes up what is there now; its destination stays reserved, so the newcomer never lands under
         the name that an earlier report gave the old file.
         """
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany("UPDATE files SET done = 2 WHERE id = ?", [(i,) for i in ids])
 
     def destinations(self) -> list[tuple[Path, bool]]:
@@ -285,7 +276,7 @@ class Ledger:
 
     def put(self, key: str, value: str) -> None:
         """Set a value in the meta table."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
@@ -309,7 +300,7 @@ class Ledger:
 
     def put_looks(self, looks: Sequence[Look]) -> None:
         """Keep looks computed on first need (creatives scored before looks were kept, or under another model)."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany(
                 "INSERT INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE "
                 "SET prints = excluded.prints, features = excluded.features, model = excluded.model",
@@ -318,7 +309,7 @@ class Ledger:
 
     def put_pairs(self, pairs: Sequence[Pair]) -> None:
         """Record pairs found in one download: a post or a creative paired before is paired anew, never twice."""
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
                                  [(p.post, p.creative) for p in pairs])
             self._db.executemany(
