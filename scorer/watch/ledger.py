@@ -328,10 +328,11 @@ class Ledger:
         """Keep a model's latest track record (TrackRecord.as_dict), replacing the one before."""
         self.put(TRACK_RECORD + model, json.dumps(record, default=str))
 
-    def track_record(self, model: str, *, launches: int = 0) -> TrackSummary | None:
+    def track_record(self, model: str, *, launches: int = 0, thumbnails: bool = True) -> TrackSummary | None:
         """A model's latest track record as reports show it (None before `scorer outcomes` made one).
 
-        With `launches`, that many of its pairs too, newest post first, with the post's and the creative's thumbnails.
+        With `launches`, that many of its pairs too, newest post first, with the post's and the creative's
+        thumbnails unless `thumbnails` is False (a plot needs only the figures).
         """
         text = self.get(TRACK_RECORD + model)
         if text is None:
@@ -339,10 +340,17 @@ class Ledger:
         record = json.loads(text)
         rows = record["pairs"][::-1][:launches]  # kept oldest post first
         return TrackSummary(record["headline"], bool(record["no_better_than_guess"]),
-                            self._launches(model, rows) if rows else ())
+                            self._launches(model, rows, thumbnails) if rows else ())
 
-    def _launches(self, model: str, rows: list[dict[str, Any]]) -> tuple[Launch, ...]:
-        """A record's pairs with their thumbnails: the post as launched, the creative as scored."""
+    def _launches(self, model: str, rows: list[dict[str, Any]], thumbnails: bool) -> tuple[Launch, ...]:
+        """A record's pairs, with their thumbnails when asked: the post as launched, the creative as scored."""
+        post_thumbs, creative_thumbs = self._launch_thumbnails(model, rows) if thumbnails else ({}, {})
+        return tuple(Launch(**{key: row[key] for key in LAUNCH_KEYS}, post_thumbnail=post_thumbs.get(row["post"]),
+                            creative_thumbnail=creative_thumbs.get(row["creative_sha256"])) for row in rows)
+
+    def _launch_thumbnails(self, model: str, rows: list[dict[str, Any]]
+                           ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The thumbnails of these pairs' posts (by post) and creatives (by SHA-256)."""
         posts, creatives = {row["post"] for row in rows}, {row["creative_sha256"] for row in rows}
         # streamed and filtered here, so memory holds only the thumbnails that will be shown
         post_thumbs = {post: thumb for post, thumb in self._db.execute(
@@ -350,5 +358,4 @@ class Ledger:
         creative_thumbs = {sha: thumb for sha, thumb in self._db.execute(
             "SELECT files.sha, files.thumbnail FROM outcomes JOIN files ON files.sha = outcomes.creative "
             "WHERE outcomes.model = ? AND files.outcome = 'scored'", (model,)) if sha in creatives}
-        return tuple(Launch(**{key: row[key] for key in LAUNCH_KEYS}, post_thumbnail=post_thumbs.get(row["post"]),
-                            creative_thumbnail=creative_thumbs.get(row["creative_sha256"])) for row in rows)
+        return post_thumbs, creative_thumbs

@@ -203,6 +203,7 @@ def _track_record(settings: Settings, model: str) -> TrackSummary | None:
         return None
     ledger = Ledger(settings.state)
     try:
-        return ledger.track_record(model, launches=settings.watch.latest_rows)
+        # the plot needs the figures only: reading every pair's two thumbnails per page view would be waste
+        return ledger.track_record(model, launches=settings.watch.latest_rows, thumbnails=False)
     finally:
         ledger.close()
