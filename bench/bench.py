@@ -179,8 +179,8 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
     from fastai.vision.all import load_learner
 
     from scorer.config import load_settings
-    from scorer.scoring.engine import open_engine
-    from scorer.scoring.score import score_paths
+    from scorer.score.run import score_paths
+    from scorer.scoring.assembly import open_engine
 
     rows: list[dict[str, object]] = []
     learn = load_learner(model)
@@ -231,8 +231,8 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
 
 def model_only(engine, settings, files: list[Path], label: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """The learner's forward pass alone, in scorer's runtime, on pixels decoded beforehand (untimed)."""
-    from scorer.scoring.decode import decode_file
-    from scorer.scoring.vet import ImageLimits
+    from scorer.decoding.decode import decode_file
+    from scorer.decoding.vet import ImageLimits
 
     model = engine.model
     limits = ImageLimits.from_settings(settings.images)

@@ -30,8 +30,9 @@ def main() -> None:
 
     from scorer.config import load_settings
     from scorer.demo import write_creatives, write_posts
-    from scorer.scoring.engine import Item, open_engine
-    from scorer.scoring.evidence import index_path
+    from scorer.evidence.index import index_path
+    from scorer.scoring.assembly import open_engine
+    from scorer.scoring.engine import Item
     from scorer.training.train import train
 
     root = Path(tempfile.mkdtemp(prefix="evidence-bench-"))

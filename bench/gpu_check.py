@@ -42,8 +42,8 @@ def main() -> None:
     from fastai.vision.all import load_learner
 
     from scorer.config import load_settings
-    from scorer.scoring.engine import open_engine
-    from scorer.scoring.score import score_paths
+    from scorer.score.run import score_paths
+    from scorer.scoring.assembly import open_engine
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ REBUILD = """
 import json, sys, time
 from scorer.config import load_settings
 from scorer.watch.latest import rebuild_latest
-from scorer.watch.ledger import Ledger
+from scorer.ledger.store import Ledger
 def hwm():
     return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 settings = load_settings(sys.argv[1])

@@ -35,7 +35,7 @@ COLOURS = list(CLASS_COLOURS.values())
 
 def prepare(work: Path, model: Path | None) -> Path:
     """A models folder with the learner and its ONNX export, exported once for every run."""
-    from scorer.scoring.model import Classifier
+    from scorer.scoring.classifier import Classifier
 
     (work / "models").mkdir(parents=True)
     if model is None:

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
+from scorer.decoding.fingerprint import BYTES_PER_PRINT, VIEWS
 from scorer.outcomes.match import looks_of, match
-from scorer.scoring.fingerprint import BYTES_PER_PRINT, VIEWS
 
 DIMS = 1024
 

@@ -1,114 +1,151 @@
 """Rank social-media creatives by predicted engagement with a fastai vision learner.
 
-The map: every module in a line. Each room serves one use case; the shared floors sit below them.
-tests/test_docs.py fails when a module under scorer/ is missing here.
+The map: every module in a line. The house has rooms, one per command, standing on shared floors.
+A room imports the floors and never a room beside it, except a module marked [shared] here; a floor
+imports only the ground and the floors listed before it. tests/test_architecture.py checks this, and that there are no
+import circles, no module over 300 lines and no function over 50; tests/test_docs.py checks this map.
 
-    scoring/            `scorer score` and the engine under every room
-        score.py            `scorer score`: files and folders into one report, the inputs untouched
+Ground: plain data, settings and idioms that every floor uses.
+
+    errors.py           the ScorerError tree
+    results.py          what scoring produces: plain data shared by every room
+    settings.py         typed settings: every key, its default and its documentation
+    config.py           reads config.yaml over settings.py's typed defaults; the only YAML reader
+    fsutil.py           atomic write, free name, safe open, SHA-256: each idiom written once
+    textsafe.py         untrusted text made safe for spreadsheets and logs
+    sqlitetx.py         the one immediate transaction the SQLite stores (ledger, notification outbox) write in
+    memory.py           gives freed memory back, so a long-running process stays at its working size
+    console.py          logging set-up, progress bars, the live status line and printed summaries (rich)
+    sdnotify.py         sd_notify(3): READY, STATUS and watchdog pings, for `scorer watch` and `scorer serve`
+
+Floors, from the bottom up:
+
+    context/            posting time and caption beside the image
+        plan.py             a creative's plan: a sidecar <name>.txt / <name>.json, or a plan.csv row
+        features.py         the context features, derived alike from past posts and a planned post
+        combined.py         the combined model: logistic regression on the image embedding and the context
+        advice.py           Advisor: the Engagement score at the planned time, and the best slots of the coming week
+    decoding/           files into the learner's input pixels; Pillow and numpy only (this runs in worker processes)
         vet.py              what is ignored, read and opened (before any pixel is decoded)
         decode.py           decoding into the learner's input pixels; fastai's Resize, reproduced
-        decode_pool.py      decoding worker processes that survive poison files
-        decode_check.py     whether JPEG draft decoding leaves one model's answers alone, once per model
-        learner.py          the only fastai import: load an export, read its transforms, fit and export
-        unpickle.py         loading a learner without its notebook's labelling functions
-        integrity.py        SHA-256 pins, trust on first use
-        runtime.py          ONNX Runtime and PyTorch runtimes, the ONNX export cache
-        precision.py        whether ONNX Runtime's int8 copy gives the model's answers, once per model
-        quantize.py         int8 quantisation of an ONNX export, in a child process
-        model.py            the classifier: a verified learner + class order + runtime -> probabilities
-        engine.py           score a batch: where decoding, the model and the results meet
-        evidence.py         the evidence index: past posts, their embeddings, the kNN search for look-alikes
-        explain.py          Grad-CAM: where the model looked (the only grad-cam import)
+        pool.py             decoding worker processes that survive poison files
         fingerprint.py      the perceptual hashes that match a launched post back to its creative
-    watch/              `scorer watch`, the hot-folder service
-        intake.py           watchdog events and rescans -> settled batches; the only watchdog import
-        batch.py            one batch's crash-safe path through the ledger, and recovery
-        ledger.py           the SQLite ledger: what was scored, so a restart never rescores or loses a file
-        schema.py           the ledger's tables, and how a row becomes a result and back
-        disposal.py         moving decided files out of the inbox, never overwriting
-        window.py           what latest.xlsx shows, read from one snapshot of the ledger
-        latest.py           latest.xlsx rebuilt in the background: coalesced, retried, finished on stop
-        trouble.py          failed writes (reports, latest.xlsx, moves, the ledger): logged, retried with backoff
-        lease.py            the inbox lease: one inbox, one service, across state folders and hosts
-        service.py          the watch loop, the state lock, signals, reload
-        systemd.py          sd_notify and the units for `scorer watch` and `scorer serve`, rendered from deploy/
-    training/           `scorer train` and `scorer index`
-        posts.py            import posts.csv and Instaloader folders
-        labels.py           the cleaning funnel, the classes and the held-out split
-        prepare.py          posts imported, cleaned, labelled and split, or refused as too few
-        evaluate.py         metrics next to the majority baseline, bootstrap intervals, the verdict
-        index.py            the evidence index built from past posts, and its kNN estimate judged
-        compare.py          ways of predicting compared: the index's kNN estimate, the classifier, the baseline
-        ablation.py         does posting time and caption help? image alone, context alone, both
-        card.py             the model card: JSON for programs, Markdown with PNG plots for people
-        train.py            import -> clean -> label -> fit -> evaluate -> export, card and pin
-    context/            posting time and caption beside the image
-        features.py         the context features, derived alike from past posts and a planned post
-        model.py            the combined model: logistic regression on the embedding and the context
-        plan.py             a creative's plan: a sidecar <name>.txt / <name>.json, or a plan.csv row
-        advice.py           the Engagement score at the planned time, and the best slots of the coming week
-    outcomes/           `scorer outcomes`
-        match.py            launched posts matched to scored creatives, one to one, by hash and features
-        record.py           the track record: Spearman, accuracy, lift, calibration, intervals, the verdict
-        run.py              import the posts, match, record in the ledger and the model card
-    web/                `scorer serve`: a page to try creatives, browse reports, read the model card; templates/
-                        and static/ ship as package data
-        server.py           check the address and token, load the engine once, run uvicorn
-        gate.py             what every request passes first: proxies, Host, body limits
-        app.py              the FastAPI application: the engine's lifetime, templates, errors, the login form
-        auth.py             the token, the login cookie, the headers every answer carries
-        pages.py            the pages: Try, Reports, Model, Health and /healthz
-        uploads.py          uploads read within their limits into a private folder, under generated names
-        runs.py             scoring uploads off the event loop: one worker thread, a bounded queue
-        views.py            what the templates show: cards, the outbox's reports, the model card, the status
-        plot.py             the Model page's plot: predicted score against real engagement
+    evidence/           what backs a prediction: look-alike past posts and where the model looked
+        index.py            the evidence index: past posts, their embeddings, the kNN search for look-alikes
+        gradcam.py          Grad-CAM: where the model looked (the only grad-cam import)
+    model/              the exported learner file: loaded, trusted and run
+        learner.py          scoring's only fastai import: load an export, read its transforms and classes
+        unpickle.py         loading a learner without its notebook's labelling functions
+        integrity.py        SHA-256 pins, trust on first use, for the model and the files beside it
+        runtime.py          ONNX Runtime and PyTorch runtimes, the ONNX export cache
+    checks/             measured once per model and kept in state/: how the model may be run fast
+        calibration.py      calibration images made from a seed, shared by both checks
+        records.py          Agreement (how far answers moved) and the checks' records in state/
+        decode_check.py     whether JPEG draft decoding leaves one model's answers alone
+        precision.py        whether ONNX Runtime's int8 copy gives the model's answers
+        quantize.py         int8 quantisation of an ONNX export, in a child process
+    scoring/            a batch of files into results, the same in every room
+        classifier.py       Classifier: a trusted learner + class order + runtime -> probabilities and features
+        engine.py           Engine and score_items: where decoding, the classifier and the evidence meet
+        assembly.py         open_engine: the classifier, its checks, evidence, advice and decoding workers
     report/             the Excel workbooks (the only openpyxl imports)
         workbook.py         Ranking, Rejected, Duplicates and Model sheets, streamed (write-only mode)
-        evidence.py         the report's evidence columns: where the model looked, look-alikes, how they did
+        evidence_columns.py the report's evidence columns: where the model looked, look-alikes, how they did
         latest_book.py      latest.xlsx: a Summary of the whole window, then the bounded sheets
     notify/             notifications through Apprise (the only apprise import)
         destinations.py     the Apprise URLs from config, urls_file or LoadCredential=, masked in logs
         outbox.py           the durable message queue in state/notify.sqlite, once per id and destination
         sender.py           a background sender thread per destination, with retries and backoff
         notices.py          the messages: a batch's report, trouble, a refused model, a track record
-    bulk/               `scorer bulk`: an archive on a Ray cluster into Parquet, on the same scoring/ code
+    ledger/             the SQLite record of what was scored: written by `scorer watch`, read by the others
+        schema.py           the ledger's tables, and how a row becomes a result and back
+        store.py            Ledger: what was scored, so a restart never rescores or loses a file
+        outcome_tables.py   the ledger's looks, launched-post pairs and track records (scorer outcomes)
+        window.py           what latest.xlsx shows, read from one snapshot of the ledger
+        history.py          the read-only view for those who only look (the web page)
+    units.py            the systemd units for `scorer watch` and `scorer serve`, rendered from deploy/
+
+Rooms, one per command:
+
+    score/              `scorer score`
+        run.py              files and folders into one report, the inputs untouched
+    watch/              `scorer watch`, the hot-folder service
+        intake.py           watchdog events and rescans -> settled batches; the only watchdog import
+        triage.py           which settled files a batch scores, and which it decides without scoring
+        batch.py            HotFolder: one batch's crash-safe path through the ledger, and recovery
+        disposal.py         moving decided files out of the inbox, never overwriting
+        backoff.py          WriteBackoff: failed writes (reports, moves, the ledger) logged and retried
+        latest.py           latest.xlsx rebuilt in the background: coalesced, retried, finished on stop
+        lease.py            the inbox lease: one inbox, one service, across state folders and hosts
+        service.py          watch_inbox: the loop, the state lock, signals, reload
+    web/                `scorer serve`: a page to try creatives, browse reports, read the model card; templates/
+                        and static/ ship as package data
+        server.py           serve_page: check the address and token, load the engine once, run uvicorn
+        gate.py             what every request passes first: proxies, Host, body limits
+        app.py              the FastAPI application: the engine's lifetime, errors, the login form
+        state.py            Web: what every page needs (settings, engine, runs, templates)
+        auth.py             the token, the login cookie, the headers every answer carries
+        pages.py            the pages: Try, Reports, Model, Health and /healthz
+        uploads.py          uploads read within their limits into a private folder, under generated names
+        runs.py             scoring uploads off the event loop: one worker thread, a bounded queue
+        views.py            what the templates show: cards, the outbox's reports, the model card, the status
+        plot.py             the Model page's plot: predicted score against real engagement
+    bulk/               `scorer bulk`: an archive on a Ray cluster into Parquet, on the same floors
         source.py           list folders and filesystem URIs; read one input's bytes
         shipping.py         the verified model through Ray's object store, re-verified on each worker
         stages.py           vet-and-decode CPU tasks and the inference actor
         output.py           DEST's Parquet schema, its parts, --resume and exactly-once rows
         topn.py             --report: the workbook for the top N
         pipeline.py         run_bulk: the driver that ties them together
-    cli.py              thin commands; ScorerGroup turns every ScorerError into one line and exit 2
-    __main__.py         `python -m scorer` runs the CLI
-    console.py          logging set-up, progress bars, the live status line and printed summaries (rich)
+    training/           `scorer train` and `scorer index`
+        posts.py            [shared] import posts.csv and Instaloader folders
+        labels.py           [shared] the cleaning funnel, the classes and the held-out split
+        prepare.py          posts imported, cleaned, labelled and split, or refused as too few
+        fit.py              training's fastai import: fit a vision learner, export it
+        evaluate.py         [shared] metrics next to the majority baseline, bootstrap intervals, the verdict
+        index.py            the evidence index built from past posts, and its kNN estimate judged
+        compare.py          ways of predicting compared: the index's kNN estimate, the classifier, the baseline
+        ablation.py         does posting time and caption help? image alone, context alone, both
+        card.py             [shared] the model card: JSON for programs, Markdown with PNG plots for people
+        train.py            fit -> evaluate -> publish (export, archive, pin, index, card)
+    outcomes/           `scorer outcomes` (reads posts and writes the card through training's [shared] modules)
+        match.py            launched posts matched to scored creatives, one to one, by hash and features
+        record.py           the track record: Spearman, accuracy, lift, calibration, intervals, the verdict
+        run.py              import the posts, match, record in the ledger and the model card
     demo.py             `scorer demo`'s generated posts and creatives
-    config.py           reads config.yaml over settings.py's typed defaults; the only YAML reader
-    settings.py         typed settings: every key, its default and its documentation
+    cli/                the commands: thin, one module per kind of user
+        common.py           --config and ScorerGroup: every ScorerError becomes one line and exit 2
+        scoring.py          score, bulk, watch, serve
+        operating.py        model pin, notify test, service
+        data.py             train, index, outcomes, demo
+    __main__.py         `python -m scorer` runs the CLI
     docs_reference.py   docs/configuration.md, rendered from settings.py
-    errors.py           the ScorerError tree
-    results.py          what scoring produces: plain data shared by every room
-    fsutil.py           atomic write, free name, safe open, SHA-256: each idiom written once
-    textsafe.py         untrusted text made safe for spreadsheets
-    sqlitetx.py         the one immediate transaction the SQLite stores (ledger, notification outbox) write in
-    memory.py           gives freed memory back, so a long-running process stays at its working size
 
-One creative's path from the inbox to the report, going down the floors:
+One creative's path from the inbox to the report, going down the floors and back up:
 
     watch.intake:Intake.poll               events and rescans -> a settled batch of paths
     watch.service:_run                     hands the batch to the hot folder
-    watch.batch:HotFolder.process          fingerprints each path into a Candidate (watch.schema), with its plan
+    watch.batch:HotFolder.process          the batch's five steps, in order
+    watch.triage:Triage.split              fingerprints each path into a Candidate (ledger.schema), with its plan
                                            (context.plan: a sidecar or plan.csv row; a bad sidecar is rejected)
-    scoring.engine:score_items             scoring.decode_pool -> scoring.decode:decode_file -> Decoded
-    scoring.model:Classifier.predict_with_features  batch transforms + one runtime pass (fp32, or int8 where
-                                           scoring.precision allows it) -> probs, features
-    scoring.evidence:EvidenceIndex.lookup  features -> nearest past posts, their median, the percentile
-    context.advice:Planner.advise          the same features + the plan -> score at the planned time, best slots
-    scoring.explain:Explainer.overlays     Grad-CAM for the predicted class (small batches) -> Scored
-    watch.ledger:Ledger.record_batch       every outcome as an Entry, in one transaction
+    scoring.engine:score_items             decoding.pool -> decoding.decode:decode_file -> Decoded
+    scoring.classifier:Classifier.predict_with_features  batch transforms + one runtime pass (fp32, or int8
+                                           where checks.precision allows it) -> probs, features
+    evidence.index:EvidenceIndex.lookup    features -> nearest past posts, their median, the percentile
+    context.advice:Advisor.advise          the same features + the plan -> score at the planned time, best slots
+    evidence.gradcam:Explainer.overlays    Grad-CAM for the predicted class (small batches) -> Scored
+    ledger.store:Ledger.record_batch       every outcome as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
     notify.notices:Notices.batch_reported  its message queued in state/notify.sqlite; sent in the background
     watch.disposal:dispose_pending         its sidecar, then the file, move to outbox/scored/<date>/ (or rejected/)
-    watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (watch.window)
+    watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (ledger.window)
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+# torchvision imports Triton, a GPU kernel compiler, only to register kernels for torch.compile, which
+# the scorer never uses: its library alone is some 75 MiB of resident memory in every process that
+# loads a learner. Marked absent, as on an install without it, unless something imported it already.
+sys.modules.setdefault("triton", None)  # type: ignore[arg-type]

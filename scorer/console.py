@@ -8,20 +8,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from scorer.results import BatchResult
 from scorer.textsafe import log_text
-
-if TYPE_CHECKING:
-    from scorer.outcomes.run import OutcomesRun
-    from scorer.training.train import TrainRun
 
 out = Console()
 err = Console(stderr=True)
@@ -104,45 +99,3 @@ def live_status() -> Iterator[Callable[[Any], None]]:
 
     with Live(Text("starting"), console=out, transient=True, refresh_per_second=4) as live:
         yield lambda status: live.update(Text(status.line()))
-
-
-def print_training(run: TrainRun) -> None:
-    """The cleaning funnel, the held-out metrics, the verdict and where the model went."""
-    funnel = Table(title="Cleaning funnel", title_justify="left")
-    for name, justify in (("Step", "left"), ("Removed", "right"), ("Left", "right")):
-        funnel.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for step in run.funnel:
-        funnel.add_row(step.rule, str(step.removed), str(step.left))
-    out.print(funnel)
-    metrics = Table(title="Held-out posts", title_justify="left")
-    metrics.add_column("Metric")
-    metrics.add_column("Value", justify="right")
-    for key, value in run.headline.items():
-        metrics.add_row(key, value)
-    out.print(metrics)
-    colour = "green" if run.evaluation.better_than_baseline else "yellow"
-    out.print(f"[bold {colour}]Verdict: {run.evaluation.verdict}[/]", highlight=False, soft_wrap=True)
-    if run.archived:
-        out.print(f"Previous model moved to {run.archived}", highlight=False, soft_wrap=True)
-    out.print(f"Model: {run.model} (sha256 {run.sha256[:12]}…, pinned)", highlight=False, soft_wrap=True)
-    out.print(f"Model card: {run.page}", highlight=False, soft_wrap=True)
-
-
-def print_outcomes(run: OutcomesRun) -> None:
-    """The track record's figures and verdict, and the posts that could not be read."""
-    from scorer.outcomes.record import headline
-
-    rec = run.record
-    table = Table(title=f"Track record of model {rec.model_sha256[:12]}…", title_justify="left")
-    table.add_column("Figure")
-    table.add_column("Value", justify="right")
-    for key, value in headline(rec).items():
-        if key != "Verdict":
-            table.add_row(key, value)
-    out.print(table)
-    for bad in run.unreadable:
-        out.print(f"  skipped {bad.source}: {bad.reason}", highlight=False, soft_wrap=True, markup=False)
-    out.print(f"{run.found} posts matched in this download, {rec.unmatched_posts} matched no scored creative"
-              + (f"; {run.unmatchable} creatives could not be compared (no archived file)" if run.unmatchable else ""))
-    colour = "green" if rec.verdict.startswith("the ranking agrees") else "yellow"
-    out.print(f"[bold {colour}]Verdict:[/] {escape(rec.verdict)}", highlight=False, soft_wrap=True)

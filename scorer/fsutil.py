@@ -30,7 +30,7 @@ class NotRegularFile(OSError):
 NAME_MAX = 255
 
 
-def fit_name(name: str, room: int) -> str:
+def shorten_name(name: str, room: int) -> str:
     """`name` cut (at a character boundary) so that its file-system bytes leave `room` bytes free in NAME_MAX."""
     raw = os.fsencode(name)
     if len(raw) + room <= NAME_MAX:
@@ -42,7 +42,7 @@ def temp_path(path: Path, folder: Path | None = None) -> Path:
     """The temporary name for writing `path`: `.~<name>.<pid>.tmp`, beside it or at the top of `folder`."""
     tail = f".{os.getpid()}{TEMP_SUFFIX}"
     # A name near the 255-byte limit must still leave room for the prefix and the tail.
-    name = fit_name(path.name, len(TEMP_PREFIX) + len(tail))
+    name = shorten_name(path.name, len(TEMP_PREFIX) + len(tail))
     return (folder or path.parent) / f"{TEMP_PREFIX}{name}{tail}"
 
 

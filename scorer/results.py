@@ -22,10 +22,10 @@ class ModelInfo:
     card: dict[str, Any] = field(default_factory=dict)
     evidence: str = ""
     explain: str = ""
-    decode: str = ""  # the decode check's mode and figures (scorer.scoring.decode_check)
+    decode: str = ""  # the decode check's mode and figures (scorer.checks.decode_check)
     export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
     context: str = ""  # whether posting time and caption are used (scorer.context), and why
-    precision: str = ""  # fp32 or int8, and the precision check's figures (scorer.scoring.precision)
+    precision: str = ""  # fp32 or int8, and the precision check's figures (scorer.checks.precision)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class Evidence:
+class Lookalikes:
     """What the account's own history says about a creative: its nearest past posts and where its score falls."""
 
     neighbours: tuple[Neighbour, ...]
@@ -93,7 +93,7 @@ class Scored:
     thumbnail: bytes | None = None
     notes: str = ""
     report: str = ""
-    evidence: Evidence | None = None
+    evidence: Lookalikes | None = None
     overlay: bytes | None = None
     advice: Advice | None = None
     # kept so a launched post can be matched back to it (scorer.outcomes): perceptual hashes, and the

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry, Pair
+from scorer.ledger.store import Ledger
 from scorer.outcomes.record import TrackRecord
 from scorer.outcomes.run import track_record
 from scorer.results import ModelInfo, Scored
 from scorer.settings import Settings
 from scorer.training.evaluate import spearman
 from scorer.training.labels import label
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME, Candidate, Entry, Pair
 from tests.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
-from scorer.scoring.vet import ImageLimits
+from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
+from scorer.decoding.vet import ImageLimits
 
 
 def poison_decode(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> Decoded:

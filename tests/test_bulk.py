@@ -25,10 +25,10 @@ from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import pack_model, unpack_model
 from scorer.cli import main
 from scorer.config import load_settings
+from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError
-from scorer.scoring.decode import Decoded, ItemGeometry, decode_bytes
-from scorer.scoring.score import score_paths
-from scorer.scoring.vet import ImageLimits
+from scorer.score.run import score_paths
 from scorer.settings import Settings
 from tests.conftest import Project
 from tests.hostile import make_corpus
@@ -220,7 +220,7 @@ def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_o
 
 @pytest.mark.parametrize("configured", [True, False], ids=["model_sha256", "driver-pin"])
 def test_workers_check_the_shipped_bytes_against_the_pin_beside_them(project: Project, configured: bool) -> None:
-    from scorer.scoring.model import Classifier
+    from scorer.scoring.classifier import Classifier
 
     settings = _settings(project)
     sha = Classifier(settings).info.sha256

@@ -110,7 +110,7 @@ def _unprivileged() -> Iterator[None]:
         yield
         return
     # Load what the command imports while we can: the interpreter's own files may be private to root.
-    importlib.import_module("scorer.scoring.score")
+    importlib.import_module("scorer.score.run")
     os.setegid(65534)
     os.seteuid(65534)
     try:

@@ -23,12 +23,12 @@ from scorer.context.plan import (
     read_sidecar,
 )
 from scorer.errors import ConfigError, ContextError
+from scorer.ledger.schema import Candidate, Entry
+from scorer.ledger.store import Ledger
 from scorer.results import ModelInfo
 from scorer.settings import Settings
 from scorer.watch import disposal
 from scorer.watch.disposal import carry_sidecars, dispose_pending
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import Candidate, Entry
 
 PARIS = ZoneInfo("Europe/Paris")
 

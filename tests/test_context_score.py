@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from scorer.context.model import context_path
+from scorer.context.combined import context_path
 from tests.contextgen import Account
 from tests.imagegen import CLASS_COLOURS, write_creative
 

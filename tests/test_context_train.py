@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from scorer.config import load_settings
+from scorer.context.combined import context_path
 from scorer.context.features import caption_counts
-from scorer.context.model import context_path
 from scorer.errors import ModelError
-from scorer.scoring.integrity import verify_context
+from scorer.model.integrity import verify_context
 from tests.contextgen import Account
 
 pytestmark = pytest.mark.slow

@@ -16,21 +16,21 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
-from scorer.config import load_settings
-from scorer.report.workbook import ReportContent, build_workbook
-from scorer.results import BatchResult
-from scorer.scoring.decode import ItemGeometry, decode_bytes, decode_file
-from scorer.scoring.decode_check import (
+from scorer.checks.calibration import calibration_jpeg, calibration_sizes
+from scorer.checks.decode_check import (
     MEAN_DP_LIMIT,
     PROBE_CREATIVES,
     DecodeCheck,
     DecodeDecision,
-    calibration_jpeg,
-    calibration_sizes,
-    open_check,
+    load_or_measure_decode_check,
 )
-from scorer.scoring.engine import Engine, Item, open_engine
-from scorer.scoring.vet import ImageLimits
+from scorer.config import load_settings
+from scorer.decoding.decode import ItemGeometry, decode_bytes, decode_file
+from scorer.decoding.vet import ImageLimits
+from scorer.report.workbook import ReportContent, build_workbook
+from scorer.results import BatchResult
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
 from tests.imagegen import CLASS_COLOURS, creative, striped, write_creative
 from tests.learners import build_learner, colour_design, detail_design
@@ -117,7 +117,7 @@ def _never(pixels: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(("mode", "max_scale"), [("exact", 1), ("fast", 8)])
 def test_configured_modes_skip_the_check(tmp_path: Path, mode: str, max_scale: int) -> None:
-    check = open_check(CROP, mode, "ab" * 32, tmp_path, _never)
+    check = load_or_measure_decode_check(CROP, mode, "ab" * 32, tmp_path, _never)
     assert check.plan().max_scale == max_scale and not check.plan().probe
     assert not (tmp_path / "decode").exists()
     assert check.describe().startswith(mode)
@@ -126,7 +126,7 @@ def test_configured_modes_skip_the_check(tmp_path: Path, mode: str, max_scale: i
 def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_path: Path) -> None:
     geometry = ItemGeometry("crop", (32, 32))
     predict = _colour_model
-    check = open_check(geometry, "auto", "cd" * 32, tmp_path, predict)
+    check = load_or_measure_decode_check(geometry, "auto", "cd" * 32, tmp_path, predict)
     assert check.decision is not None and check.decision.max_scale == 8  # calibration alone allows 1/8
     assert check.plan().probe and check.plan().max_scale == 1
     # what drafting saves on this machine is measured on the same calibration images, and stated
@@ -143,7 +143,7 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     kept = json.loads((tmp_path / "decode" / f"{'cd' * 32}.json").read_text())
     assert kept["max_scale"] == 1 and kept["creatives"] == PROBE_CREATIVES
     assert kept["scales"]["8"]["full_s"] > 0
-    again = open_check(geometry, "auto", "cd" * 32, tmp_path, _never)  # kept: no calibration
+    again = load_or_measure_decode_check(geometry, "auto", "cd" * 32, tmp_path, _never)  # kept: no calibration
     assert again.plan().max_scale == 1 and "full-size decoding" in again.describe()
 
 
@@ -152,7 +152,7 @@ def test_an_unreadable_or_foreign_record_is_measured_again(tmp_path: Path, caplo
     store.parent.mkdir()
     store.write_text("{not json")
     with caplog.at_level(logging.WARNING):
-        check = open_check(ItemGeometry("crop", (32, 32)), "auto", "cd" * 32, tmp_path, _colour_model)
+        check = load_or_measure_decode_check(ItemGeometry("crop", (32, 32)), "auto", "cd" * 32, tmp_path, _colour_model)
     assert "unreadable" in caplog.text and check.decision is not None and check.decision.calibration_images == 6
     assert json.loads(store.read_text())["sha256"] == "cd" * 32
 

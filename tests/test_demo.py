@@ -60,7 +60,7 @@ def _served_card(config: Path, creative: Path) -> str:
     """The Try page of `scorer serve` on the demo model after uploading one of the demo's creatives."""
     from fastapi.testclient import TestClient
 
-    from scorer.scoring.engine import open_engine
+    from scorer.scoring.assembly import open_engine
     from scorer.web.app import create_app
 
     settings = load_settings(config)

@@ -11,9 +11,9 @@ import pytest
 
 from scorer import fsutil
 from scorer.fsutil import free_name, remove_temps
+from scorer.ledger.store import Disposal
 from scorer.watch import disposal
 from scorer.watch.disposal import move, reason_path, write_reason
-from scorer.watch.ledger import Disposal
 
 
 def sha(data: bytes) -> str:

@@ -23,10 +23,11 @@ from openpyxl import load_workbook
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.demo import PALETTES, TOTALS, write_creatives, write_posts
+from scorer.evidence.index import index_path
 from scorer.fsutil import sha256_file
-from scorer.report.evidence import LOOKS_LIKE, MEDIAN, PERCENTILE
-from scorer.scoring.engine import Item, open_engine
-from scorer.scoring.evidence import index_path
+from scorer.report.evidence_columns import LOOKS_LIKE, MEDIAN, PERCENTILE
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Item
 from scorer.training.train import train
 from tests.learners import build_learner, colour_design
 from tests.workbooks import column
@@ -230,10 +231,11 @@ def test_plain_fastai_learner_indexed_with_scorer_index_gets_the_same_columns(tm
 
 
 def test_ledger_keeps_evidence_and_reads_rows_from_before_it(tmp_path: Path) -> None:
-    from scorer.results import Evidence, Neighbour, Scored
-    from scorer.watch.schema import Candidate, Entry, file_row, scored_from_row
+    from scorer.ledger.schema import Candidate, Entry, file_row, scored_from_row
+    from scorer.results import Lookalikes, Neighbour, Scored
 
-    ev = Evidence((Neighbour("posts.csv line 2", "2024-01-01", 9000, 100, 9100, 0.93, b"\xff\xd8jpeg"),), 9100.0, 0.85)
+    neighbour = Neighbour("posts.csv line 2", "2024-01-01", 9000, 100, 9100, 0.93, b"\xff\xd8jpeg")
+    ev = Lookalikes((neighbour,), 9100.0, 0.85)
     s = Scored("a.jpg", "/in/a.jpg", "ab" * 32, ("Low", "High"), (0.25, 0.75), 10, 20, "PNG", 123, 1.0, 2.0,
                evidence=ev, overlay=b"\x89PNG overlay")
     row = file_row(Entry(Candidate(Path("/in/a.jpg"), "a.jpg", "ab" * 32, 123, 1), "scored", scored=s), 1)

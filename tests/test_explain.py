@@ -12,9 +12,9 @@ from PIL import Image
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.report.evidence import LOOKED
-from scorer.scoring.explain import Explainer
-from scorer.scoring.model import Classifier
+from scorer.evidence.gradcam import Explainer
+from scorer.report.evidence_columns import LOOKED
+from scorer.scoring.classifier import Classifier
 from tests.learners import build_learner, patch_design
 
 SIZE, PATCH = 128, 40
@@ -105,7 +105,7 @@ def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learn
 @pytest.mark.parametrize(("largest", "kept"), [(2, True), (3, False), (None, True)])
 def test_a_run_too_large_for_overlays_does_not_keep_the_pytorch_copy(tmp_path: Path, patch_learner: Path,
                                                                       largest: int | None, kept: bool) -> None:
-    from scorer.scoring.engine import open_engine
+    from scorer.scoring.assembly import open_engine
 
     config = tmp_path / "config.yaml"
     config.write_text(f"model: {patch_learner}\nstate: {tmp_path / 'state'}\nthreads: 1\n"
@@ -113,7 +113,7 @@ def test_a_run_too_large_for_overlays_does_not_keep_the_pytorch_copy(tmp_path: P
     engine = open_engine(load_settings(config), largest_batch=largest)
     try:
         assert (engine.model.torch_model is not None) is kept  # ONNX scores; PyTorch stays only for Grad-CAM
-        assert (engine.extras.explainer is not None) is kept
+        assert (engine.enrichment.explainer is not None) is kept
         assert engine.model.info.explain == "Grad-CAM for the predicted class, for batches of at most 2 creatives"
     finally:
         engine.close()

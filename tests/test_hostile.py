@@ -15,7 +15,8 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.config import load_settings
-from scorer.scoring.engine import Item, open_engine
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Item
 from tests.conftest import Project
 from tests.hostile import Expect, make_corpus, png_bomb, shown
 from tests.imagegen import CLASS_COLOURS, write_creative

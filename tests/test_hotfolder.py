@@ -16,11 +16,12 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.config import load_settings
+from scorer.decoding.decode import ItemGeometry, decode_file
+from scorer.decoding.pool import DecodeJob, DecodePool
+from scorer.decoding.vet import ImageLimits
+from scorer.ledger.store import Ledger
 from scorer.results import ModelInfo
-from scorer.scoring.decode import ItemGeometry, decode_file
-from scorer.scoring.decode_pool import DecodeJob, DecodePool
 from scorer.scoring.engine import Engine
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from scorer.watch import batch as hotfolder
 from scorer.watch import disposal
@@ -28,7 +29,6 @@ from scorer.watch import latest as latest_module
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
 from scorer.watch.latest import LATEST_NAME, latest_is_stale, rebuild_latest
-from scorer.watch.ledger import Ledger
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.workbooks import files_across
 

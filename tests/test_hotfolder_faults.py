@@ -21,14 +21,14 @@ from xml.etree import ElementTree
 import pytest
 
 from scorer import fsutil
-from scorer.scoring.decode import ItemGeometry, decode_file
-from scorer.scoring.decode_pool import DecodeJob, DecodePool
+from scorer.decoding.decode import ItemGeometry, decode_file
+from scorer.decoding.pool import DecodeJob, DecodePool
+from scorer.decoding.vet import ImageLimits
+from scorer.ledger.store import Ledger
 from scorer.scoring.engine import Engine
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from scorer.watch.batch import PASSING_TRIES
 from scorer.watch.disposal import reason_path
-from scorer.watch.ledger import Ledger
 from tests import test_hotfolder
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.test_hotfolder import ColourModel, drop, inbox_files, restart, sheet

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scorer.decoding.decode import ItemGeometry, decode_file, model_and_view, resize_like_fastai
+from scorer.decoding.vet import ImageLimits, find_candidates, is_ignored_name
 from scorer.errors import ImageError
-from scorer.scoring.decode import ItemGeometry, decode_file, fit, normalise
-from scorer.scoring.vet import ImageLimits, find_candidates, is_ignored_name
 from tests.imagegen import creative, write_creative
 
 
@@ -67,7 +67,7 @@ def _fastai_rrc(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def test_fit_matches_fastai_resize_exactly(source: tuple[int, int], method: str, pad_mode: str,
                                            size: tuple[int, int]) -> None:
     im = creative((200, 120, 40), source, seed=3)
-    ours = np.asarray(fit(im, ItemGeometry(method, size, pad_mode)))
+    ours = np.asarray(resize_like_fastai(im, ItemGeometry(method, size, pad_mode)))
     theirs = _fastai_resize(im, method, size, pad_mode)
     assert ours.shape == theirs.shape == (size[1], size[0], 3)
     assert np.array_equal(ours, theirs)
@@ -78,26 +78,26 @@ def test_fit_matches_random_resized_crop_at_validation(source: tuple[int, int]) 
     im = creative((20, 120, 240), source, seed=5)
     size = (32, 32)
     xtra = int(np.ceil(32 * 0.14 / 8) * 8)
-    ours = np.asarray(fit(im, ItemGeometry("center", size, squish_to=(32 + xtra, 32 + xtra))))
+    ours = np.asarray(resize_like_fastai(im, ItemGeometry("center", size, squish_to=(32 + xtra, 32 + xtra))))
     assert np.array_equal(ours, _fastai_rrc(im, size))
 
 
 def test_jpeg_is_decoded_in_draft_mode_at_no_less_than_twice_the_target(tmp_path: Path) -> None:
     path = write_creative(tmp_path / "big.jpg", (10, 200, 30), size=(2000, 1500))
     seen: list[tuple[int, int]] = []
-    real_fit = fit
+    real_resize = resize_like_fastai
 
     def spy(im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int], scale: int) -> Image.Image:
         seen.append((im.size, full_size, scale))
-        return real_fit(im, geometry, full_size, scale)
+        return real_resize(im, geometry, full_size, scale)
 
-    import scorer.scoring.decode as images
+    import scorer.decoding.decode as images
 
-    images.fit, saved = spy, images.fit
+    images.resize_like_fastai, saved = spy, images.resize_like_fastai
     try:
         decoded = decode_file(path, ItemGeometry("crop", (224, 224)), ImageLimits(), 64)
     finally:
-        images.fit = saved
+        images.resize_like_fastai = saved
     assert (decoded.width, decoded.height) == (2000, 1500)
     # 2000×1500 at 1/2 scale is 1000×750, the smallest DCT scale that keeps both sides ≥ 448
     assert seen == [((1000, 750), (2000, 1500), 2)]
@@ -119,7 +119,7 @@ def test_decode_reports_facts_and_content_hash(tmp_path: Path) -> None:
 def test_normalise_keeps_rgb_untouched() -> None:
     im = creative((5, 6, 7), (20, 10))
     notes: list[str] = []
-    model, view = normalise(im, notes)
+    model, view = model_and_view(im, notes)
     assert np.array_equal(np.asarray(model), np.asarray(im)) and view is model
     assert notes == []
 

@@ -17,7 +17,7 @@ from scorer.cli import main
 from scorer.config import load_settings
 from scorer.demo import write_posts
 from scorer.errors import ConfigError
-from scorer.scoring.evidence import index_path
+from scorer.evidence.index import index_path
 from scorer.training.labels import learner_classes
 from scorer.training.prepare import prepare
 from tests.conftest import train_tiny_learner

@@ -135,7 +135,7 @@ sys.addaudithook(_swap_on_reopen)
 
 
 def test_the_bytes_that_are_hashed_are_the_bytes_that_are_loaded(project: Project, renamed_learner: Path) -> None:
-    from scorer.scoring.model import Classifier
+    from scorer.scoring.classifier import Classifier
 
     project.write_config("model: models/tiny.pkl\nruntime: torch\n")
     model = project.models / "tiny.pkl"
@@ -151,7 +151,7 @@ def test_the_bytes_that_are_hashed_are_the_bytes_that_are_loaded(project: Projec
 
 
 def _onnx_classifier(project: Project, extra: str = ""):  # type: ignore[no-untyped-def]
-    from scorer.scoring.model import Classifier
+    from scorer.scoring.classifier import Classifier
 
     project.write_config(f"model: models/tiny.pkl\nruntime: onnx\ndevice: cpu\n{extra}")
     return Classifier(load_settings(project.config))

@@ -18,13 +18,13 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.config import load_settings
+from scorer.ledger.schema import LEDGER_NAME
+from scorer.ledger.store import Ledger
 from scorer.outcomes.record import headline
 from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
 from scorer.watch.latest import LATEST_NAME, LatestRebuilder, rebuild_latest
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME
 from tests import test_watch_service as service_tests
 from tests.conftest import Project
 from tests.history import CLASSES, INFO, fill_history, record_launches, thumbnail

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from scorer.errors import ServiceError
+from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry
+from scorer.ledger.store import Ledger
 from scorer.results import ModelInfo, Scored
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME, Candidate, Entry
 
 INFO = ModelInfo(path=Path("/models/m.pkl"), sha256="ab" * 32, classes=("Low", "High"), device="cpu",
                  runtime="onnxruntime", preprocessing="squish to 32×32", versions={"fastai": "2.8"},

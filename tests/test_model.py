@@ -16,8 +16,9 @@ import pytest
 
 from scorer.config import load_settings
 from scorer.errors import ConfigError
-from scorer.scoring.engine import Item, open_engine
-from scorer.scoring.model import order_classes
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.classifier import order_classes
+from scorer.scoring.engine import Item
 from tests.conftest import Project
 from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
 

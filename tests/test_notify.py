@@ -25,12 +25,12 @@ from scorer import fsutil
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.errors import ConfigError
+from scorer.ledger.store import Ledger
 from scorer.notify.destinations import load_destinations
 from scorer.notify.notices import Notices
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
-from scorer.watch.ledger import Ledger
 from tests import test_hotfolder, test_watch_service
 from tests.conftest import Project
 from tests.imagegen import CLASS_COLOURS, write_creative

@@ -19,10 +19,10 @@ from PIL import Image
 
 from scorer.cli import main
 from scorer.config import load_settings
+from scorer.decoding.fingerprint import phash_bits
+from scorer.ledger.schema import SCHEMA
+from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
-from scorer.scoring.fingerprint import phash_bits
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import SCHEMA
 from tests.history import unrelated_to
 from tests.outcomegen import as_posted, write_banner
 from tests.postgen import write_rows

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from instaloader import Instaloader, Profile, load_structure_from_file, save_structure_to_file
 
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
-from scorer.scoring.vet import ImageLimits
 from scorer.training.posts import import_posts
 from tests.imagegen import write_creative
 from tests.postgen import legacy_node, post_node, save_post

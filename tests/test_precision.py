@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scorer.checks import precision
+from scorer.checks.precision import PrecisionDecision
+from scorer.checks.records import Agreement
 from scorer.config import load_settings
-from scorer.scoring import precision
-from scorer.scoring.decode_check import Agreement
-from scorer.scoring.engine import Engine, Item, open_engine
-from scorer.scoring.precision import PrecisionDecision
-from scorer.scoring.score import score_paths
+from scorer.score.run import score_paths
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.learners import build_learner, colour_design, detail_design

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
+from scorer.ledger.store import Ledger
 from scorer.outcomes.record import headline
 from scorer.report.workbook import ReportContent, headers, report_name, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
-from scorer.watch.ledger import Ledger
 from tests.history import INFO, fill_history, record_launches, unrelated_to
 from tests.imagegen import creative
 

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
+from scorer.decoding.vet import is_ignored_name
 from scorer.errors import ServiceError
-from scorer.scoring.vet import is_ignored_name
 from scorer.watch.lease import LEASE_NAME, inbox_lease
 from tests import test_watch_service
 from tests.conftest import Project, tool_or_warn

@@ -21,12 +21,12 @@ from openpyxl import load_workbook
 
 from scorer.config import load_settings
 from scorer.context.plan import is_plan_name
+from scorer.decoding.vet import find_candidates
+from scorer.ledger.store import Ledger
 from scorer.scoring.engine import Engine
-from scorer.scoring.vet import find_candidates
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
-from scorer.watch.ledger import Ledger
 from tests import test_hotfolder, test_watch_service
 from tests.conftest import Project
 from tests.imagegen import CLASS_COLOURS, write_creative

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
+from scorer.sdnotify import Notifier
 from scorer.watch.lease import LEASE_NAME
-from scorer.watch.systemd import Notifier
 from tests.conftest import Project, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, creative, write_creative
 from tests.workbooks import files_across
@@ -32,7 +32,7 @@ COLOURS = list(CLASS_COLOURS.values())
 @pytest.fixture(scope="session")
 def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The tiny learner's ONNX export, made once, so each service starts without exporting again."""
-    from scorer.scoring.model import Classifier
+    from scorer.scoring.classifier import Classifier
 
     root = tmp_path_factory.mktemp("onnx")
     (root / "models").mkdir()

@@ -22,8 +22,9 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.scoring.engine import Engine, open_engine
-from scorer.scoring.score import score_paths
+from scorer.score.run import score_paths
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
 from tests.conftest import Project, tool_or_warn

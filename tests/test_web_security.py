@@ -27,7 +27,8 @@ from openpyxl import load_workbook
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.errors import ConfigError
-from scorer.scoring.engine import Engine, open_engine
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine
 from scorer.textsafe import display_text
 from scorer.web.app import create_app
 from scorer.web.auth import TOKEN_RULE, resolve_token
@@ -309,7 +310,7 @@ def test_scoring_and_its_decode_workers_give_way_to_the_page(project: Project, e
         assert client.post("/try", files=[("creatives", ("good.png", good.read_bytes()))]).status_code == 303
         scoring = [t.native_id for t in threading.enumerate() if t.name.startswith("scorer-engine")]
         workers = [pid for pid in _children()
-                   if b"scorer.scoring.decode_pool" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                   if b"scorer.decoding.pool" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         loop = _nice(os.getpid(), threading.get_native_id())
         assert scoring and workers, "the upload was scored on the pool, with decode workers"
         assert [_nice(os.getpid(), tid) for tid in scoring] == [min(loop + NICE, 19)]

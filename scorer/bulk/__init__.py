@@ -1,4 +1,4 @@
-"""`scorer bulk`: score an archive on a Ray cluster into Parquet, calling scoring/ and never copying it.
+"""`scorer bulk`: score an archive on a Ray cluster into Parquet, calling the same floors and never copying them.
 
     source.py    list local folders and filesystem URIs; read one input's bytes
     shipping.py  the verified model through Ray's object store, re-verified on each worker

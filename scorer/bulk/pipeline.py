@@ -23,10 +23,10 @@ from scorer.bulk.shipping import pack_model
 from scorer.bulk.source import list_inputs
 from scorer.bulk.stages import DecodeBytes, DecodeStage, InferStage
 from scorer.config import require_writable_dir
+from scorer.decoding.decode import decode_bytes
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError, ScorerError
 from scorer.results import ModelInfo
-from scorer.scoring.decode import decode_bytes
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ def run_bulk(
 ) -> BulkRun:
     """Score every input under `sources` into Parquet parts in `dest` (see the module docstring)."""
     ray = require_ray()
-    from scorer.scoring.decode_check import open_check
-    from scorer.scoring.model import Classifier
+    from scorer.checks.decode_check import load_or_measure_decode_check
+    from scorer.scoring.classifier import Classifier
 
     listed = list_inputs(sources)
     if not listed:
@@ -93,7 +93,8 @@ def run_bulk(
                          "score it with `scorer score`")
     # The model's decode check, as `scorer score` keeps it: drafts only where proven harmless for this
     # model; until its first creatives have been checked (it learns only in `scorer score`), exact decoding.
-    check = open_check(geometry, settings.images.decode, info.sha256, settings.state, classifier.predict_fp32)
+    check = load_or_measure_decode_check(geometry, settings.images.decode, info.sha256, settings.state,
+                                         classifier.predict_fp32)
     geometry = dataclasses.replace(check.plan(), probe=False)
     log.info("decoding: %s", check.describe())
     del classifier  # the actors hold their own copies

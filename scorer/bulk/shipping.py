@@ -24,8 +24,8 @@ from pathlib import Path
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
-from scorer.scoring.integrity import derived_pin, remember_derived
-from scorer.scoring.runtime import onnx_cache_path
+from scorer.model.integrity import derived_pin, remember_derived
+from scorer.model.runtime import onnx_cache_path
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)

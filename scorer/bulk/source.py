@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scorer.decoding.vet import ImageLimits, find_candidates, is_ignored_name, read_regular_file
 from scorer.errors import ConfigError, ImageError
-from scorer.scoring.vet import ImageLimits, find_candidates, is_ignored_name, read_regular_file
 
 
 def is_uri(source: str) -> bool:

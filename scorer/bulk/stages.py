@@ -1,6 +1,6 @@
 """The two Ray Data stages of `scorer bulk`: vet and decode as CPU tasks, infer in an actor pool.
 
-Both call scoring/ as `scorer score` does: read_regular_file and decode_bytes for vetting and
+Both call the floors as `scorer score` does: read_regular_file and decode_bytes for vetting and
 decoding, the Classifier (verified learner, batch transforms, ONNX or PyTorch runtime) for
 probabilities. Ray passes batches between them as dicts of numpy columns.
 """
@@ -17,9 +17,9 @@ import numpy as np
 
 from scorer.bulk.shipping import ShippedModel, unpack_model
 from scorer.bulk.source import read_input
+from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError, ScorerError
-from scorer.scoring.decode import Decoded, ItemGeometry, decode_bytes
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class InferStage:
     def __init__(self, settings: Settings, shipped: Any, verified: str) -> None:
         import ray
 
-        from scorer.scoring.model import Classifier
+        from scorer.scoring.classifier import Classifier
 
         if not isinstance(shipped, ShippedModel):  # a reference into Ray's object store
             shipped = ray.get(shipped)

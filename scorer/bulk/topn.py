@@ -15,11 +15,11 @@ import pyarrow.dataset as pads
 
 from scorer.bulk.output import PART_GLOB
 from scorer.bulk.source import is_uri
+from scorer.decoding.decode import decode_file
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError
 from scorer.report.workbook import ReportContent, save_report
 from scorer.results import BatchResult, ModelInfo, Rejected, Scored
-from scorer.scoring.decode import decode_file
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 
 

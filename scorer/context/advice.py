@@ -1,7 +1,7 @@
 """Posting-time advice: a creative's Engagement score at its planned time and the best slots of the coming week.
 
-The engine hands the Planner the embeddings of a batch (from the same forward pass as the
-probabilities) and each creative's plan; the Planner answers with advice or with the note
+The engine hands the Advisor the embeddings of a batch (from the same forward pass as the
+probabilities) and each creative's plan; the Advisor answers with advice or with the note
 that says why the creative was scored image-only.
 """
 
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from scorer.context.combined import CombinedModel
 from scorer.context.features import WEEKDAYS, design, planned_features, zone
-from scorer.context.model import ContextModel
 from scorer.context.plan import Plan
 from scorer.results import Advice, engagement_score
 
@@ -24,10 +24,10 @@ _WEEK_HOURS = 7 * 24
 NO_PLAN = "image-only: no planned time (add a sidecar <name>.txt or <name>.json, or a plan.csv row)"
 
 
-class Planner:
+class Advisor:
     """The combined model, if the card made it the default, or the reason scoring is image-only."""
 
-    def __init__(self, model: ContextModel | None, why: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, model: CombinedModel | None, why: str, clock: Callable[[], float] = time.time) -> None:
         self.model = model if model is not None and model.use else None
         self.why = why
         self._clock = clock
@@ -57,7 +57,7 @@ class Planner:
                 answers.append((self._one(self.model, features[i], plan), ""))
         return answers
 
-    def _one(self, model: ContextModel, embedding: np.ndarray, plan: Plan) -> Advice:
+    def _one(self, model: CombinedModel, embedding: np.ndarray, plan: Plan) -> Advice:
         assert self._tz is not None
         start = datetime.fromtimestamp(self._clock(), timezone.utc).replace(minute=0, second=0, microsecond=0)
         slots = [start + timedelta(hours=h + 1) for h in range(_WEEK_HOURS)]

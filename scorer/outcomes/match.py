@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer.scoring.fingerprint import BITS_PER_PRINT, BYTES_PER_PRINT, VIEWS
+from scorer.decoding.fingerprint import BITS_PER_PRINT, BYTES_PER_PRINT, VIEWS
 
 _WORDS = BYTES_PER_PRINT // 8
 # How much the features weigh against the hashes where both sides have them: the hashes carry the

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from scorer.ledger.schema import Pair
 from scorer.results import Scored
 from scorer.training.card import show_interval
 from scorer.training.evaluate import Interval, evaluate, interval
-from scorer.watch.schema import Pair
 
 GUESS = "no better than a guess on launched creatives: retrain with `scorer train` or stop relying on it"
 _BINS = np.linspace(0, 1, 6)  # reliability table: predicted-class probability in fifths

@@ -18,18 +18,19 @@ from pathlib import Path
 import pandas as pd
 
 from scorer.config import require_writable_dir
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
+from scorer.ledger.schema import Look, Pair
+from scorer.ledger.store import Ledger
 from scorer.outcomes.match import Looks, looks_of, match
 from scorer.outcomes.record import Launched, TrackRecord, figures, pair_row, verdict
 from scorer.results import Scored
-from scorer.scoring.engine import Engine, Item, open_engine, score_items
-from scorer.scoring.vet import ImageLimits
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine, Item, score_items
 from scorer.settings import Settings
 from scorer.training.card import keep_track_record
 from scorer.training.labels import label
 from scorer.training.posts import BadRow, import_posts
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import Look, Pair
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from scorer.fsutil import atomic_write
 from scorer.report.workbook import WARNING_FONT, ReportContent, add_sheets, cell, header_row, page_wide
 from scorer.results import Launch
 
+LATEST_NAME = "latest.xlsx"  # in outbox/: the whole window of the watch service, rebuilt in the background
 _BOLD = Font(bold=True)
 _MIDDLE = Alignment(vertical="center")
 LAUNCH_HEADERS = ("Posted", "Post", "Post as launched", "Creative", "Creative as scored", "Predicted class",

@@ -24,7 +24,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, create_temp, numbered
-from scorer.report.evidence import evidence_cells, evidence_headers, evidence_rows, evidence_widths
+from scorer.report.evidence_columns import evidence_cells, evidence_headers, evidence_rows, evidence_widths
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, TrackSummary, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import display_text, looks_like_formula, xml_text

@@ -11,19 +11,15 @@ from typing import Protocol, cast
 
 import numpy as np
 
+from scorer.checks.decode_check import DecodeCheck
 from scorer.context.plan import Plan
+from scorer.decoding.decode import Decoded, ItemGeometry
 from scorer.errors import ImageError, TransientImageError
-from scorer.memory import trim_heap
-from scorer.results import Advice, BatchResult, Duplicate, Evidence, ModelInfo, Rejected, Scored, engagement_score
-from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
-from scorer.scoring.decode_check import DecodeCheck, open_check
-from scorer.scoring.decode_pool import DecodeFn, DecodeJob, DecodePool
-from scorer.scoring.vet import ImageLimits
-from scorer.settings import Settings
+from scorer.results import Advice, BatchResult, Duplicate, Lookalikes, ModelInfo, Rejected, Scored, engagement_score
 
 
-class Model(Protocol):
-    """What the engine needs from a classifier (see scorer.scoring.model.Classifier)."""
+class Predictor(Protocol):
+    """What the engine needs from a classifier (see scorer.scoring.classifier.Classifier)."""
 
     classes: tuple[str, ...]
     geometry: ItemGeometry | None
@@ -35,20 +31,20 @@ class Model(Protocol):
     def predict_files(self, files: list[Path]) -> np.ndarray: ...
 
 
-class FeatureModel(Model, Protocol):
+class FeaturePredictor(Predictor, Protocol):
     """A model that also returns the pooled features of the same forward pass (see Classifier)."""
 
     def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-class Index(Protocol):
-    """What the engine needs from an evidence index (see scorer.scoring.evidence.EvidenceIndex)."""
+class LookalikeSearch(Protocol):
+    """What the engine needs from an evidence index (see scorer.evidence.index.EvidenceIndex)."""
 
-    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Evidence]: ...
+    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Lookalikes]: ...
 
 
-class Planner(Protocol):
-    """What the engine needs for posting-time advice (see scorer.context.advice.Planner)."""
+class AdviceSource(Protocol):
+    """What the engine needs for posting-time advice (see scorer.context.advice.Advisor)."""
 
     @property
     def in_use(self) -> bool: ...
@@ -57,24 +53,24 @@ class Planner(Protocol):
 
 
 class Explain(Protocol):
-    """What the engine needs from Grad-CAM (see scorer.scoring.explain.Explainer)."""
+    """What the engine needs from Grad-CAM (see scorer.evidence.gradcam.Explainer)."""
 
     def overlays(self, pixels: np.ndarray, classes: Sequence[int] | None = None) -> list[bytes]: ...
 
 
 @dataclass(frozen=True)
-class Extras:
+class Enrichment:
     """Evidence for the report, beyond the prediction: look-alike past posts and where the model looked."""
 
-    index: Index | None = None
+    index: LookalikeSearch | None = None
     explainer: Explain | None = None
     #: Grad-CAM runs for calls of score_items with at most this many items.
     explain_up_to: int = 0
-    planner: Planner | None = None
+    advisor: AdviceSource | None = None
 
 
 class Decoder(Protocol):
-    """What the engine needs from a decoding pool (see scorer.scoring.decode_pool.DecodePool)."""
+    """What the engine needs from a decoding pool (see scorer.decoding.pool.DecodePool)."""
 
     def imap(
         self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...,
@@ -90,7 +86,7 @@ class Item:
 
     path: Path
     name: str
-    _: KW_ONLY  # keyword-only, so a subclass (watch.schema.Candidate) adds its own fields in order
+    _: KW_ONLY  # keyword-only, so a subclass (ledger.schema.Candidate) adds its own fields in order
     plan: Plan | None = None
     plan_note: str = ""  # why a plan that was given cannot be used (a rejected sidecar)
 
@@ -100,13 +96,13 @@ Progress = Callable[[int], None]
 
 def score_items(
     items: Sequence[Item],
-    model: Model,
+    model: Predictor,
     pool: Decoder,
     *,
     known: Callable[[str], Scored | None] = lambda sha: None,
     progress: Progress = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
-    extras: Extras = Extras(),
+    enrichment: Enrichment = Enrichment(),
     check: DecodeCheck | None = None,
 ) -> BatchResult:
     """Decode, vet and score items in bounded batches; every item ends up scored, rejected or a duplicate.
@@ -115,9 +111,9 @@ def score_items(
     turns true the batch is abandoned and the partial result returned. `check`, the model's
     decode check, decides how each JPEG is decoded.
     """
-    if extras.explainer is not None and len(items) > extras.explain_up_to:
-        extras = replace(extras, explainer=None)
-    run = _Run(model, known, progress, extras, check)
+    if enrichment.explainer is not None and len(items) > enrichment.explain_up_to:
+        enrichment = replace(enrichment, explainer=None)
+    run = _Batcher(model, known, progress, enrichment, check)
     by_path = {item.path: item for item in items}
     plan = check.plan if check is not None and model.geometry is not None else None
     for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop, plan=plan):
@@ -128,14 +124,14 @@ def score_items(
     return run.result
 
 
-class _Run:
+class _Batcher:
     """One call of score_items: decoded items wait here until a model batch is full."""
 
-    def __init__(self, model: Model, known: Callable[[str], Scored | None], progress: Progress,
-                 extras: Extras, check: DecodeCheck | None) -> None:
+    def __init__(self, model: Predictor, known: Callable[[str], Scored | None], progress: Progress,
+                 enrichment: Enrichment, check: DecodeCheck | None) -> None:
         self.result = BatchResult()
         self._model, self._known, self._progress = model, known, progress
-        self._extras, self._check = extras, check
+        self._enrichment, self._check = enrichment, check
         self._first_seen: set[str] = set()
         self._waiting: list[tuple[Item, Decoded]] = []
         self._duplicates_of_new: list[tuple[Item, str]] = []
@@ -170,15 +166,15 @@ class _Run:
             return
         model = self._model
         n = len(self._waiting)
-        evidence: Sequence[Evidence | None] = [None] * n
+        evidence: Sequence[Lookalikes | None] = [None] * n
         overlays: Sequence[bytes | None] = [None] * n
         features = None
         if model.geometry is not None:
             pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
             probs, features, evidence = self._predict(pixels)
             self._observe(probs)
-            if self._extras.explainer is not None:
-                overlays = self._extras.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
+            if self._enrichment.explainer is not None:
+                overlays = self._enrichment.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
         else:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
@@ -193,23 +189,23 @@ class _Run:
         self._progress(n)
         self._waiting.clear()
 
-    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Evidence | None]]:
+    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Lookalikes | None]]:
         """One forward pass: probabilities, and the features that evidence and advice need, from the same pass."""
-        index = self._extras.index
+        index = self._enrichment.index
         # features are kept whenever the model gives them, so a launched post can be matched back (scorer.outcomes)
         if not hasattr(self._model, "predict_with_features"):
             return self._model.predict_pixels(pixels), None, [None] * len(pixels)
-        probs, features = cast(FeatureModel, self._model).predict_with_features(pixels)
+        probs, features = cast(FeaturePredictor, self._model).predict_with_features(pixels)
         if features is None or index is None:
             return probs, features, [None] * len(pixels)
         return probs, features, index.lookup(features, np.array([engagement_score(p) for p in probs]))
 
     def _advise(self, features: np.ndarray | None) -> list[tuple[Advice | None, str]]:
         """Each waiting creative's posting-time advice, or the note that says it was scored image-only."""
-        planner = self._extras.planner
-        if planner is None:
+        advisor = self._enrichment.advisor
+        if advisor is None:
             return [(None, item.plan_note) for item, _ in self._waiting]
-        answers = planner.advise(features, [item.plan for item, _ in self._waiting])
+        answers = advisor.advise(features, [item.plan for item, _ in self._waiting])
         return [(adv, item.plan_note or note) for (item, _), (adv, note) in zip(self._waiting, answers, strict=True)]
 
     def _observe(self, probs: np.ndarray) -> None:
@@ -225,7 +221,7 @@ class _Run:
 
 
 def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float,
-            evidence: Evidence | None, overlay: bytes | None) -> Scored:
+            evidence: Lookalikes | None, overlay: bytes | None) -> Scored:
     return Scored(
         name=item.name,
         location=str(item.path),
@@ -249,11 +245,11 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
 class Engine:
     """A classifier and a decoding pool, kept together for the life of the process."""
 
-    def __init__(self, model: Model, pool: Decoder, extras: Extras = Extras(), check: DecodeCheck | None = None
-                 ) -> None:
+    def __init__(self, model: Predictor, pool: Decoder, enrichment: Enrichment = Enrichment(),
+                 check: DecodeCheck | None = None) -> None:
         self.model = model
         self.pool = pool
-        self.extras = extras
+        self.enrichment = enrichment
         self.check = check
 
     def score(
@@ -265,37 +261,9 @@ class Engine:
         stop: Callable[[], bool] = lambda: False,
     ) -> BatchResult:
         """Score items with this engine's model and workers (see `score_items`)."""
-        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop, extras=self.extras,
-                           check=self.check)
+        return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop,
+                           enrichment=self.enrichment, check=self.check)
 
     def close(self) -> None:
         """Stop the decoding workers."""
         self.pool.close()
-
-
-def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_batch: int | None = None) -> Engine:
-    """Load the configured model (once), its evidence index and Grad-CAM if wanted, and start its decoding workers.
-
-    `largest_batch`: the most creatives this engine will score at once, when known (a one-shot run). Larger
-    than `report.explain_max` under `explain: auto`, no overlay can be drawn, so the PyTorch copy is not kept.
-    """
-    from scorer.scoring.model import Classifier, open_extras
-
-    look = settings.report
-    drawn = not (look.explain == "auto" and largest_batch is not None and largest_batch > look.explain_max)
-    classifier = Classifier(settings, explain=drawn)
-    extras = open_extras(classifier, settings)
-    check = None
-    if classifier.geometry is not None:
-        check = open_check(classifier.geometry, settings.images.decode, classifier.info.sha256, settings.state,
-                           classifier.predict_fp32)
-        classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
-        decoding = check
-        trim_heap()  # the calibration images' decodes, given back before the quantiser starts
-        classifier.open_precision(settings, lambda: decoding.drafts)
-        trim_heap()  # and what the precision check's images and timings used, before the workers start
-    limits = ImageLimits.from_settings(settings.images)
-    thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
-    job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
-    pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)
-    return Engine(classifier, pool, extras, check)

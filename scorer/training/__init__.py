@@ -1,1 +1,1 @@
-"""The training room: `scorer train` (posts import, labels, evaluation, the model card)."""
+"""The training room: `scorer train` and `scorer index` (posts import, labels, fit, evaluation, the model card)."""

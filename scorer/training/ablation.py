@@ -1,6 +1,6 @@
 """Does posting time and caption help? Image alone, context alone, both, and the baseline, on the held-out posts.
 
-All three models are the same kind (scorer.context.model) on the same time-ordered split,
+All three models are the same kind (scorer.context.combined) on the same time-ordered split,
 so the only difference is what they see. The combined model becomes the default only when
 its accuracy minus image alone's has a paired bootstrap 95% interval above 0.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scorer.context.combined import CombinedModel, context_path, fit, write_context
 from scorer.context.features import FEATURES, account_of, design, post_features, zone
-from scorer.context.model import ContextModel, context_path, fit, write_context
 from scorer.fsutil import sha256_file
-from scorer.scoring.integrity import remember_pin
+from scorer.model.integrity import remember_pin
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
 from scorer.training.evaluate import Interval, interval, scores_of
@@ -90,7 +90,7 @@ def ablate(settings: Settings, table: pd.DataFrame, index: IndexRun, model: Path
     verdict = _verdict(use, gain)
     log.info("context: %s", verdict)
     path = context_path(model)
-    write_context(path, ContextModel(tuple(classes), fitted[COMBINED], use, verdict,
+    write_context(path, CombinedModel(tuple(classes), fitted[COMBINED], use, verdict,
                                      account_of(table, settings.train.label.window), tz.key, model_sha))
     sha = sha256_file(path)
     remember_pin(settings, path, sha)

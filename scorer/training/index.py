@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scorer.decoding.decode import decode_file
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError, ModelError
+from scorer.evidence.index import NEIGHBOURS, EvidenceIndex, index_path, write_index
 from scorer.fsutil import atomic_write, sha256_file
+from scorer.model.integrity import remember_pin
 from scorer.results import engagement_score
-from scorer.scoring.decode import decode_file
-from scorer.scoring.evidence import NEIGHBOURS, EvidenceIndex, index_path, write_index
-from scorer.scoring.integrity import remember_pin
-from scorer.scoring.model import Classifier
-from scorer.scoring.vet import ImageLimits
+from scorer.scoring.classifier import Classifier
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
 from scorer.training.labels import class_numbers, learner_classes

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from scorer.decoding.decode import decode_file
+from scorer.decoding.vet import ImageLimits, is_ignored_name
 from scorer.errors import DataError, ImageError
-from scorer.scoring.decode import decode_file
-from scorer.scoring.vet import ImageLimits, is_ignored_name
 
 CSV_NAME = "posts.csv"
 CSV_REQUIRED = ("file", "likes", "comments")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
-from scorer.scoring.vet import ImageLimits
 from scorer.settings import Settings
 from scorer.training.labels import FunnelStep, clean, label, split
 from scorer.training.posts import Posts, import_posts

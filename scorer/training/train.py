@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from scorer.config import set_top_level_keys
-from scorer.context.model import context_path
+from scorer.context.combined import context_path
+from scorer.evidence.index import index_path
 from scorer.fsutil import free_name, sha256_file, temp_path
-from scorer.scoring import learner
-from scorer.scoring.evidence import index_path
-from scorer.scoring.integrity import remember_pin
-from scorer.scoring.runtime import choose_device, onnx_cache_path
+from scorer.model.integrity import remember_pin
+from scorer.model.runtime import choose_device, onnx_cache_path
 from scorer.settings import Settings, TrainSettings
+from scorer.training import fit
 from scorer.training.ablation import ablate
 from scorer.training.card import card_files, headline, versions, write_card
 from scorer.training.evaluate import Evaluation, evaluate, scores_of
@@ -48,35 +48,70 @@ class TrainRun:
 
 
 def train(settings: Settings, data: Path, *, out: Path | None = None, progress: bool = True) -> TrainRun:
-    """Train a learner on the posts in `data` and export it, with its card, to `out` (default: the configured model)."""
-    t = settings.train
-    classes = t.label.classes
-    model = (out or settings.model).absolute()
+    """Train a learner on the posts in `data` and export it, with its card, to `out` (default: the configured model).
+
+    It reads as its three steps: fit on the older posts, evaluate on the held-out newer ones against
+    the majority baseline, then publish the model, its pin, its evidence index and its card.
+    """
     prep = prepare(settings, data)
-    table = prep.table
+    fitted = _fit(settings, prep, progress)
+    evaluation = _evaluate(settings, prep, fitted)
+    return _publish(settings, data, (out or settings.model).absolute(), prep, fitted, evaluation)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """What fitting gave: the learner with its validation predictions, where and how long it ran."""
+
+    learner: fit.Fitted
+    device: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """The held-out rows and the evaluation of the learner's predictions on them, with the card's headline."""
+
+    valid: pd.DataFrame
+    evaluation: Evaluation
+    headline: dict[str, str]
+
+
+def _fit(settings: Settings, prep: Prepared, progress: bool) -> _Fitted:
+    t, table = settings.train, prep.table
     device = choose_device(settings.device)
     log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
              t.pretrained, int((~table["is_valid"]).sum()), int(table["is_valid"].sum()), prep.split, device)
     started = time.perf_counter()
-    fitted = learner.fit_classifier(table, classes, t, device, settings.threads, progress)
-    seconds = time.perf_counter() - started
+    fitted = fit.fit_classifier(table, t.label.classes, t, device, settings.threads, progress)
+    return _Fitted(fitted, device, time.perf_counter() - started)
 
-    valid = table.iloc[fitted.valid_rows]
+
+def _evaluate(settings: Settings, prep: Prepared, fitted: _Fitted) -> _Evaluated:
+    t, classes = settings.train, settings.train.label.classes
+    valid = prep.table.iloc[fitted.learner.valid_rows]
     y_true = class_numbers(valid["label"], classes)  # the learner was fitted on these very names
     majority = int(np.argmax(prep.counts["train"].to_numpy()))
-    ev = evaluate(y_true, fitted.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap, t.seed)
+    ev = evaluate(y_true, fitted.learner.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap,
+                  t.seed)
     log.info("verdict: %s", ev.verdict)
-    top = headline(ev, prep.split)
+    return _Evaluated(valid, ev, headline(ev, prep.split))
 
-    sha = _export(fitted, model, classes)
+
+def _publish(settings: Settings, data: Path, model: Path, prep: Prepared, fitted: _Fitted,
+             evaluated: _Evaluated) -> TrainRun:
+    """Export (the old model archived), pin, index, weigh the context, and write the card."""
+    t, classes, top = settings.train, settings.train.label.classes, evaluated.headline
+    sha = _export(fitted.learner, model, classes)
     archived = _archive(model)
     os.replace(temp_path(model), model)
     _pin(settings, model, sha)
-    index = _index(settings, model, sha, table)
+    index = _index(settings, model, sha, prep.table)
     if index.comparison is not None:
         top.update(index.comparison.lines())
-    context = ablate(settings, table, index, model, sha)
+    context = ablate(settings, prep.table, index, model, sha)
     top["Posting time and caption"] = context.line()
+    ev = evaluated.evaluation
     facts = {
         "model": {"file": model.name, "sha256": sha},
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -86,14 +121,15 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
         "classes": list(classes),
         **_data_card(prep, data, t),
         "training": {**{k: v for k, v in dataclasses.asdict(t).items() if k not in ("clean", "label")},
-                     "device": device, "seconds": round(seconds, 1)},
+                     "device": fitted.device, "seconds": round(fitted.seconds, 1)},
         "metrics": ev.as_dict(),
         "index": index.card_entry(),
         "comparison": index.comparison.as_dict() if index.comparison else None,
         "context": context.as_dict(),
         "versions": versions(),
     }
-    card = write_card(model, facts, _predictions(valid, fitted.valid_probs, classes), prep.counts)
+    predictions = _predictions(evaluated.valid, fitted.learner.valid_probs, classes)
+    card = write_card(model, facts, predictions, prep.counts)
     return TrainRun(model, sha, card, card_files(model)[1], archived, prep.posts.bad, prep.funnel, ev, top)
 
 
@@ -117,11 +153,11 @@ def _data_card(prep: Prepared, data: Path, t: TrainSettings) -> dict[str, object
     }
 
 
-def _export(fitted: learner.Fitted, model: Path, classes: tuple[str, ...]) -> str:
+def _export(fitted: fit.Fitted, model: Path, classes: tuple[str, ...]) -> str:
     """Export next to the model under a temporary name, so a failure never touches the model in use."""
     model.parent.mkdir(parents=True, exist_ok=True)
     staged = temp_path(model)
-    learner.export_learner(fitted.learner, staged, classes)
+    fit.export_learner(fitted.learner, staged, classes)
     # The scorer refuses models that others can write; umask may say otherwise.
     os.chmod(staged, 0o644)
     return sha256_file(staged)

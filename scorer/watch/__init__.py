@@ -1,1 +1,1 @@
-"""The watch room: `scorer watch`, the hot-folder service (intake, batch, ledger, disposal, service loop, systemd)."""
+"""The watch room: `scorer watch`, the hot-folder service (intake, batch, disposal, service loop, systemd)."""

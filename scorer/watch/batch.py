@@ -24,25 +24,24 @@ import dataclasses
 import logging
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from scorer.context.features import zone
-from scorer.context.plan import creatives_beside, find_plans, is_sidecar_name
-from scorer.fsutil import free_name, remove_temps, sha256_regular
+from scorer.context.plan import is_sidecar_name
+from scorer.fsutil import free_name, remove_temps
+from scorer.ledger.schema import Candidate, Entry
+from scorer.ledger.store import Ledger
 from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult, Scored, TrackSummary
 from scorer.scoring.engine import Engine, Progress
 from scorer.settings import Settings
 from scorer.textsafe import log_text
+from scorer.watch.backoff import WriteBackoff
 from scorer.watch.disposal import dispose_pending, fitting, reason_path, reserved
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import Candidate, Entry
-from scorer.watch.trouble import Trouble
+from scorer.watch.triage import Triage, duplicate_reason
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,10 @@ class HotFolder:
         self._announce = announce
         self._warn = warn
         self._move = settings.watch.after_scoring == "move"
-        self.trouble = Trouble()
+        self.trouble = WriteBackoff()
         self._passing: dict[Path, int] = {}
         self._warned: set[str] = set()  # models whose track record said "no better than a guess", warned of once
+        self._triage = Triage(settings, ledger)
 
     def recover(self) -> None:
         """Finish what a crash interrupted: stale temporaries, unwritten reports, unmoved files."""
@@ -128,33 +128,15 @@ class HotFolder:
         return self.already_recorded(path, st) or (is_sidecar_name(path.name) and self.orphaned(path) is None)
 
     def orphaned(self, sidecar: Path) -> str | None:
-        """Why a sidecar is rejected; None while a creative is beside it, or for watch.orphan_hours after it came.
-
-        One that came after its creative was scored waits too: a sidecar may come before its creative,
-        and the same name may be dropped again with a new one.
-        """
-        hours = self.settings.watch.orphan_hours
-        try:
-            # ctime: set when the file arrived (a copy or a move), kept across restarts, never carried over by cp -p
-            young = time.time() - os.lstat(sidecar).st_ctime < hours * 3600
-        except OSError:
-            return None  # gone: nothing to decide
-        if young or creatives_beside(sidecar):
-            return None
-        scored = self.ledger.scored_as(sidecar.with_suffix(""))
-        if scored is not None:
-            return (f"{sidecar.name} came after its creative {scored.name} was already scored at {_when(scored)}, "
-                    "so its time and caption were not used: drop a sidecar before its creative, or with it")
-        return (f"no creative named {sidecar.stem}.* arrived beside {sidecar.name} within {hours:g} h "
-                "(watch.orphan_hours): a sidecar holds the planned time and caption of the creative with its name; "
-                "drop them together")
+        """Why a sidecar is rejected, or None while it may still wait (see Triage.orphaned)."""
+        return self._triage.orphaned(sidecar)
 
     def process(self, paths: Sequence[Path], engine: Engine, *, stop: Callable[[], bool],
                 progress: Progress = lambda n: None) -> BatchSummary | None:
         """Take settled files through all five steps; None if nothing was decided or `stop` abandoned it."""
         started = time.monotonic()
         log.info("scoring a batch of %d files", len(paths))
-        entries, chunks = self._triage(paths, progress)
+        entries, chunks = self._triage.split(paths, progress)
         result = self._score_chunks(chunks, engine, stop, progress)
         if result is None:
             log.info("batch abandoned on request: %d files stay in the inbox", len(paths))
@@ -177,56 +159,6 @@ class HotFolder:
         log.info("batch %d: %d scored, %d rejected, %d duplicates in %.1f s: %s", batch, summary.scored,
                  summary.rejected, summary.duplicates, summary.seconds, report)
         return summary
-
-    def _triage(self, paths: Sequence[Path], progress: Progress) -> tuple[list[Entry], list[list[Candidate]]]:
-        """Decide what needs no scoring; split the rest into chunks to score."""
-        entries: list[Entry] = []
-        fresh: list[Candidate] = []
-        suspects: list[Candidate] = []
-        for path in paths:
-            candidate = self._fingerprint(path)
-            progress(0)  # hashing a batch of large files takes a while: keep the watchdog fed
-            if candidate is None:
-                continue
-            sha = candidate.sha
-            if sha is not None and self.ledger.in_place(sha, candidate.path):
-                continue  # kept in place by design, or waiting for its move: decided already
-            if is_sidecar_name(path.name):  # released by intake as an orphan; its creative may have come since
-                if (reason := self.orphaned(path)) is not None:
-                    entries.append(Entry(candidate, "rejected", reason=reason))
-                continue
-            earlier = self.ledger.earlier(sha) if sha else None
-            tries = self.ledger.attempts(sha) if sha else 0
-            if earlier is not None:
-                entries.append(Entry(candidate, "duplicate", reason=_duplicate_reason(earlier)))
-            elif tries >= self.settings.watch.max_attempts:
-                entries.append(Entry(candidate, "rejected", reason=(
-                    f"the service stopped {tries} times while scoring it (watch.max_attempts): not scored "
-                    "again; check the file, then drop it in again")))
-            else:
-                (suspects if tries else fresh).append(candidate)
-        fresh, suspects = self._with_plans(fresh, suspects, entries)
-        # A file that was in flight when the service died is scored on its own: if it kills the
-        # service again, only its own count rises, and it alone is rejected at max_attempts.
-        if suspects:
-            log.warning("%d files were being scored when the service died: scoring them one at a time",
-                        len(suspects))
-        return entries, ([fresh] if fresh else []) + [[s] for s in suspects]
-
-    def _with_plans(self, fresh: list[Candidate], suspects: list[Candidate], entries: list[Entry]
-                    ) -> tuple[list[Candidate], list[Candidate]]:
-        """Each creative's planned time and caption; a sidecar that cannot be read becomes a rejected entry."""
-        tz = zone(self.settings.context.timezone)
-        plans = find_plans([(c.path, self.settings.inbox) for c in fresh + suspects], tz)
-        for sidecar, reason in plans.rejected:
-            candidate = self._fingerprint(sidecar)
-            if candidate is not None:
-                entries.append(Entry(candidate, "rejected", reason=reason))
-
-        def attach(c: Candidate) -> Candidate:
-            return dataclasses.replace(c, plan=plans.found.get(c.path), plan_note=plans.notes.get(c.path, ""))
-
-        return [attach(c) for c in fresh], [attach(c) for c in suspects]
 
     def _score_chunks(self, chunks: list[list[Candidate]], engine: Engine, stop: Callable[[], bool],
                       progress: Progress) -> BatchResult | None:
@@ -266,19 +198,6 @@ class HotFolder:
             taken |= reserved([(destination, not scored)])
             placed.append(dataclasses.replace(e, destination=destination))
         return placed
-
-    def _fingerprint(self, path: Path) -> Candidate | None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        name = path.relative_to(self.settings.inbox).as_posix()
-        limit = self.settings.images.max_file_mb * 2**20
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            # Rejected unread by the decoder; reading a pipe would block, a huge file is wasted time.
-            return Candidate(path, name, None, st.st_size, st.st_mtime_ns)
-        # None when it cannot be read: the decoder rejects it with the reason.
-        return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
     def track_record(self, model: str) -> TrackSummary | None:
         """A model's track record (scorer outcomes) for its reports; the first "no better than a guess" is logged."""
@@ -331,16 +250,5 @@ def _entries(chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:
         entries.append(Entry(by_path[r.location], "rejected", reason=r.reason))
     for d in result.duplicates:
         entries.append(Entry(by_path[d.location], "duplicate", sha=d.original.sha256,
-                             reason=_duplicate_reason(d.original)))
+                             reason=duplicate_reason(d.original)))
     return entries
-
-
-def _duplicate_reason(original: Scored) -> str:
-    if not original.report:
-        return f"same content as {original.name} in this batch: listed once"
-    return f"same content as {original.name}, scored {_when(original)}: not scored again"
-
-
-def _when(scored: Scored) -> str:
-    """When and into which report a creative was scored, for a marketer."""
-    return f"{datetime.fromtimestamp(scored.scored_at):%Y-%m-%d %H:%M} (report {Path(scored.report).name})"

@@ -23,16 +23,16 @@ from scorer.context.plan import SIDECAR_SUFFIXES, is_context_name
 from scorer.fsutil import (
     atomic_write,
     ensure_dir,
-    fit_name,
     free_name,
     open_regular,
     sha256_file,
     sha256_handle,
+    shorten_name,
     temp_path,
 )
+from scorer.ledger.store import Disposal, Ledger
 from scorer.settings import Settings
 from scorer.textsafe import log_text
-from scorer.watch.ledger import Disposal, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def fitting(destination: Path) -> Path:
     """`destination` with its stem cut so the name, a clash number and `.reason.txt` fit in 255 bytes."""
     suffix = destination.suffix if len(os.fsencode(destination.suffix)) <= 16 else ""
     stem = destination.name[: len(destination.name) - len(suffix)] if suffix else destination.name
-    return destination.with_name(fit_name(stem, _NAME_ROOM + len(os.fsencode(suffix))) + suffix)
+    return destination.with_name(shorten_name(stem, _NAME_ROOM + len(os.fsencode(suffix))) + suffix)
 
 
 def reserved(destinations: Iterable[tuple[Path, bool]]) -> set[Path]:

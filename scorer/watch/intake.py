@@ -31,8 +31,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from scorer.context.plan import is_plan_name
+from scorer.decoding.vet import find_candidates, is_ignored_name
 from scorer.errors import ServiceError
-from scorer.scoring.vet import find_candidates, is_ignored_name
 from scorer.settings import WatchSettings
 
 log = logging.getLogger(__name__)

@@ -28,16 +28,15 @@ from pathlib import Path
 from types import FrameType
 
 from scorer.errors import ScorerError
-from scorer.report.latest_book import save_latest
+from scorer.ledger.schema import model_from_json, model_json
+from scorer.ledger.store import Ledger
+from scorer.ledger.window import read_window
+from scorer.report.latest_book import LATEST_NAME, save_latest
 from scorer.results import ModelInfo
 from scorer.settings import ReportSettings, Settings, WatchSettings
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import model_from_json, model_json
-from scorer.watch.window import read_window
 
 log = logging.getLogger(__name__)
 
-LATEST_NAME = "latest.xlsx"
 MAX_BACKOFF = 300.0  # seconds: a cause that lasts (a full disk) is still retried every 5 minutes
 CHILD_TIMEOUT = 900.0  # seconds before a rebuild that hangs (a stalled share) is killed and retried
 STOP_TIMEOUT = 45.0  # seconds close() waits: within the unit's TimeoutStopSec=60

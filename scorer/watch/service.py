@@ -29,15 +29,16 @@ from typing import TypeVar
 
 from scorer.config import load_settings, require_readable_dir, require_writable_dir
 from scorer.errors import ConfigError, ScorerError, ServiceError
+from scorer.ledger.store import Ledger
 from scorer.notify.notices import Notices
-from scorer.scoring.engine import Engine, open_engine
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine
+from scorer.sdnotify import Notifier
 from scorer.settings import Settings
 from scorer.watch.batch import BatchSummary, HotFolder
 from scorer.watch.intake import Intake, ObserverFactory, make_observer
 from scorer.watch.latest import LatestRebuilder
 from scorer.watch.lease import Lease, inbox_lease
-from scorer.watch.ledger import Ledger
-from scorer.watch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class _Current:
         self.engine.close()
 
 
-def serve(settings: Settings, *, once: bool = False, on_status: Callable[[Status], None] = lambda s: None,
+def watch_inbox(settings: Settings, *, once: bool = False, on_status: Callable[[Status], None] = lambda s: None,
           observer_factory: ObserverFactory = make_observer) -> Status:
     """Run the hot-folder service until SIGTERM/SIGINT (or, with `once`, until the inbox is done)."""
     inbox = require_readable_dir(settings.inbox, "inbox")

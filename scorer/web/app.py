@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -18,44 +16,19 @@ from starlette.exceptions import HTTPException
 
 from scorer.errors import UploadError
 from scorer.scoring.engine import Engine
+from scorer.sdnotify import Notifier
 from scorer.settings import Settings
-from scorer.watch.systemd import Notifier
 from scorer.web.auth import Sessions, Throttle, end_session, guard, right_token, set_session
-from scorer.web.gate import Gate, Scope
+from scorer.web.gate import Gate
+from scorer.web.pages import add_pages
 from scorer.web.runs import Runs, ScoringPool
+from scorer.web.state import Web
 
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass
-class Web:
-    """What every page needs: the settings, the engine and its pool, the recent runs and the templates."""
-
-    settings: Settings
-    engine: Engine
-    token: str | None
-    pool: ScoringPool
-    runs: Runs
-    templates: Jinja2Templates
-    sessions: Sessions | None
-    throttle: Throttle
-
-    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
-        """Render a template with what every page shows (the model's classes, whether a login is needed)."""
-        context.setdefault("classes", self.engine.model.classes)
-        return self.templates.TemplateResponse(request, template, {"login": self.token is not None, **context},
-                                               status_code=status)
-
-    def refusal(self, scope: Scope, status: int, message: str) -> tuple[bytes, str]:
-        """The error page for a request the gate refuses before the application sees it."""
-        page = self.templates.get_template("error.html").render(message=message, login=False, classes=())
-        return page.encode(), "text/html; charset=utf-8"
-
-
 def create_app(settings: Settings, engine: Engine, token: str | None) -> FastAPI:
     """The application around an already-loaded engine; stopping it stops the pool and deletes the runs."""
-    from scorer.web.pages import add_pages
-
     sessions = Sessions(token, settings.serve.session_hours) if token is not None else None
     web = Web(settings, engine, token, ScoringPool(settings.serve.queue), Runs(),
               Jinja2Templates(directory=HERE / "templates"), sessions, Throttle())

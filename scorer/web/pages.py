@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from scorer.web.app import Web
+from scorer.web.state import Web
 from scorer.web.uploads import read_uploads
 from scorer.web.views import (
     gallery,

@@ -20,11 +20,11 @@ def page_url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
-def serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], None] = lambda url: None) -> None:
+def serve_page(settings: Settings, host: str, port: int, on_ready: Callable[[str], None] = lambda url: None) -> None:
     """Serve the page on host:port until SIGINT or SIGTERM; the model is loaded before the port opens."""
     import uvicorn
 
-    from scorer.scoring.engine import open_engine
+    from scorer.scoring.assembly import open_engine
     from scorer.web.app import create_app
 
     if not 0 < port < 65536:

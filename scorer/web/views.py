@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -18,15 +17,13 @@ from typing import Any, BinaryIO
 
 from markupsafe import Markup
 
+from scorer.decoding.vet import is_ignored_name
 from scorer.fsutil import open_regular
+from scorer.ledger import history
+from scorer.report.latest_book import LATEST_NAME
 from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, TrackSummary, rank
-from scorer.scoring.vet import is_ignored_name
 from scorer.settings import Settings
 from scorer.textsafe import display_text
-from scorer.watch.latest import LATEST_NAME
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import LEDGER_NAME
-from scorer.watch.window import read_window
 from scorer.web.plot import scatter
 
 _REPORT = re.compile(r"^engagement-report-[0-9]{8}-[0-9]{6}[A-Za-z0-9-]*\.xlsx$")
@@ -141,31 +138,12 @@ def open_report(outbox: Path, name: str) -> BinaryIO | None:
 
 def read_ledger(settings: Settings, batch: int | None) -> BatchResult | None:
     """A batch's rows from the watch service's ledger (latest.xlsx's window when batch is None); None without one."""
-    if not (settings.state / LEDGER_NAME).is_file():
-        return None
-    ledger = Ledger(settings.state)
-    try:
-        if batch is None:
-            # latest.xlsx's own bounded window: its best rows, as the rebuilder lists them
-            newest = ledger.last_batch()
-            if not newest:
-                return BatchResult()
-            content, _ = read_window(ledger, settings, ledger.batch_model(newest), time.time())
-            return content.result
-        return ledger.batch_view(batch)
-    finally:
-        ledger.close()
+    return history.window_rows(settings) if batch is None else history.batch_rows(settings.state, batch)
 
 
 def last_batch(settings: Settings) -> int:
     """The watch service's newest batch, 0 when it has none."""
-    if not (settings.state / LEDGER_NAME).is_file():
-        return 0
-    ledger = Ledger(settings.state)
-    try:
-        return ledger.last_batch()
-    finally:
-        ledger.close()
+    return history.newest_batch(settings.state)
 
 
 def inbox_waiting(inbox: Path) -> int | None:
@@ -199,11 +177,5 @@ def model_view(settings: Settings, info: ModelInfo) -> ModelView:
 
 def _track_record(settings: Settings, model: str) -> TrackSummary | None:
     """The model's track record from the watch service's ledger, with as many pairs as latest.xlsx lists."""
-    if not (settings.state / LEDGER_NAME).is_file():
-        return None
-    ledger = Ledger(settings.state)
-    try:
-        # the plot needs the figures only: reading every pair's two thumbnails per page view would be waste
-        return ledger.track_record(model, launches=settings.watch.latest_rows, thumbnails=False)
-    finally:
-        ledger.close()
+    # the plot needs the figures only: reading every pair's two thumbnails per page view would be waste
+    return history.track_record(settings, model, thumbnails=False)

@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 
+from scorer.ledger.schema import SCORED_COLUMNS, scored_from_row
+from scorer.ledger.store import Ledger
 from scorer.report.latest_book import DayCount, Window
 from scorer.report.workbook import ReportContent
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score, rank
 from scorer.settings import Settings
-from scorer.watch.ledger import Ledger
-from scorer.watch.schema import SCORED_COLUMNS, scored_from_row
 
 _JOIN = "FROM files JOIN batches ON batches.id = files.batch"
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit

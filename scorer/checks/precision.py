@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from scorer.checks.quantize import quantize_int8
+from scorer.checks.records import Agreement, keep_record, read_record
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, read_regular
-from scorer.scoring.decode_check import Agreement, keep_record, read_record
-from scorer.scoring.quantize import quantize_int8
-from scorer.scoring.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
+from scorer.model.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class PrecisionCheck:
             keep_record(self._store, self.decision.to_json(), "precision check")
 
 
-def open_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs: ToProbs, *,
+def load_or_measure_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs: ToProbs, *,
                    calibration: Calibration, int8_file: Int8File, drafts: Callable[[], bool]) -> PrecisionCheck:
     """The model's precision check: read from state/precision/, or measured now."""
     if mode != "auto":

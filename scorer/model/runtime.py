@@ -3,7 +3,7 @@
 Each runtime takes a float32 NCHW batch (numpy) that has already been through the learner's
 batch transforms and returns raw model outputs (logits) and, for learners shaped as fastai's
 vision_learner builds them, the pooled features before the head, from the same forward pass.
-With scorer.learner and scorer.scoring.explain, the only modules that import torch.
+With scorer.learner and scorer.evidence.gradcam, the only modules that import torch.
 """
 
 from __future__ import annotations
@@ -67,19 +67,6 @@ def with_features(model: torch.nn.Module) -> WithFeatures | None:
     if not (isinstance(head, torch.nn.Sequential) and len(head) > 1 and "pool" in type(head[0]).__name__.lower()):
         return None
     return WithFeatures(model)
-
-
-def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The layers whose activations Grad-CAM weighs, in a model that `with_features` accepts: the body's first
-    two stages (a resnet's layer1 and layer2, at 1/4 and 1/8 of the input), where a small region that carries
-    the class still has a place of its own; the last block but one when the body is shorter; else the body."""
-    assert with_features(model) is not None
-    body = model[0]  # type: ignore[index]
-    if not isinstance(body, torch.nn.Sequential) or len(body) <= 2:
-        return [body]
-    if len(body) >= 6:  # a stem, then four stages (resnet, xresnet): the first two stages
-        return [body[-4], body[-3]]
-    return [body[-2]]
 
 
 def choose_device(requested: str) -> str:

@@ -1,4 +1,4 @@
-"""The ledger's tables, and how a row becomes a result and back (see scorer.watch.ledger)."""
+"""The ledger's tables, and how a row becomes a result and back (see scorer.ledger.store)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scorer.results import Advice, Evidence, ModelInfo, Neighbour, Scored
+from scorer.results import Advice, Lookalikes, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
 
 LEDGER_NAME = "ledger.sqlite"
@@ -55,7 +55,7 @@ CREATE TABLE meta (
 OUTCOMES_SCHEMA = """
 CREATE TABLE looks (
     sha      TEXT PRIMARY KEY,  -- the creative's content SHA-256
-    prints   BLOB,              -- perceptual hashes, one per view (scorer.scoring.fingerprint)
+    prints   BLOB,              -- perceptual hashes, one per view (scorer.decoding.fingerprint)
     features BLOB,              -- the model's pooled features as float16; NULL when the model gives none
     model    TEXT               -- SHA-256 of the model whose features these are
 );
@@ -133,11 +133,11 @@ def _unpack(text: str | None) -> bytes | None:
     return base64.b64decode(text) if text else None
 
 
-def _evidence(data: dict[str, Any] | None) -> Evidence | None:
+def _evidence(data: dict[str, Any] | None) -> Lookalikes | None:
     if not data:
         return None
     neighbours = tuple(Neighbour(**{**n, "thumbnail": _unpack(n.get("thumbnail"))}) for n in data["neighbours"])
-    return Evidence(neighbours, data["median_total"], data["percentile"])
+    return Lookalikes(neighbours, data["median_total"], data["percentile"])
 
 
 def _advice(data: dict[str, Any] | None) -> Advice | None:
@@ -146,7 +146,7 @@ def _advice(data: dict[str, Any] | None) -> Advice | None:
     return Advice(data["planned_at"], data["planned_score"], tuple((str(a), float(b)) for a, b in data["best"]))
 
 
-def _evidence_json(ev: Evidence | None) -> dict[str, Any] | None:
+def _evidence_json(ev: Lookalikes | None) -> dict[str, Any] | None:
     if ev is None:
         return None
     return {**asdict(ev), "neighbours": [{**asdict(n), "thumbnail": _pack(n.thumbnail)} for n in ev.neighbours]}

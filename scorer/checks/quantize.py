@@ -1,4 +1,4 @@
-"""int8 quantisation of an ONNX export, run in a child process: `python -m scorer.scoring.quantize`.
+"""int8 quantisation of an ONNX export, run in a child process: `python -m scorer.checks.quantize`.
 
 The quantiser holds several copies of the model while it works (about five times its size),
 and the allocator keeps much of that after it returns. In a child process it is all given back
@@ -24,7 +24,7 @@ def quantize_int8(folder: Path, calibration: np.ndarray) -> bytes:
     `calibration` is a float32 NCHW batch as the model takes it. The folder is a private temporary one.
     """
     np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32))
-    done = subprocess.run([sys.executable, "-m", "scorer.scoring.quantize", str(folder)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "scorer.checks.quantize", str(folder)], capture_output=True,
                           text=True, timeout=_TIMEOUT_S, check=False)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]

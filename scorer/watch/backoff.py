@@ -14,7 +14,7 @@ _FIRST_RETRY_S, _LAST_RETRY_S = 2.0, 300.0
 
 
 @dataclass
-class Trouble:
+class WriteBackoff:
     """The write that failed last, and when to try again (doubling from 2 s to 5 min)."""
 
     cause: str = ""

@@ -24,7 +24,17 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from scorer.scoring.runtime import cam_layers
+
+def cam_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers whose activations Grad-CAM weighs, in a model shaped as vision_learner builds it: the body's
+    first two stages (a resnet's layer1 and layer2, at 1/4 and 1/8 of the input), where a small region that
+    carries the class still has a place of its own; the last block but one when the body is shorter; else the body."""
+    body = model[0]  # type: ignore[index]
+    if not isinstance(body, torch.nn.Sequential) or len(body) <= 2:
+        return [body]
+    if len(body) >= 6:  # a stem, then four stages (resnet, xresnet): the first two stages
+        return [body[-4], body[-3]]
+    return [body[-2]]
 
 
 class _MagnitudeGradCAM(GradCAM):  # type: ignore[misc]

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
-from scorer.results import Evidence, Neighbour
+from scorer.results import Lookalikes, Neighbour
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,11 @@ class EvidenceIndex:
         """The share of the account's past posts whose Engagement score is below `score`."""
         return float(np.searchsorted(self._scores, score, side="left") / max(len(self._scores), 1))
 
-    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Evidence]:
+    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Lookalikes]:
         """The evidence for each creative: its nearest posts, their median total and its account percentile."""
         rows, sims = self.nearest(features)
         medians = self.median_totals(rows)
-        return [Evidence(tuple(self._neighbour(r, s) for r, s in zip(row, sim, strict=True)), float(median),
+        return [Lookalikes(tuple(self._neighbour(r, s) for r, s in zip(row, sim, strict=True)), float(median),
                          self.percentile(float(score)))
                 for row, sim, median, score in zip(rows, sims, medians, scores, strict=True)]
 

@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 from scorer.config import require_writable_dir
 from scorer.context.features import zone
 from scorer.context.plan import SIDECAR_SUFFIXES, Plans, creatives_beside, find_plans, is_sidecar_name, sidecar_of
+from scorer.decoding.vet import find_candidates, is_creative_name
 from scorer.errors import ConfigError
 from scorer.report.workbook import ReportContent, report_name, save_report
 from scorer.results import BatchResult, Rejected
-from scorer.scoring.engine import Engine, Item, Progress, open_engine
-from scorer.scoring.vet import find_candidates, is_creative_name
+from scorer.scoring.assembly import open_engine
+from scorer.scoring.engine import Engine, Item, Progress
 from scorer.settings import Settings
 from scorer.textsafe import log_text
 

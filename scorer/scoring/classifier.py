@@ -15,19 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from scorer.context.advice import Planner
-from scorer.context.model import context_path, read_context
+from scorer.checks.calibration import calibration_pixels, extreme_pixels
+from scorer.checks.precision import Int8File, PrecisionCheck, load_or_measure_precision
+from scorer.decoding.decode import ItemGeometry
 from scorer.errors import ConfigError, ModelError
 from scorer.memory import trim_heap
-from scorer.results import ModelInfo
-from scorer.scoring import learner as fastai_learner
-from scorer.scoring.decode import ItemGeometry
-from scorer.scoring.decode_check import calibration_pixels, extreme_pixels
-from scorer.scoring.engine import Extras
-from scorer.scoring.evidence import load_evidence
-from scorer.scoring.integrity import derived_pin, remember_derived, verify_context, verify_index, verify_model
-from scorer.scoring.precision import Int8File, PrecisionCheck, open_precision
-from scorer.scoring.runtime import (
+from scorer.model import learner as fastai_learner
+from scorer.model.integrity import derived_pin, remember_derived, verify_model
+from scorer.model.runtime import (
     OnnxRuntime,
     Outputs,
     Runtime,
@@ -39,6 +34,7 @@ from scorer.scoring.runtime import (
     set_threads,
     with_features,
 )
+from scorer.results import ModelInfo
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -173,8 +169,8 @@ class Classifier:
     def info(self, value: ModelInfo) -> None:
         self._info = value
 
-    def open_precision(self, settings: Settings, drafts: Callable[[], bool]) -> None:
-        """Decide, or read back, whether int8 scores this model's creatives (scorer.scoring.precision).
+    def load_or_measure_precision(self, settings: Settings, drafts: Callable[[], bool]) -> None:
+        """Decide, or read back, whether int8 scores this model's creatives (scorer.checks.precision).
 
         `drafts` tells whether the decode check drafts the model's JPEGs: only then may int8 be used.
         """
@@ -188,7 +184,7 @@ class Classifier:
                 pixels = np.concatenate([pixels, extreme_pixels(self.geometry, seed)])
             return self.prepare(pixels)
 
-        self._precision = open_precision(settings.precision, self.info.sha256, settings.state, self._runtime,
+        self._precision = load_or_measure_precision(settings.precision, self.info.sha256, settings.state, self._runtime,
                                          self._probabilities, calibration=calibration, int8_file=self._int8_file,
                                          drafts=drafts)
 
@@ -238,56 +234,6 @@ def _precision_of(runtime: Runtime, half: bool) -> str:
     if isinstance(runtime, OnnxRuntime):
         return "fp32"
     return "fp16 (half, on CUDA)" if half and runtime.device == "cuda" else "fp32 (PyTorch)"
-
-
-def open_extras(classifier: Classifier, settings: Settings) -> Extras:
-    """The model's evidence index (verified) and Grad-CAM explainer, as `report.explain` asks; noted in its info."""
-    index = None
-    if classifier.has_features:
-        index = load_evidence(settings.model, classifier.info.sha256, lambda path: verify_index(settings, path))
-    if index is not None:
-        note = f"{len(index)} past posts in {index.path}: nearest posts, their median and the account percentile"
-    elif classifier.has_features:
-        note = (f"no evidence index beside the model: build one with `scorer index DATA --model {settings.model}` "
-                "(DATA: a posts.csv or Instaloader folder) to see look-alike past posts")
-    else:
-        note = "none: the model is not shaped as fastai's vision_learner builds it, so it gives no pooled features"
-    explain = settings.report.explain
-    explainer = None
-    if explain != "never" and classifier.torch_model is not None and classifier.has_features:
-        from scorer.scoring.explain import Explainer
-
-        explainer = Explainer(classifier.torch_model, classifier.prepare, classifier.threads,
-                              settings.report.thumbnail_px)
-    up_to = settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
-    if explain == "never":
-        looked = "never (report.explain: never)"
-    elif not classifier.has_features:
-        looked = "none: the model is not shaped as fastai's vision_learner builds it"
-    elif explain == "auto":  # also when this run's batch was larger, and the PyTorch copy was not kept
-        looked = f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
-    else:
-        looked = "Grad-CAM for the predicted class, for every creative"
-    planner = open_planner(settings, classifier.info.sha256, classifier.has_features)
-    classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked, context=planner.describe())
-    return Extras(index, explainer, up_to, planner)
-
-
-def open_planner(settings: Settings, model_sha256: str, has_features: bool) -> Planner:
-    """The model's combined model (verified against its pin), or the reason why scoring stays image-only."""
-    path = context_path(settings.model)
-    if not path.exists():
-        return Planner(None, f"no combined model beside the model ({path.name}): `scorer train` on posts with dates "
-                             "makes one")
-    context = read_context(path, verify_context(settings, path))  # the bytes that were hashed are the ones read
-    if context.model_sha256 != model_sha256:
-        raise ModelError(f"combined model {path} was made for another model (sha256 {context.model_sha256[:12]}…): "
-                         "train again with `scorer train`, or delete it to score image-only")
-    if not has_features:
-        return Planner(None, "the model gives no pooled features, which the combined model needs")
-    if not context.use:
-        return Planner(context, f"the model card kept image-only: {context.verdict}")
-    return Planner(context, context.verdict)
 
 
 def read_card(model: Path) -> dict[str, Any]:

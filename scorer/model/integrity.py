@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scorer.config import set_top_level_keys
-from scorer.context.model import context_path
+from scorer.context.combined import context_path
 from scorer.errors import ConfigError, ModelError
+from scorer.evidence.index import index_path
 from scorer.fsutil import atomic_write, read_regular, sha256_file
-from scorer.scoring.evidence import index_path
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from scorer.decoding.fingerprint import creative_prints
+from scorer.decoding.vet import ImageLimits, open_image, read_regular_file
 from scorer.errors import ImageError
-from scorer.scoring.fingerprint import creative_prints
-from scorer.scoring.vet import ImageLimits, open_image, read_regular_file
 
 _EXIF_ORIENTATION = 0x0112
 # fastai's pad modes in numpy's words
@@ -68,10 +68,10 @@ class Decoded:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # with ItemGeometry.probe: the DCT scale drafting would use and the pixels it gives (None at scale 1)
     probe: tuple[int, np.ndarray] | None = None
-    prints: bytes | None = None  # perceptual hashes of the upright image (scorer.scoring.fingerprint), when scored
+    prints: bytes | None = None  # perceptual hashes of the upright image (scorer.decoding.fingerprint), when scored
 
 
-def normalise(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[Image.Image, Image.Image]:
+def model_and_view(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[Image.Image, Image.Image]:
     """Load any accepted image: the RGB pixels the model sees, and the view that thumbnails show.
 
     The model sees exactly what fastai's `PILImage.create` gives, on which the learner was trained
@@ -112,7 +112,7 @@ def normalise(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[
     return model, shown if shown.mode == "RGB" else shown.convert("RGB")
 
 
-def fit(
+def resize_like_fastai(
     im: Image.Image, geometry: ItemGeometry, full_size: tuple[int, int] | None = None, scale: int = 1
 ) -> Image.Image:
     """Apply fastai's validation-time Resize (or RandomResizedCrop) to an RGB image.
@@ -185,7 +185,7 @@ def decode_bytes(
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
     # a scored image is also fingerprinted as people see it (upright), as the post of it will be
     loaded = _load(data, exact, limits, thumb_px, view=bool(thumb_px) or geometry is not None)
-    pixels = np.asarray(fit(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
+    pixels = np.asarray(resize_like_fastai(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
     thumb = thumbnail_bytes(loaded.view, thumb_px) if thumb_px else None
     prints = creative_prints(loaded.view) if geometry else None
     fmt, (width, height), notes = loaded.format, loaded.upright, loaded.notes
@@ -194,7 +194,8 @@ def decode_bytes(
     if geometry is not None and probing and fmt in ("JPEG", "MPO"):
         drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px, view=False)
         if drafted.scale > 1:
-            probe = (drafted.scale, np.asarray(fit(drafted.rgb, geometry, drafted.stored, drafted.scale)))
+            drafted_pixels = resize_like_fastai(drafted.rgb, geometry, drafted.stored, drafted.scale)
+            probe = (drafted.scale, np.asarray(drafted_pixels))
     return Decoded(sha, width, height, fmt, len(data), modified, pixels, thumb, tuple(notes), probe, prints)
 
 
@@ -212,7 +213,7 @@ class _Loaded:
 
 
 def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int, view: bool) -> _Loaded:
-    """Open, draft (JPEG) and normalise; the view for people only with `view`."""
+    """Open, draft (JPEG) and model_and_view; the view for people only with `view`."""
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
@@ -229,7 +230,7 @@ def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
-    rgb, shown = normalise(im, notes, view=view)
+    rgb, shown = model_and_view(im, notes, view=view)
     quarter_turn = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # upright, the sides swap
     upright = (height, width) if quarter_turn else (width, height)
     return _Loaded(rgb, shown, fmt, (width, height), upright, scale, notes)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError, TransientImageError
-from scorer.scoring.decode import Decoded, ItemGeometry, decode_file
-from scorer.scoring.vet import ImageLimits
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _worker_main(conn: Connection) -> None:
 class _Slot:
     """One worker process and the pipe to it; restarted after a crash or hang.
 
-    Workers are plain `python -m scorer.scoring.decode_pool` subprocesses rather than multiprocessing
+    Workers are plain `python -m scorer.decoding.pool` subprocesses rather than multiprocessing
     children, so they never re-import the caller's __main__ and start with only Pillow loaded.
     """
 
@@ -81,7 +81,7 @@ class _Slot:
         if self.process is None or self.process.poll() is not None:
             ours, theirs = socket.socketpair()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scorer.scoring.decode_pool", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", "scorer.decoding.pool", str(theirs.fileno())], pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
             theirs.close()

@@ -15,7 +15,6 @@ crash a batch is either wholly recorded or not at all.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,27 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import ServiceError
-from scorer.results import BatchResult, Duplicate, Launch, ModelInfo, Rejected, Scored, TrackSummary
-from scorer.sqlitetx import immediate
-from scorer.watch.schema import (
-    LAUNCH_KEYS,
+from scorer.ledger.outcome_tables import OutcomeTables
+from scorer.ledger.schema import (
     LEDGER_NAME,
     MIGRATIONS,
     OUTCOMES_SCHEMA,
-    PAIR_COLUMNS,
     SCHEMA,
     SCORED_COLUMNS,
-    TRACK_RECORD,
     VERSION,
     Entry,
-    Look,
     Outcome,
-    Pair,
     file_row,
     model_from_json,
     model_json,
     scored_from_row,
 )
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
+from scorer.sqlitetx import immediate
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class Disposal:
     mtime_ns: int | None = None
 
 
-class Ledger:
+class Ledger(OutcomeTables):
     """The watch service's SQLite ledger; use from one thread."""
 
     def __init__(self, state: Path) -> None:
@@ -93,7 +88,7 @@ class Ledger:
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """One consistent read of the ledger, for long reads on a second Ledger (scorer.watch.window).
+        """One consistent read of the ledger, for long reads on a second Ledger (scorer.ledger.window).
 
         In WAL mode a reader never blocks the writer, so batches go on being recorded meanwhile.
         """
@@ -281,81 +276,3 @@ class Ledger:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-    # Outcomes: launched posts matched back to the creatives scored before them (scorer.outcomes).
-
-    def creatives(self) -> list[tuple[Scored, str, Look | None]]:
-        """Every creative scored, once per content: its result, the scoring model's SHA-256 and its look."""
-        rows = self._db.execute(
-            f"SELECT {SCORED_COLUMNS}, json_extract(batches.model, '$.sha256'), looks.prints, looks.features, "
-            "looks.model FROM files JOIN batches ON batches.id = files.batch LEFT JOIN looks ON looks.sha = files.sha "
-            "WHERE files.id IN (SELECT min(id) FROM files WHERE outcome = 'scored' GROUP BY sha) ORDER BY files.id"
-        ).fetchall()
-        found = []
-        for row in rows:
-            scored, (model, prints, features, look_model) = scored_from_row(row[:6]), row[6:]
-            look = Look(scored.sha256, prints, features, look_model) if prints is not None else None
-            found.append((scored, str(model), look))
-        return found
-
-    def put_looks(self, looks: Sequence[Look]) -> None:
-        """Keep looks computed on first need (creatives scored before looks were kept, or under another model)."""
-        with immediate(self._db):
-            self._db.executemany(
-                "INSERT INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE "
-                "SET prints = excluded.prints, features = excluded.features, model = excluded.model",
-                [(k.sha, k.prints, k.features, k.model) for k in looks],
-            )
-
-    def put_pairs(self, pairs: Sequence[Pair]) -> None:
-        """Record pairs found in one download: a post or a creative paired before is paired anew, never twice."""
-        with immediate(self._db):
-            self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
-                                 [(p.post, p.creative) for p in pairs])
-            self._db.executemany(
-                f"INSERT INTO outcomes ({PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p.post, p.post_sha, p.creative, p.model, p.similarity, p.posted_at, p.likes, p.comments, p.value,
-                  p.label, p.thumbnail) for p in pairs],
-            )
-
-    def pairs(self, model: str | None = None) -> list[Pair]:
-        """The recorded pairs (of one scoring model's creatives, when given), oldest post first."""
-        where, args = ("WHERE model = ?", (model,)) if model else ("", ())
-        rows = self._db.execute(f"SELECT {PAIR_COLUMNS} FROM outcomes {where} ORDER BY posted_at, post", args)
-        return [Pair(*row) for row in rows.fetchall()]
-
-    def put_track_record(self, model: str, record: dict[str, Any]) -> None:
-        """Keep a model's latest track record (TrackRecord.as_dict), replacing the one before."""
-        self.put(TRACK_RECORD + model, json.dumps(record, default=str))
-
-    def track_record(self, model: str, *, launches: int = 0, thumbnails: bool = True) -> TrackSummary | None:
-        """A model's latest track record as reports show it (None before `scorer outcomes` made one).
-
-        With `launches`, that many of its pairs too, newest post first, with the post's and the creative's
-        thumbnails unless `thumbnails` is False (a plot needs only the figures).
-        """
-        text = self.get(TRACK_RECORD + model)
-        if text is None:
-            return None
-        record = json.loads(text)
-        rows = record["pairs"][::-1][:launches]  # kept oldest post first
-        return TrackSummary(record["headline"], bool(record["no_better_than_guess"]),
-                            self._launches(model, rows, thumbnails) if rows else ())
-
-    def _launches(self, model: str, rows: list[dict[str, Any]], thumbnails: bool) -> tuple[Launch, ...]:
-        """A record's pairs, with their thumbnails when asked: the post as launched, the creative as scored."""
-        post_thumbs, creative_thumbs = self._launch_thumbnails(model, rows) if thumbnails else ({}, {})
-        return tuple(Launch(**{key: row[key] for key in LAUNCH_KEYS}, post_thumbnail=post_thumbs.get(row["post"]),
-                            creative_thumbnail=creative_thumbs.get(row["creative_sha256"])) for row in rows)
-
-    def _launch_thumbnails(self, model: str, rows: list[dict[str, Any]]
-                           ) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """The thumbnails of these pairs' posts (by post) and creatives (by SHA-256)."""
-        posts, creatives = {row["post"] for row in rows}, {row["creative_sha256"] for row in rows}
-        # streamed and filtered here, so memory holds only the thumbnails that will be shown
-        post_thumbs = {post: thumb for post, thumb in self._db.execute(
-            "SELECT post, thumbnail FROM outcomes WHERE model = ?", (model,)) if post in posts}
-        creative_thumbs = {sha: thumb for sha, thumb in self._db.execute(
-            "SELECT files.sha, files.thumbnail FROM outcomes JOIN files ON files.sha = outcomes.creative "
-            "WHERE outcomes.model = ? AND files.outcome = 'scored'", (model,)) if sha in creatives}
-        return post_thumbs, creative_thumbs

@@ -111,7 +111,7 @@ def fit(embeddings: np.ndarray | None, context: np.ndarray | None, y: np.ndarray
 
 
 @dataclass(frozen=True)
-class ContextModel:
+class CombinedModel:
     """The combined model of one learner, whether the card made it the default, and the account it knows."""
 
     classes: tuple[str, ...]
@@ -123,7 +123,7 @@ class ContextModel:
     model_sha256: str
 
 
-def write_context(path: Path, model: ContextModel) -> None:
+def write_context(path: Path, model: CombinedModel) -> None:
     """Write the combined model as JSON, atomically."""
     data = {"format": _FORMAT, "classes": list(model.classes), "use": model.use, "verdict": model.verdict,
             "timezone": model.timezone, "model_sha256": model.model_sha256,
@@ -133,14 +133,14 @@ def write_context(path: Path, model: ContextModel) -> None:
     atomic_write(path, json.dumps(data))
 
 
-def read_context(path: Path, data: bytes) -> ContextModel:
+def read_context(path: Path, data: bytes) -> CombinedModel:
     """The combined model from the bytes read (and checked) from `path`."""
     try:
         raw = json.loads(data)
         saved = raw["account"]
         account = Account(datetime.fromisoformat(saved["last_posted"]), float(saved["typical_gap"]),
                           float(saved["rolling_median"]))
-        return ContextModel(tuple(raw["classes"]), Linear.from_dict(raw["linear"]), bool(raw["use"]),
+        return CombinedModel(tuple(raw["classes"]), Linear.from_dict(raw["linear"]), bool(raw["use"]),
                             str(raw["verdict"]), account, str(raw["timezone"]), str(raw["model_sha256"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"combined model {path} cannot be read ({type(exc).__name__}): train again with "

@@ -1,0 +1,100 @@
+"""The operators' commands: `scorer model pin`, `notify test` and `service`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from scorer.cli.common import CONFIG_OPTION, ScorerGroup
+from scorer.config import load_settings
+from scorer.console import err, out
+from scorer.errors import ConfigError
+
+
+@click.group(cls=ScorerGroup)
+def model() -> None:
+    """Pin the model file that scoring may load.
+
+    \b
+    Example:
+        scorer model pin models/engagement.pkl
+    """
+
+
+@model.command("pin")
+@click.argument("path", type=click.Path(path_type=Path))
+@CONFIG_OPTION
+def model_pin(path: Path, config_path: Path | None) -> None:
+    """Trust a model file: write its SHA-256 to config.yaml as model_sha256.
+
+    Run it after checking that the file came from someone you trust; the scorer
+    then refuses any other content under that name.
+
+    \b
+    Example:
+        scorer model pin models/engagement.pkl
+    """
+    from scorer.model.integrity import pin_model
+
+    settings = load_settings(config_path)
+    sha = pin_model(settings, path.absolute())
+    out.print(f"pinned {path}: sha256 {sha} (written to {settings.source})", highlight=False)
+
+
+@click.group(cls=ScorerGroup)
+def notify() -> None:
+    """Check the destinations that `scorer watch` notifies (notify.urls, notify.urls_file).
+
+    \b
+    Example:
+        scorer notify test
+    """
+
+
+@notify.command("test")
+@CONFIG_OPTION
+def notify_test(config_path: Path | None) -> None:
+    """Send one test message to each destination now, and say for each whether it took it (exit 1 if any did not).
+
+    \b
+    Example:
+        scorer notify test --config /etc/scorer/brand-a/config.yaml
+    """
+    from scorer.notify.destinations import load_destinations
+    from scorer.notify.sender import try_destinations
+
+    destinations = load_destinations(load_settings(config_path).notify)
+    if not destinations:
+        raise ConfigError("no notify destinations: add Apprise URLs to notify.urls or notify.urls_file")
+    results = try_destinations(destinations)
+    for label, ok in results:
+        out.print(f"destination {label}: {'ok' if ok else 'failed'}", highlight=False)
+    if not all(ok for _, ok in results):
+        raise SystemExit(1)
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--user", default=None, help="Account the service runs as (default: you).")
+@click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
+@click.option("--template", is_flag=True,
+              help="The instance unit scorer@.service: instance NAME reads /etc/scorer/NAME/config.yaml.")
+def service(config_path: Path | None, user: str | None, web: bool, template: bool) -> None:
+    """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
+
+    \b
+    Example:
+        scorer service --config /srv/scorer/config.yaml --user scorer > scorer.service
+    """
+    from scorer.units import install_commands, render_unit
+
+    if web and template:
+        raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")
+    settings = load_settings(config_path)
+    unit = render_unit(settings, user, web=web, template=template)
+    click.echo(unit.text, nl=False)
+    for folder in unit.missing:
+        err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
+    steps = install_commands(settings, user, web=web, template=template)
+    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False)
