@@ -56,13 +56,17 @@ def chroma(k: int) -> np.ndarray:
     return RGB[k] - (RGB.sum(axis=0) - RGB[k]) / 2
 
 
-def build_learner(out: Path, design: Design, size: int = 32, method: str = "crop") -> Path:
-    """A resnet18 vision_learner for the classes Low, Neutral and High, computing `design`, exported to `out`."""
+def build_learner(out: Path, design: Design, size: int = 32, method: str = "crop",
+                  names: dict[str, str] | None = None) -> Path:
+    """A resnet18 vision_learner for the classes Low, Neutral and High (or their `names`), computing `design`,
+    exported to `out`."""
+    names = names or {name: name for name in CLASS_COLOURS}
+    classes = {names[name]: colour for name, colour in CLASS_COLOURS.items()}
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, resnet18, vision_learner
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as data:
         warnings.simplefilter("ignore")
-        items = labelled_set(Path(data), per_class=2, classes=CLASS_COLOURS)  # only to give the learner its classes
+        items = labelled_set(Path(data), per_class=2, classes=classes)  # only to give the learner its classes
         dls = ImageDataLoaders.from_lists(data, [p for p, _ in items], [c for _, c in items], valid_pct=0.25,
                                           seed=0, item_tfms=Resize(size, method=method), bs=2, num_workers=0)
         learn = vision_learner(dls, resnet18, pretrained=False)
@@ -70,7 +74,7 @@ def build_learner(out: Path, design: Design, size: int = 32, method: str = "crop
         assert not any(isinstance(t, Normalize) for t in learn.dls.after_batch.fs)
         with torch.no_grad():
             _set_body(learn.model[0], design)
-            _set_head(learn.model[1], design, list(learn.dls.vocab))
+            _set_head(learn.model[1], design, list(learn.dls.vocab), names)
         learn.export(out)
     os.chmod(out, 0o644)
     return out
@@ -106,7 +110,7 @@ def _set_body(body: torch.nn.Sequential, design: Design) -> None:
                 block.conv2.weight[c, c, 1, 1] = 1.0
 
 
-def _set_head(head: torch.nn.Sequential, design: Design, vocab: list[str]) -> None:
+def _set_head(head: torch.nn.Sequential, design: Design, vocab: list[str], names: dict[str, str]) -> None:
     _identity_norms(head)
     norms = [m for m in head if isinstance(m, torch.nn.BatchNorm1d)]
     linears = [m for m in head if isinstance(m, torch.nn.Linear)]
@@ -121,8 +125,8 @@ def _set_head(head: torch.nn.Sequential, design: Design, vocab: list[str]) -> No
     linears[0].weight[: len(hidden), features - 1] = hidden[:, channels]
     for name, weights in design.logits.items():
         row = torch.tensor(weights, dtype=torch.float32)
-        linears[1].weight[vocab.index(name), : len(row) - 1] = row[:-1]
-        linears[1].weight[vocab.index(name), hidden_units - 1] = row[-1]
+        linears[1].weight[vocab.index(names[name]), : len(row) - 1] = row[:-1]
+        linears[1].weight[vocab.index(names[name]), hidden_units - 1] = row[-1]
 
 
 def colour_design(threshold: float = 0.2, gain: float = 64.0, grey_bias: float = 12.0) -> Design:

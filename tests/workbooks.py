@@ -8,7 +8,7 @@ from pathlib import Path
 
 from openpyxl import load_workbook
 
-from tests.conftest import tool_or_warn
+from tests.helpers import tool_or_warn
 
 # Filter options: comma, quote, UTF-8, ..., last token -1 = every sheet into its own CSV.
 _EVERY_SHEET_AS_CSV = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,true,false,false,-1"

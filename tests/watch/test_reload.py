@@ -13,13 +13,10 @@ from pathlib import Path
 import pytest
 
 from scorer.fsutil import sha256_file
-from tests import test_watch_service
-from tests.conftest import Project
+from tests.helpers import Project, Service, configure, reports, start, wait_until_empty
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.test_watch_service import Service, configure, reports, start, wait_until_empty
 from tests.workbooks import column, files_across
 
-onnx_cache, watched, services = test_watch_service.onnx_cache, test_watch_service.watched, test_watch_service.services
 COLOURS = list(CLASS_COLOURS.values())
 # PyTorch on both sides: the new learner needs no ONNX export to be loaded during the test.
 RUNTIME = "runtime: torch\nprecision: fp32\n"

@@ -24,23 +24,22 @@ from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import ShippedModel, pack_model
 from scorer.errors import ModelError
 from scorer.settings import Settings
-from tests.conftest import Project
-from tests.test_bulk import ROOT, _campaign, _rows, _settings
+from tests.helpers import ROOT, Project, bulk_settings, campaign, parquet_rows
 
-# `scorer bulk` itself, with one test hook: the content named in GATE is held back in decoding (tests.test_bulk's
-# _gated_decode) and each count of newly decided inputs is appended to DECIDED once the driver has taken them.
+# `scorer bulk` itself, with one test hook: the content named in GATE is held back in decoding (tests.helpers'
+# gated_decode) and each count of newly decided inputs is appended to DECIDED once the driver has taken them.
 GATED_CLI = """
 import functools, sys
 from pathlib import Path
 import scorer.bulk.pipeline as pipeline
-from tests.test_bulk import _gated_decode
+from tests.helpers import gated_decode
 gate, decided, run_bulk = Path(sys.argv[1]), Path(sys.argv[2]), pipeline.run_bulk
 def gated(*args, progress, **kwargs):
     def tell(n):
         progress(n)
         with decided.open("a") as f:
             f.write(f"{n}\\n")
-    return run_bulk(*args, decode=functools.partial(_gated_decode, gate), progress=tell, **kwargs)
+    return run_bulk(*args, decode=functools.partial(gated_decode, gate), progress=tell, **kwargs)
 pipeline.run_bulk, pipeline.PATHS_PER_BLOCK = gated, 2
 del sys.argv[1:3]
 from scorer.cli import run
@@ -77,7 +76,7 @@ def _cli(args: list[str], *, prefix: list[str] | None = None) -> subprocess.Pope
 def test_workers_refuse_a_tampered_model_whose_own_sha256_was_recomputed(
         local_ray: str, project: Project, renamed_learner: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    _campaign(project.inbox, range(1))
+    campaign(project.inbox, range(1))
     pin = hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
     project.write_config(f"model: models/tiny.pkl\nmodel_sha256: {pin}\n")
     other = renamed_learner.read_bytes()  # a real learner, just not the pinned one
@@ -89,11 +88,11 @@ def test_workers_refuse_a_tampered_model_whose_own_sha256_was_recomputed(
 
     monkeypatch.setattr("scorer.bulk.pipeline.pack_model", tampered)
     with pytest.raises(ModelError) as caught:
-        run_bulk(_settings(project), [str(project.inbox)], tmp_path / "dest")
+        run_bulk(bulk_settings(project), [str(project.inbox)], tmp_path / "dest")
     message = str(caught.value)
     assert "\n" not in message
     assert f"is not the pinned one (sha256 {pin[:12]}…, model_sha256 in config.yaml)" in message
-    assert not _rows(tmp_path / "dest")
+    assert not parquet_rows(tmp_path / "dest")
 
 
 def _decided(path: Path) -> int:
@@ -106,7 +105,7 @@ def _decided(path: Path) -> int:
 def test_a_stopped_driver_keeps_its_decided_rows_and_resume_finishes_the_rest(
         local_ray: str, project: Project, tmp_path: Path, sig: signal.Signals, flush_rows: int | None,
         may_lose: int) -> None:
-    files = _campaign(project.inbox, range(4))
+    files = campaign(project.inbox, range(4))
     bulk = "" if flush_rows is None else f"bulk:\n  flush_rows: {flush_rows}\n"  # None: the default, 1,000
     project.write_config(f"model: models/tiny.pkl\nbatch_size: 2\n{bulk}")
     gate, decided, dest = tmp_path / "gate", tmp_path / "decided", tmp_path / "dest"
@@ -121,7 +120,7 @@ def test_a_stopped_driver_keeps_its_decided_rows_and_resume_finishes_the_rest(
     driver.communicate(timeout=120)
     gate.unlink()
 
-    rows = _rows(dest)
+    rows = parquet_rows(dest)
     assert len(rows) >= _decided(decided) - may_lose
     assert all(pq.read_metadata(part).num_rows <= (flush_rows or 1000) for part in dest.glob(PART_GLOB))
     leftover = dest / ".~part-killed-00007.parquet.4242.tmp"  # what a kill in the middle of writing a part leaves
@@ -130,12 +129,12 @@ def test_a_stopped_driver_keeps_its_decided_rows_and_resume_finishes_the_rest(
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert not leftover.exists()
-    assert sorted(str(r["path"]) for r in _rows(dest)) == sorted(map(str, files))  # each input exactly once
+    assert sorted(str(r["path"]) for r in parquet_rows(dest)) == sorted(map(str, files))  # each input exactly once
 
 
 def _real_part(dest: Path, project: Project) -> Path:
     """A part as `scorer bulk` writes it (the documented schema), for one of the project's creatives."""
-    creative = _campaign(project.inbox, range(1))[0]
+    creative = campaign(project.inbox, range(1))[0]
     row = {"path": str(creative), "sha256": "ab" * 32, "status": "rejected", "reason": "test",
            "model_sha256": hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()}
     dest.mkdir()
@@ -177,7 +176,7 @@ def _plant(root: Path, how: str, elsewhere: Path) -> None:
 @pytest.mark.parametrize("how", ["other-owner", "link", "open-to-all"])
 def test_a_worker_folder_planted_first_is_never_written_and_bulk_still_scores(
         local_ray: str, worker_tmp: Path, project: Project, tmp_path: Path, how: str) -> None:
-    files = _campaign(project.inbox, range(1))
+    files = campaign(project.inbox, range(1))
     root = worker_tmp / f"scorer-bulk-{os.getuid()}"
     if root.is_symlink() or root.is_file():
         root.unlink()
@@ -187,7 +186,7 @@ def test_a_worker_folder_planted_first_is_never_written_and_bulk_still_scores(
     _plant(root, how, elsewhere)
     before = set(worker_tmp.iterdir())
 
-    run = run_bulk(_settings(project), [str(project.inbox)], tmp_path / "dest")
+    run = run_bulk(bulk_settings(project), [str(project.inbox)], tmp_path / "dest")
 
     assert run.counts["scored"] == len(files)
     assert not any(elsewhere.iterdir()) and (how == "link" or not any(root.iterdir()))

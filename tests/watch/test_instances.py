@@ -17,12 +17,10 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.watch.lease import LEASE_NAME
-from tests import test_watch_service
-from tests.conftest import Project, tool_or_warn
+from tests.helpers import Project, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.workbooks import files_across
 
-onnx_cache = test_watch_service.onnx_cache
 BRANDS = ("brand-a", "brand-b")
 
 

@@ -1,6 +1,6 @@
 """Notifications: real Apprise against a real SMTP server and a real HTTP receiver on 127.0.0.1.
 
-The model is not under test here, so test_hotfolder's fake colour model scores the batches;
+The model is not under test here, so the fake colour model (tests/fakes.py) scores the batches;
 the service-level tests (kill -9, reload) run `scorer watch` as a subprocess with the tiny learner.
 """
 
@@ -23,7 +23,6 @@ from openpyxl import load_workbook
 
 from scorer import fsutil
 from scorer.cli import main
-from scorer.config import load_settings
 from scorer.errors import ConfigError
 from scorer.ledger.store import Ledger
 from scorer.notify.destinations import load_destinations
@@ -31,16 +30,22 @@ from scorer.notify.notices import Notices
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
-from tests import test_hotfolder, test_watch_service
-from tests.conftest import Project
+from tests.helpers import (
+    Project,
+    Service,
+    configure,
+    drop,
+    files_in_inbox,
+    hot_settings,
+    reports,
+    start,
+    wait_until_empty,
+)
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.receivers import SECRETS, JsonReceiver, SmtpReceiver, free_port, json_url, smtp_url, wait_for
-from tests.test_watch_service import Service, configure, reports, start, wait_until_empty
 from tests.workbooks import column
 
-engine = test_hotfolder.engine  # the fake colour model's engine, as test_hotfolder uses it
 # `scorer watch` subprocesses with the tiny learner, its ONNX export made once, as test_watch_service runs them
-onnx_cache, watched, services = test_watch_service.onnx_cache, test_watch_service.watched, test_watch_service.services
 
 
 @pytest.fixture
@@ -52,20 +57,17 @@ def receivers() -> Iterator[tuple[JsonReceiver, SmtpReceiver]]:
 
 
 def settings_for(tmp_path: Path, urls: list[str], **notify: object) -> Settings:
-    for name in ("inbox", "outbox", "state"):
-        (tmp_path / name).mkdir(exist_ok=True)
     urls_file = tmp_path / "notify-urls"
     urls_file.write_text("# where reports go\n" + "\n".join(urls) + "\n")
     os.chmod(urls_file, 0o640)
     lines = ["notify:", f"  urls_file: {urls_file}"] + [f"  {k}: {v}" for k, v in notify.items()]
-    (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
-    return load_settings(tmp_path / "config.yaml")
+    return hot_settings(tmp_path, "\n".join(lines) + "\n")
 
 
 def run_batch(settings: Settings, notices: Notices, engine: Engine, names: list[str]) -> Path:
-    test_hotfolder.drop(settings, names)
+    drop(settings, names)
     hot = HotFolder(settings, Ledger(settings.state), notices.batch_reported)
-    summary = hot.process(test_hotfolder.inbox_files(settings), engine, stop=lambda: False)
+    summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     hot.ledger.close()
     assert summary is not None
     return summary.report
@@ -212,9 +214,9 @@ def test_an_outbox_unwritable_for_trouble_minutes_is_told_once(tmp_path: Path, e
     notices.start()
     hot = HotFolder(settings, Ledger(settings.state), notices.batch_reported)
     try:
-        test_hotfolder.drop(settings, ["a.jpg"])
+        drop(settings, ["a.jpg"])
         with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
-            hot.process(test_hotfolder.inbox_files(settings), engine, stop=lambda: False)
+            hot.process(files_in_inbox(settings), engine, stop=lambda: False)
         assert "No space left on device" in hot.trouble.cause
         notices.trouble(hot.trouble.cause)  # the service calls this each loop
         time.sleep(0.3)

@@ -19,7 +19,7 @@ from scorer.errors import ConfigError
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.classifier import order_classes
 from scorer.scoring.engine import Item
-from tests.conftest import Project
+from tests.helpers import Project
 from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
 
 
@@ -140,9 +140,9 @@ def _awkward_files(folder: Path) -> list[Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["crop", "pad-presized", "squish", "unknown"])
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
-def test_engine_matches_fastai_get_preds(project: Project, tiny_learner: Path, variant_learners: dict[str, Path],
+def test_engine_matches_fastai_get_preds(project: Project, trained_learner: Path, variant_learners: dict[str, Path],
                                          variant: str, runtime: str, caplog: pytest.LogCaptureFixture) -> None:
-    model = tiny_learner if variant == "crop" else variant_learners[variant]
+    model = trained_learner if variant == "crop" else variant_learners[variant]
     settings = dataclasses.replace(load_settings(project.config, model=model), runtime=runtime,
                                    state=project.root / "state")
     files = _mixed_files(project.inbox)

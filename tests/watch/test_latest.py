@@ -25,15 +25,12 @@ from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
 from scorer.watch.latest import LATEST_NAME, LatestRebuilder, rebuild_latest
-from tests import test_watch_service as service_tests
-from tests.conftest import Project
+from tests.helpers import COLOURS, Project, Service, configure, reports, start
 from tests.history import CLASSES, INFO, fill_history, record_launches, thumbnail
 from tests.imagegen import creative, write_creative
-from tests.test_watch_service import COLOURS, Service, configure, reports, start
 from tests.workbooks import as_libreoffice_reads, column
 
 # The service fixtures of test_watch_service, used here by name.
-onnx_cache, services, watched = service_tests.onnx_cache, service_tests.services, service_tests.watched
 
 
 def _settings(root: Path, **watch: object) -> Settings:

@@ -27,7 +27,7 @@ from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
-from tests.conftest import Project, tool_or_warn
+from tests.helpers import Project, tool_or_warn
 from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 

@@ -33,7 +33,7 @@ from scorer.textsafe import display_text
 from scorer.web.app import create_app
 from scorer.web.auth import TOKEN_RULE, resolve_token
 from scorer.web.runs import NICE
-from tests.conftest import Project
+from tests.helpers import Project
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "security-test-token-Zq8wX2pL5vN7"

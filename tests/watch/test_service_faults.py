@@ -22,15 +22,10 @@ from scorer.cli import main
 from scorer.decoding.vet import is_ignored_name
 from scorer.errors import ServiceError
 from scorer.watch.lease import LEASE_NAME, inbox_lease
-from tests import test_watch_service
-from tests.conftest import Project, tool_or_warn
+from tests.helpers import Project, Service, configure, inbox_files, reports, start, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.test_watch_service import Service, configure, inbox_files, reports, start
 
 # The fixtures of test_watch_service: a project with the tiny learner's ONNX export, and running services.
-onnx_cache = test_watch_service.onnx_cache
-watched = test_watch_service.watched
-services = test_watch_service.services
 
 COLOURS = list(CLASS_COLOURS.values())
 

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
-from tests.conftest import Project
+from tests.helpers import Project
 from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.learners import build_learner, patch_design
 
 
 def _score(project: Project) -> subprocess.CompletedProcess[str]:
@@ -159,7 +160,7 @@ def _onnx_classifier(project: Project, extra: str = ""):  # type: ignore[no-unty
 
 @pytest.mark.slow
 def test_a_swapped_onnx_cache_is_refused_even_with_its_sidecar(
-        project: Project, renamed_learner: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        project: Project, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import numpy as np
 
     first = _onnx_classifier(project)
@@ -169,14 +170,13 @@ def test_a_swapped_onnx_cache_is_refused_even_with_its_sidecar(
     # Another model's export put in its place, with a matching sidecar, as the old cache trusted.
     other = Project(tmp_path / "other")
     other.models.mkdir(parents=True)
-    shutil.copy(renamed_learner, other.models / "tiny.pkl")
-    renamed = "classes: [bronze, silver, gold]\n"
-    _onnx_classifier(other, renamed)
+    build_learner(other.models / "tiny.pkl", patch_design())  # another model: noise is a three-way tie to it
+    _onnx_classifier(other)
     (forged,) = other.models.glob("*.onnx")
     shutil.copy(forged, cache)
     sidecar = {"learner_sha256": first.info.sha256, "onnx_sha256": _sha(cache)}
     cache.with_suffix(".json").write_text(json.dumps(sidecar))
-    assert not np.allclose(_onnx_classifier(other, renamed).predict_pixels(pixels), honest, atol=1e-3)
+    assert not np.allclose(_onnx_classifier(other).predict_pixels(pixels), honest, atol=1e-3)
     second = _onnx_classifier(project)
     assert "does not match its pin in the state folder" in caplog.text
     assert np.allclose(second.predict_pixels(pixels), honest, atol=1e-5)

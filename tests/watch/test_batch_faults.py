@@ -1,6 +1,6 @@
 """The hot folder's remaining holes: files replaced under their name, failed writes, passing share errors, names.
 
-The fake colour model of test_hotfolder stands in; decoding runs in real worker processes.
+The fake colour model (tests/fakes.py) stands in; decoding runs in real worker processes.
 Faults that a test cannot produce for real (a full disk, a file held open on a share, EACCES
 for root) are injected at the system call.
 """
@@ -29,12 +29,14 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import PASSING_TRIES
 from scorer.watch.disposal import reason_path
-from tests import test_hotfolder
+from tests.fakes import ColourModel
+from tests.helpers import drop, files_in_inbox, hot_settings, restart, sheet
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.test_hotfolder import ColourModel, drop, inbox_files, restart, sheet
 
-engine = test_hotfolder.engine  # the fake colour model's engine and a fresh hot folder, as there
-settings = test_hotfolder.settings
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return hot_settings(tmp_path, "watch:\n  max_attempts: 3\n")
 
 RED = CLASS_COLOURS["High"]
 BLUE = CLASS_COLOURS["Low"]
@@ -59,10 +61,10 @@ def test_a_file_replaced_while_its_batch_runs_is_new_input(settings: Settings, e
     assert first is not None and replaced
     assert banner.read_bytes() == replaced[0], "the new file stays in the inbox"
     assert not list(settings.archive_dir.rglob("banner*")), "nothing archived under the old file's result"
-    second = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    second = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert second is not None and second.scored == 1, "the new file gets its own result"
     (archived,) = settings.archive_dir.rglob("banner*")
-    assert archived.read_bytes() == replaced[0] and inbox_files(settings) == []
+    assert archived.read_bytes() == replaced[0] and files_in_inbox(settings) == []
     assert archived.name == "banner-2.jpg", "not under the name the first report gave the old file"
     high = [r for r in sheet(second.report, "Ranking")]
     assert high == ["banner.jpg"] and hot.ledger.undisposed() == []
@@ -84,12 +86,12 @@ def test_a_failed_report_write_keeps_the_inbox_flowing_and_is_written_later(sett
     drop(settings, ["a.jpg", "b.jpg"])
     hot = restart(settings)
     with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
-        summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+        summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
         assert summary is not None and summary.scored == 2
-    assert not summary.report.exists() and inbox_files(settings) == [], "files move on; the ledger holds the results"
+    assert not summary.report.exists() and files_in_inbox(settings) == [], "files move on; the ledger holds the results"
     assert "No space left on device" in hot.trouble.cause and hot.ledger.unreported()
     write_creative(settings.inbox / "c.jpg", RED, (48, 40), seed=7)
-    later = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    later = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert later is not None and later.report.exists() and sheet(later.report, "Ranking") == ["c.jpg"]
     hot.trouble.next_try = 0  # the backoff has passed
     hot.retry()
@@ -102,7 +104,7 @@ def test_a_restart_while_the_disk_is_full_does_not_stop_the_service(settings: Se
     drop(settings, ["a.jpg"])
     hot = restart(settings)
     with mock.patch.object(fsutil.os, "replace", side_effect=OSError(errno.ENOSPC, "No space left on device")):
-        assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
+        assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None
         again = restart(settings, hot.ledger)  # recovery repeats the write: it must not raise
     assert "No space left" in again.trouble.cause and again.ledger.unreported()
     again.trouble.next_try = 0
@@ -118,10 +120,10 @@ def test_a_ledger_that_cannot_be_written_leaves_the_files_for_the_next_scan(sett
     hot = restart(settings)
     full = sqlite3.OperationalError("database or disk is full")
     with mock.patch.object(Ledger, "record_batch", side_effect=full):
-        assert _guarded(hot, lambda: hot.process(inbox_files(settings), engine, stop=lambda: False)) is None
-    assert "database or disk is full" in hot.trouble.cause and len(inbox_files(settings)) == 1
-    assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
-    assert inbox_files(settings) == []
+        assert _guarded(hot, lambda: hot.process(files_in_inbox(settings), engine, stop=lambda: False)) is None
+    assert "database or disk is full" in hot.trouble.cause and len(files_in_inbox(settings)) == 1
+    assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None
+    assert files_in_inbox(settings) == []
 
 
 def flaky_decode(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int):  # type: ignore[no-untyped-def]
@@ -153,13 +155,13 @@ def test_a_passing_share_error_is_retried_before_a_file_is_rejected(settings: Se
     drop(settings, ["flaky.jpg", "never.jpg", "fine.jpg"])
     hot = restart(settings)
     for _ in range(PASSING_TRIES):
-        hot.process(inbox_files(settings), share_engine, stop=lambda: False)
+        hot.process(files_in_inbox(settings), share_engine, stop=lambda: False)
     reports = sorted(settings.outbox.glob("engagement-report-*.xlsx"))
     scored = [name for report in reports for name in sheet(report, "Ranking")]
     rejected = [name for report in reports for name in sheet(report, "Rejected")]
     assert sorted(scored) == ["fine.jpg", "flaky.jpg"] and rejected == ["never.jpg"]
     reason = reason_path(settings.rejected_dir / "never.jpg").read_text()
-    assert "Permission denied" in reason and inbox_files(settings) == []
+    assert "Permission denied" in reason and files_in_inbox(settings) == []
 
 
 def test_a_reason_file_dropped_with_its_image_keeps_both(settings: Settings, engine: Engine) -> None:
@@ -169,7 +171,7 @@ def test_a_reason_file_dropped_with_its_image_keeps_both(settings: Settings, eng
     (settings.inbox / "x.jpg.reason.txt").write_text("my own notes")
     time.sleep(0.001 * 3600 + 0.2)
     hot = restart(settings)
-    assert hot.process(sorted(inbox_files(settings), reverse=True), engine, stop=lambda: False) is not None
+    assert hot.process(sorted(files_in_inbox(settings), reverse=True), engine, stop=lambda: False) is not None
     texts = {p.name: p.read_text() for p in settings.rejected_dir.iterdir()}
     assert "my own notes" in texts.values(), "the dropped file is never overwritten by a reason"
     reasons = sorted(t for t in texts.values() if t.endswith("\n"))
@@ -182,8 +184,8 @@ def test_a_name_near_255_bytes_is_rejected_with_its_reason_and_done(settings: Se
     name = "x" * 246 + ".jpg"
     (settings.inbox / name).write_bytes(b"not an image")
     hot = restart(settings)
-    assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
-    assert inbox_files(settings) == [] and hot.ledger.undisposed() == []
+    assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None
+    assert files_in_inbox(settings) == [] and hot.ledger.undisposed() == []
     (moved,) = [p for p in settings.rejected_dir.iterdir() if not p.name.endswith(".reason.txt")]
     assert reason_path(moved).read_text() == "not an image\n"
 
@@ -195,7 +197,7 @@ def test_unicode_noncharacters_in_names_and_class_names_keep_the_workbook_readab
     monkeypatch.setattr(ColourModel, "info", ColourModel.info.__class__(
         **{**ColourModel.info.__dict__, "classes": ColourModel.classes}))
     hot = restart(settings)
-    summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert summary is not None
     with zipfile.ZipFile(summary.report) as book:
         for part in book.namelist():

@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from scorer.config import load_settings
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Item
-from tests.conftest import Project
+from tests.helpers import Project
 from tests.hostile import Expect, make_corpus, png_bomb, shown
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.poison import poison_decode

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from scorer.config import load_settings
 from scorer.context.plan import is_plan_name
 from scorer.decoding.vet import find_candidates
 from scorer.ledger.store import Ledger
@@ -27,17 +26,11 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
-from tests import test_hotfolder, test_watch_service
-from tests.conftest import Project
+from tests.helpers import Project, Service, configure, hot_settings, reports, start, wait_until_empty
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.test_watch_service import Service, configure, reports, start, wait_until_empty
 
 # The fixtures of test_watch_service (a project with the tiny learner's ONNX export, running services)
 # and of test_hotfolder (an engine on the fake colour model).
-onnx_cache = test_watch_service.onnx_cache
-watched = test_watch_service.watched
-services = test_watch_service.services
-engine = test_hotfolder.engine
 
 COLOURS = list(CLASS_COLOURS.values())
 ORPHAN_SECONDS = 0.001 * 3600
@@ -104,11 +97,7 @@ def test_scorer_watch_rejects_orphans_and_late_sidecars_with_their_reasons(watch
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    for name in ("inbox", "outbox", "state"):
-        (tmp_path / name).mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text("watch:\n  orphan_hours: 0.001\n", encoding="utf-8")
-    return load_settings(config)
+    return hot_settings(tmp_path, "watch:\n  orphan_hours: 0.001\n")
 
 
 def _decide(hot: HotFolder, settings: Settings, engine: Engine) -> list[str]:

@@ -8,19 +8,11 @@ after which a fresh ledger and HotFolder play the restarted service.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from scorer.config import load_settings
-from scorer.decoding.decode import ItemGeometry, decode_file
-from scorer.decoding.pool import DecodeJob, DecodePool
-from scorer.decoding.vet import ImageLimits
-from scorer.ledger.store import Ledger
-from scorer.results import ModelInfo
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch import batch as hotfolder
@@ -29,75 +21,10 @@ from scorer.watch import latest as latest_module
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
 from scorer.watch.latest import LATEST_NAME, latest_is_stale, rebuild_latest
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.fakes import ColourModel, Crash
+from tests.helpers import drop, files_in_inbox, hot_settings, inbox_files, restart, sheet
+from tests.imagegen import write_creative
 from tests.workbooks import files_across
-
-CLASSES = ("Low", "Neutral", "High")
-
-
-class Crash(BaseException):
-    """Stands in for kill -9: nothing after it runs, no `except Exception` catches it."""
-
-
-class ColourModel:
-    """Red is High, green Neutral, blue Low; a pure-magenta image crashes the 'service' when asked to."""
-
-    classes = CLASSES
-    geometry = ItemGeometry("squish", (16, 16))
-    batch_size = 8
-    info = ModelInfo(Path("/models/colour.pkl"), "cd" * 32, CLASSES, "cpu", "fake", "squish to 16×16", {})
-    poison_crashes = False
-
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        means = pixels.reshape(len(pixels), -1, 3).mean(axis=1)
-        if self.poison_crashes and any(m[0] > 200 and m[2] > 200 and m[1] < 60 for m in means):
-            raise Crash("the poison file took the service down")
-        logits = means[:, [2, 1, 0]] / 20.0
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict_files(self, files: list[Path]) -> np.ndarray:
-        raise AssertionError("not used: geometry is set")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    pool = DecodePool(DecodeJob(ColourModel.geometry, ImageLimits(), 24, decode_file), workers=1, timeout=20)
-    eng = Engine(ColourModel(), pool)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    for name in ("inbox", "outbox", "state"):
-        (tmp_path / name).mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text("watch:\n  max_attempts: 3\n", encoding="utf-8")
-    return load_settings(config)
-
-
-def restart(settings: Settings, old: Ledger | None = None) -> HotFolder:
-    """A new process: reopen the ledger and recover."""
-    if old is not None:
-        old.close()
-    hot = HotFolder(settings, Ledger(settings.state))
-    hot.recover()
-    return hot
-
-
-def inbox_files(settings: Settings) -> list[Path]:
-    return sorted(p for p in settings.inbox.rglob("*") if p.is_file())
-
-
-def drop(settings: Settings, names: list[str]) -> None:
-    colours = list(CLASS_COLOURS.values())
-    for n, name in enumerate(names):
-        write_creative(settings.inbox / name, colours[n % 3], (48, 40), seed=n)
-
-
-def sheet(path: Path, name: str) -> list[str]:
-    return files_across([path], name)
 
 
 def all_rows(settings: Settings) -> dict[str, list[str]]:
@@ -110,13 +37,13 @@ def test_a_batch_is_recorded_reported_and_each_file_put_in_its_place(settings: S
     (settings.inbox / "copy-of-a.jpg").write_bytes((settings.inbox / "a.jpg").read_bytes())
     (settings.inbox / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     hot = restart(settings)
-    summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert summary is not None and (summary.scored, summary.rejected, summary.duplicates) == (3, 1, 1)
     assert summary.report.name.endswith("-batch1.xlsx") and summary.report.exists()
     assert sorted(sheet(summary.report, "Ranking")) == ["a.jpg", "b.jpg", "stories/c.jpg"]
     assert sheet(summary.report, "Rejected") == ["broken.jpg"]
     assert sheet(summary.report, "Duplicates") == ["copy-of-a.jpg"]
-    assert inbox_files(settings) == [], "every decided file leaves the inbox"
+    assert files_in_inbox(settings) == [], "every decided file leaves the inbox"
     (day,) = settings.archive_dir.iterdir()
     assert sorted(p.relative_to(day).as_posix() for p in day.rglob("*.jpg")) == ["a.jpg", "b.jpg", "stories/c.jpg"]
     rejected = settings.rejected_dir
@@ -131,10 +58,10 @@ def test_a_redropped_file_is_a_duplicate_that_names_the_earlier_one(settings: Se
     drop(settings, ["a.jpg"])
     data = (settings.inbox / "a.jpg").read_bytes()
     hot = restart(settings)
-    first = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    first = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert first is not None
     (settings.inbox / "a.jpg").write_bytes(data)
-    again = hot.process(inbox_files(settings), engine, stop=lambda: False)
+    again = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert again is not None and (again.scored, again.duplicates) == (0, 1)
     assert sheet(again.report, "Duplicates") == ["a.jpg"]
     reason = reason_path(settings.rejected_dir / "a.jpg").read_text()
@@ -157,10 +84,10 @@ def test_keep_mode_leaves_files_in_place_and_never_reports_them_twice(settings: 
 def test_stop_abandons_the_batch_cleanly(settings: Settings, engine: Engine) -> None:
     drop(settings, ["a.jpg", "b.jpg"])
     hot = restart(settings)
-    assert hot.process(inbox_files(settings), engine, stop=lambda: True) is None
-    assert len(inbox_files(settings)) == 2 and hot.ledger.last_batch() == 0
+    assert hot.process(files_in_inbox(settings), engine, stop=lambda: True) is None
+    assert len(files_in_inbox(settings)) == 2 and hot.ledger.last_batch() == 0
     assert all(hot.ledger.attempts(s) == 0 for s in ("a", "b")), "abandoning on request is no crash"
-    assert hot.process(inbox_files(settings), engine, stop=lambda: False) is not None
+    assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None
 
 
 STEPS = ["scoring", "record", "report-write", "mark-reported", "dispose", "latest"]
@@ -177,17 +104,17 @@ def test_a_crash_at_any_step_then_restart_scores_each_file_exactly_once(
     with monkeypatch.context() as patch:
         _arm(patch, step, hot, settings)
         with pytest.raises(Crash):
-            if hot.process(inbox_files(settings), engine, stop=lambda: False) is not None:
+            if hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None:
                 rebuild_latest(hot.ledger, settings, engine.model.info)
     hot = restart(settings, ledger)
-    hot.process(inbox_files(settings), engine, stop=lambda: False)
+    hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     if latest_is_stale(hot.ledger):
         rebuild_latest(hot.ledger, settings, engine.model.info)
 
     rows = all_rows(settings)
     assert sorted(rows["Ranking"]) == names, "each file exactly once across every report"
     assert rows["Rejected"] == ["zz-broken.jpg"] and rows["Duplicates"] == []
-    assert inbox_files(settings) == []
+    assert files_in_inbox(settings) == []
     assert not list(settings.outbox.rglob(".~*")), "no temporary files left"
     assert sorted(sheet(settings.outbox / LATEST_NAME, "Ranking")) == names
     assert hot.ledger.undisposed() == [] and hot.ledger.unreported() == []
@@ -244,7 +171,7 @@ def test_a_file_that_keeps_killing_the_service_is_rejected_alone(settings: Setti
     crashes = 0
     for _ in range(5):
         try:
-            summary = hot.process(inbox_files(settings), engine, stop=lambda: False)
+            summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
         except Crash:
             crashes += 1
             hot = restart(settings, hot.ledger)
@@ -260,13 +187,13 @@ def test_a_file_that_keeps_killing_the_service_is_rejected_alone(settings: Setti
 def test_latest_ranks_everything_recent_across_batches(settings: Settings, engine: Engine) -> None:
     hot = restart(settings)
     drop(settings, ["a.jpg", "b.jpg"])
-    hot.process(inbox_files(settings), engine, stop=lambda: False)
+    hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert latest_is_stale(hot.ledger)
     rebuild_latest(hot.ledger, settings, engine.model.info)
     assert not latest_is_stale(hot.ledger)
     write_creative(settings.inbox / "c.jpg", (220, 50, 40), (48, 40), seed=9)
     (settings.inbox / "junk.jpg").write_bytes(b"junk")
-    hot.process(inbox_files(settings), engine, stop=lambda: False)
+    hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     rebuild_latest(hot.ledger, settings, engine.model.info)
     latest = settings.outbox / LATEST_NAME
     ranking = load_workbook(latest)["Ranking"]
@@ -277,3 +204,8 @@ def test_latest_ranks_everything_recent_across_batches(settings: Settings, engin
     assert [r["Rank"] for r in rows] == [1, 2, 3]
     assert rows[0]["File"] == "c.jpg", "the red creative ranks first"
     assert sheet(latest, "Rejected") == ["junk.jpg"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return hot_settings(tmp_path, "watch:\n  max_attempts: 3\n")

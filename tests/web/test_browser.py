@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from tests.conftest import Project, tool_or_skip
+from tests.helpers import Project, tool_or_skip
 from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 

@@ -20,7 +20,7 @@ from scorer.errors import ConfigError
 from scorer.evidence.index import index_path
 from scorer.training.labels import learner_classes
 from scorer.training.prepare import prepare
-from tests.conftest import train_tiny_learner
+from tests.helpers import train_tiny_learner
 from tests.imagegen import CLASS_COLOURS
 
 LABELS = ("Low", "Neutral", "High")  # train.label.classes by default

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -11,180 +10,26 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from scorer.config import load_settings
 from scorer.sdnotify import Notifier
-from scorer.watch.lease import LEASE_NAME
-from tests.conftest import Project, tool_or_warn
-from tests.imagegen import CLASS_COLOURS, creative, write_creative
+from tests.helpers import (
+    COLOURS,
+    Project,
+    Service,
+    configure,
+    inbox_files,
+    reports,
+    start,
+    tool_or_warn,
+    wait_until_empty,
+)
+from tests.imagegen import creative, write_creative
 from tests.workbooks import files_across
-
-COLOURS = list(CLASS_COLOURS.values())
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The tiny learner's ONNX export, made once, so each service starts without exporting again."""
-    from scorer.scoring.classifier import Classifier
-
-    root = tmp_path_factory.mktemp("onnx")
-    (root / "models").mkdir()
-    shutil.copy(tiny_learner, root / "models/tiny.pkl")
-    (root / "config.yaml").write_text("model: models/tiny.pkl\n")
-    Classifier(load_settings(root / "config.yaml"))
-    # The export and its pin, which lives in the state folder, not beside it.
-    return sorted(p for p in (root / "models").iterdir() if p.suffix == ".onnx") + [root / "state/derived-pins.json"]
-
-
-@pytest.fixture
-def watched(project: Project, onnx_cache: list[Path]) -> Project:
-    (project.root / "state").mkdir(exist_ok=True)
-    for path in onnx_cache:
-        folder = project.root / "state" if path.parent.name == "state" else project.models
-        shutil.copy(path, folder / path.name)
-    return project
-
-
-def configure(project: Project, **watch: object) -> None:
-    # exact decoding: no decode check probation, so every batch costs the same from the first file on
-    lines = ["model: models/tiny.pkl", "images:", "  decode_workers: 1", "  decode: exact", "report:",
-             "  thumbnail_px: 24", "watch:"]
-    values = {"settle_seconds": 0.4, "rescan_seconds": 2, "max_batch_age": 30, **watch}
-    lines += [f"  {key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
-    project.write_config("\n".join(lines) + "\n")
-
-
-class Service:
-    """A `scorer -v watch` subprocess, its log lines and the sd_notify messages it sends."""
-
-    def __init__(self, project: Project, *args: str, watchdog_usec: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.lines: list[tuple[float, str]] = []
-        self.messages: list[tuple[float, str]] = []
-        name = f"scorer-test-{uuid.uuid4().hex}"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind("\0" + name)  # abstract: NOTIFY_SOCKET starts with '@', as systemd may set it
-        self._sock.settimeout(0.2)
-        env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "PYTHONUNBUFFERED": "1", **(env or {})}
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scorer", "-v", "watch", "--config", str(project.config), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=project.root)
-        self._threads = [threading.Thread(target=self._read_log, daemon=True),
-                         threading.Thread(target=self._read_notify, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_log(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    def _read_notify(self) -> None:
-        while self.proc.poll() is None or self._pending():
-            try:
-                data = self._sock.recv(4096)
-            except (TimeoutError, OSError):
-                continue
-            for message in data.decode().splitlines():
-                self.messages.append((time.monotonic(), message))
-
-    def _pending(self) -> bool:
-        try:
-            self._sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            return True
-        except OSError:
-            return False
-
-    @property
-    def log(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-    def wait_log(self, pattern: str, timeout: float = 90, after: int = 0) -> int:
-        """Wait for a log line matching `pattern` (from line `after` on); return its index."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for index, (_, line) in enumerate(self.lines[after:], start=after):
-                if regex.search(line):
-                    return index
-            if self.proc.poll() is not None and not self._threads[0].is_alive():
-                break
-            time.sleep(0.01)
-        raise AssertionError(f"no log line matching {pattern!r}; log:\n{self.log}")
-
-    def wait_message(self, text: str, timeout: float = 90) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for when, message in self.messages:
-                if message == text:
-                    return when
-            time.sleep(0.02)
-        raise AssertionError(f"no {text} over NOTIFY_SOCKET; got {self.messages}; log:\n{self.log}")
-
-    def wait_message_matching(self, pattern: str, timeout: float = 90) -> None:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(regex.search(message) for _, message in self.messages):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no message matching {pattern!r}; got {self.messages[-5:]}; log:\n{self.log}")
-
-    def signal(self, sig: int, timeout: float = 10) -> tuple[int, float]:
-        """Send a signal; return the exit code and how long the exit took."""
-        began = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        return code, time.monotonic() - began
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for thread in self._threads:
-            thread.join(5)
-        self._sock.close()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    running: list[Service] = []
-    yield running
-    for service in running:
-        service.close()
-
-
-def start(project: Project, services: list[Service], *args: str, watchdog_usec: int | None = None,
-          env: dict[str, str] | None = None) -> Service:
-    service = Service(project, *args, watchdog_usec=watchdog_usec, env=env)
-    services.append(service)
-    return service
-
-
-def reports(project: Project) -> list[Path]:
-    return sorted(project.outbox.glob("engagement-report-*-batch*.xlsx"))
-
-
-def inbox_files(project: Project) -> list[Path]:
-    """Files waiting in the inbox (not the service's lease)."""
-    return sorted(p for p in project.inbox.rglob("*") if p.is_file() and p.name != LEASE_NAME)
-
-
-def wait_until_empty(project: Project, service: Service, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while inbox_files(project) and time.monotonic() < deadline:
-        assert service.proc.poll() is None, f"the service died:\n{service.log}"
-        time.sleep(0.05)
-    assert not inbox_files(project), f"left in the inbox: {inbox_files(project)}\n{service.log}"
 
 
 def copy_slowly(path: Path, data: bytes, chunks: int, pause: float) -> None:

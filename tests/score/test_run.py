@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.results import engagement_score
-from tests.conftest import RENAMED, Project
+from tests.helpers import RENAMED, Project
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 

@@ -20,21 +20,17 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
-from scorer.bulk.output import PART_GLOB
 from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import pack_model, unpack_model
 from scorer.cli import main
-from scorer.config import load_settings
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError
 from scorer.score.run import score_paths
-from scorer.settings import Settings
-from tests.conftest import Project
+from tests.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
 from tests.hostile import make_corpus
-from tests.imagegen import CLASS_COLOURS, write_creative
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The README's schema table, as pyarrow types: the tiny learner's classes are Low < Neutral < High.
 SCHEMA = [
@@ -59,31 +55,17 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-def _settings(project: Project) -> Settings:
-    return load_settings(project.config)
-
-
-def _rows(dest: Path) -> list[dict[str, object]]:
-    return [row for part in sorted(dest.glob(PART_GLOB)) for row in pq.read_table(part).to_pylist()]
-
-
-def _campaign(folder: Path, seeds: range) -> list[Path]:
-    return [write_creative(folder / f"{label.lower()}-{n}.jpg", colour, (96, 120), seed=n)
-            for label, colour in CLASS_COLOURS.items() for n in seeds]
-
-
-@pytest.mark.slow
 def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
         local_ray: None, project: Project, tmp_path: Path) -> None:
     expect = make_corpus(project.inbox, tmp_path / "outside")
-    _campaign(project.inbox / "campaign", range(2))
-    settings = _settings(project)
+    campaign(project.inbox / "campaign", range(2))
+    settings = bulk_settings(project)
     reference = score_paths(settings, [project.inbox]).result
 
     run = run_bulk(settings, [str(project.inbox)], tmp_path / "dest")
     (part,) = run.parts
     assert [(f.name, f.type) for f in pq.read_schema(part)] == SCHEMA
-    rows = {str(r["path"]): r for r in _rows(tmp_path / "dest")}
+    rows = {str(r["path"]): r for r in parquet_rows(tmp_path / "dest")}
     assert len(rows) == len(expect) + 6 == sum(run.counts.values())
 
     assert reference.scored
@@ -109,13 +91,13 @@ def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
 def test_resume_scores_only_new_files_and_report_ranks_the_top(local_ray: None, project: Project,
                                                                tmp_path: Path) -> None:
     dest, folder = tmp_path / "dest", project.inbox
-    first = _campaign(folder, range(2))
-    settings = _settings(project)
+    first = campaign(folder, range(2))
+    settings = bulk_settings(project)
     run_bulk(settings, [str(folder)], dest)
     with pytest.raises(ConfigError, match="pass --resume"):
         run_bulk(settings, [str(folder)], dest)
 
-    new = _campaign(folder / "later", range(5, 6))
+    new = campaign(folder / "later", range(5, 6))
     (folder / "later" / "again.jpg").write_bytes(first[0].read_bytes())
     report = tmp_path / "top.xlsx"
     result = CliRunner().invoke(main, ["bulk", str(folder), "--out", str(dest), "--resume", "--config",
@@ -123,7 +105,7 @@ def test_resume_scores_only_new_files_and_report_ranks_the_top(local_ray: None, 
     assert result.exit_code == 0, result.output
     assert f"3 scored, 0 rejected, 1 duplicates, {len(first)} already in DEST" in result.output
 
-    rows = _rows(dest)
+    rows = parquet_rows(dest)
     paths = [str(r["path"]) for r in rows]
     assert sorted(paths) == sorted(map(str, [*first, *new, folder / "later" / "again.jpg"]))  # each exactly once
     again = next(r for r in rows if str(r["path"]).endswith("again.jpg"))
@@ -148,26 +130,19 @@ def _dying_decode(marker: Path, data: bytes, modified: float, geometry: ItemGeom
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_still_yields_each_input_exactly_once(
         local_ray: None, project: Project, tmp_path: Path) -> None:
-    files = _campaign(project.inbox, range(4))
+    files = campaign(project.inbox, range(4))
     marker = tmp_path / "kill-once"
     marker.write_text(hashlib.sha256(files[len(files) // 2].read_bytes()).hexdigest())
-    settings = dataclasses.replace(_settings(project), batch_size=2)
+    settings = dataclasses.replace(bulk_settings(project), batch_size=2)
     run = run_bulk(settings, [str(project.inbox)], tmp_path / "dest", decode=partial(_dying_decode, marker))
 
     assert not marker.exists(), "the worker that met the victim was killed"
-    paths = [str(r["path"]) for r in _rows(tmp_path / "dest")]
+    paths = [str(r["path"]) for r in parquet_rows(tmp_path / "dest")]
     assert sorted(paths) == sorted(map(str, files))
     assert run.counts == {"scored": len(files), "rejected": 0, "duplicate": 0}
 
 
-def _gated_decode(gate: Path, data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits,
-                  thumb_px: int) -> Decoded:
-    """decode_bytes, except that the content named in `gate` is held back until the gate file is removed."""
-    decoded = decode_bytes(data, modified, geometry, limits, thumb_px)
-    deadline = time.monotonic() + 120
-    while gate.is_file() and gate.read_text() == decoded.sha256 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return decoded
+
 
 
 def _descendants(pid: int, named: str) -> list[int]:
@@ -194,14 +169,14 @@ def _descendants(pid: int, named: str) -> list[int]:
 @pytest.mark.slow
 def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_once(
         local_ray: None, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = _campaign(project.inbox, range(4))
+    files = campaign(project.inbox, range(4))
     gate = tmp_path / "gate"
     gate.write_text(hashlib.sha256(files[-1].read_bytes()).hexdigest())  # the newest file: in the last block
     monkeypatch.setattr("scorer.bulk.pipeline.PATHS_PER_BLOCK", 2)
-    settings = dataclasses.replace(_settings(project), batch_size=2)
+    settings = dataclasses.replace(bulk_settings(project), batch_size=2)
     decided: list[int] = []
     job = threading.Thread(target=run_bulk, args=(settings, [str(project.inbox)], tmp_path / "dest"),
-                           kwargs={"decode": partial(_gated_decode, gate), "progress": decided.append})
+                           kwargs={"decode": partial(gated_decode, gate), "progress": decided.append})
     job.start()
     deadline = time.monotonic() + 240
     while sum(decided) < len(files) // 2 and time.monotonic() < deadline:
@@ -213,8 +188,8 @@ def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_o
 
     assert not job.is_alive()
     assert sum(decided) == len(files)
-    assert sorted(str(r["path"]) for r in _rows(tmp_path / "dest")) == sorted(map(str, files))
-    assert {r["status"] for r in _rows(tmp_path / "dest")} == {"scored"}
+    assert sorted(str(r["path"]) for r in parquet_rows(tmp_path / "dest")) == sorted(map(str, files))
+    assert {r["status"] for r in parquet_rows(tmp_path / "dest")} == {"scored"}
     assert _descendants(os.getpid(), "InferStage") != [actor], "Ray restarted the actor"
 
 
@@ -222,7 +197,7 @@ def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_o
 def test_workers_check_the_shipped_bytes_against_the_pin_beside_them(project: Project, configured: bool) -> None:
     from scorer.scoring.classifier import Classifier
 
-    settings = _settings(project)
+    settings = bulk_settings(project)
     sha = Classifier(settings).info.sha256
     if configured:
         settings = dataclasses.replace(settings, model_sha256=sha)
