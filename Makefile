@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/scorer demo
 
+# Two workers, as CI has two cores; a test file (all of bulk/) stays on one worker (tests/conftest.py).
+TEST_JOBS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

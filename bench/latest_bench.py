@@ -162,7 +162,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="latest-bench-"))
     model = args.model
     if model is None:
-        from tests.conftest import train_tiny_learner
+        from tests.helpers import train_tiny_learner
 
         print("training a tiny learner ...", flush=True)
         model = train_tiny_learner(work / "train", CLASS_COLOURS, work / "tiny.pkl")

@@ -39,7 +39,7 @@ def prepare(work: Path, model: Path | None) -> Path:
 
     (work / "models").mkdir(parents=True)
     if model is None:
-        from tests.conftest import train_tiny_learner
+        from tests.helpers import train_tiny_learner
 
         train_tiny_learner(work / "train", CLASS_COLOURS, work / "models/model.pkl")
     else:

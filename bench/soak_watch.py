@@ -323,7 +323,7 @@ def main() -> int:
     if args.model:
         shutil.copy(args.model, work / "models/model.pkl")
     else:
-        from tests.conftest import train_tiny_learner
+        from tests.helpers import train_tiny_learner
 
         print("training a tiny learner ...", flush=True)
         train_tiny_learner(work / "train", CLASS_COLOURS, work / "models/model.pkl")

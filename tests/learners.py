@@ -19,11 +19,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tests.imagegen import CLASS_COLOURS, labelled_set
+
+if TYPE_CHECKING:
+    from fastai.learner import Learner
 
 # rows: a weight per RGB channel; the stem's kernels spread each over the pixels they cover
 RGB = np.eye(3)
@@ -72,12 +76,18 @@ def build_learner(out: Path, design: Design, size: int = 32, method: str = "crop
         learn = vision_learner(dls, resnet18, pretrained=False)
         # the design reads pixels in 0..1: fastai normalises only for pretrained weights
         assert not any(isinstance(t, Normalize) for t in learn.dls.after_batch.fs)
-        with torch.no_grad():
-            _set_body(learn.model[0], design)
-            _set_head(learn.model[1], design, list(learn.dls.vocab), names)
+        set_design(learn, design, names)
         learn.export(out)
     os.chmod(out, 0o644)
     return out
+
+
+def set_design(learn: Learner, design: Design, names: dict[str, str] | None = None) -> None:
+    """Give a fastai vision_learner (resnet18, classes Low/Neutral/High or their `names`) the weights of `design`."""
+    names = names or {name: name for name in CLASS_COLOURS}
+    with torch.no_grad():
+        _set_body(learn.model[0], design)
+        _set_head(learn.model[1], design, list(learn.dls.vocab), names)
 
 
 def _identity_norms(model: torch.nn.Module) -> None:

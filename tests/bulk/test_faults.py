@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,24 +44,6 @@ del sys.argv[1:3]
 from scorer.cli import run
 run()
 """
-
-
-@pytest.fixture(scope="module")
-def worker_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The temporary folder of this module's Ray workers (their TMPDIR), where they keep the shipped model."""
-    return tmp_path_factory.mktemp("worker-tmp")
-
-
-@pytest.fixture(scope="module")
-def local_ray(worker_tmp: Path) -> Iterator[str]:
-    """Ray on this machine with 2 CPUs, for the whole module; yields its address for drivers in subprocesses."""
-    import ray
-
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # workers import tests' decode functions
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": str(worker_tmp)}})
-    yield str(ray.get_runtime_context().gcs_address)
-    ray.shutdown()
 
 
 def _cli(args: list[str], *, prefix: list[str] | None = None) -> subprocess.Popen[str]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -43,20 +42,8 @@ SCHEMA = [
 ]
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """Ray on this machine with 2 CPUs, for the whole module: starting it is the slow part."""
-    import ray
-
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # workers import tests' decode functions
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield
-    ray.shutdown()
-
-
 def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
-        local_ray: None, project: Project, tmp_path: Path) -> None:
+        local_ray: str, project: Project, tmp_path: Path) -> None:
     expect = make_corpus(project.inbox, tmp_path / "outside")
     campaign(project.inbox / "campaign", range(2))
     settings = bulk_settings(project)
@@ -88,7 +75,7 @@ def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
 
 
 @pytest.mark.slow
-def test_resume_scores_only_new_files_and_report_ranks_the_top(local_ray: None, project: Project,
+def test_resume_scores_only_new_files_and_report_ranks_the_top(local_ray: str, project: Project,
                                                                tmp_path: Path) -> None:
     dest, folder = tmp_path / "dest", project.inbox
     first = campaign(folder, range(2))
@@ -129,7 +116,7 @@ def _dying_decode(marker: Path, data: bytes, modified: float, geometry: ItemGeom
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_still_yields_each_input_exactly_once(
-        local_ray: None, project: Project, tmp_path: Path) -> None:
+        local_ray: str, project: Project, tmp_path: Path) -> None:
     files = campaign(project.inbox, range(4))
     marker = tmp_path / "kill-once"
     marker.write_text(hashlib.sha256(files[len(files) // 2].read_bytes()).hexdigest())
@@ -168,7 +155,7 @@ def _descendants(pid: int, named: str) -> list[int]:
 
 @pytest.mark.slow
 def test_an_inference_actor_killed_mid_job_is_restarted_and_each_input_decided_once(
-        local_ray: None, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        local_ray: str, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = campaign(project.inbox, range(4))
     gate = tmp_path / "gate"
     gate.write_text(hashlib.sha256(files[-1].read_bytes()).hexdigest())  # the newest file: in the last block
