@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/scorer demo
 
-# Two workers, as CI has two cores; a test file (all of bulk/) stays on one worker (tests/conftest.py).
+# Two workers, as CI has two cores; each test file stays on one worker, so its module fixtures are made once.
 TEST_JOBS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

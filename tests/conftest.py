@@ -112,13 +112,3 @@ def engine() -> Iterator[Engine]:
     eng = colour_engine()
     yield eng
     eng.close()
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs the suite on two xdist workers (--dist loadgroup): a test file stays on one worker,
-    so its module fixtures are made once, and the bulk tests share one worker and one local Ray."""
-    for item in items:
-        path = Path(str(item.fspath))
-        group = "ray" if path.parent.name == "bulk" else str(path)
-        item.add_marker(pytest.mark.xdist_group(group))

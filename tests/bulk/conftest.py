@@ -1,4 +1,4 @@
-"""One local Ray for every bulk test: starting it is the slow part (the bulk tests run on one xdist worker)."""
+"""One local Ray per test worker for the bulk tests: starting it is the slow part."""
 
 from __future__ import annotations
 
