@@ -1,7 +1,9 @@
 """The ledger read by those who only look: the web page reads batches, latest.xlsx's window and track records here.
 
 Each call opens the ledger, reads one thing and closes it; with no ledger yet (no `scorer watch` has run
-with this state folder) it answers None, or 0 for the newest batch. Nothing here writes.
+with this state folder) it answers None, or 0 for the newest batch, and creates none. Nothing here records
+anything; opening goes through Ledger, which brings a ledger of an older version up to date, as every
+opening does.
 """
 
 from __future__ import annotations

@@ -55,15 +55,15 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     """
     prep = prepare(settings, data)
     fitted = _fit(settings, prep, progress)
-    evaluation = _evaluate(settings, prep, fitted)
-    return _publish(settings, data, (out or settings.model).absolute(), prep, fitted, evaluation)
+    evaluated = _evaluate(settings, prep, fitted)
+    return _publish(settings, data, (out or settings.model).absolute(), prep, fitted, evaluated)
 
 
 @dataclass(frozen=True)
 class _Fitted:
-    """What fitting gave: the learner with its validation predictions, where and how long it ran."""
+    """What fitting gave (the learner with its validation predictions), where and how long it ran."""
 
-    learner: fit.Fitted
+    result: fit.Fitted
     device: str
     seconds: float
 
@@ -89,10 +89,10 @@ def _fit(settings: Settings, prep: Prepared, progress: bool) -> _Fitted:
 
 def _evaluate(settings: Settings, prep: Prepared, fitted: _Fitted) -> _Evaluated:
     t, classes = settings.train, settings.train.label.classes
-    valid = prep.table.iloc[fitted.learner.valid_rows]
+    valid = prep.table.iloc[fitted.result.valid_rows]
     y_true = class_numbers(valid["label"], classes)  # the learner was fitted on these very names
     majority = int(np.argmax(prep.counts["train"].to_numpy()))
-    ev = evaluate(y_true, fitted.learner.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap,
+    ev = evaluate(y_true, fitted.result.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap,
                   t.seed)
     log.info("verdict: %s", ev.verdict)
     return _Evaluated(valid, ev, headline(ev, prep.split))
@@ -102,7 +102,7 @@ def _publish(settings: Settings, data: Path, model: Path, prep: Prepared, fitted
              evaluated: _Evaluated) -> TrainRun:
     """Export (the old model archived), pin, index, weigh the context, and write the card."""
     t, classes, top = settings.train, settings.train.label.classes, evaluated.headline
-    sha = _export(fitted.learner, model, classes)
+    sha = _export(fitted.result, model, classes)
     archived = _archive(model)
     os.replace(temp_path(model), model)
     _pin(settings, model, sha)
@@ -128,7 +128,7 @@ def _publish(settings: Settings, data: Path, model: Path, prep: Prepared, fitted
         "context": context.as_dict(),
         "versions": versions(),
     }
-    predictions = _predictions(evaluated.valid, fitted.learner.valid_probs, classes)
+    predictions = _predictions(evaluated.valid, fitted.result.valid_probs, classes)
     card = write_card(model, facts, predictions, prep.counts)
     return TrainRun(model, sha, card, card_files(model)[1], archived, prep.posts.bad, prep.funnel, ev, top)
 
