@@ -37,7 +37,9 @@ Floors, from the bottom up:
         learner.py          scoring's only fastai import: load an export, read its transforms and classes
         unpickle.py         loading a learner without its notebook's labelling functions
         integrity.py        SHA-256 pins, trust on first use, for the model and the files beside it
-        runtime.py          ONNX Runtime and PyTorch runtimes, the ONNX export cache
+        serving.py          the serving record in state/: what a later start needs to score without fastai or PyTorch
+        runtime.py          ONNX Runtime, the device, the ONNX export cache's name: no PyTorch import
+        torch_runtime.py    the PyTorch runtime and the ONNX export, checked against PyTorch
     checks/             measured once per model and kept in state/: how the model may be run fast
         calibration.py      calibration images made from a seed, shared by both checks
         records.py          Agreement (how far answers moved) and the checks' records in state/
@@ -45,6 +47,7 @@ Floors, from the bottom up:
         precision.py        whether ONNX Runtime's int8 copy gives the model's answers
         quantize.py         int8 quantisation of an ONNX export, in a child process
     scoring/            a batch of files into results, the same in every room
+        loading.py          opening a learner: from its serving record and pinned export, or through fastai
         classifier.py       Classifier: a trusted learner + class order + runtime -> probabilities and features
         engine.py           Engine and score_items: where decoding, the classifier and the evidence meet
         assembly.py         open_engine: the classifier, its checks, evidence, advice and decoding workers

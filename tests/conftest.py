@@ -14,7 +14,7 @@ from scorer.config import load_settings
 from scorer.scoring.engine import Engine
 from tests.contextgen import Account, train_account, write_account
 from tests.fakes import colour_engine
-from tests.helpers import RENAMED, Project, Service, train_tiny_learner
+from tests.helpers import RENAMED, Project, Service, after_first_start, train_tiny_learner
 from tests.imagegen import CLASS_COLOURS
 from tests.learners import build_learner, colour_design
 from tests.postgen import csv_to_instaloader
@@ -75,8 +75,8 @@ def hour_noise(tmp_path_factory: pytest.TempPathFactory) -> Account:
 # A `scorer watch` project with the tiny learner's ONNX export made once, and the services a test starts.
 
 @pytest.fixture(scope="session")
-def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The tiny learner's ONNX export, made once, so each service starts without exporting again."""
+def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder as the tiny learner's first start leaves it (see helpers.after_first_start), made once."""
     from scorer.scoring.classifier import Classifier
 
     root = tmp_path_factory.mktemp("onnx")
@@ -84,16 +84,14 @@ def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copy(tiny_learner, root / "models/tiny.pkl")
     (root / "config.yaml").write_text("model: models/tiny.pkl\n")
     Classifier(load_settings(root / "config.yaml"))
-    # The export and its pin, which lives in the state folder, not beside it.
-    return sorted(p for p in (root / "models").iterdir() if p.suffix == ".onnx") + [root / "state/derived-pins.json"]
+    return root
 
 
 @pytest.fixture
-def watched(project: Project, onnx_cache: list[Path]) -> Project:
-    (project.root / "state").mkdir(exist_ok=True)
-    for path in onnx_cache:
-        folder = project.root / "state" if path.parent.name == "state" else project.models
-        shutil.copy(path, folder / path.name)
+def watched(project: Project, onnx_cache: Path) -> Project:
+    """The project with the tiny learner already exported, pinned and recorded, so that each `scorer watch`
+    starts without exporting, and without fastai when it draws no Grad-CAM (as `configure` sets)."""
+    after_first_start(onnx_cache, project.root, project.models)
     return project
 
 

@@ -147,12 +147,24 @@ def _misread(learn: Learner, items: list[tuple[Path, str]]) -> list[str]:
     return [p.name for (p, label), row in zip(items, probs, strict=True) if learn.dls.vocab[int(row.argmax())] != label]
 
 
+def after_first_start(source: Path, root: Path, models: Path) -> None:
+    """Copy what a learner's first start left in project `source` into project `root` (its model folder
+    `models`): the ONNX export, and in the state folder the export's pin and the serving record."""
+    for path in source.glob("models/*.onnx"):
+        shutil.copy(path, models / path.name)
+    for path in [source / "state/derived-pins.json", *source.glob("state/serving/*")]:
+        place = root / path.relative_to(source)
+        place.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, place)
+
+
 # A real `scorer watch` subprocess.
 
 def configure(project: Project, **watch: object) -> None:
-    # exact decoding: no decode check probation, so every batch costs the same from the first file on
+    # exact decoding: no decode check probation, so every batch costs the same from the first file on; no
+    # Grad-CAM (tests/evidence has it), so a service with the tiny learner's serving record starts without fastai
     lines = ["model: models/tiny.pkl", "images:", "  decode_workers: 1", "  decode: exact", "report:",
-             "  thumbnail_px: 24", "watch:"]
+             "  thumbnail_px: 24", "  explain: never", "watch:"]
     values = {"settle_seconds": 0.4, "rescan_seconds": 2, "max_batch_age": 30, **watch}
     lines += [f"  {key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
     project.write_config("\n".join(lines) + "\n")

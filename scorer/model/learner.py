@@ -29,6 +29,7 @@ from fastai.vision.all import (
 
 from scorer.decoding.decode import ItemGeometry
 from scorer.errors import ModelError
+from scorer.model.serving import Preprocessing, softmax
 from scorer.model.unpickle import TolerantPickle
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,32 @@ def batch_transform(learn: Learner) -> Callable[[np.ndarray], np.ndarray]:
     return apply
 
 
+def plain_preprocessing(learn: Learner, sample: np.ndarray) -> Preprocessing | None:
+    """The validation batch transforms as numpy computes them (scorer.model.serving), when they are
+    IntToFloatTensor then, optionally, Normalize over the channels, and give fastai's pixels on `sample`;
+    None for any other pipeline, which stays in fastai."""
+    steps = [t for t in learn.dls.valid.after_batch.fs if getattr(t, "split_idx", None) != 0]  # 0: training only
+    names = [type(t).__name__ for t in steps]
+    if names not in (["IntToFloatTensor"], ["IntToFloatTensor", "Normalize"]) or float(steps[0].div) <= 0:
+        return None
+    plain = Preprocessing(float(steps[0].div))
+    if len(steps) == 2:
+        mean, std = (getattr(steps[1], name) for name in ("mean", "std"))
+        if tuple(steps[1].axes) != (0, 2, 3) or mean.numel() != 3 or std.numel() != 3:
+            return None
+        plain = Preprocessing(plain.div, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+    same = np.abs(plain.apply(sample) - batch_transform(learn)(sample)).max() <= 1e-6
+    return plain if same else None
+
+
+def is_softmax(learn: Learner) -> bool:
+    """Whether the learner's activation is a softmax over the classes, which numpy then computes."""
+    logits = np.random.default_rng(0).normal(0, 4, (8, len(vocab_of(learn)))).astype(np.float32)
+    with torch.inference_mode():
+        theirs = _activation(learn)(torch.from_numpy(logits)).float().numpy()
+    return bool(theirs.shape == logits.shape and np.allclose(theirs, softmax(logits), rtol=0, atol=1e-6))
+
+
 def predict_files(learn: Learner, files: list[Path], batch_size: int) -> np.ndarray:
     """fastai's own batched path, for learners whose transforms the fast engine doesn't know."""
     dl = learn.dls.test_dl(files, bs=batch_size, num_workers=0)
@@ -161,6 +188,3 @@ def predict_files(learn: Learner, files: list[Path], batch_size: int) -> np.ndar
         warnings.simplefilter("ignore")
         probs, _ = learn.get_preds(dl=dl)
     return np.asarray(probs.numpy())
-
-
-# --- Training -----------------------------------------------------------------------------------

@@ -1,33 +1,33 @@
-"""Inference runtimes: ONNX Runtime on CPU, PyTorch on CUDA or CPU.
+"""Inference runtimes and what every room needs to know of them, without importing PyTorch.
 
 Each runtime takes a float32 NCHW batch (numpy) that has already been through the learner's
 batch transforms and returns raw model outputs (logits) and, for learners shaped as fastai's
 vision_learner builds them, the pooled features before the head, from the same forward pass.
-With scorer.learner and scorer.evidence.gradcam, the only modules that import torch.
+ONNX Runtime on the CPU lives here; the PyTorch runtime and the ONNX export, which need torch,
+live in model/torch_runtime.py, so a start that opens a kept export never imports torch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
+import glob
 import logging
+import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import atomic_write, read_regular
+from scorer.errors import ConfigError
 from scorer.memory import trim_heap
 
 log = logging.getLogger(__name__)
 
 # Largest |logit| difference between ONNX Runtime and PyTorch accepted at export and at each load.
-_EXPORT_TOLERANCE = 1e-3
+EXPORT_TOLERANCE = 1e-3
+
+# Device nodes without which no GPU can be seen (NVIDIA, AMD's ROCm, WSL): none there, no CUDA device to ask for.
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")
 
 
 Outputs = tuple[np.ndarray, np.ndarray | None]
@@ -44,64 +44,25 @@ class Runtime(Protocol):
         ...
 
 
-class WithFeatures(torch.nn.Module):
-    """A vision_learner model that returns (logits, pooled features) from one forward pass."""
-
-    def __init__(self, model: torch.nn.Sequential) -> None:
-        super().__init__()
-        head = model[1]
-        assert isinstance(head, torch.nn.Sequential)
-        self.body, self.pool, self.rest = model[0], head[0], head[1:]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.pool(self.body(x))
-        return self.rest(pooled), pooled.flatten(1)
-
-
-def with_features(model: torch.nn.Module) -> WithFeatures | None:
-    """Wrap a model shaped as fastai's vision_learner builds it (body, then a head opening with a pooling
-    layer); None for any other shape, which then scores without evidence."""
-    if not (isinstance(model, torch.nn.Sequential) and len(model) == 2):
-        return None
-    head = model[1]
-    if not (isinstance(head, torch.nn.Sequential) and len(head) > 1 and "pool" in type(head[0]).__name__.lower()):
-        return None
-    return WithFeatures(model)
-
-
 def choose_device(requested: str) -> str:
     """Resolve `device: auto|cpu|cuda` against the hardware that is there."""
-    available = torch.cuda.is_available()
+    if requested == "cpu":
+        return "cpu"
+    available = cuda_available()
     if requested == "cuda" and not available:
         raise ConfigError("device is 'cuda' but PyTorch sees no CUDA GPU: set 'device: auto' or 'device: cpu'")
     return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
 
 
-def set_threads(threads: int) -> None:
-    """PyTorch's CPU thread count for this process."""
-    torch.set_num_threads(threads)
+def cuda_available() -> bool:
+    """Whether PyTorch sees a CUDA GPU. On Linux without a GPU device node the answer is no, and PyTorch (a
+    second of start-up) is not imported to give it."""
+    if sys.platform.startswith("linux") and "torch" not in sys.modules \
+            and not any(glob.glob(pattern) for pattern in _GPU_NODES):
+        return False
+    import torch
 
-
-class TorchRuntime:
-    """Eager PyTorch, channels_last, optionally half precision on CUDA."""
-
-    def __init__(self, model: torch.nn.Module, device: str, half: bool = False) -> None:
-        self.device = device
-        self.name = f"torch-{device}" + ("-fp16" if half else "")
-        self._half = half and device == "cuda"
-        model = model.eval().to(device).to(memory_format=torch.channels_last)
-        self._model = model.half() if self._half else model
-
-    def run(self, batch: np.ndarray) -> Outputs:
-        """Run the model under inference_mode and bring the outputs back as float32."""
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self._half:
-            x = x.half()
-        with torch.inference_mode():
-            out = self._model(x)
-        if isinstance(out, tuple):
-            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
-        return out.float().cpu().numpy(), None
+    return bool(torch.cuda.is_available())
 
 
 class OnnxRuntime:
@@ -156,40 +117,6 @@ def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, featur
     return cache_dir / f"{model_path.stem}.{model_sha256[:16]}{'.features' if features else ''}.onnx"
 
 
-def load_or_export_onnx(
-    model: torch.nn.Module, sample: np.ndarray, path: Path, threads: int, pinned: str | None
-) -> tuple[OnnxRuntime, str]:
-    """Open the ONNX export of a learner's model, or export it; return the runtime and the export's SHA-256.
-
-    The cached file is used only when its bytes match `pinned` (kept in the state folder, not beside
-    the file) and its outputs match PyTorch's on the fixed `sample`; otherwise it is exported again.
-    """
-    with torch.inference_mode():
-        out = model.eval()(torch.from_numpy(sample))
-    expected = (out[0] if isinstance(out, tuple) else out).float().numpy()
-    if pinned is not None and path.is_file():
-        data = read_regular(path)
-        if hashlib.sha256(data).hexdigest() != pinned:
-            log.warning("ONNX cache %s does not match its pin in the state folder: exporting again", path)
-        else:
-            runtime = OnnxRuntime(data, threads)
-            diff = float(np.abs(runtime.run(sample)[0] - expected).max())
-            if diff <= _EXPORT_TOLERANCE:
-                runtime.export_diff = diff
-                return runtime, pinned
-            log.warning("ONNX cache %s differs from PyTorch by %.2g: exporting again", path, diff)
-    _export(model, torch.from_numpy(sample), path)
-    data = read_regular(path)
-    runtime = OnnxRuntime(data, threads)
-    diff = float(np.abs(runtime.run(sample)[0] - expected).max())
-    if diff > _EXPORT_TOLERANCE:
-        path.unlink()
-        raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
-    log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
-    runtime.export_diff = diff
-    return runtime, hashlib.sha256(data).hexdigest()
-
-
 def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:
     """Milliseconds per image for the runtime on this batch: the best of two timed runs after a warm-up."""
     runtime.run(batch)
@@ -201,39 +128,14 @@ def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:
     return 1000 * best / len(batch)
 
 
-def describe_export_check(runtime: object) -> str:
-    """The ONNX export check's figure, for the report's Model sheet."""
+def describe_export_check(runtime: object, *, recorded: bool = False) -> str:
+    """The ONNX export check's figure, for the report's Model sheet; `recorded`: checked against the logits that
+    PyTorch gave when the learner was first opened here (scorer.model.serving), not against PyTorch itself."""
     diff = getattr(runtime, "export_diff", None)
     if not isinstance(runtime, OnnxRuntime):
         return "not applicable: the model runs in PyTorch"
     if diff is None:
         return "checked at load (figure not recorded)"
-    return (f"max |logit diff| ONNX Runtime vs PyTorch {diff:.2g} on a fixed sample, checked at load "
-            f"(limit {_EXPORT_TOLERANCE:g})")
-
-
-def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: _export_to(model, sample, tmp))
-
-
-def _export_to(model: torch.nn.Module, sample: torch.Tensor, tmp: Path) -> None:
-    names = ["logits", "features"] if isinstance(model, WithFeatures) else ["logits"]
-    # The TorchScript exporter covers fastai's AdaptiveConcatPool2d on every torch release we
-    # support (the torch.export one fails on aten.adaptive_max_pool2d before torch 2.14) and
-    # takes a second instead of five; the newer exporter is the fallback once it is gone.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=names,
-                dynamic_axes={"input": {0: "batch"}, **{name: {0: "batch"} for name in names}}, opset_version=17,
-                dynamo=False,
-            )
-        except (TypeError, RuntimeError, NotImplementedError) as exc:
-            log.info("TorchScript ONNX export unavailable (%s): using torch.export", exc)
-            torch.onnx.export(
-                model.eval(), (sample,), str(tmp), input_names=["input"], output_names=names,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
-                external_data=False, verbose=False,
-            )
+    against = "PyTorch's recorded logits" if recorded else "PyTorch"
+    return (f"max |logit diff| ONNX Runtime vs {against} {diff:.2g} on a fixed sample, checked at load "
+            f"(limit {EXPORT_TOLERANCE:g})")

@@ -16,25 +16,14 @@ from typing import Any
 import numpy as np
 
 from scorer.checks.calibration import calibration_pixels, extreme_pixels
-from scorer.checks.precision import Int8File, PrecisionCheck, load_or_measure_precision
+from scorer.checks.precision import PrecisionCheck, load_or_measure_precision
 from scorer.decoding.decode import ItemGeometry
-from scorer.errors import ConfigError, ModelError
+from scorer.errors import ConfigError
 from scorer.memory import trim_heap
-from scorer.model import learner as fastai_learner
-from scorer.model.integrity import derived_pin, remember_derived, verify_model
-from scorer.model.runtime import (
-    OnnxRuntime,
-    Outputs,
-    Runtime,
-    TorchRuntime,
-    choose_device,
-    describe_export_check,
-    load_or_export_onnx,
-    onnx_cache_path,
-    set_threads,
-    with_features,
-)
+from scorer.model.integrity import verify_model
+from scorer.model.runtime import OnnxRuntime, Outputs, Runtime, choose_device, describe_export_check
 from scorer.results import ModelInfo
+from scorer.scoring.loading import open_model
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,30 +64,21 @@ class Classifier:
         trusted = verify_model(settings)
         sha = trusted.sha256
         started = time.perf_counter()
-        self._learn = fastai_learner.load(settings.model, trusted.data)
-        del trusted  # the learner holds the weights now; the file's bytes need not stay in memory
-        vocab = fastai_learner.vocab_of(self._learn)
-        classes = order_classes(vocab, settings.classes, fastai_learner.saved_classes(self._learn))
-        self.classes: tuple[str, ...] = tuple(classes)
-        self._columns = np.array([vocab.index(c) for c in classes])
-        self._activation = fastai_learner.activation(self._learn)
-        self._batch_tfm = fastai_learner.batch_transform(self._learn)
-        self.geometry: ItemGeometry | None = fastai_learner.item_spec(self._learn)
         self.batch_size = settings.batch_size
         self.threads = settings.threads or os.cpu_count() or 1
-        set_threads(self.threads)
         device = choose_device(settings.device)
-        self._net: Any = with_features(self._learn.model) or self._learn.model
-        self.has_features = self._net is not self._learn.model and self.geometry is not None
-        if not self.has_features:
-            log.info("the model is not shaped as fastai's vision_learner builds it (body, then a pooling head): "
-                     "scoring without evidence")
-        # Grad-CAM needs the PyTorch model even when ONNX Runtime runs the forward pass: keep it only then.
-        keep_torch = self.has_features and settings.report.explain != "never" and explain
-        self._int8_file: Int8File | None = None
-        self._runtime = self._make_runtime(settings, device, sha, keep_torch)  # full precision: what checks trust
+        opened = open_model(settings, trusted.data, sha, device, self.threads,
+                            explain and settings.report.explain != "never")
+        del trusted  # the learner holds the weights now; the file's bytes need not stay in memory
+        classes = order_classes(opened.vocab, settings.classes, opened.saved_classes)
+        self.classes: tuple[str, ...] = tuple(classes)
+        self._columns = np.array([opened.vocab.index(c) for c in classes])
+        self._activation, self._batch_tfm = opened.activation, opened.prepare
+        self.geometry: ItemGeometry | None = opened.geometry
+        self.has_features = opened.has_features
+        self._runtime, self._int8_file = opened.runtime, opened.int8_file  # full precision: what checks trust
+        self._learn, self.torch_model = opened.learn, opened.torch_model
         self._precision: PrecisionCheck | None = None
-        self.torch_model: Any = self._learn.model
         self.info = ModelInfo(
             path=settings.model,
             sha256=sha,
@@ -108,54 +88,14 @@ class Classifier:
             preprocessing=self._describe_preprocessing(),
             versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")},
             card=read_card(settings.model),
-            export_check=describe_export_check(self._runtime),
+            export_check=describe_export_check(self._runtime, recorded=opened.from_record),
             precision=_precision_of(self._runtime, settings.half),
         )
         trim_heap()  # what loading and exporting freed, given back before the decoding workers start
-        log.info("model %s loaded in %.1f s: classes %s, %s on %s, %s", settings.model,
+        how = "from its serving record " if opened.from_record else ""
+        log.info("model %s loaded %sin %.1f s: classes %s, %s on %s, %s", settings.model, how,
                  time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
                  self.info.preprocessing)
-
-    def _make_runtime(self, settings: Settings, device: str, sha: str, keep_torch: bool) -> Runtime:
-        runtime, threads = settings.runtime, self.threads
-        if runtime == "onnx" and device == "cuda":
-            raise ConfigError("'runtime: onnx' runs on the CPU: set 'device: cpu', or 'runtime: auto' to use CUDA")
-        if device == "cuda" or runtime == "torch" or self.geometry is None:
-            return TorchRuntime(self._net, device, settings.half)
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            if runtime == "onnx":
-                raise ConfigError(
-                    "'runtime: onnx' needs onnxruntime: pip install onnxruntime, or set 'runtime: auto'"
-                ) from None
-            return TorchRuntime(self._net, device)
-        folder = settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
-        sample = self.prepare(self._sample_pixels())
-        cache = onnx_cache_path(settings.model, sha, folder, self.has_features)
-        try:
-            # the two-output export is another file than the one-output one: each has its own pin
-            kind = "onnx-features" if self.has_features else "onnx"
-            pinned = derived_pin(settings, kind, sha)
-            onnx, onnx_sha = load_or_export_onnx(self._net, sample, cache, threads, pinned)
-            if onnx_sha != pinned:
-                remember_derived(settings, kind, sha, onnx_sha)
-            self._int8_file = Int8File(cache, onnx_sha, threads, lambda: derived_pin(settings, f"{kind}-int8", sha),
-                                       lambda made: remember_derived(settings, f"{kind}-int8", sha, made))
-        except ModelError:
-            raise
-        except Exception as exc:  # the exporter does not cover every layer a user's model may have
-            if runtime == "onnx":
-                raise ModelError(f"this model cannot be exported to ONNX ({type(exc).__name__}: {exc}): "
-                                 "set 'runtime: torch' in config.yaml") from None
-            log.warning("ONNX export failed (%s: %s): scoring with PyTorch instead", type(exc).__name__, exc)
-            return TorchRuntime(self._net, device)
-        # Only cheap batch transforms stay in PyTorch now; its idle OpenMP threads would spin on
-        # the cores that ONNX Runtime and the decoders need.
-        set_threads(1)
-        if not keep_torch:
-            self._learn.model = self._net = None  # ONNX Runtime holds its own copy of the weights
-        return onnx
 
     @property
     def info(self) -> ModelInfo:
@@ -187,11 +127,6 @@ class Classifier:
         self._precision = load_or_measure_precision(settings.precision, self.info.sha256, settings.state, self._runtime,
                                          self._probabilities, calibration=calibration, int8_file=self._int8_file,
                                          drafts=drafts)
-
-    def _sample_pixels(self) -> np.ndarray:
-        assert self.geometry is not None
-        w, h = self.geometry.size
-        return np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
 
     def _describe_preprocessing(self) -> str:
         if self.geometry is None:
@@ -227,7 +162,9 @@ class Classifier:
 
     def predict_files(self, files: list[Path]) -> np.ndarray:
         """Probabilities (N, K), lowest class first, through fastai's own test_dl (the fallback path)."""
-        return fastai_learner.predict_files(self._learn, files, self.batch_size)[:, self._columns]
+        from scorer.model.learner import predict_files  # opened through fastai already: no transforms known
+
+        return predict_files(self._learn, files, self.batch_size)[:, self._columns]
 
 
 def _precision_of(runtime: Runtime, half: bool) -> str:

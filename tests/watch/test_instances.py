@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.watch.lease import LEASE_NAME
-from tests.helpers import Project, tool_or_warn
+from tests.helpers import Project, after_first_start, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.workbooks import files_across
 
@@ -69,7 +69,7 @@ def test_the_template_unit_gives_each_instance_its_own_config_and_folders_and_ra
 
 
 @pytest.fixture
-def instances(tmp_path: Path, tiny_learner: Path, onnx_cache: list[Path]) -> Iterator[dict[str, Project]]:
+def instances(tmp_path: Path, tiny_learner: Path, onnx_cache: Path) -> Iterator[dict[str, Project]]:
     """Two brands laid out as the template expects: etc/scorer/<brand>/config.yaml, srv/scorer/<brand>/..."""
     brands = {}
     for brand in BRANDS:
@@ -78,12 +78,12 @@ def instances(tmp_path: Path, tiny_learner: Path, onnx_cache: list[Path]) -> Ite
             (root.root / name).mkdir(parents=True)
         shutil.copy(tiny_learner, root.models / "tiny.pkl")
         os.chmod(root.models / "tiny.pkl", 0o644)
-        for path in onnx_cache:
-            shutil.copy(path, (root.root / "state" if path.parent.name == "state" else root.models) / path.name)
+        after_first_start(onnx_cache, root.root, root.models)
         config = tmp_path / "etc/scorer" / brand / "config.yaml"
         config.parent.mkdir(parents=True)
         config.write_text(f"model: {root.models / 'tiny.pkl'}\ninbox: {root.inbox}\noutbox: {root.outbox}\n"
-                          f"state: {root.root / 'state'}\nimages:\n  decode_workers: 1\n  decode: exact\n"
+                          f"state: {root.root / 'state'}\nreport:\n  explain: never\n"
+                          "images:\n  decode_workers: 1\n  decode: exact\n"
                           "watch:\n  settle_seconds: 0.4\n  rescan_seconds: 2\n")
         brands[brand] = root
     yield brands
