@@ -86,7 +86,7 @@ def run_bulk(
         raise ConfigError(f"no files found in {', '.join(sources)}: give image files or folders that hold them")
     dest.mkdir(parents=True, exist_ok=True)
     require_writable_dir(dest, "--out")
-    classifier = Classifier(settings)
+    classifier = Classifier(settings, explain=False)  # bulk draws no Grad-CAM
     info, geometry = classifier.info, classifier.geometry
     if geometry is None:
         raise ModelError("this learner's transforms are not known to the fast engine, which scorer bulk needs: "

@@ -86,7 +86,8 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str) -> Se
                                 inbox=folder / "inbox", outbox=folder / "outbox")
     if shipped.onnx is not None:
         _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
-        # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch
+        # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch, or
+        # against the logits this worker recorded when it checked these very bytes (scorer.model.serving)
         remember_derived(local, shipped.onnx_kind, pin, hashlib.sha256(shipped.onnx).hexdigest())
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)

@@ -92,7 +92,9 @@ class InferStage:
             shipped = ray.get(shipped)
         self._refusal, self._k = "", 1
         try:
-            self._classifier = Classifier(unpack_model(shipped, settings, verified))
+            # bulk draws no Grad-CAM: no PyTorch copy is kept, and a worker that has opened this model
+            # before opens its checked export from its own serving record (scorer.scoring.loading)
+            self._classifier = Classifier(unpack_model(shipped, settings, verified), explain=False)
         except ScorerError as exc:
             # Ray hands the driver only the text of a traceback when __init__ raises; as data, the refusal
             # reaches it whole, and it stops the job with this one line.

@@ -45,6 +45,10 @@ from scorer.cli import run
 run()
 """
 
+# Each project starts as the tiny learner's first start leaves it, so a driver or an actor that has the
+# serving record opens the export without fastai (bulk draws no Grad-CAM).
+pytestmark = pytest.mark.usefixtures("watched")
+
 
 def _cli(args: list[str], *, prefix: list[str] | None = None) -> subprocess.Popen[str]:
     """`scorer ARGS` in a subprocess run from the repository, as a user would start it."""

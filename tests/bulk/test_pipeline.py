@@ -41,6 +41,10 @@ SCHEMA = [
     ("model_sha256", pa.string()), ("scorer_version", pa.string()),
 ]
 
+# Each project starts as the tiny learner's first start leaves it, so a driver or an actor that has the
+# serving record opens the export without fastai (bulk draws no Grad-CAM).
+pytestmark = pytest.mark.usefixtures("watched")
+
 
 def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
         local_ray: str, project: Project, tmp_path: Path) -> None:
