@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +39,32 @@ def banner(seed: int) -> Image.Image:
 def write_banner(path: Path, seed: int) -> Path:
     """Save a creative as a JPEG with EXIF, as a camera or design tool leaves it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_banner_jpeg(seed))
+    return path
+
+
+@functools.lru_cache(maxsize=256)
+def _banner_jpeg(seed: int) -> bytes:
+    """The JPEG of banner(seed), made once per process: the tests write the same accounts again and again."""
     exif = Image.Exif()
     exif[0x010F] = "Generator"  # Make
     exif[0x0131] = "Design tool 1.0"  # Software
-    banner(seed).save(path, "JPEG", quality=92, exif=exif)
-    return path
+    out = io.BytesIO()
+    banner(seed).save(out, "JPEG", quality=92, exif=exif)
+    return out.getvalue()
 
 
 def as_posted(source: Path, dest: Path, seed: int) -> Path:
     """What Instagram does to an upload: a crop to an allowed shape, 1080 px wide, a mild filter, EXIF gone."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(_posted_jpeg(source.read_bytes(), seed))
+    return dest
+
+
+@functools.lru_cache(maxsize=256)
+def _posted_jpeg(source: bytes, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
-    with Image.open(source) as opened:
+    with Image.open(io.BytesIO(source)) as opened:
         im = opened.convert("RGB")
     aspect = CROPS[seed % len(CROPS)]
     if aspect is not None:
@@ -58,6 +75,6 @@ def as_posted(source: Path, dest: Path, seed: int) -> Path:
     im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.95, 1.08)))
     im = ImageEnhance.Contrast(im).enhance(float(rng.uniform(0.92, 1.1)))
     im = ImageEnhance.Color(im).enhance(float(rng.uniform(0.9, 1.15)))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    im.save(dest, "JPEG", quality=int(rng.integers(70, 86)))  # no exif: stripped
-    return dest
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=int(rng.integers(70, 86)))  # no exif: stripped
+    return out.getvalue()

@@ -96,7 +96,9 @@ def _peak_rss_kb(args: list[str]) -> int:
 
 
 @pytest.mark.slow
-def test_bomb_is_rejected_without_memory_growth(project: Project) -> None:
+def test_bomb_is_rejected_without_memory_growth(watched: Project) -> None:
+    project = watched
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")  # opened from its serving record
     small, bomb = project.root / "small", project.root / "bomb"
     small.mkdir()
     bomb.mkdir()
@@ -157,8 +159,9 @@ def test_a_file_that_hangs_or_crashes_the_decoder_is_rejected_and_the_rest_score
 
 
 @pytest.mark.slow
-def test_corpus_through_watch_once(project: Project, corpus: dict[str, Expect], tmp_path: Path) -> None:
-    project.write_config("model: models/tiny.pkl\nwatch:\n  settle_seconds: 0.3\n")
+def test_corpus_through_watch_once(watched: Project, corpus: dict[str, Expect], tmp_path: Path) -> None:
+    project = watched  # Grad-CAM on the corpus is test_corpus_through_score's; here the service opens the export alone
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\nwatch:\n  settle_seconds: 0.3\n")
     proc = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(project.config)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -57,10 +57,6 @@ def test_a_second_start_opens_the_export_without_fastai_or_torch_and_answers_ali
         assert column(a, "Ranking", name) == column(b, "Ranking", name)
     assert "PyTorch's recorded logits" in str(column(b, "Model", "Value"))
 
-    project.write_config("model: models/tiny.pkl\n")  # Grad-CAM wanted: the learner itself is opened
-    third, log = _score(project, tmp_path / "third")
-    assert third == "imported:fastai,torch" and "from its serving record" not in log
-
 
 def _first_start(project: Project) -> Path:
     project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
@@ -69,8 +65,18 @@ def _first_start(project: Project) -> Path:
     return record
 
 
-def _opened_from_record(project: Project) -> bool:
-    return Classifier(load_settings(project.config), explain=False).info.export_check.count("recorded") == 1
+def _opened_from_record(project: Project, explain: bool = False) -> bool:
+    classifier = Classifier(load_settings(project.config), explain=explain)
+    return classifier.info.export_check.count("recorded") == 1 and classifier.torch_model is None
+
+
+def test_a_run_that_may_draw_grad_cam_opens_the_learner_itself(project: Project) -> None:
+    _first_start(project)  # with report.explain: never
+    assert _opened_from_record(project, explain=True)
+    project.write_config("model: models/tiny.pkl\n")  # report.explain: auto
+    assert _opened_from_record(project, explain=False)  # a run too large for overlays
+    classifier = Classifier(load_settings(project.config))
+    assert "recorded" not in classifier.info.export_check and classifier.torch_model is not None
 
 
 @pytest.mark.parametrize("damage", ["unreadable", "wrong-logits", "other-export"])

@@ -23,6 +23,7 @@ from scorer.decoding.fingerprint import phash_bits
 from scorer.ledger.schema import SCHEMA
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
+from tests.helpers import after_first_start
 from tests.history import unrelated_to
 from tests.outcomegen import as_posted, write_banner
 from tests.postgen import write_rows
@@ -30,6 +31,7 @@ from tests.receivers import JsonReceiver, wait_for
 from tests.workbooks import column
 
 SCORED, POSTED, NEVER, EARLY = 48, 40, 60, 2
+NO_CAM = "report:\n  explain: never\n"
 DAY = 86400.0
 
 
@@ -48,13 +50,14 @@ class Account:
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path) -> Account:
+def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path, onnx_cache: Path) -> Account:
     """SCORED varied creatives, scored by `scorer watch --once` and archived by it."""
     root = tmp_path_factory.mktemp("outcomes") / "proj"
     for name in ("inbox", "outbox", "models"):
         (root / name).mkdir(parents=True)
     shutil.copy(tiny_learner, root / "models" / "tiny.pkl")
-    (root / "config.yaml").write_text("model: models/tiny.pkl\n", encoding="utf-8")
+    after_first_start(onnx_cache, root, root / "models")  # no Grad-CAM: the service opens the export alone
+    (root / "config.yaml").write_text(f"model: models/tiny.pkl\n{NO_CAM}", encoding="utf-8")
     for n in range(SCORED):
         write_banner(root / "inbox" / f"creative-{n:02}.jpg", n)
     done = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(root / "config.yaml")],
@@ -176,8 +179,8 @@ def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: P
     # the service says so once, in its log and in one notification, and every new batch report says so in its
     # Model sheet's first rows
     receiver = JsonReceiver()
-    account.config.write_text(f"model: models/tiny.pkl\nwatch:\n  max_batch: 1\nnotify:\n  urls: [{receiver.url}]\n",
-                              encoding="utf-8")
+    account.config.write_text(f"model: models/tiny.pkl\n{NO_CAM}watch:\n  max_batch: 1\n"
+                              f"notify:\n  urls: [{receiver.url}]\n", encoding="utf-8")
     for n in range(2):
         write_banner(account.root / "inbox" / f"new-{n}.jpg", 900 + n)
     try:
