@@ -43,10 +43,16 @@ def patch_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_learner(tmp_path_factory.mktemp("patch") / "patch.pkl", patch_design(), size=SIZE)
 
 
+@pytest.fixture(scope="module")
+def patch_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state folder for these tests: the patch learner's export and checks are made once, not per test."""
+    return tmp_path_factory.mktemp("patch-state")
+
+
 @pytest.mark.slow
-def test_gradcam_hot_region_overlaps_the_patch(tmp_path: Path, patch_learner: Path) -> None:
+def test_gradcam_hot_region_overlaps_the_patch(patch_learner: Path, patch_state: Path) -> None:
     settings = load_settings(None, model=patch_learner)
-    settings = type(settings)(**{**settings.__dict__, "state": tmp_path / "state", "threads": 1})
+    settings = type(settings)(**{**settings.__dict__, "state": patch_state, "threads": 1})
     classifier = Classifier(settings)
     assert classifier.torch_model is not None  # kept for Grad-CAM although ONNX runs the forward pass
     explainer = Explainer(classifier.torch_model, classifier.prepare, 1, 96)
@@ -80,12 +86,13 @@ def test_gradcam_hot_region_overlaps_the_patch(tmp_path: Path, patch_learner: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("explain", "expected"), [("always", True), ("auto", False), ("never", False)])
-def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learner: Path, explain: str,
-                                                     expected: bool) -> None:
+def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learner: Path, patch_state: Path,
+                                                     explain: str, expected: bool) -> None:
     (tmp_path / "outbox").mkdir()
     config = tmp_path / "config.yaml"
     # auto with a bound of 2 creatives: a batch of 3 gets no overlays
-    config.write_text(f"model: {patch_learner}\nthreads: 1\nreport:\n  explain: {explain}\n  explain_max: 2\n")
+    config.write_text(f"model: {patch_learner}\nstate: {patch_state}\nthreads: 1\n"
+                      f"report:\n  explain: {explain}\n  explain_max: 2\n")
     inputs = tmp_path / "in"
     inputs.mkdir()
     for k, colour in enumerate(COLOURS.values()):
@@ -104,11 +111,12 @@ def test_overlays_go_into_the_report_as_explain_says(tmp_path: Path, patch_learn
 @pytest.mark.slow
 @pytest.mark.parametrize(("largest", "kept"), [(2, True), (3, False), (None, True)])
 def test_a_run_too_large_for_overlays_does_not_keep_the_pytorch_copy(tmp_path: Path, patch_learner: Path,
-                                                                      largest: int | None, kept: bool) -> None:
+                                                                      patch_state: Path, largest: int | None,
+                                                                      kept: bool) -> None:
     from scorer.scoring.assembly import open_engine
 
     config = tmp_path / "config.yaml"
-    config.write_text(f"model: {patch_learner}\nstate: {tmp_path / 'state'}\nthreads: 1\n"
+    config.write_text(f"model: {patch_learner}\nstate: {patch_state}\nthreads: 1\n"
                       "report:\n  explain: auto\n  explain_max: 2\n")
     engine = open_engine(load_settings(config), largest_batch=largest)
     try:

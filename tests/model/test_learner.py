@@ -95,6 +95,12 @@ def variant_learners(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     }
 
 
+@pytest.fixture(scope="module")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state folder for the engine tests: each learner's export and checks are made once, not per runtime."""
+    return tmp_path_factory.mktemp("variants-state")
+
+
 def _get_preds(model: Path, files: list[Path], classes: list[str]) -> np.ndarray:
     from fastai.vision.all import load_learner
 
@@ -140,10 +146,10 @@ def _awkward_files(folder: Path) -> list[Path]:
 @pytest.mark.parametrize("variant", ["crop", "pad-presized", "squish", "unknown"])
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
 def test_engine_matches_fastai_get_preds(project: Project, trained_learner: Path, variant_learners: dict[str, Path],
-                                         variant: str, runtime: str, caplog: pytest.LogCaptureFixture) -> None:
+                                         shared_state: Path, variant: str, runtime: str,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     model = trained_learner if variant == "crop" else variant_learners[variant]
-    settings = dataclasses.replace(load_settings(project.config, model=model), runtime=runtime,
-                                   state=project.root / "state")
+    settings = dataclasses.replace(load_settings(project.config, model=model), runtime=runtime, state=shared_state)
     files = _mixed_files(project.inbox)
     with caplog.at_level(logging.INFO):
         engine = open_engine(settings)
