@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/scorer demo
 
-# Two workers, as CI has two cores; each test file stays on one worker, so its module fixtures are made once.
-TEST_JOBS ?= 2
+# Three workers on two cores: a third of the suite's time is spent waiting (on `scorer` processes, Ray, sockets,
+# settle timers). Each test file stays on one worker, so its module fixtures are made once.
+TEST_JOBS ?= 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile

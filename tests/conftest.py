@@ -1,14 +1,17 @@
-"""Shared fixtures: the tiny learner (trained once per session), a project folder, trained accounts, the watch
+"""Shared fixtures: the tiny learner (built once per run), a project folder, trained accounts, the watch
 service's project and services, and the fake colour engine. Shared functions are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from filelock import FileLock
 
 from scorer.config import load_settings
 from scorer.scoring.engine import Engine
@@ -19,6 +22,23 @@ from tests.imagegen import CLASS_COLOURS
 from tests.learners import build_learner, colour_design
 from tests.postgen import csv_to_instaloader
 
+T = TypeVar("T")
+
+
+def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
+    """`make(folder)` once per test run, its result shared by every pytest-xdist worker (which would otherwise
+    each make their own): the first worker to ask makes it under a lock, the others wait and read it."""
+    base = factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"made-once-{name}"
+    with FileLock(f"{folder}.lock"):
+        result = folder / "result.pickle"
+        if not result.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result.write_bytes(pickle.dumps(make(folder)))
+        value: T = pickle.loads(result.read_bytes())
+    return value
+
 
 @pytest.fixture(scope="session")
 def tiny_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -27,21 +47,22 @@ def tiny_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Built with set weights (tests/learners.py), not trained: the tests that use it are about what happens
     around a model, and need one that behaves the same on every CPU.
     """
-    return build_learner(tmp_path_factory.mktemp("tiny") / "tiny.pkl", colour_design())
+    return made_once(tmp_path_factory, "tiny", lambda folder: build_learner(folder / "tiny.pkl", colour_design()))
 
 
 @pytest.fixture(scope="session")
 def renamed_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same, with classes bronze/silver/gold, whose order cannot be inferred from the names."""
-    return build_learner(tmp_path_factory.mktemp("renamed") / "renamed.pkl", colour_design(), names=RENAMED)
+    return made_once(tmp_path_factory, "renamed",
+                     lambda folder: build_learner(folder / "renamed.pkl", colour_design(), names=RENAMED))
 
 
 @pytest.fixture(scope="session")
 def trained_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 trained on colours as a user's notebook would train it (blue→Low, green→Neutral, red→High),
     for the tests of loading and running a learner trained elsewhere."""
-    root = tmp_path_factory.mktemp("trained")
-    return train_tiny_learner(root / "data", CLASS_COLOURS, root / "trained.pkl")
+    return made_once(tmp_path_factory, "trained",
+                     lambda folder: train_tiny_learner(folder / "data", CLASS_COLOURS, folder / "trained.pkl"))
 
 
 @pytest.fixture
@@ -79,12 +100,14 @@ def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A project folder as the tiny learner's first start leaves it (see helpers.after_first_start), made once."""
     from scorer.scoring.classifier import Classifier
 
-    root = tmp_path_factory.mktemp("onnx")
-    (root / "models").mkdir()
-    shutil.copy(tiny_learner, root / "models/tiny.pkl")
-    (root / "config.yaml").write_text("model: models/tiny.pkl\n")
-    Classifier(load_settings(root / "config.yaml"))
-    return root
+    def first_start(root: Path) -> Path:
+        (root / "models").mkdir()
+        shutil.copy(tiny_learner, root / "models/tiny.pkl")
+        (root / "config.yaml").write_text("model: models/tiny.pkl\n")
+        Classifier(load_settings(root / "config.yaml"))
+        return root
+
+    return made_once(tmp_path_factory, "first-start", first_start)
 
 
 @pytest.fixture
