@@ -7,10 +7,13 @@ In one run, on the same creatives (--images of them), each in a fresh process:
 
 1. the first start in a fresh state folder: fastai unpickles the learner, it is exported to
    ONNX and checked, the decode and precision checks are measured, the serving record is kept;
-2. --runs starts that open the learner again (`report.explain: auto`, which may draw Grad-CAM
-   overlays and so needs PyTorch): fastai and PyTorch are imported and the learner unpickled;
-3. --runs starts with `report.explain: never`, which open the pinned export from the serving
-   record without importing fastai or PyTorch.
+2. --runs starts that open the learner again, its serving record removed first: fastai and
+   PyTorch are imported and the learner unpickled (its export, pin and checks are kept), as a
+   run that may draw Grad-CAM overlays does, less the overlays;
+3. --runs starts that open the pinned export from the serving record without importing fastai
+   or PyTorch.
+
+Every run has `report.explain: never`, so the three do the same scoring work.
 
 For each: the median wall time and CPU time (user + system, the process and its children) and
 the peak RSS. It prints a Markdown table, with each figure's ratio to the learner's start (2).
@@ -45,9 +48,11 @@ print(wall, use.ru_utime + use.ru_stime, use.ru_maxrss / 1024)
 """
 
 
-def _start(project: Path, explain: str) -> tuple[float, float, float]:
+def _start(project: Path, *, forget: bool = False) -> tuple[float, float, float]:
     config = project / "config.yaml"
-    config.write_text(f"model: models/model.pkl\nreport:\n  explain: {explain}\n", encoding="utf-8")
+    config.write_text("model: models/model.pkl\nreport:\n  explain: never\n", encoding="utf-8")
+    if forget:
+        shutil.rmtree(project / "state" / "serving", ignore_errors=True)
     args = [sys.executable, "-m", "scorer", "score", str(project / "inbox"), "--config", str(config),
             "--out", str(project / "outbox")]
     done = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -78,9 +83,9 @@ def main() -> None:
         colours = list(CLASS_COLOURS.values())
         for i in range(args.images):
             write_creative(project / "inbox" / f"c{i}.jpg", colours[i % len(colours)], (1080, 1080), seed=i)
-        first = _start(project, "never")
-        learner = _median([_start(project, "auto") for _ in range(args.runs)])
-        record = _median([_start(project, "never") for _ in range(args.runs)])
+        first = _start(project)
+        learner = _median([_start(project, forget=True) for _ in range(args.runs)])
+        record = _median([_start(project) for _ in range(args.runs)])
     print(f"`scorer score` on {args.images} creatives of 1080×1080, median of {args.runs} starts each "
           "(this machine's figures: compare the ratios)\n")
     print("| start | wall s | CPU s | peak RSS MiB | wall vs learner | CPU vs learner |")
