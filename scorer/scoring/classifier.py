@@ -92,9 +92,9 @@ class Classifier:
             precision=_precision_of(self._runtime, settings.half),
         )
         trim_heap()  # what loading and exporting freed, given back before the decoding workers start
-        how = "from its serving record " if opened.from_record else ""
-        log.info("model %s loaded %sin %.1f s: classes %s, %s on %s, %s", settings.model, how,
-                 time.perf_counter() - started, list(self.classes), self.info.runtime, self.info.device,
+        how = " from its serving record" if opened.from_record else ""
+        log.info("model %s loaded in %.1f s%s: classes %s, %s on %s, %s", settings.model,
+                 time.perf_counter() - started, how, list(self.classes), self.info.runtime, self.info.device,
                  self.info.preprocessing)
 
     @property
