@@ -96,25 +96,25 @@ def hour_noise(tmp_path_factory: pytest.TempPathFactory) -> Account:
 # A `scorer watch` project with the tiny learner's ONNX export made once, and the services a test starts.
 
 @pytest.fixture(scope="session")
-def onnx_cache(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def first_start(tiny_learner: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project folder as the tiny learner's first start leaves it (see helpers.after_first_start), made once."""
     from scorer.scoring.classifier import Classifier
 
-    def first_start(root: Path) -> Path:
+    def make(root: Path) -> Path:
         (root / "models").mkdir()
         shutil.copy(tiny_learner, root / "models/tiny.pkl")
         (root / "config.yaml").write_text("model: models/tiny.pkl\n")
         Classifier(load_settings(root / "config.yaml"))
         return root
 
-    return made_once(tmp_path_factory, "first-start", first_start)
+    return made_once(tmp_path_factory, "first-start", make)
 
 
 @pytest.fixture
-def watched(project: Project, onnx_cache: Path) -> Project:
+def watched(project: Project, first_start: Path) -> Project:
     """The project with the tiny learner already exported, pinned and recorded, so that each `scorer watch`
     starts without exporting, and without fastai when it draws no Grad-CAM (as `configure` sets)."""
-    after_first_start(onnx_cache, project.root, project.models)
+    after_first_start(first_start, project.root)
     return project
 
 

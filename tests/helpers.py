@@ -147,12 +147,10 @@ def _misread(learn: Learner, items: list[tuple[Path, str]]) -> list[str]:
     return [p.name for (p, label), row in zip(items, probs, strict=True) if learn.dls.vocab[int(row.argmax())] != label]
 
 
-def after_first_start(source: Path, root: Path, models: Path) -> None:
-    """Copy what a learner's first start left in project `source` into project `root` (its model folder
-    `models`): the ONNX export, and in the state folder the export's pin and the serving record."""
-    for path in source.glob("models/*.onnx"):
-        shutil.copy(path, models / path.name)
-    for path in [source / "state/derived-pins.json", *source.glob("state/serving/*")]:
+def after_first_start(source: Path, root: Path) -> None:
+    """Copy what a learner's first start left in project `source` into project `root`: the ONNX export beside
+    the model, and in the state folder the export's pin and the serving record."""
+    for path in [*source.glob("models/*.onnx"), source / "state/derived-pins.json", *source.glob("state/serving/*")]:
         place = root / path.relative_to(source)
         place.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, place)

@@ -10,6 +10,7 @@ live in model/torch_runtime.py, so a start that opens a kept export never import
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from scorer.errors import ConfigError
+from scorer.fsutil import read_regular
 from scorer.memory import trim_heap
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,23 @@ def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, featur
     The `.features` variant has two outputs, so a single-output export from before is never reused for it.
     """
     return cache_dir / f"{model_path.stem}.{model_sha256[:16]}{'.features' if features else ''}.onnx"
+
+
+def open_kept_onnx(path: Path, pinned: str, threads: int, sample: np.ndarray, expected: np.ndarray, *,
+                   against: str, otherwise: str) -> OnnxRuntime | None:
+    """Open a kept ONNX export when its bytes match `pinned` and its logits on the prepared `sample` are within
+    the export tolerance of `expected` (from `against`); else None, with a warning that ends in `otherwise`."""
+    data = read_regular(path)
+    if hashlib.sha256(data).hexdigest() != pinned:
+        log.warning("ONNX cache %s does not match its pin in the state folder: %s", path, otherwise)
+        return None
+    runtime = OnnxRuntime(data, threads)
+    diff = float(np.abs(runtime.run(sample)[0] - expected).max())
+    if not diff <= EXPORT_TOLERANCE:
+        log.warning("ONNX cache %s differs from %s by %.2g: %s", path, against, diff, otherwise)
+        return None
+    runtime.export_diff = diff
+    return runtime
 
 
 def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:

@@ -19,7 +19,7 @@ import torch
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, read_regular
-from scorer.model.runtime import EXPORT_TOLERANCE, OnnxRuntime, Outputs
+from scorer.model.runtime import EXPORT_TOLERANCE, OnnxRuntime, Outputs, open_kept_onnx
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,9 @@ def load_or_export_onnx(
         out = model.eval()(torch.from_numpy(sample))
     expected = (out[0] if isinstance(out, tuple) else out).float().numpy()
     if pinned is not None and path.is_file():
-        data = read_regular(path)
-        if hashlib.sha256(data).hexdigest() != pinned:
-            log.warning("ONNX cache %s does not match its pin in the state folder: exporting again", path)
-        else:
-            runtime = OnnxRuntime(data, threads)
-            diff = float(np.abs(runtime.run(sample)[0] - expected).max())
-            if diff <= EXPORT_TOLERANCE:
-                runtime.export_diff = diff
-                return runtime, pinned, expected
-            log.warning("ONNX cache %s differs from PyTorch by %.2g: exporting again", path, diff)
+        kept = open_kept_onnx(path, pinned, threads, sample, expected, against="PyTorch", otherwise="exporting again")
+        if kept is not None:
+            return kept, pinned, expected
     _export(model, torch.from_numpy(sample), path)
     data = read_regular(path)
     runtime = OnnxRuntime(data, threads)

@@ -13,7 +13,6 @@ fastai and PyTorch are imported inside `_from_learner`, so opening from the reco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -26,9 +25,8 @@ import numpy as np
 from scorer.checks.precision import Int8File
 from scorer.decoding.decode import ItemGeometry
 from scorer.errors import ConfigError, ModelError
-from scorer.fsutil import read_regular
 from scorer.model.integrity import derived_pin, remember_derived
-from scorer.model.runtime import EXPORT_TOLERANCE, OnnxRuntime, Runtime, onnx_cache_path
+from scorer.model.runtime import OnnxRuntime, Runtime, onnx_cache_path, open_kept_onnx
 from scorer.model.serving import ServingRecord, keep_record, read_record, softmax
 from scorer.settings import Settings
 
@@ -92,21 +90,15 @@ def _from_record(settings: Settings, sha: str, record: ServingRecord, threads: i
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
+    plain = record.preprocessing
     try:
-        data = read_regular(cache)
+        runtime = open_kept_onnx(cache, record.onnx_sha256, threads, plain.apply(sample_pixels(record.geometry)),
+                                 np.asarray(record.sample_logits, dtype=np.float32),
+                                 against="PyTorch's recorded answers", otherwise="opening the learner")
     except OSError:
         return None
-    if hashlib.sha256(data).hexdigest() != record.onnx_sha256:
-        log.warning("ONNX cache %s does not match its pin in the state folder: exporting again", cache)
+    if runtime is None:
         return None
-    runtime = OnnxRuntime(data, threads)
-    plain = record.preprocessing
-    diff = float(np.abs(runtime.run(plain.apply(sample_pixels(record.geometry)))[0]
-                        - np.asarray(record.sample_logits, dtype=np.float32)).max())
-    if not diff <= EXPORT_TOLERANCE:
-        log.warning("ONNX cache %s differs from PyTorch's recorded answers by %.2g: opening the learner", cache, diff)
-        return None
-    runtime.export_diff = diff
     return Opened(list(record.vocab), None if record.saved_classes is None else list(record.saved_classes),
                   record.geometry, plain.apply, softmax, record.features, runtime,
                   _int8_file(settings, cache, record.onnx_sha256, sha, threads, kind), from_record=True)

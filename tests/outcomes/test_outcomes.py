@@ -50,13 +50,13 @@ class Account:
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path, onnx_cache: Path) -> Account:
+def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path, first_start: Path) -> Account:
     """SCORED varied creatives, scored by `scorer watch --once` and archived by it."""
     root = tmp_path_factory.mktemp("outcomes") / "proj"
     for name in ("inbox", "outbox", "models"):
         (root / name).mkdir(parents=True)
     shutil.copy(tiny_learner, root / "models" / "tiny.pkl")
-    after_first_start(onnx_cache, root, root / "models")  # no Grad-CAM: the service opens the export alone
+    after_first_start(first_start, root)  # no Grad-CAM: the service opens the export alone
     (root / "config.yaml").write_text(f"model: models/tiny.pkl\n{NO_CAM}", encoding="utf-8")
     for n in range(SCORED):
         write_banner(root / "inbox" / f"creative-{n:02}.jpg", n)

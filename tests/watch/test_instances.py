@@ -69,7 +69,7 @@ def test_the_template_unit_gives_each_instance_its_own_config_and_folders_and_ra
 
 
 @pytest.fixture
-def instances(tmp_path: Path, tiny_learner: Path, onnx_cache: Path) -> Iterator[dict[str, Project]]:
+def instances(tmp_path: Path, tiny_learner: Path, first_start: Path) -> Iterator[dict[str, Project]]:
     """Two brands laid out as the template expects: etc/scorer/<brand>/config.yaml, srv/scorer/<brand>/..."""
     brands = {}
     for brand in BRANDS:
@@ -78,7 +78,7 @@ def instances(tmp_path: Path, tiny_learner: Path, onnx_cache: Path) -> Iterator[
             (root.root / name).mkdir(parents=True)
         shutil.copy(tiny_learner, root.models / "tiny.pkl")
         os.chmod(root.models / "tiny.pkl", 0o644)
-        after_first_start(onnx_cache, root.root, root.models)
+        after_first_start(first_start, root.root)
         config = tmp_path / "etc/scorer" / brand / "config.yaml"
         config.parent.mkdir(parents=True)
         config.write_text(f"model: {root.models / 'tiny.pkl'}\ninbox: {root.inbox}\noutbox: {root.outbox}\n"
