@@ -9,6 +9,10 @@ whoever altered the bytes could recompute it. It then writes them into a private
 and opens them with the same Classifier as `scorer score`: `verify_model` compares them
 with that pin again before fastai unpickles anything, and the ONNX cache is used only
 when its own pin matches.
+
+When the driver holds the learner's serving record (scorer.model.serving), the record travels
+beside the shipped object too, and pins the export in it: a worker that gets both opens the
+export with the record, without fastai or PyTorch, as `scorer score` does on its second start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
 from scorer.model.integrity import derived_pin, remember_derived
 from scorer.model.runtime import onnx_cache_path
+from scorer.model.serving import ServingRecord, keep_record
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,11 +70,13 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
                         card.read_bytes() if card.is_file() else None)
 
 
-def unpack_model(shipped: ShippedModel, settings: Settings, verified: str) -> Settings:
+def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
+                 record: ServingRecord | None = None) -> Settings:
     """Check a shipped model against the driver's pin, write it into this worker's private folder; settings to load it.
 
     The pin is `model_sha256` in the driver's settings when set, else `verified` (the SHA-256 the
-    driver checked against its state folder's pin); both travel beside the shipped object, not in it.
+    driver checked against its state folder's pin); both travel beside the shipped object, not in it,
+    as does the driver's serving `record`, which is kept here only for the export it names.
     """
     pin = (settings.model_sha256 or verified).lower()
     actual = hashlib.sha256(shipped.learner).hexdigest()
@@ -88,7 +95,11 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str) -> Se
         _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
         # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch, or
         # against the logits this worker recorded when it checked these very bytes (scorer.model.serving)
-        remember_derived(local, shipped.onnx_kind, pin, hashlib.sha256(shipped.onnx).hexdigest())
+        onnx_sha = hashlib.sha256(shipped.onnx).hexdigest()
+        remember_derived(local, shipped.onnx_kind, pin, onnx_sha)
+        if record is not None and record.onnx_sha256 == onnx_sha and record.features == (
+                shipped.onnx_kind == "onnx-features"):
+            keep_record(local.state, pin, record)  # the export the driver checked: opened without fastai
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)
     return local

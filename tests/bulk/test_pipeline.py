@@ -25,6 +25,7 @@ from scorer.cli import main
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError
+from scorer.model.serving import read_record, record_path
 from scorer.score.run import score_paths
 from tests.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
 from tests.hostile import make_corpus
@@ -203,6 +204,24 @@ def test_workers_check_the_shipped_bytes_against_the_pin_beside_them(project: Pr
     with pytest.raises(ModelError, match=f"is not the pinned one \\(sha256 {sha[:12]}…, {where}\\)"):
         unpack_model(tampered, settings, verified)
     assert Classifier(unpack_model(shipped, settings, sha)).info.sha256 == sha
+
+
+def test_a_worker_given_the_drivers_serving_record_opens_the_export_without_fastai(project: Project) -> None:
+    from scorer.scoring.classifier import Classifier
+
+    settings = bulk_settings(project)
+    sha = Classifier(settings, explain=False).info.sha256
+    record = read_record(settings.state, sha)
+    assert record is not None, "the watched project holds the tiny learner's serving record"
+    shipped = pack_model(settings, sha)
+    local = unpack_model(shipped, settings, sha, record)
+    assert read_record(local.state, sha) == record
+    assert "recorded logits" in Classifier(local, explain=False).info.export_check, "opened with the record"
+
+    # a record that names another export than the one shipped beside it is not kept: that worker opens the learner
+    record_path(local.state, sha).unlink()
+    local = unpack_model(shipped, settings, sha, dataclasses.replace(record, onnx_sha256="0" * 64))
+    assert read_record(local.state, sha) is None
 
 
 def test_without_ray_bulk_names_the_extra_in_one_line(project: Project, tmp_path: Path) -> None:
