@@ -22,8 +22,9 @@ def banner(seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     w, h = _SIZES[seed % len(_SIZES)]
     base = np.array(COLOURS[seed % len(COLOURS)], dtype=np.float32)
-    ramp = np.linspace(-40, 40, h, dtype=np.float32)[:, None, None] * rng.uniform(-1, 1, 3)
-    pixels = np.broadcast_to(base, (h, w, 3)) + ramp + rng.normal(0, 6, (h, w, 3))
+    ramp = np.linspace(-40, 40, h, dtype=np.float32)[:, None, None] * rng.uniform(-1, 1, 3).astype(np.float32)
+    grain = np.roll(_grain(h, w), (int(rng.integers(0, h)), int(rng.integers(0, w))), axis=(0, 1))
+    pixels = (base + ramp) + grain
     im = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     for _ in range(int(rng.integers(3, 8))):
@@ -34,6 +35,12 @@ def banner(seed: int) -> Image.Image:
     text = f"SALE {int(rng.integers(10, 90))}% OFF"
     draw.text((w // 10, h // 2), text, fill=(255, 255, 255), font_size=h // 10)
     return im
+
+
+@functools.lru_cache(maxsize=len(_SIZES))
+def _grain(h: int, w: int) -> np.ndarray:
+    """Sensor grain (sd 6) for one size, drawn once; each banner shifts it by its own offset."""
+    return np.random.default_rng(h * w).standard_normal((h, w, 3), dtype=np.float32) * np.float32(6)
 
 
 def write_banner(path: Path, seed: int) -> Path:
@@ -71,7 +78,8 @@ def _posted_jpeg(source: bytes, seed: int) -> bytes:
         w, h = im.size
         cw, ch = (round(h * aspect), h) if w / h > aspect else (w, round(w / aspect))
         im = im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
-    im = im.resize((1080, round(1080 * im.height / im.width)), Image.Resampling.LANCZOS)
+    if im.width != 1080:
+        im = im.resize((1080, round(1080 * im.height / im.width)), Image.Resampling.BICUBIC)
     im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.95, 1.08)))
     im = ImageEnhance.Contrast(im).enhance(float(rng.uniform(0.92, 1.1)))
     im = ImageEnhance.Color(im).enhance(float(rng.uniform(0.9, 1.15)))
