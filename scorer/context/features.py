@@ -2,6 +2,9 @@
 
 A past post's features use only what was known before it was posted (the previous post's
 date, the previous posts' engagement), so the held-out posts are judged without a look ahead.
+
+pandas is imported by the functions that build frames: every `scorer` command imports this module (for
+`zone`), and most never need a frame.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-import pandas as pd
 
 from scorer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Each feature and what it measures; hour and weekday enter the model one-hot, counts as log(1 + x).
 FEATURES = {
@@ -63,6 +69,8 @@ def caption_counts(caption: str) -> dict[str, int]:
 
 def post_features(posts: pd.DataFrame, tz: ZoneInfo, window: int) -> pd.DataFrame:
     """The features of each post (`posted_at` UTC, `caption`, `total`), in the rows' own order."""
+    import pandas as pd
+
     order = posts["posted_at"].rank(method="first").to_numpy().argsort()
     ordered = posts.iloc[order]
     when = pd.DatetimeIndex(ordered["posted_at"]).tz_convert(tz)
@@ -82,6 +90,8 @@ def post_features(posts: pd.DataFrame, tz: ZoneInfo, window: int) -> pd.DataFram
 
 def account_of(posts: pd.DataFrame, window: int) -> Account:
     """The account's newest post time, median days between posts, and median engagement of its newest `window` posts."""
+    import pandas as pd
+
     ordered = posts.sort_values("posted_at", kind="stable")
     gaps = pd.Series(pd.DatetimeIndex(ordered["posted_at"])).diff().dt.total_seconds().dropna() / 86400
     return Account(pd.Timestamp(ordered["posted_at"].iloc[-1]).to_pydatetime(),
@@ -94,6 +104,8 @@ def planned_features(times: Sequence[datetime], caption: str, account: Account, 
 
     Posts made since training are unknown here, so the gap since the previous post is the account's usual one.
     """
+    import pandas as pd
+
     local = [t.astimezone(tz) for t in times]
     gap = [account.typical_gap] * len(times)
     counts = caption_counts(caption)

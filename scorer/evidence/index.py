@@ -13,15 +13,18 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
 from scorer.results import Lookalikes, Neighbour
+
+if TYPE_CHECKING:  # pyarrow's to_pandas imports pandas when an index is read; a start without one never does
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
