@@ -25,6 +25,21 @@ from tests.postgen import csv_to_instaloader
 T = TypeVar("T")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test`'s --dist loadfile, except that tests/bulk goes to one worker as one unit: its local Ray
+    (tests/bulk/conftest.py) is then started once per run, and stopped when the package is done."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFileAndBulk(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "tests/bulk" if scope.startswith("tests/bulk/") else scope
+
+    return ByFileAndBulk(config, log)  # type: ignore[arg-type]
+
+
 def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
     """`make(folder)` once per test run, its result shared by every pytest-xdist worker (which would otherwise
     each make their own): the first worker to ask makes it under a lock, the others wait and read it."""
@@ -79,18 +94,23 @@ def project(tmp_path: Path, tiny_learner: Path) -> Project:
 
 @pytest.fixture(scope="session")
 def hour_signal(tmp_path_factory: pytest.TempPathFactory) -> Account:
-    """A synthetic account, as posts.csv, whose posts at 18:00 get twice the likes whatever the picture."""
-    root = tmp_path_factory.mktemp("hour-signal")
-    write_account(root / "data", hour_matters=True)
-    return train_account(root, root / "data")
+    """A synthetic account, as posts.csv, whose posts at 18:00 get twice the likes whatever the picture; made once
+    for all workers, so its tests read it and change only copies."""
+    def make(root: Path) -> Account:
+        write_account(root / "data", hour_matters=True)
+        return train_account(root, root / "data")
+
+    return made_once(tmp_path_factory, "hour-signal", make)
 
 
 @pytest.fixture(scope="session")
 def hour_noise(tmp_path_factory: pytest.TempPathFactory) -> Account:
     """The same kind of account, as an Instaloader folder, whose doubled posts are chosen at random."""
-    root = tmp_path_factory.mktemp("hour-noise")
-    profile = csv_to_instaloader(write_account(root / "data", hour_matters=False, seed=1), root / "shop")
-    return train_account(root, profile)
+    def make(root: Path) -> Account:
+        profile = csv_to_instaloader(write_account(root / "data", hour_matters=False, seed=1), root / "shop")
+        return train_account(root, profile)
+
+    return made_once(tmp_path_factory, "hour-noise", make)
 
 
 # A `scorer watch` project with the tiny learner's ONNX export made once, and the services a test starts.

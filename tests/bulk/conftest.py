@@ -1,4 +1,5 @@
-"""One local Ray per test worker for the bulk tests: starting it is the slow part."""
+"""One local Ray for the bulk tests, started once for the package: starting it is the slow part. Under
+`make test` the whole package runs on one worker (the scheduler in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import pytest
 from tests.helpers import ROOT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The temporary folder of the Ray workers (their TMPDIR), where they keep the shipped model."""
     return tmp_path_factory.mktemp("worker-tmp")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_ray(worker_tmp: Path) -> Iterator[str]:
     """Ray on this machine with 2 CPUs; yields its address for drivers in subprocesses."""
     import ray

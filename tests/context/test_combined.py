@@ -9,6 +9,7 @@ keeps image-only. The noise account comes as an Instaloader folder, the signal o
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,17 +59,20 @@ def test_when_the_hour_is_noise_the_card_keeps_image_only(hour_noise: Account) -
 
 
 def test_the_combined_model_is_pinned_and_a_tampered_one_is_refused(hour_signal: Account, tmp_path: Path) -> None:
-    settings = load_settings(hour_signal.config)
     path = context_path(hour_signal.model)
     assert hour_signal.card["context"]["file"] == path.name
-    verify_context(settings, path)  # as trained: accepted
-    original = path.read_bytes()
-    try:
-        path.write_bytes(original.replace(b'"use": true', b'"use": false'))
-        with pytest.raises(ModelError, match=r"combined model .* has changed since it was pinned.*scorer train"):
-            verify_context(settings, path)
-    finally:
-        path.write_bytes(original)
+    verify_context(load_settings(hour_signal.config), path)  # as trained: accepted
+
+    # the account is shared by every test worker, so the file is tampered with in a copy, pins and all
+    root = hour_signal.config.parent
+    copy = shutil.copytree(root, tmp_path / "proj")
+    pins = copy / "state" / "model-pins.json"
+    pins.write_text(pins.read_text(encoding="utf-8").replace(str(root.resolve()), str(copy.resolve())),
+                    encoding="utf-8")
+    tampered = copy / path.relative_to(root)
+    tampered.write_bytes(tampered.read_bytes().replace(b'"use": true', b'"use": false'))
+    with pytest.raises(ModelError, match=r"combined model .* has changed since it was pinned.*scorer train"):
+        verify_context(load_settings(copy / "config.yaml"), tampered)
 
 
 def test_caption_features_count_hashtags_mentions_and_emoji() -> None:
