@@ -25,6 +25,7 @@ from tests.postgen import csv_to_instaloader
 T = TypeVar("T")
 
 
+@pytest.hookimpl(optionalhook=True)  # only pytest-xdist knows it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`make test`'s --dist loadfile, except that tests/bulk goes to one worker as one unit: its local Ray
     (tests/bulk/conftest.py) is then started once per run, and stopped when the package is done."""
