@@ -51,6 +51,7 @@ def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
         local_ray: str, project: Project, tmp_path: Path) -> None:
     expect = make_corpus(project.inbox, tmp_path / "outside")
     campaign(project.inbox / "campaign", range(2))
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")  # the reference draws no Grad-CAM
     settings = bulk_settings(project)
     reference = score_paths(settings, [project.inbox]).result
 
