@@ -20,7 +20,7 @@ from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.learners import build_learner, colour_design, detail_design
+from tests.learners import build_learner, detail_design
 from tests.workbooks import column
 
 CLASSES = ("Low", "Neutral", "High")
@@ -34,10 +34,13 @@ def quantise_small_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def confident_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A resnet18 whose answers are confident by construction (tests/learners.py): logit margins of 12 and more
-    on its colours and on photo-like images, where a trained one's confidence changes with the CPU's kernels."""
-    return build_learner(tmp_path_factory.mktemp("confident") / "learner.pkl", colour_design())
+def confident_learner(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path) -> Path:
+    """The tiny learner (tests/conftest.py): a resnet18 whose answers are confident by construction, with logit
+    margins of 12 and more on its colours and on photo-like images, where a trained one's confidence changes
+    with the CPU's kernels."""
+    path = tmp_path_factory.mktemp("confident") / "learner.pkl"
+    shutil.copy(tiny_learner, path)
+    return path
 
 
 @pytest.fixture(scope="module")
