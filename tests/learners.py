@@ -61,11 +61,11 @@ def chroma(k: int) -> np.ndarray:
 
 
 def build_learner(out: Path, design: Design, size: int = 32, method: str = "crop",
-                  names: dict[str, str] | None = None) -> Path:
-    """A resnet18 vision_learner for the classes Low, Neutral and High (or their `names`), computing `design`,
-    exported to `out`."""
+                  names: dict[str, str] | None = None, only: tuple[str, ...] = tuple(CLASS_COLOURS)) -> Path:
+    """A resnet18 vision_learner for the classes Low, Neutral and High (or their `names`; `only` some of them),
+    computing `design`, exported to `out`."""
     names = names or {name: name for name in CLASS_COLOURS}
-    classes = {names[name]: colour for name, colour in CLASS_COLOURS.items()}
+    classes = {names[name]: colour for name, colour in CLASS_COLOURS.items() if name in only}
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, resnet18, vision_learner
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as data:
@@ -134,6 +134,8 @@ def _set_head(head: torch.nn.Sequential, design: Design, vocab: list[str], names
     linears[0].weight[: len(hidden), mean : mean + channels] = hidden[:, :channels]
     linears[0].weight[: len(hidden), features - 1] = hidden[:, channels]
     for name, weights in design.logits.items():
+        if names[name] not in vocab:  # a learner built with only some of the classes
+            continue
         row = torch.tensor(weights, dtype=torch.float32)
         linears[1].weight[vocab.index(names[name]), : len(row) - 1] = row[:-1]
         linears[1].weight[vocab.index(names[name]), hidden_units - 1] = row[-1]

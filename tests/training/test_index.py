@@ -1,7 +1,8 @@
 """Labels meet a learner's classes: by name, by order when only the counts agree, or one line that names the fix.
 
-The learners are plain fastai ones, as a user's notebook makes them: what they learned does not
-matter here, only the names and the number of their classes.
+The learners are plain fastai vision_learners, exported as a user's notebook exports them, their weights set
+(tests/learners.py) rather than trained: what they learned does not matter here, only the names and the
+number of their classes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from scorer.errors import ConfigError
 from scorer.evidence.index import index_path
 from scorer.training.labels import learner_classes
 from scorer.training.prepare import prepare
-from tests.helpers import train_tiny_learner
-from tests.imagegen import CLASS_COLOURS
+from tests.learners import build_learner, colour_design
 
 LABELS = ("Low", "Neutral", "High")  # train.label.classes by default
 ENGAGEMENT = {"Low": "Low Engagement", "Neutral": "Neutral", "High": "High Engagement"}
@@ -53,8 +53,7 @@ def test_counts_that_differ_are_refused_naming_both_keys() -> None:
 
 @pytest.mark.slow
 def test_scorer_index_maps_labels_to_a_plain_learners_classes_by_order(tmp_path: Path, posts: Path) -> None:
-    colours = {ENGAGEMENT[name]: colour for name, colour in CLASS_COLOURS.items()}
-    learner = train_tiny_learner(tmp_path / "data", colours, tmp_path / "engagement.pkl")
+    learner = build_learner(tmp_path / "engagement.pkl", colour_design(), names=ENGAGEMENT)
     config = _project(tmp_path / "proj", learner)
 
     result = CliRunner().invoke(main, ["index", str(posts), "--config", str(config)])
@@ -76,8 +75,7 @@ def test_scorer_index_maps_labels_to_a_plain_learners_classes_by_order(tmp_path:
 
 @pytest.mark.slow
 def test_scorer_index_refuses_a_learner_with_fewer_classes_in_one_line(tmp_path: Path, posts: Path) -> None:
-    colours = {"Low": CLASS_COLOURS["Low"], "High": CLASS_COLOURS["High"]}
-    learner = train_tiny_learner(tmp_path / "data", colours, tmp_path / "two.pkl")
+    learner = build_learner(tmp_path / "two.pkl", colour_design(), only=("Low", "High"))
     config = _project(tmp_path / "proj", learner)
 
     result = CliRunner().invoke(main, ["index", str(posts), "--config", str(config)])
