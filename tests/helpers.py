@@ -103,7 +103,14 @@ class Project:
         return self.config
 
     def reports(self) -> list[Path]:
-        return sorted(self.outbox.glob("engagement-report-*.xlsx"))
+        """The outbox's reports, oldest first: a second report in the same second is named -2, -3, ... ."""
+        return sorted(self.outbox.glob("engagement-report-*.xlsx"), key=_written_order)
+
+
+def _written_order(report: Path) -> tuple[str, int, str]:
+    found = re.match(r"engagement-report-(\d{8}-\d{6})(?:-(\d+)(?=\.xlsx))?", report.name)
+    assert found, report.name
+    return found.group(1), int(found.group(2) or 1), report.name
 
 
 def train_tiny_learner(folder: Path, classes: dict[str, tuple[int, int, int]], out: Path,
@@ -270,7 +277,9 @@ def start(project: Project, services: list[Service], *args: str, watchdog_usec: 
 
 
 def reports(project: Project) -> list[Path]:
-    return sorted(project.outbox.glob("engagement-report-*-batch*.xlsx"))
+    """The service's batch reports, in batch order (two batches may end in the same second)."""
+    return sorted(project.outbox.glob("engagement-report-*-batch*.xlsx"),
+                  key=lambda p: int(re.search(r"-batch(\d+)", p.name).group(1)))  # type: ignore[union-attr]
 
 
 def inbox_files(project: Project) -> list[Path]:
