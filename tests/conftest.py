@@ -19,7 +19,6 @@ from tests.contextgen import Account, train_account, write_account
 from tests.fakes import colour_engine
 from tests.helpers import RENAMED, Project, Service, after_first_start, train_tiny_learner
 from tests.imagegen import CLASS_COLOURS
-from tests.learners import build_learner, colour_design
 from tests.postgen import csv_to_instaloader
 
 T = TypeVar("T")
@@ -63,12 +62,16 @@ def tiny_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Built with set weights (tests/learners.py), not trained: the tests that use it are about what happens
     around a model, and need one that behaves the same on every CPU.
     """
+    from tests.learners import build_learner, colour_design  # torch: not in xdist's controller, which runs no test
+
     return made_once(tmp_path_factory, "tiny", lambda folder: build_learner(folder / "tiny.pkl", colour_design()))
 
 
 @pytest.fixture(scope="session")
 def renamed_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same, with classes bronze/silver/gold, whose order cannot be inferred from the names."""
+    from tests.learners import build_learner, colour_design
+
     return made_once(tmp_path_factory, "renamed",
                      lambda folder: build_learner(folder / "renamed.pkl", colour_design(), names=RENAMED))
 
