@@ -43,17 +43,17 @@ def test_sighup_in_a_burst_switches_to_the_newly_pinned_model_and_scores_each_fi
     shutil.copy(renamed_learner, watched.models / "renamed.pkl")
     os.chmod(watched.models / "renamed.pkl", 0o644)
     old_sha, new_sha = sha256_file(watched.models / "tiny.pkl"), sha256_file(watched.models / "renamed.pkl")
-    configure(watched, max_batch=25)
+    configure(watched, max_batch=12)
     base = watched.config.read_text()
     watched.config.write_text(base + RUNTIME)
     service = start(watched, services)
     service.wait_log("ready:")
-    dropped = drop(watched, range(100))
+    dropped = drop(watched, range(50))
     service.wait_log(r"batch 1: \d+ scored")
     pinned = f"model: models/renamed.pkl\nmodel_sha256: {new_sha}\nclasses: [bronze, silver, gold]\n"
     watched.config.write_text(base.replace("model: models/tiny.pkl\n", pinned) + RUNTIME)
     service.proc.send_signal(signal.SIGHUP)
-    dropped += drop(watched, range(100, 200))  # these arrive while it reloads
+    dropped += drop(watched, range(50, 100))  # these arrive while it reloads
     reloaded = service.wait_log("reloaded: now serving .*renamed.pkl")
     wait_until_empty(watched, service, timeout=240)
     by_report = {report: column(report, "Ranking") for report in reports(watched)}
@@ -66,7 +66,7 @@ def test_sighup_in_a_burst_switches_to_the_newly_pinned_model_and_scores_each_fi
         if report.name.split("-batch")[-1] in after:
             assert sha == new_sha, f"{report.name} was scored after the reload"
         assert sha in (old_sha, new_sha)
-        if any(str(name) >= "c100" for name in rows):
+        if any(str(name) >= "c050" for name in rows):
             assert sha == new_sha, f"{report.name} holds files dropped during the reload: the new model scores them"
     assert after and model_sha(reports(watched)[0]) == old_sha, "batches on both sides of the reload"
 
@@ -75,7 +75,7 @@ def test_sighup_in_a_burst_switches_to_the_newly_pinned_model_and_scores_each_fi
     service.proc.send_signal(signal.SIGHUP)
     refused = service.wait_log("reload refused, still serving .*renamed.pkl")
     assert "scorer model pin" in service.lines[refused][1], "the line names the fix"
-    more = drop(watched, range(200, 203))
+    more = drop(watched, range(100, 103))
     wait_until_empty(watched, service)
     service.wait_log(r"batch \d+: 3 scored", after=refused)
     last = reports(watched)[-1]
