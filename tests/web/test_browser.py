@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from tests.helpers import Project, tool_or_skip
+from tests.helpers import Project, after_first_start, tool_or_skip
 from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 
@@ -40,13 +40,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path) -> Iterator[tuple[str, Project]]:
-    """`scorer serve` with the tiny learner, a token and a small upload limit, until the module's tests end."""
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path,
+           first_start: Path) -> Iterator[tuple[str, Project]]:
+    """`scorer serve` with the tiny learner, a token and a small upload limit, until the module's tests end.
+
+    It starts as the learner's first start left it and draws no Grad-CAM (the page's overlays are checked in
+    tests/evidence and test_demo.py), so it opens the export from the serving record, without fastai."""
     project = Project(tmp_path_factory.mktemp("served"))
     for name in ("inbox", "outbox", "models"):
         (project.root / name).mkdir()
     shutil.copy(tiny_learner, project.models / "tiny.pkl")
-    project.write_config(f"model: models/tiny.pkl\nserve:\n  token: {TOKEN}\n  max_upload_mb: 0.2\n")
+    after_first_start(first_start, project.root)
+    project.write_config(f"model: models/tiny.pkl\nreport:\n  explain: never\nserve:\n  token: {TOKEN}\n"
+                         "  max_upload_mb: 0.2\n")
     port = free_port()
     log = open(project.root / "serve.log", "wb")  # noqa: SIM115 - closed below, after the process
     proc = subprocess.Popen([sys.executable, "-m", "scorer", "serve", "--config", str(project.config),
