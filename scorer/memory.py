@@ -6,9 +6,15 @@ import ctypes
 import gc
 
 
-def trim_heap() -> None:
-    """Hand memory that Python and the libraries freed back to the system (glibc keeps it otherwise)."""
-    gc.collect()
+def trim_heap(*, collect: bool = True) -> None:
+    """Hand memory that Python and the libraries freed back to the system (glibc keeps it otherwise).
+
+    `collect`: first free what only reference cycles hold (an unpickled learner has many); a full collection
+    walks every object, a quarter of a second once PyTorch is loaded. Arrays are freed as soon as they are
+    dropped, so after decoding images there is nothing for it to find.
+    """
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the allocator decides

@@ -101,7 +101,7 @@ class OnnxRuntime:
     def close(self) -> None:
         """Give the session's memory back, e.g. while the model is quantised beside it; `open` starts it again."""
         self._session = None
-        trim_heap()
+        trim_heap(collect=False)  # ONNX Runtime's own memory: no Python cycles hold it
 
     def run(self, batch: np.ndarray) -> Outputs:
         """Run the ONNX graph on the batch."""

@@ -39,9 +39,9 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
                                              settings.state, classifier.predict_fp32)
         classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
         decoding = check
-        trim_heap()  # the calibration images' decodes, given back before the quantiser starts
+        trim_heap(collect=False)  # the calibration images' decodes, given back before the quantiser starts
         classifier.load_or_measure_precision(settings, lambda: decoding.drafts)
-        trim_heap()  # and what the precision check's images and timings used, before the workers start
+        trim_heap(collect=False)  # and what the precision check's images and timings used, before the workers start
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)

@@ -36,8 +36,9 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @pytest.fixture
-def engine(project: Project) -> Iterator[Engine]:
-    engine = open_engine(load_settings(project.config))
+def engine(watched: Project) -> Iterator[Engine]:
+    """The tiny learner's engine on the defaults (Grad-CAM included), its ONNX export made at its first start."""
+    engine = open_engine(load_settings(watched.config))
     yield engine
     engine.close()
 
