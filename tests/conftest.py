@@ -24,10 +24,17 @@ from tests.postgen import csv_to_instaloader
 T = TypeVar("T")
 
 
+# The files that take longest, started first so that none of them is left to run alone at the end; the rest
+# follow by their number of tests, as xdist orders them.
+_FIRST = ("tests/bulk", "tests/test_demo.py", "tests/model/test_learner.py", "tests/decoding/test_hostile.py",
+          "tests/training/test_train.py", "tests/watch/test_latest.py")
+
+
 @pytest.hookimpl(optionalhook=True)  # only pytest-xdist knows it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """`make test`'s --dist loadfile, except that tests/bulk goes to one worker as one unit: its local Ray
-    (tests/bulk/conftest.py) is then started once per run, and stopped when the package is done."""
+    """`make test`'s --dist loadfile, except that tests/bulk goes to one worker as one unit (its local Ray, in
+    tests/bulk/conftest.py, is then started once per run and stopped when the package is done), and that the
+    longest files start first."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -37,7 +44,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             scope = super()._split_scope(nodeid)
             return "tests/bulk" if scope.startswith("tests/bulk/") else scope
 
-    return ByFileAndBulk(config, log)  # type: ignore[arg-type]
+        def _assign_work_unit(self, node: object) -> None:  # type: ignore[override]
+            if not getattr(self, "_first_moved", False):  # the queue is whole at the first assignment
+                self._first_moved = True
+                for scope in reversed([scope for scope in _FIRST if scope in self.workqueue]):
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)  # type: ignore[arg-type]
+
+    return ByFileAndBulk(config, log)
 
 
 def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
