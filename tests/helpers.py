@@ -347,9 +347,6 @@ def campaign(folder: Path, seeds: range) -> list[Path]:
             for label, colour in CLASS_COLOURS.items() for n in seeds]
 
 
-@pytest.mark.slow
-
-
 def gated_decode(gate: Path, data: bytes, modified: float, geometry: ItemGeometry | None, limits: ImageLimits,
                   thumb_px: int) -> Decoded:
     """decode_bytes, except that the content named in `gate` is held back until the gate file is removed."""
