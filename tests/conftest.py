@@ -40,12 +40,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     from xdist.scheduler import LoadFileScheduling
 
     class ByFileAndBulk(LoadFileScheduling):
+        _first_moved = False
+
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
             return "tests/bulk" if scope.startswith("tests/bulk/") else scope
 
         def _assign_work_unit(self, node: object) -> None:  # type: ignore[override]
-            if not getattr(self, "_first_moved", False):  # the queue is whole at the first assignment
+            if not self._first_moved:  # the queue is whole at the first assignment
                 self._first_moved = True
                 for scope in reversed([scope for scope in _FIRST if scope in self.workqueue]):
                     self.workqueue.move_to_end(scope, last=False)

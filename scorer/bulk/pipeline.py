@@ -26,7 +26,7 @@ from scorer.config import require_writable_dir
 from scorer.decoding.decode import decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError, ScorerError
-from scorer.model.serving import read_record
+from scorer.model.serving import ServingRecord, read_record
 from scorer.results import ModelInfo
 from scorer.settings import Settings
 
@@ -111,7 +111,7 @@ def run_bulk(
     with ray_session(ray, address):
         shipped = ray.put(pack_model(settings, info.sha256))  # held here until the actors are done with it
         record = read_record(settings.state, info.sha256)  # beside the shipped object, as the pin is
-        dataset = _pipeline(ray, settings, inputs, stage, (settings, shipped, info.sha256, record))
+        dataset = _pipeline(ray, settings, inputs, stage, shipped, info.sha256, record)
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 progress(writer.take(batch))
@@ -123,8 +123,8 @@ def run_bulk(
     return BulkRun(writer.counts, len(listed) - len(inputs), writer.parts, info)
 
 
-def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage,
-              actor_args: tuple[Any, ...]) -> Any:
+def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, shipped: Any,
+              verified: str, record: ServingRecord | None) -> Any:
     import pyarrow as pa
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -141,8 +141,10 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
         # one again (up to 3 times) when its worker process dies.
         .map_batches(stage, batch_size=settings.batch_size, num_cpus=1,
                      memory=settings.images.decode_memory_mb * 2**20)
-        # the pin goes beside the shipped object, never inside it: each actor checks the bytes against it
-        .map_batches(InferStage, fn_constructor_args=actor_args, batch_size=settings.batch_size,
-                     compute=actors, num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)
+        # the pin (and the serving record) go beside the shipped object, never inside it: each actor checks the
+        # bytes against the pin
+        .map_batches(InferStage, fn_constructor_args=(settings, shipped, verified, record),
+                     batch_size=settings.batch_size, compute=actors, num_cpus=0 if gpu else threads,
+                     num_gpus=1 if gpu else 0)
     )
 

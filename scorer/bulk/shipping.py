@@ -97,8 +97,7 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
         # against the logits this worker recorded when it checked these very bytes (scorer.model.serving)
         onnx_sha = hashlib.sha256(shipped.onnx).hexdigest()
         remember_derived(local, shipped.onnx_kind, pin, onnx_sha)
-        if record is not None and record.onnx_sha256 == onnx_sha and record.features == (
-                shipped.onnx_kind == "onnx-features"):
+        if record is not None and record.onnx_sha256 == onnx_sha:
             keep_record(local.state, pin, record)  # the export the driver checked: opened without fastai
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)

@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.results import engagement_score
-from tests.helpers import RENAMED, Project, after_first_start
+from tests.helpers import RENAMED, Project
 from tests.imagegen import CLASS_COLOURS, write_creative
 
 
@@ -27,11 +27,9 @@ def _rows(path: Path, sheet: str) -> list[dict[str, object]]:
     return [dict(zip(header, row, strict=True)) for row in ws.iter_rows(min_row=2, values_only=True)]
 
 
-@pytest.fixture(autouse=True)
-def _first_started(project: Project, first_start: Path) -> None:
-    """Each project as the tiny learner's first start left it: the runs use the defaults (Grad-CAM included), so
-    they open the learner through fastai, and check its kept export against it instead of exporting again."""
-    after_first_start(first_start, project.root)
+# Each project as the tiny learner's first start left it: the runs use the defaults (Grad-CAM included), so
+# they open the learner through fastai, and check its kept export against it instead of exporting again.
+pytestmark = pytest.mark.usefixtures("watched")
 
 
 @pytest.fixture
