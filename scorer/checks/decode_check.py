@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from scorer.checks.calibration import CALIBRATION_LIMITS, calibration_jpeg, calibration_sizes
-from scorer.checks.records import Agreement, keep_record, read_record
+from scorer.checks.records import Agreement, keep_record, read_record, speed_text
 from scorer.decoding.decode import ItemGeometry, decode_bytes
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ScaleFigures(Agreement):
         """One scale's figures in words."""
         if not self.images:
             return f"1/{scale}: not measured"
-        speed = f", decoding {self.full_s / self.draft_s:.1f}× faster" if self.full_s and self.draft_s else ""
+        speed = f", decoding {speed_text(self.full_s, self.draft_s)}" if self.full_s and self.draft_s else ""
         return f"1/{scale}: {self.figures()}{speed}"
 
 

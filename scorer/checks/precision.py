@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from scorer.checks.quantize import quantize_int8
-from scorer.checks.records import Agreement, keep_record, read_record
+from scorer.checks.records import Agreement, keep_record, read_record, speed_text
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, read_regular
 from scorer.model.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
@@ -108,11 +108,11 @@ class PrecisionDecision:
                       "then int8 if the figures hold")
         else:
             chosen = "int8" if self.passes else "fp32, int8 failed the check"
-        speed = f"{self.fp32_ms / self.int8_ms:.1f}×" if self.int8_ms else "–"
+        speed = f"int8 {speed_text(self.fp32_ms, self.int8_ms)}" if self.int8_ms else "int8 not timed"
         seen = f"{self.check_images} check images, {self.creatives} creatives" + (
             f", {self.audited} audited since" if self.audited else "")
         return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({seen}), pooled features' cosine ≥ "
-                f"{self.min_cosine:.4f}, {speed} as fast ({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). "
+                f"{self.min_cosine:.4f}, {speed} ({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). "
                 f"int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
                 f"max ≤ {MAX_DP_LIMIT}, no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
 

@@ -1,4 +1,5 @@
-"""What the per-model checks share: how far answers moved (Agreement), and their records kept in state/."""
+"""What the per-model checks share: how far answers moved (Agreement), how much time the faster way saved, and
+their records kept in state/."""
 
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ class Agreement:
         """The agreement in words."""
         return (f"mean |Δp| {self.mean_abs_dp:.4f}, max {self.max_abs_dp:.4f}, "
                 f"{self.flips} top-1 flips on {self.images} images")
+
+
+def speed_text(usual: float, other: float) -> str:
+    """How the other way's time compares with the usual way's, in words: "2.0× faster", "2.0× slower", "as fast"."""
+    ratio = usual / other
+    if f"{ratio:.1f}" == "1.0":
+        return "as fast"
+    # "0.5× faster" reads as faster: a slower way is said to be slower, by how much
+    return f"{ratio:.1f}× faster" if ratio > 1 else f"{1 / ratio:.1f}× slower"
 
 
 def read_record(store: Path, sha256: str, what: str, parse: Callable[[dict[str, Any]], R]) -> R | None:

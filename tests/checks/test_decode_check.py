@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -22,6 +23,7 @@ from scorer.checks.decode_check import (
     PROBE_CREATIVES,
     DecodeCheck,
     DecodeDecision,
+    ScaleFigures,
     load_or_measure_decode_check,
 )
 from scorer.config import load_settings
@@ -123,6 +125,14 @@ def test_configured_modes_skip_the_check(tmp_path: Path, mode: str, max_scale: i
     assert check.describe().startswith(mode)
 
 
+@pytest.mark.parametrize(("full_s", "draft_s", "said"), [(3.0, 1.0, "decoding 3.0× faster"),
+                                                        (1.0, 2.0, "decoding 2.0× slower"),
+                                                        (1.0, 1.01, "decoding as fast")])
+def test_drafting_that_costs_time_is_called_slower(full_s: float, draft_s: float, said: str) -> None:
+    figures = ScaleFigures(images=2, values=6, full_s=full_s, draft_s=draft_s)
+    assert figures.describe(2).endswith(f"on 2 images, {said}")
+
+
 def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_path: Path) -> None:
     geometry = ItemGeometry("crop", (32, 32))
     predict = _colour_model
@@ -131,7 +141,7 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     assert check.plan().probe and check.plan().max_scale == 1
     # what drafting saves on this machine is measured on the same calibration images, and stated
     assert all(f.full_s > 0 and f.draft_s > 0 for f in check.decision.scales.values())
-    assert check.describe().count("× faster") == 3
+    assert len(re.findall(r"decoding [0-9.]+× (faster|slower)|decoding as fast", check.describe())) == 3
     pixels = np.full((PROBE_CREATIVES, 32, 32, 3), 128, np.uint8)
     exact = predict(pixels)
     assert check.observe(exact[:4], [(2, p) for p in pixels[:4]])

@@ -241,6 +241,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
+@pytest.mark.parametrize(("int8_ms", "said"), [(9.0, "int8 3.3× faster (9.0 vs 30.0 ms per image)"),
+                                              (60.0, "int8 2.0× slower (60.0 vs 30.0 ms per image)")])
+def test_the_speed_of_int8_is_said_as_faster_or_slower(int8_ms: float, said: str) -> None:
+    decision = _decision(30.0, int8_ms, 0.0, False)
+    assert said in decision.describe() and "as fast" not in decision.describe()
+
+
 def test_int8_in_use_is_audited_and_sent_back_to_fp32_when_creatives_stop_agreeing(tmp_path: Path) -> None:
     fp32, int8 = _Logits("fp32"), _Logits("int8")
     decision = PrecisionDecision("ab" * 32, fp32_ms=30.0, int8_ms=9.0, check_images=8,
