@@ -83,7 +83,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, where: str)
             values[name] = _build(hint, sub, f"{key}.", base, where)
             continue
         if name in data:
-            values[name] = _coerce(data[name], hint, key, base, where)
+            values[name] = _coerce(data[name], hint, key, base, where, secret=bool(f.metadata.get("secret")))
             minimum = f.metadata.get("min")
             if minimum is not None and values[name] is not None and values[name] < minimum:
                 raise ConfigError(f"'{key}' in {where} must be at least {minimum}, got {values[name]}: raise it")
@@ -92,17 +92,23 @@ def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, where: str)
     return cls(**values)
 
 
-def _coerce(value: Any, hint: Any, key: str, base: Path, where: str) -> Any:
+# How a secret's wrong value is described instead of shown.
+_KINDS = {str: "text", list: "a list", dict: "a mapping", int: "a number", float: "a number", bool: "true or false"}
+
+
+def _coerce(value: Any, hint: Any, key: str, base: Path, where: str, *, secret: bool = False) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key, base, where)
+        return _coerce(value, inner, key, base, where, secret=secret)
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"'{key}' in {where} must be {expected}, got {value!r}: fix the value")
+        # A password or token written in the wrong shape is still a secret: say what it is, never what it says.
+        shown = f"{_KINDS.get(type(value), 'a value')} (not shown: it holds secrets)" if secret else repr(value)
+        return ConfigError(f"'{key}' in {where} must be {expected}, got {shown}: fix the value")
 
     if origin is Literal:
         if value not in args:
@@ -111,7 +117,7 @@ def _coerce(value: Any, hint: Any, key: str, base: Path, where: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list):
             raise bad("a list, like [a, b]")
-        return tuple(_coerce(v, args[0], key, base, where) for v in value)
+        return tuple(_coerce(v, args[0], key, base, where, secret=secret) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
             raise bad("true or false")

@@ -70,6 +70,26 @@ def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, expecte
         load_settings(config)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("notify:\n  urls: 'mailtos://me:pw-S3cret-q@smtp.example.com'\n",
+         r"'notify.urls' in .* must be a list, like \[a, b\], got text \(not shown: it holds secrets\)"),
+        ("serve:\n  token: [tk-S3cret-q]\n",
+         r"'serve.token' in .* must be text, got a list \(not shown: it holds secrets\)"),
+        ("notify:\n  urls: [{url: 'json://h/tk-S3cret-q'}]\n",
+         r"'notify.urls' in .* must be text, got a mapping \(not shown"),
+    ],
+)
+def test_a_bad_secret_value_names_the_key_and_the_fix_but_not_the_value(
+        tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=expected) as raised:
+        load_settings(config)
+    assert "S3cret" not in str(raised.value)
+
+
 def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("watch:\n  settle_secs: 2\n")
