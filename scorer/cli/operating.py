@@ -79,22 +79,32 @@ def notify_test(config_path: Path | None) -> None:
 @click.option("--user", default=None, help="Account the service runs as (default: you).")
 @click.option("--serve", "web", is_flag=True, help="A unit for `scorer serve` instead of `scorer watch`.")
 @click.option("--template", is_flag=True,
-              help="The instance unit scorer@.service: instance NAME reads /etc/scorer/NAME/config.yaml.")
-def service(config_path: Path | None, user: str | None, web: bool, template: bool) -> None:
+              help="The instance unit scorer@.service: instance NAME runs as user scorer-NAME, reads "
+                   "/etc/scorer/NAME/config.yaml and sees only /srv/scorer/NAME; no instance gets network.")
+@click.option("--instance", metavar="NAME", default=None,
+              help="The drop-in that gives instance NAME of scorer@.service, alone, network for the notify "
+                   "destinations its --config sets.")
+def service(config_path: Path | None, user: str | None, web: bool, template: bool, instance: str | None) -> None:
     """Print a systemd unit for `scorer watch` (or `scorer serve`) with this install's paths; steps go to stderr.
 
     \b
     Example:
         scorer service --config /srv/scorer/config.yaml --user scorer > scorer.service
     """
-    from scorer.units import install_commands, render_unit
+    from scorer.units import install_commands, render_network_dropin, render_unit
 
     if web and template:
         raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")
+    if instance is not None and (web or template or user):
+        raise click.UsageError("--instance makes a drop-in for an instance of the template: leave out "
+                               "--serve, --template and --user")
     settings = load_settings(config_path)
-    unit = render_unit(settings, user, web=web, template=template)
-    click.echo(unit.text, nl=False)
-    for folder in unit.missing:
-        err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
-    steps = install_commands(settings, user, web=web, template=template)
-    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False)
+    if instance is not None:
+        click.echo(render_network_dropin(settings, instance), nl=False)
+    else:
+        unit = render_unit(settings, user, web=web, template=template)
+        click.echo(unit.text, nl=False)
+        for folder in unit.missing:
+            err.print(f"create {folder} before starting the service (it is in ReadWritePaths)", highlight=False)
+    steps = install_commands(settings, user, web=web, template=template, instance=instance)
+    err.print("To install it:\n  " + "\n  ".join(steps), highlight=False, soft_wrap=True)

@@ -1,4 +1,5 @@
-"""Several accounts on one host: `scorer service --template` and two instances of it side by side."""
+"""Several brands on one host: `scorer service --template`, each instance under its own user and folders, a
+per-instance network drop-in (`--instance`), and two instances side by side."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,44 +30,133 @@ def template(config: Path) -> str:
     result = CliRunner().invoke(main, ["service", "--template", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "sudo systemctl enable --now scorer@brand-a" in result.stderr
+    assert "sudo useradd --system --user-group" in result.stderr and " scorer-brand-a" in result.stderr
     return result.stdout
 
 
-def exposure(unit: str, folder: Path) -> float | None:
-    """systemd-analyze's overall exposure of the rendered unit (its syntax verified first), or None without it."""
-    if tool_or_warn("systemd-analyze", "systemd", "the template unit's exposure") is None:
+def security(unit: str, folder: Path, network: str | None = None) -> dict[str, str] | None:
+    """systemd-analyze's security report on instances brand-a (with the drop-in `network`, when given) and
+    brand-b of the rendered template, once `verify` has read each without complaint; None without the tool."""
+    if tool_or_warn("systemd-analyze", "systemd", "the template unit's syntax and exposure") is None:
         return None
-    path = folder / "scorer@.service"
-    path.write_text(unit)
-    instance = path.with_name("scorer@brand-a.service")
-    shutil.copy(path, instance)  # verify wants an instance name; security reads the template itself
-    verify = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stderr
-    check = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(path)], capture_output=True, text=True)
-    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", check.stdout + check.stderr)
-    assert found is not None, check.stdout + check.stderr
+    units = folder / "root/etc/systemd/system"
+    units.mkdir(parents=True)
+    (units / "scorer@.service").write_text(unit)
+    if network is not None:
+        (units / "scorer@brand-a.service.d").mkdir()
+        (units / "scorer@brand-a.service.d/network.conf").write_text(network)
+    reports = {}
+    for brand in BRANDS:
+        instance = units / f"scorer@{brand}.service"
+        shutil.copy(units / "scorer@.service", instance)  # verify wants an instance's file; it reads its drop-ins
+        verify = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True)
+        assert verify.returncode == 0 and str(units) not in verify.stderr, verify.stderr
+        check = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={folder / 'root'}",
+                                instance.name], capture_output=True, text=True)
+        reports[brand] = check.stdout + check.stderr
+    return reports
+
+
+def exposure(report: str) -> float:
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", report)
+    assert found is not None, report
     return float(found.group(1))
 
 
+def directive(unit: str, key: str, instance: str) -> list[str]:
+    """The paths that every `key=` line of the unit names for `instance`, in order (":ro" and the like dropped)."""
+    lines = re.findall(rf"^{key}=(.*)$", unit.replace("%i", instance), re.M)
+    return [path.split(":")[0] for line in lines for path in line.split()]
+
+
+def seen_by(unit: str, instance: str, path: str) -> str:
+    """What the instance's mount namespace makes of a host path, as far as the unit's settings tell: the most
+    specific setting over it decides whether it is "hidden", "read-only" or "writable"."""
+    kinds = {"TemporaryFileSystem": "hidden", "InaccessiblePaths": "hidden", "BindPaths": "writable",
+             "ReadWritePaths": "writable", "BindReadOnlyPaths": "read-only", "ReadOnlyPaths": "read-only"}
+    seen = [(0, "read-only" if "ProtectSystem=strict" in unit else "writable")]
+    for key, kind in kinds.items():
+        seen += [(len(root), kind) for root in directive(unit, key, instance)
+                 if path == root or path.startswith(root + "/")]
+    return max(seen)[1]
+
+
 @pytest.mark.parametrize("notify", ["", "notify:\n  urls_file: /etc/scorer/notify-urls\n"], ids=["quiet", "notify"])
-def test_the_template_unit_gives_each_instance_its_own_config_and_folders_and_rates_ok(
-        tmp_path: Path, notify: str) -> None:
+def test_each_instance_runs_as_its_own_user_and_sees_only_its_own_folders(tmp_path: Path, notify: str) -> None:
     (tmp_path / "config.yaml").write_text("model: models/m.pkl\n" + notify)
     unit = template(tmp_path / "config.yaml")
     assert re.search(r"^ExecStart=\S+ watch --config /etc/scorer/%i/config\.yaml$", unit, re.M)
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
-    for line in ("WorkingDirectory=/srv/scorer/%i", "ReadWritePaths=/srv/scorer/%i",
+    for line in ("User=scorer-%i\n", "Group=scorer-%i\n", "WorkingDirectory=/srv/scorer/%i\n",
+                 "TemporaryFileSystem=/srv/scorer:ro /etc/scorer:ro\n",
+                 "BindPaths=/srv/scorer/%i/inbox /srv/scorer/%i/outbox /srv/scorer/%i/state\n",
+                 "BindReadOnlyPaths=/srv/scorer/%i/models /etc/scorer/%i\n",
                  "Environment=MPLCONFIGDIR=/srv/scorer/%i/state/matplotlib", "NoNewPrivileges=true",
                  "ProtectSystem=strict", "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service"):
         assert line in unit
-    if notify:  # destinations need Internet sockets; their URLs come in as each instance's credential
-        assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in unit and "PrivateNetwork" not in unit
-        assert "LoadCredential=notify-urls:/etc/scorer/%i/notify-urls" in unit
-    else:
-        assert "PrivateNetwork=yes" in unit and "IPAddressDeny=any" in unit
+    active = [line for line in unit.splitlines() if not line.startswith("#")]
+    assert not [line for line in active if line.startswith(("ReadWritePaths", "ReadOnlyPaths", "DynamicUser"))]
+    # A notify config at render time no longer opens the network of every instance: one drop-in does, for one.
+    assert "PrivateNetwork=yes" in unit and "IPAddressDeny=any" in unit and "LoadCredential" not in unit
     assert not re.search(r"@[A-Z_]+@", unit), "every placeholder filled in"
-    score = exposure(unit, tmp_path)
-    assert score is None or score <= 4.0, f"systemd-analyze security rates the template {score}"
+    own, other = "/srv/scorer/brand-a", "/srv/scorer/brand-b"
+    assert {name: seen_by(unit, "brand-a", f"{own}/{name}/x") for name in ("inbox", "outbox", "state", "models")} \
+        == {"inbox": "writable", "outbox": "writable", "state": "writable", "models": "read-only"}
+    assert seen_by(unit, "brand-a", "/etc/scorer/brand-a/config.yaml") == "read-only"
+    for path in (other, f"{other}/inbox/launch.jpg", f"{other}/state/ledger.sqlite", f"{other}/outbox/latest.xlsx",
+                 f"{other}/models/engagement.pkl", f"{own}-old/state", "/srv/scorer/notes.txt",
+                 "/etc/scorer/brand-b/config.yaml", "/etc/scorer/brand-b/notify-urls", "/etc/scorer/notify-urls"):
+        assert seen_by(unit, "brand-a", path) == "hidden", f"instance brand-a sees {path}"
+    assert directive(unit, "User", "brand-a") != directive(unit, "User", "brand-b"), "and outside it, a user of its own"
+    reports = security(unit, tmp_path)
+    if reports is not None:
+        assert [exposure(report) <= 2.0 for report in reports.values()] == [True, True], reports
+
+
+def test_the_template_runs_no_instance_as_a_given_user(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("model: models/m.pkl\n")
+    result = CliRunner().invoke(main, ["service", "--template", "--user", "root", "--config",
+                                       str(tmp_path / "config.yaml")])
+    assert result.exit_code == 2 and "scorer-NAME" in result.output
+
+
+def test_a_drop_in_gives_one_instance_network_for_its_notifications_and_no_other(tmp_path: Path) -> None:
+    config = tmp_path / "etc/scorer/brand-a/config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"model: models/m.pkl\nnotify:\n  urls_file: {config.parent}/notify-urls\n")
+    result = CliRunner().invoke(main, ["service", "--instance", "brand-a", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    network = result.stdout
+    for line in ("[Service]\n", "PrivateNetwork=no\n", "IPAddressDeny=\n", "RestrictAddressFamilies=\n",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
+                 f"LoadCredential=notify-urls:{config.parent}/notify-urls\n"):
+        assert line in network
+    assert "/etc/systemd/system/scorer@brand-a.service.d/network.conf" in result.stderr
+    assert "sudo systemctl restart scorer@brand-a" in result.stderr
+    reports = security(template(config), tmp_path, network)
+    if reports is not None:
+        internet = r"✗ RestrictAddressFamilies=~AF_\(INET\|INET6\)"
+        assert re.search(internet, reports["brand-a"]) and "✗ PrivateNetwork=" in reports["brand-a"]
+        assert not re.search(internet, reports["brand-b"]) and "✓ PrivateNetwork=" in reports["brand-b"]
+        assert [exposure(report) <= 2.0 for report in reports.values()] == [True, True], reports
+
+
+@pytest.mark.parametrize(("name", "config", "fix"), [
+    ("brand-a", "model: models/m.pkl\n", "sets no notify destinations"),
+    ("Brand A", "model: models/m.pkl\nnotify:\n  urls: ['json://localhost']\n", "lower-case letters"),
+])
+def test_no_drop_in_for_an_instance_without_destinations_or_with_a_name_no_user_can_have(
+        tmp_path: Path, name: str, config: str, fix: str) -> None:
+    (tmp_path / "config.yaml").write_text(config)
+    result = CliRunner().invoke(main, ["service", "--instance", name, "--config", str(tmp_path / "config.yaml")])
+    assert result.exit_code == 2 and fix in result.output, result.output
+
+
+def test_an_install_under_the_hidden_folders_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.yaml").write_text("model: models/m.pkl\n")
+    monkeypatch.setattr(sys, "executable", "/srv/scorer/app/.venv/bin/python")
+    result = CliRunner().invoke(main, ["service", "--template", "--config", str(tmp_path / "config.yaml")])
+    assert result.exit_code == 2 and "/srv/scorer/app/.venv/bin/python" in result.output, result.output
 
 
 @pytest.fixture
