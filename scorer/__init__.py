@@ -52,6 +52,7 @@ Floors, from the bottom up:
         engine.py           Engine and score_items: where decoding, the classifier and the evidence meet
         assembly.py         open_engine: the classifier, its checks, evidence, advice and decoding workers
     report/             the Excel workbooks (the only openpyxl imports)
+        layout.py           cells, the header row, and how each sheet prints: A4 pages, print titles, wrapped rows
         workbook.py         Ranking, Rejected, Duplicates and Model sheets, streamed (write-only mode)
         evidence_columns.py the report's evidence columns: where the model looked, look-alikes, how they did
         latest_book.py      latest.xlsx: a Summary of the whole window, then the bounded sheets

@@ -11,18 +11,27 @@ from collections.abc import Sequence
 
 from openpyxl.cell import Cell, WriteOnlyCell
 from openpyxl.drawing.image import Image as SheetImage
+from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, OneCellAnchor
+from openpyxl.drawing.xdr import XDRPositiveSize2D
 from openpyxl.styles import Alignment
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.units import pixels_to_EMU
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
+from scorer.report.layout import LINE_PT
 from scorer.results import Neighbour, Scored
 
 LOOKED = "Where the model looked"
 LOOKS_LIKE = ("Looks like 1", "Looks like 2", "Looks like 3")
 MEDIAN = "Neighbours' median"
 PERCENTILE = "Account percentile"
-# Past posts' thumbnails are drawn this size, leaving room in the cell for their date and engagement below.
+# A past post's cell: its date and engagement on the first line, its thumbnail right below, then a gap as wide
+# as the space between them is narrow, so that each caption reads with its own picture, not the next row's.
 _NEIGHBOUR_PX = 52
+_CAPTION_PT = LINE_PT + 2
+_GAP_PT = 10.0
+NEIGHBOUR_ROW_PT = _CAPTION_PT + _NEIGHBOUR_PX * 0.75 + _GAP_PT  # the row height the look-alikes need
+_EMU_PER_PT = 12700
 
 
 def evidence_headers(scored: Sequence[Scored]) -> list[str]:
@@ -44,13 +53,12 @@ def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequ
     cells = []
     for col, name in enumerate(names, start=first_col):
         c = WriteOnlyCell(ws)
-        where = f"{get_column_letter(col)}{row}"
         if name == LOOKED and s.overlay:
-            ws.add_image(SheetImage(io.BytesIO(s.overlay)), where)
+            ws.add_image(SheetImage(io.BytesIO(s.overlay)), f"{get_column_letter(col)}{row}")
         elif s.evidence is not None and name in LOOKS_LIKE:
             index = LOOKS_LIKE.index(name)
             if index < len(s.evidence.neighbours):
-                _neighbour(ws, c, where, s.evidence.neighbours[index])
+                _neighbour(ws, c, (col, row), s.evidence.neighbours[index])
         elif s.evidence is not None and name == MEDIAN:
             c.value = round(s.evidence.median_total)
             c.number_format = "#,##0"
@@ -62,15 +70,18 @@ def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequ
     return cells
 
 
-def _neighbour(ws: WriteOnlyWorksheet, c: Cell, where: str, post: Neighbour) -> None:
+def _neighbour(ws: WriteOnlyWorksheet, c: Cell, where: tuple[int, int], post: Neighbour) -> None:
     # The date and the number are generated, never outside text, so they need no formula guard.
     c.value = f"{post.date or 'no date'} · {post.total:,}"
-    c.alignment = Alignment(vertical="bottom", wrap_text=True)
+    c.alignment = Alignment(vertical="top")
     if post.thumbnail:
         image = SheetImage(io.BytesIO(post.thumbnail))
         scale = _NEIGHBOUR_PX / max(image.width, image.height)
         image.width, image.height = round(image.width * scale), round(image.height * scale)
-        ws.add_image(image, where)
+        col, row = where
+        start = AnchorMarker(col=col - 1, colOff=pixels_to_EMU(4), row=row - 1, rowOff=round(_CAPTION_PT * _EMU_PER_PT))
+        size = XDRPositiveSize2D(pixels_to_EMU(image.width), pixels_to_EMU(image.height))
+        ws.add_image(image, OneCellAnchor(_from=start, ext=size))
 
 
 def evidence_rows(evidence: str, explain: str) -> list[tuple[str, str]]:

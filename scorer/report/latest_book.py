@@ -16,16 +16,16 @@ from pathlib import Path
 from openpyxl import Workbook
 from openpyxl.cell import Cell
 from openpyxl.drawing.image import Image as SheetImage
-from openpyxl.styles import Alignment, Font
+from openpyxl.styles import Alignment
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write
-from scorer.report.workbook import WARNING_FONT, ReportContent, add_sheets, cell, header_row, page_wide
+from scorer.report.layout import BOLD, WARNING_FONT, WRAP, cell, header_row, printed, wrapped_height
+from scorer.report.workbook import ReportContent, add_sheets
 from scorer.results import Launch
 
 LATEST_NAME = "latest.xlsx"  # in outbox/: the whole window of the watch service, rebuilt in the background
-_BOLD = Font(bold=True)
 _MIDDLE = Alignment(vertical="center")
 LAUNCH_HEADERS = ("Posted", "Post", "Post as launched", "Creative", "Creative as scored", "Predicted class",
                   "Engagement score", "Likes + comments", "Real class", "Counted")
@@ -97,21 +97,35 @@ def _limits(content: ReportContent, window: Window, generated: datetime) -> list
 
 def _summary(ws: WriteOnlyWorksheet, content: ReportContent, window: Window, generated: datetime) -> None:
     names = ["Day", "Scored", *window.classes, "Rejected", "Duplicates"]
-    for col, width in enumerate([14, 10, *([12] * len(window.classes)), 10, 11], start=1):
+    widths = [14, 10, *([12] * len(window.classes)), 10, 11]
+    for col, width in enumerate(widths, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
+    lines = _limits(content, window, generated)
+    table = len(lines) + 3  # the title, the lines and a blank row come first
+    printed(ws, title_rows=f"{table}:{table}", portrait=True)  # one page wide: the table is narrow
     title = cell(ws, f"latest.xlsx: the best creatives of the last {window.days} days")
-    title.font = _BOLD
+    title.font = BOLD
     ws.append([title])
-    for line in _limits(content, window, generated):
-        ws.append([cell(ws, line)])
+    _sentences(ws, lines, widths, start=2)
     ws.append([])
     ws.append(header_row(ws, names))
     for day in window.per_day:
         ws.append(_day_row(ws, day, window.classes))
     total = _day_row(ws, window.total(), window.classes, "Total")
     for c in total:
-        c.font = _BOLD
+        c.font = BOLD
     ws.append(total)
+
+
+def _sentences(ws: WriteOnlyWorksheet, lines: list[str], widths: list[float], start: int) -> None:
+    """Each line as a paragraph as wide as the table below it, wrapped, so that no sentence runs off the page."""
+    last = get_column_letter(len(widths))
+    for row, line in enumerate(lines, start=start):
+        ws.merged_cells.add(f"A{row}:{last}{row}")
+        ws.row_dimensions[row].height = wrapped_height([(line, sum(widths))])
+        c = cell(ws, line)
+        c.alignment = WRAP
+        ws.append([c])
 
 
 def _day_row(ws: WriteOnlyWorksheet, day: DayCount, classes: tuple[str, ...], label: str = "") -> list[Cell]:
@@ -124,23 +138,30 @@ def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> N
     """The Track record sheet: the figures with the verdict first, then each launched pair, newest post first."""
     track, look = content.track, content.look
     thumb_width = look.thumbnail_px / 6.5 + 2
-    for col, width in enumerate([36, 30, thumb_width, 30, thumb_width, 16, 17, 16, 14, 10], start=1):
+    widths = [22, 24, thumb_width, 24, thumb_width, 16, 17, 16, 14, 10]
+    for col, width in enumerate(widths, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
-    page_wide(ws)
+    printed(ws)
     title = cell(ws, f"Track record of model {content.info.sha256[:12]}…: how its picks did once launched")
-    title.font = _BOLD
+    title.font = BOLD
     ws.append([title])
     if track is None:
-        ws.append([cell(ws, NO_RECORD)])
+        _sentences(ws, [NO_RECORD], widths, start=2)
         return
-    for key, value in track.lines.items():
+    last = get_column_letter(len(widths))
+    for row, (key, value) in enumerate(track.lines.items(), start=2):
+        # the figures over every other column: a long verdict wraps on the page
+        ws.merged_cells.add(f"B{row}:{last}{row}")
+        ws.row_dimensions[row].height = wrapped_height([(key, widths[0]), (value, sum(widths[1:]))])
         line = [cell(ws, key), cell(ws, value)]
-        if key == "Verdict":
-            line[0].font = line[1].font = WARNING_FONT if track.guess else _BOLD
+        for c in line:
+            c.alignment = WRAP
+            if key == "Verdict":
+                c.font = WARNING_FONT if track.guess else BOLD
         ws.append(line)
-    ws.append([cell(ws, f"Below: the newest {len(track.launches):,} launched creatives (at most {limit:,}, "
-                        "watch.latest_rows). Counted: posted after the creative was scored and at least "
-                        "outcomes.min_age_days old; only those make the figures above.")])
+    _sentences(ws, [f"Below: the newest {len(track.launches):,} launched creatives (at most {limit:,}, "
+                    "watch.latest_rows). Counted: posted after the creative was scored and at least "
+                    "outcomes.min_age_days old; only those make the figures above."], widths, len(track.lines) + 2)
     ws.append([])
     first = len(track.lines) + 5  # title, the lines, the note, a blank row and the header come first
     ws.row_dimensions[first - 1].height = 30

@@ -2,13 +2,14 @@
 
 Sheets are written in openpyxl's write-only mode, so memory holds one row at a time (and the
 thumbnails). Every string that comes from outside (file names, reasons, class names) goes
-through `cell`, so a name can neither become a formula nor crash the writer.
+through `cell` (scorer.report.layout), so a name can neither become a formula nor crash the writer.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,18 +17,25 @@ from datetime import datetime
 from pathlib import Path
 
 from openpyxl import Workbook
-from openpyxl.cell import Cell, WriteOnlyCell
+from openpyxl.cell import Cell
 from openpyxl.drawing.image import Image as SheetImage
 from openpyxl.formatting.rule import ColorScaleRule
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Alignment
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, create_temp, numbered
-from scorer.report.evidence_columns import evidence_cells, evidence_headers, evidence_rows, evidence_widths
+from scorer.report.evidence_columns import (
+    NEIGHBOUR_ROW_PT,
+    evidence_cells,
+    evidence_headers,
+    evidence_rows,
+    evidence_widths,
+)
+from scorer.report.layout import WARNING_FONT, WRAP, WRAP_MIDDLE, cell, header, wrapped_height
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, TrackSummary, rank
 from scorer.settings import ReportSettings
-from scorer.textsafe import display_text, looks_like_formula, xml_text
+from scorer.textsafe import display_text
 
 REPORT_PREFIX = "engagement-report-"
 FIXED_HEADERS = ("Rank", "File", "Predicted class", "Confidence", "Engagement score")
@@ -36,10 +44,12 @@ ADVICE_HEADERS = ("Planned time", "Score at planned time", "Best times (coming w
 EXTRA_HEADERS = ("Thumbnail", "Pixels", "Format", "File size (KB)", "File date", "Scored at", "Notes", "Location",
                  "SHA-256")
 
-_HEADER_FONT = Font(bold=True, color="FFFFFF")
-_HEADER_FILL = PatternFill("solid", start_color="1F4E78")
 _MIDDLE = Alignment(vertical="center")
-WARNING_FONT = Font(bold=True, color="C00000")
+_WRAPPED = {"File", "Notes", "Location", "SHA-256", ADVICE_HEADERS[2]}  # text that may be longer than its column
+_PAGES_WIDE = 3  # the Ranking sheet prints this many A4 pages across, at most
+DEMO_NOTE = "Demo model: trained by `scorer demo` on synthetic images. Its scores say nothing about real creatives."
+DEMO_LINE = ("trained by `scorer demo` on synthetic images, where warm colours were given more likes: it knows nothing "
+             "about real creatives. Train one on the account's own posts with `scorer train`.")
 
 
 @dataclass(frozen=True)
@@ -62,49 +72,17 @@ def report_name(now: datetime, suffix: str = "") -> str:
     return f"{REPORT_PREFIX}{now:%Y%m%d-%H%M%S}{suffix}.xlsx"
 
 
-def cell(ws: WriteOnlyWorksheet, value: object, number_format: str | None = None) -> Cell:
-    """A cell for `ws.append`; text is external, so it stays text and loses what XML cannot hold."""
-    c = WriteOnlyCell(ws)
-    if isinstance(value, str):
-        c.value = xml_text(value)
-        # openpyxl turns any string starting with '=' into a formula; external text never is one.
-        c.data_type = "s"
-        if looks_like_formula(c.value):
-            c.quotePrefix = True  # and Excel must not re-read it as one when the cell is edited
-    else:
-        c.value = value
-    if number_format:
-        c.number_format = number_format
-    return c
-
-
-def header_row(ws: WriteOnlyWorksheet, names: Sequence[str]) -> list[Cell]:
-    """Header cells, white on blue, for `ws.append`."""
-    cells = []
-    for name in names:
-        c = cell(ws, name)
-        c.font, c.fill = _HEADER_FONT, _HEADER_FILL
-        c.alignment = Alignment(vertical="center", wrap_text=True)
-        cells.append(c)
-    return cells
-
-
-def header(ws: WriteOnlyWorksheet, names: Sequence[str], widths: Sequence[float]) -> None:
-    """Append a sheet's styled header row; set its column widths, frozen header and page setup."""
-    for col, width in enumerate(widths, start=1):
-        ws.column_dimensions[get_column_letter(col)].width = width
-    ws.freeze_panes = "A2"
-    ws.row_dimensions[1].height = 30
-    page_wide(ws)
-    ws.print_title_rows = "1:1"  # repeated on each printed page
-    ws.append(header_row(ws, names))
-
-
-def page_wide(ws: WriteOnlyWorksheet) -> None:
-    """Printed, the sheet is as wide as a landscape page, however many pages long."""
-    ws.page_setup.orientation = "landscape"
-    ws.sheet_properties.pageSetUpPr.fitToPage = True
-    ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0
+def demo_model(model: Path) -> bool:
+    """Whether `model` is the one `scorer demo` trains: models/demo.pkl, its card naming the demo's generated posts."""
+    # models/demo.pkl alone is no proof: `scorer train` exports there too when config.yaml keeps the default
+    if model.name != "demo.pkl":
+        return False
+    try:
+        card = json.loads(model.with_suffix(".card.json").read_text(encoding="utf-8"))
+        source = Path(card["data"]["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return source == model.parent.parent / "demo" / "posts"
 
 
 def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: list[Cell]) -> list[Cell]:
@@ -118,8 +96,8 @@ def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: lis
     ]
     row = [cell(ws, value, fmt) for value, fmt in values]
     tail = [cell(ws, value, fmt) for value, fmt in rest]
-    for c in row + tail:
-        c.alignment = _MIDDLE
+    for c, name in zip(row + tail, headers(s.classes), strict=True):
+        c.alignment = WRAP_MIDDLE if name in _WRAPPED else _MIDDLE
     return row + evidence + tail
 
 
@@ -132,6 +110,7 @@ def _advice_cells(ws: WriteOnlyWorksheet, s: Scored) -> list[Cell]:
     cells = [cell(ws, a.planned_at or "not given"), cell(ws, score, "0.0"), cell(ws, a.best_text)]
     for c in cells:
         c.alignment = _MIDDLE
+    cells[2].alignment = WRAP_MIDDLE
     return cells
 
 
@@ -144,24 +123,25 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     k = len(classes)
     thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
-    widths = [6, 40, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
-              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 30, 60, 20]
-    header(ws, names, widths)
+    widths = [6, 36, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
+              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 30, 40, 18]
+    top = header(ws, names, widths, DEMO_NOTE if demo_model(content.info.path) else "", _PAGES_WIDE)
     thumb_col = len(FIXED_HEADERS) + k + 1
-    for row, s in enumerate(scored, start=2):
+    # A row with pictures is as tall as the thumbnail (and the overlay, drawn the same size) and the look-alikes.
+    height = max(content.look.thumbnail_px * 0.75 + 4, NEIGHBOUR_ROW_PT if any(s.evidence for s in scored) else 0)
+    for row, s in enumerate(scored, start=top + 1):
         # Images and row heights must be known before the row is streamed out.
         if thumbs and s.thumbnail:
             ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{get_column_letter(thumb_col)}{row}")
         evidence = evidence_cells(ws, row, thumb_col + 1, extra, s)
         if (thumbs and s.thumbnail) or s.overlay or s.evidence:
-            # Look-alike cells hold a small picture with a line of text under it.
-            ws.row_dimensions[row].height = max(content.look.thumbnail_px, 80 if extra else 0) * 0.75 + 4
-        ws.append(_ranking_row(ws, row - 1, s, evidence + (_advice_cells(ws, s) if advice else [])))
-    last = len(scored) + 1
-    ws.auto_filter.ref = f"A1:{get_column_letter(len(names))}{max(last, 2)}"
+            ws.row_dimensions[row].height = height
+        ws.append(_ranking_row(ws, row - top, s, evidence + (_advice_cells(ws, s) if advice else [])))
+    last = len(scored) + top
+    ws.auto_filter.ref = f"A{top}:{get_column_letter(len(names))}{max(last, top + 1)}"
     if scored:
         ws.conditional_formatting.add(
-            f"E2:E{last}",
+            f"E{top + 1}:E{last}",
             ColorScaleRule(start_type="num", start_value=0, start_color="F8696B",
                            mid_type="num", mid_value=50, mid_color="FFEB84",
                            end_type="num", end_value=100, end_color="63BE7B"),
@@ -169,30 +149,37 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
 
 
 def _rejected(ws: WriteOnlyWorksheet, rejected: Sequence[Rejected]) -> None:
-    header(ws, ["File", "Reason", "Location"], [40, 60, 60])
+    header(ws, ["File", "Reason", "Location"], [36, 60, 44])
     ws.auto_filter.ref = f"A1:C{max(len(rejected) + 1, 2)}"
     for r in rejected:
-        ws.append([cell(ws, display_text(r.name)), cell(ws, r.reason), cell(ws, r.location)])
+        ws.append(_wrapped([cell(ws, display_text(r.name)), cell(ws, r.reason), cell(ws, r.location)]))
 
 
 def _duplicates(ws: WriteOnlyWorksheet, duplicates: Sequence[Duplicate]) -> None:
     names = ["File", "Same content as", "Predicted class", "Engagement score", "First scored", "Location"]
-    header(ws, names, [40, 40, 16, 17, 18, 60])
+    header(ws, names, [32, 32, 16, 17, 18, 44])
     for d in duplicates:
-        ws.append([cell(ws, display_text(d.name)), cell(ws, display_text(d.original.name)),
-                   cell(ws, d.original.predicted), cell(ws, round(d.original.score, 2), "0.0"),
-                   cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"), cell(ws, d.location)])
+        ws.append(_wrapped([cell(ws, display_text(d.name)), cell(ws, display_text(d.original.name)),
+                            cell(ws, d.original.predicted), cell(ws, round(d.original.score, 2), "0.0"),
+                            cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"),
+                            cell(ws, d.location)]))
+
+
+def _wrapped(cells: list[Cell]) -> list[Cell]:
+    """The cells, their text wrapped within its column: a long name or path stays on the page."""
+    for c in cells:
+        c.alignment = WRAP
+    return cells
 
 
 def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) -> None:
-    header(ws, ["Item", "Value"], [26, 100])
-    track = content.track
-    if track is not None and track.guess:  # first, so nobody reads the scores without it
-        warning = [cell(ws, "Warning"), cell(ws, f"Track record: {track.verdict}")]
-        for c in warning:
-            c.font = WARNING_FONT
-        ws.append(warning)
-    info = content.info
+    widths = (30, 96)  # one landscape page at full size; the longer lines wrap
+    header(ws, ["Item", "Value"], widths)
+    info, track = content.info, content.track
+    # first, so nobody reads the scores without them
+    warnings = [("Demo model", DEMO_LINE)] if demo_model(info.path) else []
+    if track is not None and track.guess:
+        warnings.append(("Warning", f"Track record: {track.verdict}"))
     rows: list[tuple[str, str]] = [
         ("Model file", str(info.path)),
         ("SHA-256", info.sha256),
@@ -211,8 +198,12 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
     rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
     rows += [(f"Track record: {key}", value) for key, value in (track.lines.items() if track else ())]
-    for key, value in rows:
-        ws.append([cell(ws, key), cell(ws, value)])
+    for row, (key, value) in enumerate([*warnings, *rows], start=2):
+        line = _wrapped([cell(ws, key), cell(ws, value)])
+        for c in line if row < 2 + len(warnings) else ():
+            c.font = WARNING_FONT
+        ws.row_dimensions[row].height = wrapped_height(zip((key, value), widths, strict=True))
+        ws.append(line)
 
 
 def add_sheets(wb: Workbook, content: ReportContent, generated: datetime) -> None:

@@ -69,7 +69,7 @@ def test_ranking_sheet_headers_order_and_values(tmp_path: Path) -> None:
         assert r[3] == max(r[5:8])
         assert r[2] == CLASSES[r[5:8].index(max(r[5:8]))]
     assert [r[4] for r in rows] == sorted((r[4] for r in rows), reverse=True)
-    assert ws.freeze_panes == "A2"
+    assert ws.freeze_panes == "C2", "the header row and each creative's rank and name stay in view"
     assert ws.auto_filter.ref == f"A1:{ws.cell(1, len(header)).column_letter}5"
     assert ws["D2"].number_format == "0.0%" and ws["F2"].number_format == "0.0%"
     assert len(ws.conditional_formatting) == 1
