@@ -2,8 +2,9 @@
 
 The Ranking sheet is many columns wide, so it prints over a few landscape pages, the key columns
 first (pages go down the creatives before across the columns), each page repeating the header row
-and the file's name; every other sheet is one page wide. Neither Excel nor LibreOffice grows a
-row for wrapped text that a program wrote, so a wrapped row is given a height from its text.
+and the file's name; every other sheet is one page wide. LibreOffice grows no row for wrapped
+text that a program wrote, so a wrapped row is given a height from its text (a row with pictures,
+at least theirs).
 """
 
 from __future__ import annotations
@@ -103,6 +104,17 @@ def printed(ws: WriteOnlyWorksheet, *, pages_wide: int = 1, title_rows: str = ""
         ws.print_title_rows = title_rows
     if title_cols:
         ws.print_title_cols = title_cols
+
+
+def append_fitted(ws: WriteOnlyWorksheet, row: int, cells: Sequence[Cell], widths: Sequence[float],
+                  at_least: float = 0.0) -> None:
+    """Append `cells` as row `row`, as tall as its wrapped cells' text needs in columns of `widths`, or `at_least`."""
+    texts = [(str(c.value), width) for c, width in zip(cells, widths, strict=False)
+             if c.value is not None and c.alignment.wrap_text]
+    height = max(wrapped_height(texts) if texts else 0.0, at_least)
+    if height:
+        ws.row_dimensions[row].height = height
+    ws.append(list(cells))
 
 
 def wrapped_height(cells: Iterable[tuple[str, float]]) -> float:

@@ -32,7 +32,7 @@ from scorer.report.evidence_columns import (
     evidence_rows,
     evidence_widths,
 )
-from scorer.report.layout import WARNING_FONT, WRAP, WRAP_MIDDLE, cell, header, wrapped_height
+from scorer.report.layout import WARNING_FONT, WRAP, WRAP_MIDDLE, append_fitted, cell, header
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, TrackSummary, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import display_text
@@ -124,7 +124,7 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
     thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
     widths = [6, 36, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
-              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 30, 40, 18]
+              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 26, 40, 34]  # SHA-256: two lines
     top = header(ws, names, widths, DEMO_NOTE if demo_model(content.info.path) else "", _PAGES_WIDE)
     thumb_col = len(FIXED_HEADERS) + k + 1
     # A row with pictures is as tall as the thumbnail (and the overlay, drawn the same size) and the look-alikes.
@@ -134,9 +134,9 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
         if thumbs and s.thumbnail:
             ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{get_column_letter(thumb_col)}{row}")
         evidence = evidence_cells(ws, row, thumb_col + 1, extra, s)
-        if (thumbs and s.thumbnail) or s.overlay or s.evidence:
-            ws.row_dimensions[row].height = height
-        ws.append(_ranking_row(ws, row - top, s, evidence + (_advice_cells(ws, s) if advice else [])))
+        pictures = (thumbs and s.thumbnail) or s.overlay or s.evidence
+        cells = _ranking_row(ws, row - top, s, evidence + (_advice_cells(ws, s) if advice else []))
+        append_fitted(ws, row, cells, widths, height if pictures else 0.0)
     last = len(scored) + top
     ws.auto_filter.ref = f"A{top}:{get_column_letter(len(names))}{max(last, top + 1)}"
     if scored:
@@ -149,20 +149,23 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
 
 
 def _rejected(ws: WriteOnlyWorksheet, rejected: Sequence[Rejected]) -> None:
-    header(ws, ["File", "Reason", "Location"], [36, 60, 44])
+    widths = [36, 60, 44]
+    header(ws, ["File", "Reason", "Location"], widths)
     ws.auto_filter.ref = f"A1:C{max(len(rejected) + 1, 2)}"
-    for r in rejected:
-        ws.append(_wrapped([cell(ws, display_text(r.name)), cell(ws, r.reason), cell(ws, r.location)]))
+    for row, r in enumerate(rejected, start=2):
+        append_fitted(ws, row, _wrapped([cell(ws, display_text(r.name)), cell(ws, r.reason), cell(ws, r.location)]),
+                      widths)
 
 
 def _duplicates(ws: WriteOnlyWorksheet, duplicates: Sequence[Duplicate]) -> None:
     names = ["File", "Same content as", "Predicted class", "Engagement score", "First scored", "Location"]
-    header(ws, names, [32, 32, 16, 17, 18, 44])
-    for d in duplicates:
-        ws.append(_wrapped([cell(ws, display_text(d.name)), cell(ws, display_text(d.original.name)),
-                            cell(ws, d.original.predicted), cell(ws, round(d.original.score, 2), "0.0"),
-                            cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"),
-                            cell(ws, d.location)]))
+    widths = [32, 32, 16, 17, 18, 44]
+    header(ws, names, widths)
+    for row, d in enumerate(duplicates, start=2):
+        append_fitted(ws, row, _wrapped([cell(ws, display_text(d.name)), cell(ws, display_text(d.original.name)),
+                                         cell(ws, d.original.predicted), cell(ws, round(d.original.score, 2), "0.0"),
+                                         cell(ws, datetime.fromtimestamp(d.original.scored_at), "yyyy-mm-dd hh:mm"),
+                                         cell(ws, d.location)]), widths)
 
 
 def _wrapped(cells: list[Cell]) -> list[Cell]:
@@ -202,8 +205,7 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
         line = _wrapped([cell(ws, key), cell(ws, value)])
         for c in line if row < 2 + len(warnings) else ():
             c.font = WARNING_FONT
-        ws.row_dimensions[row].height = wrapped_height(zip((key, value), widths, strict=True))
-        ws.append(line)
+        append_fitted(ws, row, line, widths)
 
 
 def add_sheets(wb: Workbook, content: ReportContent, generated: datetime) -> None:

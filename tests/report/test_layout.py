@@ -82,6 +82,37 @@ def test_model_sheet_wraps_every_line_and_no_long_line_shrinks_the_page(tmp_path
     assert widths[0] >= len("Model card: verdict"), "the usual labels fit on one line"
 
 
+def _rows_fit_their_wrapped_text(ws: Worksheet) -> int:
+    """Check that each row is as tall as its wrapped cells need; return how many cells wrapped onto several lines."""
+    several = 0
+    for row in ws.iter_rows(min_row=2):
+        for c in row:
+            if c.value is None or not c.alignment.wrap_text or c.coordinate in ws.merged_cells:
+                continue
+            needed = lines_needed(str(c.value), ws.column_dimensions[c.column_letter].width)
+            several += needed > 1
+            height = ws.row_dimensions[c.row].height or 15  # LibreOffice grows no row for wrapped text
+            assert height >= 14 * needed, f"{ws.title}!{c.coordinate}: {needed} lines in {height} pt: {c.value}"
+    return several
+
+
+def test_every_row_is_as_tall_as_its_wrapped_names_reasons_and_paths(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from scorer.settings import ReportSettings
+
+    long = "spring-campaign-2026-final-version-approved-by-client-banner-hero-1080x1350-v3-FINAL.jpg"
+    plain = [replace(evidenced(name, (0.2, 0.3, 0.5)), thumbnail=None, overlay=None, evidence=None,
+                     notes="converted from CMYK; first frame of an animation")
+             for name in (long, "short.jpg")]
+    rejected = [Rejected(long, f"/srv/inbox/campaigns/spring/{long}", "GIF files are not accepted (accepted: JPEG, "
+                         "PNG, WEBP): convert it, or add GIF to images.formats")]
+    result = BatchResult(plain, rejected, [Duplicate(long, f"/srv/inbox/again/{long}", plain[1])])
+    content = ReportContent(result, _info(), ReportSettings(thumbnails=False))
+    book = load_workbook(save_report(tmp_path / "r.xlsx", content))
+    assert sum(_rows_fit_their_wrapped_text(book[name]) for name in book.sheetnames) >= 8
+
+
 def _demo_model(tmp_path: Path, trained_on: Path) -> ModelInfo:
     """A model at models/demo.pkl whose card says which posts trained it, as `scorer train` writes the card."""
     model = tmp_path / "models" / "demo.pkl"
