@@ -68,6 +68,7 @@ class ModelView:
     info: ModelInfo
     pinned: str | None
     card: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the card's headline, less what the ways' table shows
     track: TrackSummary | None = None  # its record on launched creatives, once `scorer outcomes` made one
     plot: Markup = Markup()  # the record's scatter plot, predicted score against real engagement
 
@@ -172,7 +173,23 @@ def model_view(settings: Settings, info: ModelInfo) -> ModelView:
         except (OSError, json.JSONDecodeError):
             card = {}
     track = _track_record(settings, info.sha256)
-    return ModelView(info, settings.model_sha256, card, track, scatter(track.launches) if track else Markup())
+    return ModelView(info, settings.model_sha256, card, _metrics(card), track,
+                     scatter(track.launches) if track else Markup())
+
+
+def _metrics(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's headline without the ways of predicting, which the page shows in a table of their own.
+
+    The headline carries them as lines for the report's Model sheet, which has no such table.
+    """
+    headline = card.get("headline")
+    comparison = card.get("comparison")
+    if not isinstance(headline, dict):
+        return {}
+    if not isinstance(comparison, dict) or not isinstance(comparison.get("accuracy"), dict):
+        return headline
+    shown = {*comparison["accuracy"], "Best supported"}
+    return {key: value for key, value in headline.items() if key not in shown}
 
 
 def _track_record(settings: Settings, model: str) -> TrackSummary | None:

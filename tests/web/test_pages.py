@@ -222,6 +222,42 @@ def test_model_page_shows_the_track_record_or_how_to_make_one(project: Project, 
     assert page.count('<circle class="launch counted"') == 0 and f"{record.pairs[0]['post']}: score" in page
 
 
+def test_each_heat_map_on_a_card_has_a_caption(project: Project, engine: Engine, tmp_path: Path) -> None:
+    paths = [write_creative(tmp_path / f"{label.lower()}.png", colour, (64, 48)) for label, colour in
+             CLASS_COLOURS.items()]
+    with _client(project, engine) as client:
+        page = client.get(client.post("/try", files=_files(paths)).headers["location"]).text
+    figures = re.findall(r'<figure class="heatmap">\s*<img class="overlay"[^>]*>\s*<figcaption>(.*?)</figcaption>',
+                         page, re.S)
+    assert len(figures) == page.count('class="overlay"') == 3, "every overlay, and only overlays, captioned"
+    classes = re.findall(r'data-class="([^"]+)"', page)
+    assert [" ".join(f.split()) for f in figures] == [f"Where the model looked: red drove “{c}” most" for c in classes]
+
+
+def test_model_page_shows_the_ways_of_predicting_in_one_table(project: Project, engine: Engine) -> None:
+    ways = {"kNN estimate (3 nearest posts)": (0.9, 0.8), "Classifier": (0.88, 0.79),
+            "Majority baseline (always Neutral)": (0.36, None)}
+    comparison = {"accuracy": {name: {"value": acc, "low": acc - 0.1, "high": acc + 0.05} for name, (acc, _) in
+                               ways.items()},
+                  "spearman": {name: {"value": rho, "low": rho and rho - 0.2, "high": rho and rho + 0.1}
+                               for name, (_, rho) in ways.items()},
+                  "best": "kNN estimate (3 nearest posts)", "verdict": "none clearly: kNN estimate ties Classifier"}
+    # the headline repeats each way as a line, as `scorer train` writes it for the report's Model sheet
+    headline = {"Accuracy": "88% (95% CI 78% to 93%)", **{name: f"accuracy {acc:.0%}" for name, (acc, _) in
+                                                          ways.items()},
+                "Best supported": comparison["verdict"], "Posting time and caption": "image-only: no help"}
+    card = {"verdict": "better than always answering Neutral", "classes": ["Low", "Neutral", "High"],
+            "headline": headline, "data": {"valid": 42}, "comparison": comparison}
+    (project.models / "tiny.card.json").write_text(json.dumps(card))
+    with _client(project, engine) as client:
+        page = client.get("/model").text
+    for name in ways:
+        assert page.count(f"<th>{name}</th>") == 1, f"{name}: one row, in the table of ways"
+    assert page.count(comparison["verdict"]) == 1
+    assert "<th>Accuracy</th><td>88% (95% CI 78% to 93%)</td>" in page, "the metrics stay"
+    assert "<th>Posting time and caption</th><td>image-only: no help</td>" in page
+
+
 def test_service_serve_prints_a_hardened_unit(project: Project) -> None:
     result = CliRunner().invoke(main, ["service", "--serve", "--config", str(project.config)])
     assert result.exit_code == 0, result.output
