@@ -59,7 +59,8 @@ Floors, from the bottom up:
     notify/             notifications through Apprise (the only apprise import)
         destinations.py     the Apprise URLs from config, urls_file or LoadCredential=, masked in logs
         outbox.py           the durable message queue in state/notify.sqlite, once per id and destination
-        sender.py           a background sender thread per destination, with retries and backoff
+        courier.py          each send in a child process, killed at notify.timeout_seconds; the cause of a failure
+        sender.py           a background sender thread per destination, with retries and backoff, at most once
         notices.py          the messages: a batch's report, trouble, a refused model, a track record
     ledger/             the SQLite record of what was scored: written by `scorer watch`, read by the others
         schema.py           the ledger's tables, and how a row becomes a result and back

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from socketserver import BaseRequestHandler, ThreadingTCPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -35,6 +38,16 @@ def smtp_url(port: int) -> str:
     """The Apprise URL of an SmtpReceiver on this port: plain SMTP with a login, from and to."""
     return (f"mailto://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{port}"
             "?from=scorer@example.com&to=team@example.com&secure=no")
+
+
+def notify_section(root: Path, urls: list[str], **notify: object) -> str:
+    """config.yaml's notify: section for these URLs, kept in a urls_file under `root` (readable by its owner and group
+    only, as the docs advise), with more notify.* keys as given."""
+    urls_file = root / "notify-urls"
+    urls_file.write_text("# where reports go\n" + "\n".join(urls) + "\n")
+    os.chmod(urls_file, 0o640)
+    lines = ["notify:", f"  urls_file: {urls_file}"] + [f"  {key}: {value}" for key, value in notify.items()]
+    return "\n".join(lines) + "\n"
 
 
 class JsonReceiver:
@@ -69,6 +82,45 @@ class JsonReceiver:
         return json_url(self.port)
 
     def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TrickleReceiver:
+    """A json:// target that never finishes answering: after each request, one byte of its header every `every` s.
+
+    Each read of the client gets a byte within its socket timeout, so only a deadline on the whole send ends it.
+    """
+
+    def __init__(self, every: float = 3.0) -> None:
+        self.hits = 0
+        self._closed = threading.Event()
+        receiver = self
+
+        class Handler(BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.recv(65536)  # the request (its body may follow; it is not needed)
+                receiver.hits += 1
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 10_000:
+                    try:
+                        self.request.sendall(bytes([byte]))
+                    except OSError:  # the client gave up
+                        return
+                    if receiver._closed.wait(every):
+                        return
+
+        self._server = ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """The Apprise URL, with a token in its path as a webhook would carry one."""
+        return json_url(self.port)
+
+    def close(self) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
 

@@ -55,22 +55,25 @@ def notify() -> None:
 @notify.command("test")
 @CONFIG_OPTION
 def notify_test(config_path: Path | None) -> None:
-    """Send one test message to each destination now, and say for each whether it took it (exit 1 if any did not).
+    """Send one test message to each destination now, and say for each whether it took it, or why not (exit 1 if
+    any did not). All are tried at once, each given notify.timeout_seconds to answer.
 
     \b
     Example:
         scorer notify test --config /etc/scorer/brand-a/config.yaml
     """
+    from scorer.notify.courier import try_destinations
     from scorer.notify.destinations import load_destinations
-    from scorer.notify.sender import try_destinations
 
-    destinations = load_destinations(load_settings(config_path).notify)
+    notify = load_settings(config_path).notify
+    destinations = load_destinations(notify)
     if not destinations:
         raise ConfigError("no notify destinations: add Apprise URLs to notify.urls or notify.urls_file")
-    results = try_destinations(destinations)
-    for label, ok in results:
-        out.print(f"destination {label}: {'ok' if ok else 'failed'}", highlight=False)
-    if not all(ok for _, ok in results):
+    results = try_destinations(destinations, notify.timeout_seconds)
+    for destination, outcome in results:
+        said = "ok" if outcome.ok else f"failed: {outcome.cause}"
+        out.print(f"destination {destination.label}: {said}", highlight=False, soft_wrap=True)
+    if not all(outcome.ok for _, outcome in results):
         raise SystemExit(1)
 
 

@@ -1,21 +1,20 @@
 """Where notifications go: Apprise URLs from config.yaml, notify.urls_file or systemd's credential, never logged.
 
 A URL carries its secrets (a password, a webhook token), so logs name a destination by its number
-and scheme only (`2 (json://***)`), and a filter on Apprise's own logger blanks every part of a
-configured URL that its messages might repeat.
+and scheme only (`2 (json://***)`), and every line Apprise or urllib3 logs (scorer.notify.courier relays
+them) has every part of a configured URL blanked, percent-encoded or not.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from scorer.errors import ConfigError
 from scorer.settings import NotifySettings
@@ -40,10 +39,14 @@ class Destination:
         return hashlib.sha256(self.url.encode()).hexdigest()[:16]
 
     @property
+    def scheme(self) -> str:
+        """The kind of destination (mailtos, slack, json, ...): the one part of its URL that is never secret."""
+        return self.url.split("://", 1)[0] if "://" in self.url else "?"
+
+    @property
     def label(self) -> str:
         """How logs and `scorer notify test` name it: its number and scheme, nothing secret."""
-        scheme = self.url.split("://", 1)[0] if "://" in self.url else "?"
-        return f"{self.number} ({scheme}://{_MASK})"
+        return f"{self.number} ({self.scheme}://{_MASK})"
 
 
 def load_destinations(notify: NotifySettings, environ: Mapping[str, str] = os.environ) -> list[Destination]:
@@ -100,20 +103,15 @@ class SecretSet:
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def mask(self, text: str) -> str:
-        """`text` with every known secret replaced by ***."""
-        return self._pattern.sub(_MASK, text) if self._pattern is not None else text
+        """`text` with every known secret replaced by ***, also where it is percent-encoded (URLs in debug lines)."""
+        if self._pattern is None:
+            return text
+        masked = self._pattern.sub(_MASK, text)
+        for decode in (unquote, unquote_plus):
+            decoded = decode(masked)
+            if self._pattern.search(decoded):  # the line is shown decoded then: its secrets can be blanked
+                masked = self._pattern.sub(_MASK, decoded)
+        return masked
 
 
 SECRETS = SecretSet()
-
-
-class _Masking(logging.Filter):
-    """Apprise and urllib3 log the URLs they load and post to (at debug level, some at warning): blank secrets."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = SECRETS.mask(record.getMessage()), None
-        return True
-
-
-for _name in ("apprise", "urllib3.connectionpool"):
-    logging.getLogger(_name).addFilter(_Masking())

@@ -1,18 +1,21 @@
 """What the watch service tells people: a message after each batch report, and one when it is in trouble.
 
 `Notices` queues each message in the outbox (state/notify.sqlite) and rings the senders; it never
-waits for a destination. With no destinations configured it does nothing at all.
+waits for a destination, and waits at most a second for the queue. A queue that cannot be written
+costs the message (logged, with the cause) and never stops or slows scoring. With no destinations
+configured it does nothing at all.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
 from scorer.notify.destinations import load_destinations
-from scorer.notify.outbox import Message, Outbox
-from scorer.notify.sender import Send, Sender, apprise_send
+from scorer.notify.outbox import OUTBOX_NAME, Message, Outbox, open_outbox
+from scorer.notify.sender import Sender
 from scorer.results import BatchResult
 from scorer.settings import Settings
 from scorer.textsafe import log_text
@@ -20,21 +23,35 @@ from scorer.textsafe import log_text
 log = logging.getLogger(__name__)
 
 TOP = 3
+# How long queueing waits for another writer of the queue: the main loop's wait, so a locked file costs little.
+QUEUE_WAIT_S = 1.0
 
 
 class Notices:
     """The service's notifications: queued durably before any send, sent in the background."""
 
-    def __init__(self, settings: Settings, send: Send = apprise_send) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._notify = settings.notify
-        destinations = load_destinations(settings.notify)
-        self._keys = [d.key for d in destinations]
-        self._outbox = Outbox(settings.state) if destinations else None
-        self._sender = Sender(settings.state, destinations, settings.notify.retry_hours, send)
+        self._state = settings.state
+        self._destinations = load_destinations(settings.notify)
+        self._keys = [d.key for d in self._destinations]
+        self._outbox: Outbox | None = None
+        self._sender = Sender(settings.state, self._destinations, settings.notify)
         self._trouble_since: float | None = None
         self._trouble_told = False
-        if destinations:
-            log.info("notifying %s", ", ".join(d.label for d in destinations))
+        if self._destinations:
+            log.info("notifying %s", ", ".join(d.label for d in self._destinations))
+            self._open()
+
+    def _open(self) -> None:
+        """The queue, set aside if damaged, and settled before any send (see Outbox.settle); or a line why not."""
+        try:
+            self._outbox = open_outbox(self._state, QUEUE_WAIT_S)
+            self._outbox.settle(self._destinations)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("the notification queue %s cannot be used now (%s): scoring goes on, and each message tries "
+                        "it again", self._state / OUTBOX_NAME, exc)
+            self._close_outbox()
 
     def start(self) -> None:
         """Start the senders; messages left unsent by an earlier run go first."""
@@ -42,19 +59,34 @@ class Notices:
 
     def drain(self, timeout: float) -> None:
         """Give the senders up to `timeout` seconds for what is owed now (a one-shot run is about to exit)."""
-        if self._outbox is not None:
+        if self._destinations:
             self._sender.drain(timeout)
 
     def close(self) -> None:
         """Stop the senders; what is unsent stays queued for the next start."""
         self._sender.close()
+        self._close_outbox()
+
+    def _close_outbox(self) -> None:
         if self._outbox is not None:
             self._outbox.close()
+            self._outbox = None
 
     def queue(self, message: Message) -> None:
-        """Queue a message for every destination (once per id) and wake the senders."""
-        if self._outbox is not None and self._outbox.enqueue(message, self._keys, self._notify.queue):
-            self._sender.wakeup.ring()
+        """Queue a message for every destination (once per id) and wake the senders; never raises."""
+        if not self._destinations:
+            return
+        try:
+            self._outbox = self._outbox or Outbox(self._state, QUEUE_WAIT_S)
+            if self._outbox.enqueue(message, self._keys, self._notify.queue):
+                self._sender.wakeup.ring()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("notification %s not queued: the queue %s cannot be written (%s); scoring goes on",
+                        message.id, self._state / OUTBOX_NAME, exc)
+            self._close_outbox()  # opened again for the next message
+        except Exception:  # a bug here costs a message, never the batch or the service
+            log.exception("notification %s not queued; scoring goes on", message.id)
+            self._close_outbox()
 
     def batch_reported(self, batch: int, report: Path, result: BatchResult) -> None:
         """The message for a batch whose report is on disk: counts, the top three, the report attached."""

@@ -1,127 +1,127 @@
 """Sending what the outbox holds, in the background: one thread per destination, so a dead one delays no other.
 
-Each thread takes its destination's oldest due message, hands it to Apprise, and marks it sent at
-once; a failure is retried with backoff (2 s doubling to 10 min) until notify.retry_hours have
-passed since it was queued, then given up with one log line. Intake never waits on any of it:
-queueing is one SQLite insert.
+Each thread takes its destination's oldest due message, marks it as being sent, hands it to its courier (a
+child process, ended at notify.timeout_seconds), and marks it sent or failed as soon as it knows. A failure is
+retried with backoff (2 s doubling to 10 min) until notify.retry_hours have passed since it was queued, then
+given up with one log line. A send cut short by a stop is given up, never sent again: at most once. Intake
+never waits on any of it: queueing is one SQLite insert, and a queue that cannot be read costs a log line.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from scorer.notify.courier import Courier
 from scorer.notify.destinations import Destination
-from scorer.notify.outbox import Message, Outbox, Wakeup
+from scorer.notify.outbox import Delivery, Outbox, Wakeup
+from scorer.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
 # A sender thread looks at the outbox at least this often, so a message queued by another process is seen.
 _IDLE_S = 5.0
-
-Send = Callable[[Destination, Message], bool]
-
-
-def apprise_send(destination: Destination, message: Message) -> bool:
-    """Send one message to one destination with Apprise; the attachment goes where the service takes files."""
-    import apprise
-
-    client = apprise.Apprise()
-    if not client.add(destination.url):
-        log.error("notify destination %s is not a URL Apprise understands: fix it in notify.urls or "
-                  "notify.urls_file", destination.label)
-        return False
-    attach = message.attach if message.attach is not None and message.attach.is_file() else None
-    return bool(client.notify(title=message.title, body=message.body, attach=str(attach) if attach else None))
+# How long a sender waits for another writer of the queue; it is in the background, the main loop is not.
+_WAIT_S = 2.0
 
 
 class Sender:
     """The background threads that deliver the outbox's messages, one per destination."""
 
-    def __init__(self, state: Path, destinations: Sequence[Destination], retry_hours: float,
-                 send: Send = apprise_send) -> None:
+    def __init__(self, state: Path, destinations: Sequence[Destination], notify: NotifySettings) -> None:
         self.state = state
         self.destinations = list(destinations)
-        self._retry_s = retry_hours * 3600
-        self._send = send
+        self._retry_s = notify.retry_hours * 3600
         self._stop = threading.Event()
+        self._busy: set[str] = set()  # destinations with a send under way: drain() waits for them too
         self.wakeup = Wakeup()
-        self._threads = [threading.Thread(target=self._run, args=(d,), name=f"notify-{d.number}", daemon=True)
-                         for d in self.destinations]
+        self._threads = [threading.Thread(target=self._run, args=(Courier(d, notify.timeout_seconds),),
+                                          name=f"notify-{d.number}", daemon=True) for d in self.destinations]
 
     def start(self) -> None:
         """Start delivering; what an earlier run left unsent goes first."""
-        if self.destinations and self._send is apprise_send:
-            # Apprise finds its ~190 plugins on first use: here, at start-up, not during the first batch's intake.
-            import apprise
-
-            apprise.Apprise().add(self.destinations[0].url)
         for thread in self._threads:
             thread.start()
 
     def drain(self, timeout: float) -> None:
         """Wait up to `timeout` seconds until no destination is owed a message it may be tried for now."""
-        outbox = Outbox(self.state)
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline and any(
-                    outbox.next_due(d.key, time.time()) is not None for d in self.destinations):
+            outbox = Outbox(self.state, _WAIT_S)
+        except sqlite3.Error:
+            return  # a queue that cannot be read holds nothing to wait for
+        try:
+            while time.monotonic() < deadline and (self._busy or any(
+                    outbox.next_due(d.key, time.time()) is not None for d in self.destinations)):
                 time.sleep(0.1)
+        except sqlite3.Error:
+            pass
         finally:
             outbox.close()
 
     def close(self) -> None:
-        """Stop after the sends in flight (a daemon thread stuck on a dead server is left to exit with us)."""
+        """Stop: a send under way is ended at once (its child killed) and given up; what is unsent stays queued."""
         self._stop.set()
         self.wakeup.ring()
         for thread in self._threads:
-            thread.join(timeout=1.0)
+            if thread.is_alive():
+                thread.join(timeout=_WAIT_S + 1)
 
-    def _run(self, destination: Destination) -> None:
-        outbox = Outbox(self.state)
-        failing = False
-        seen = 0
+    def _run(self, courier: Courier) -> None:
+        destination = courier.destination
+        outbox: Outbox | None = None
+        failing, problem, seen = False, "", 0
         try:
+            courier.warm(self._stop)  # Apprise loads its plugins now, not during the first batch's intake
             while not self._stop.is_set():
-                delivery = outbox.next_due(destination.key, time.time())
-                if delivery is None:
-                    due = outbox.next_time(destination.key)
-                    wait = _IDLE_S if due is None else min(max(due - time.time(), 0.0), _IDLE_S)
-                    seen = self.wakeup.wait(seen, wait)
-                    continue
-                ok = _attempt(self._send, destination, delivery.message)
-                if ok:
-                    outbox.sent(delivery)
-                    if failing:
-                        log.info("notify destination %s takes messages again", destination.label)
-                elif not outbox.failed(delivery, self._retry_s, time.time()):
-                    log.warning("notification %s given up for destination %s after %d tries in %g hours "
-                                "(notify.retry_hours): check it with `scorer notify test`", delivery.message.id,
-                                destination.label, delivery.attempts + 1, self._retry_s / 3600)
-                elif not failing:
-                    log.warning("notify destination %s did not take notification %s: retrying with backoff",
-                                destination.label, delivery.message.id)
-                failing = not ok
+                try:
+                    outbox = outbox or Outbox(self.state, _WAIT_S)
+                    delivery = outbox.next_due(destination.key, time.time())
+                    if delivery is None:
+                        due = outbox.next_time(destination.key)
+                        wait = _IDLE_S if due is None else min(max(due - time.time(), 0.0), _IDLE_S)
+                        seen = self.wakeup.wait(seen, wait)
+                        continue
+                    failing = self._deliver(outbox, courier, delivery, failing)
+                    problem = ""
+                except sqlite3.Error as exc:  # locked or damaged: nothing is sent or lost meanwhile
+                    if str(exc) != problem:
+                        log.warning("notify destination %s cannot use the queue %s (%s): trying again every %g s",
+                                    destination.label, self.state / "notify.sqlite", exc, _IDLE_S)
+                    problem = str(exc)
+                    self._stop.wait(_IDLE_S)
         finally:
-            outbox.close()
+            courier.close()
+            if outbox is not None:
+                outbox.close()
 
-
-def try_destinations(destinations: Sequence[Destination], send: Send = apprise_send) -> list[tuple[str, bool]]:
-    """Send one test message to each destination, now and unqueued; each one's label and whether it took it."""
-    results = []
-    for destination in destinations:
-        message = Message(f"test-{time.time_ns()}", "Scorer: test message",
-                          f"This is a test from the creative scorer to destination {destination.number}.")
-        results.append((destination.label, _attempt(send, destination, message)))
-    return results
-
-
-def _attempt(send: Send, destination: Destination, message: Message) -> bool:
-    try:
-        return send(destination, message)
-    except Exception as exc:  # a plugin's bug is a failed send, not a crash of the service or the command
-        log.warning("notify destination %s raised %s", destination.label, type(exc).__name__)
-        return False
+    def _deliver(self, outbox: Outbox, courier: Courier, delivery: Delivery, failing: bool) -> bool:
+        """One try of one message; whether the destination is failing now."""
+        label, message = courier.destination.label, delivery.message.id
+        self._busy.add(delivery.destination)
+        try:
+            outcome = courier.send(delivery.message, self._stop, lambda: outbox.sending(delivery))
+        finally:
+            self._busy.discard(delivery.destination)
+        if outcome is None:  # stopped before it left: it stays queued for the next start
+            return failing
+        if outcome.interrupted:
+            outbox.given_up(delivery)
+            log.warning("notification %s was being sent to destination %s when the service stopped: given up, so "
+                        "that it is never sent twice (it may have arrived)", message, label)
+        elif outcome.ok:
+            outbox.sent(delivery)
+            if failing:
+                log.info("notify destination %s takes messages again", label)
+        elif not outbox.failed(delivery, self._retry_s, time.time()):
+            log.warning("notification %s given up for destination %s after %d tries in %g hours (notify.retry_hours), "
+                        "the last: %s; check it with `scorer notify test`", message, label, delivery.attempts + 1,
+                        self._retry_s / 3600, outcome.cause)
+        elif not failing:
+            log.warning("notify destination %s did not take notification %s: %s; retrying with backoff", label,
+                        message, outcome.cause)
+        return not outcome.ok

@@ -42,7 +42,16 @@ from tests.helpers import (
     wait_until_empty,
 )
 from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.receivers import SECRETS, JsonReceiver, SmtpReceiver, free_port, json_url, smtp_url, wait_for
+from tests.receivers import (
+    SECRETS,
+    JsonReceiver,
+    SmtpReceiver,
+    free_port,
+    json_url,
+    notify_section,
+    smtp_url,
+    wait_for,
+)
 from tests.workbooks import column
 
 # `scorer watch` subprocesses with the tiny learner, its ONNX export made once, as test_watch_service runs them
@@ -57,11 +66,7 @@ def receivers() -> Iterator[tuple[JsonReceiver, SmtpReceiver]]:
 
 
 def settings_for(tmp_path: Path, urls: list[str], **notify: object) -> Settings:
-    urls_file = tmp_path / "notify-urls"
-    urls_file.write_text("# where reports go\n" + "\n".join(urls) + "\n")
-    os.chmod(urls_file, 0o640)
-    lines = ["notify:", f"  urls_file: {urls_file}"] + [f"  {k}: {v}" for k, v in notify.items()]
-    return hot_settings(tmp_path, "\n".join(lines) + "\n")
+    return hot_settings(tmp_path, notify_section(tmp_path, urls, **notify))
 
 
 def run_batch(settings: Settings, notices: Notices, engine: Engine, names: list[str]) -> Path:
@@ -136,8 +141,12 @@ def test_a_failing_destination_is_retried_then_given_up_while_the_other_gets_eve
     assert [b["message"].rsplit("Report: ", 1)[1] for b in alive.bodies] == [str(r) for r in reports]
     assert dead.hits == 6, "each message tried twice (at once and after 2 s), then given up"
     for report in reports:
-        given_up = [r for r in caplog.records if "given up" in r.getMessage() and report.name in r.getMessage()]
+        given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage() and report.name in
+                    r.getMessage()]
         assert len(given_up) == 1, f"one log line per message given up: {given_up}"
+        assert "the last: HTTP 500" in given_up[0], "the line gives the cause"
+    (failing,) = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert failing.endswith(": HTTP 500; retrying with backoff"), "the first failure is told once, with its cause"
 
 
 def test_urls_file_must_not_be_world_readable(tmp_path: Path) -> None:
@@ -164,7 +173,8 @@ def test_notify_test_says_per_destination_whether_it_worked(
     result = CliRunner().invoke(main, ["notify", "test", "--config", str(tmp_path / "config.yaml")])
     dead.close()
     assert result.exit_code == 1, result.output
-    assert result.stdout.splitlines() == ["destination 1 (json://***): ok", "destination 2 (json://***): failed",
+    assert result.stdout.splitlines() == ["destination 1 (json://***): ok",
+                                          "destination 2 (json://***): failed: HTTP 500",
                                           "destination 3 (mailto://***): ok"]
     assert len(json_receiver.bodies) == 1 and len(smtp.mails) == 1
     assert "test" in json_receiver.bodies[0]["message"]
@@ -184,6 +194,8 @@ def test_kill_9_after_the_report_then_restart_delivers_once_per_destination(
         write_creative(watched.inbox / f"c{n}.jpg", colour, (48, 40), seed=n)
     first = start(watched, services)
     first.wait_log(r"batch 1: 3 scored")
+    for n in (1, 2):  # each tried once and failed: the kill cuts no send short (that one is given up, not resent)
+        first.wait_log(rf"notify destination {n} .* did not take notification batch-1-.*: connection refused")
     first.proc.kill()
     first.proc.wait(10)
     (report,) = reports(watched)

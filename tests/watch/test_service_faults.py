@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,9 +23,11 @@ from click.testing import CliRunner
 from scorer.cli import main
 from scorer.decoding.vet import is_ignored_name
 from scorer.errors import ServiceError
+from scorer.notify.outbox import OUTBOX_NAME, Outbox
 from scorer.watch.lease import LEASE_NAME, inbox_lease
 from tests.helpers import Project, Service, configure, inbox_files, reports, start, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.receivers import JsonReceiver, notify_section
 
 # The fixtures of test_watch_service: a project with the tiny learner's ONNX export, and running services.
 
@@ -72,6 +76,41 @@ def test_a_full_disk_shows_in_status_the_inbox_keeps_flowing_and_reports_follow(
     while not (watched.outbox / "latest.xlsx").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (watched.outbox / "latest.xlsx").exists(), service.log
+
+
+@pytest.mark.slow
+def test_trouble_that_cannot_be_queued_is_logged_and_the_service_keeps_scoring(
+        watched: Project, services: list[Service], tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(DISK_FULL)
+    flag = tmp_path / "disk-is-full"
+    flag.touch()
+    receiver = JsonReceiver()
+    configure(watched)
+    with open(watched.config, "a") as config:
+        config.write(notify_section(watched.root, [receiver.url], trouble_minutes=0.01))
+    Outbox(watched.root / "state", 1.0).close()
+    holder = sqlite3.connect(watched.root / "state" / OUTBOX_NAME, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the queue is locked by another process all along
+    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+           "SCORER_DISK_FULL": str(flag)}
+    try:
+        service = start(watched, services, env=env)
+        service.wait_message("READY=1")
+        write_creative(watched.inbox / "first.jpg", COLOURS[0], (64, 48), seed=1)
+        told = service.wait_log(r"notification trouble-\d+ not queued: .*database is locked.*scoring goes on",
+                                timeout=60)
+        write_creative(watched.inbox / "second.jpg", COLOURS[1], (64, 48), seed=2)
+        deadline = time.monotonic() + 60
+        while inbox_files(watched) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert inbox_files(watched) == [] and service.proc.poll() is None, service.log
+        assert not [line for _, line in service.lines[told:] if "Traceback" in line], service.log
+        assert service.signal(signal.SIGTERM)[0] == 0
+    finally:
+        holder.close()
+        receiver.close()
 
 
 def test_a_newline_in_a_file_name_cannot_forge_a_log_line() -> None:

@@ -1,0 +1,220 @@
+"""Every Apprise call made in a child process of its own, and ended at notify.timeout_seconds by killing it.
+
+Apprise's own timeout returns but leaves its worker thread waiting on the destination, and a thread that
+waits keeps the process from exiting. So Apprise runs only in `python -m scorer.notify.courier` children, one
+per destination and kept between sends: the parent waits for each answer until the deadline, or until it is
+told to stop, and then kills the child (the next send starts another). The child's log records come back with
+its answer; they are logged here at debug level with every secret masked, and a failure's cause is read from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from scorer.notify.destinations import SECRETS, Destination
+from scorer.notify.outbox import Message
+
+log = logging.getLogger(__name__)
+
+# A child loads Apprise's ~190 plugins as it starts; that is no part of a send's deadline.
+_START_S = 60.0
+_POLL_S = 0.1
+_HTTP = re.compile(r"\berror=(\d{3})\b")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()\[\]\n]+)")
+_TIMED_OUT = re.compile(r"(?i)\b(read|connect) timed out")
+
+Record = tuple[str, int, str]  # a child's log record: its logger's name, its level and its message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a send: taken, or why not; `interrupted` when a stop ended it after it had left."""
+
+    ok: bool
+    cause: str = ""
+    interrupted: bool = False
+
+
+class Courier:
+    """One destination's child process: started when first needed, killed when a send outlives its deadline."""
+
+    def __init__(self, destination: Destination, timeout: float) -> None:
+        self.destination = destination
+        self.timeout = timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    def warm(self, stop: threading.Event) -> None:
+        """Start the child now (Apprise loads its plugins), so that the first send does not wait for it."""
+        self._ready(stop)
+
+    def send(self, message: Message, stop: threading.Event,
+             handover: Callable[[], None] = lambda: None) -> Outcome | None:
+        """Send `message`, waiting `timeout` s at most; `handover` runs just before it leaves. None: stopped first."""
+        conn = self._ready(stop)
+        if not isinstance(conn, Connection):
+            return None if conn is None else Outcome(False, conn)
+        handover()
+        attach = str(message.attach) if message.attach is not None and message.attach.is_file() else None
+        deadline = time.monotonic() + self.timeout
+        try:
+            conn.send((message.title, message.body, attach))
+            while not conn.poll(_POLL_S):
+                if stop.is_set() or time.monotonic() >= deadline:
+                    break
+            else:
+                ok, records = conn.recv()
+                _relay(records)
+                return Outcome(True) if ok else Outcome(False, cause(records))
+        except (EOFError, OSError):  # the child died (killed with the service, or crashed)
+            pass
+        self.close()
+        if stop.is_set():
+            return Outcome(False, "the service stopped mid-send", interrupted=True)
+        if time.monotonic() >= deadline:
+            return Outcome(False, f"no answer within {self.timeout:g} s (notify.timeout_seconds)")
+        return Outcome(False, "its sending process ended before the destination answered")
+
+    def close(self) -> None:
+        """Kill the child, whatever it is doing."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process, self._conn = None, None
+
+    def _ready(self, stop: threading.Event) -> Connection | str | None:
+        """The pipe to a child ready to send; else why not, or None when told to stop while it started."""
+        if self._conn is not None and self._process is not None and self._process.poll() is None:
+            return self._conn
+        self.close()
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = subprocess.Popen([sys.executable, "-m", "scorer.notify.courier", str(theirs.fileno())],
+                                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL)
+        except OSError as exc:  # out of processes or memory: this send fails, and is retried
+            ours.close()
+            return f"its sending process cannot start ({exc.strerror or exc})"
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        deadline = time.monotonic() + _START_S
+        try:
+            self._conn.send((self.destination.url, self.timeout))
+            while not self._conn.poll(_POLL_S):
+                if stop.is_set() or time.monotonic() >= deadline:
+                    self.close()
+                    return None if stop.is_set() else f"its sending process did not start within {_START_S:g} s"
+            accepted, records = self._conn.recv()
+        except (EOFError, OSError):
+            self.close()
+            return "its sending process ended as it started"
+        _relay(records)
+        if not accepted:
+            self.close()
+            return "not a URL Apprise understands: fix it in notify.urls or notify.urls_file"
+        return self._conn
+
+
+def try_destinations(destinations: Sequence[Destination], timeout: float) -> list[tuple[Destination, Outcome]]:
+    """Send a test message to every destination at once, each given `timeout` s; what became of each."""
+    stop = threading.Event()
+
+    def attempt(destination: Destination) -> Outcome:
+        courier = Courier(destination, timeout)
+        message = Message(f"test-{time.time_ns()}", "Scorer: test message",
+                          f"This is a test from the creative scorer to destination {destination.number}.")
+        try:
+            return courier.send(message, stop) or Outcome(False, "stopped")
+        finally:
+            courier.close()
+
+    with ThreadPoolExecutor(max_workers=max(len(destinations), 1), thread_name_prefix="notify-test") as pool:
+        try:
+            return list(zip(destinations, pool.map(attempt, destinations), strict=True))
+        except BaseException:  # Ctrl-C: every child is killed before the pool is left
+            stop.set()
+            raise
+
+
+def cause(records: Sequence[Record]) -> str:
+    """Why a send failed, in a few words, from what Apprise and urllib3 logged: HTTP 401, connection refused, ..."""
+    text = "\n".join(message for _, _, message in records)
+    if found := _HTTP.search(text):
+        return f"HTTP {found[1]}"
+    if found := _ERRNO.search(text):
+        why = found[1].strip().rstrip(".")
+        return SECRETS.mask(why[:1].lower() + why[1:])
+    if found := _TIMED_OUT.search(text):
+        return f"{found[1].lower()} timed out"
+    warned = [message for _, level, message in records if level >= logging.WARNING]
+    return SECRETS.mask(warned[-1]) if warned else "the destination did not take it, and Apprise did not say why"
+
+
+def _relay(records: Sequence[Record]) -> None:
+    """The child's log lines, at debug level (the send's own line tells the outcome), every secret masked."""
+    for name, _, message in records:
+        logger = logging.getLogger(name)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", SECRETS.mask(message))
+
+
+class _Capture(logging.Handler):
+    """The child's records, kept to go back with its answer."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[Record] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+    def taken(self) -> list[Record]:
+        records, self.records = self.records, []
+        return records
+
+
+def _child(conn: Connection) -> None:
+    """The child: load Apprise and the destination's URL once, then send what comes until the pipe closes."""
+    # A stop signal sent to the whole group (systemd's, Ctrl-C's) is the parent's to act on: it ends this child's
+    # send itself, and knows then that the send was cut short.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    capture = _Capture()
+    logging.basicConfig(level=logging.DEBUG, handlers=[capture], force=True)
+    url, timeout = conn.recv()
+    import apprise
+
+    client = apprise.Apprise()
+    conn.send((bool(client.add(url)), capture.taken()))
+    while True:
+        title, body, attach = conn.recv()
+        signal.alarm(math.ceil(timeout) + 5)  # even with its parent killed, a send that hangs ends
+        try:
+            ok = bool(client.notify(title=title, body=body, attach=attach))
+        except Exception as exc:  # a plugin's bug is a failed send, not a dead child
+            logging.getLogger("apprise").warning("Apprise raised %s: %s", type(exc).__name__, exc)
+            ok = False
+        signal.alarm(0)
+        conn.send((ok, capture.taken()))
+
+
+if __name__ == "__main__":
+    try:
+        _child(Connection(int(sys.argv[1])))
+    except (EOFError, OSError):  # the parent closed the pipe, or is gone (killed while this one was sending)
+        pass
