@@ -196,7 +196,7 @@ _FIXED_AT_START = ("inbox", "outbox", "state", "watch", "notify")
 
 
 def _reload(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuilder) -> None:
-    """Re-read config.yaml and load its model; the old one serves on if the new one fails its pin or its load."""
+    """Re-read config.yaml and load its model; the old one serves on if the new one fails in any way."""
     loop.reloading.clear()
     old = current.engine.model.info
     log.info("reloading %s and its model", hot.settings.source or "the defaults")
@@ -208,10 +208,13 @@ def _reload(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuil
                 log.warning("'%s' changed in config.yaml: it takes effect at the next restart", key)
         kept = replace(fresh, **{key: getattr(hot.settings, key) for key in _FIXED_AT_START})
         engine = _pinging(loop, partial(open_engine, kept))
-    except ScorerError as exc:
+    except Exception as exc:  # a model whose load fails with a bug (a TypeError in its unpickling) is refused too
         serving = f"{old.path} (sha256 {old.sha256[:12]})"
-        log.error("reload refused, still serving %s: %s", serving, exc)
-        loop.notices.model_refused(str(exc), serving)
+        why = str(exc) if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
+        log.error("reload refused, still serving %s: %s", serving, why)
+        if not isinstance(exc, ScorerError):
+            log.debug("why the new model did not load", exc_info=exc)
+        loop.notices.model_refused(why, serving)
     else:
         current.close()
         current.engine, hot.settings = engine, kept

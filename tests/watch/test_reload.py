@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from scorer.fsutil import sha256_file
 from tests.helpers import Project, Service, configure, reports, start, wait_until_empty
 from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.receivers import JsonReceiver, notify_section, wait_for
 from tests.workbooks import column, files_across
 
 COLOURS = list(CLASS_COLOURS.values())
@@ -81,3 +84,49 @@ def test_sighup_in_a_burst_switches_to_the_newly_pinned_model_and_scores_each_fi
     last = reports(watched)[-1]
     assert sorted(str(n) for n in column(last, "Ranking")) == more and model_sha(last) == new_sha
     assert service.signal(signal.SIGTERM)[0] == 0
+
+
+class _Unloadable:
+    """Pickled, it unpickles as a call that raises TypeError, as an export from an incompatible library version
+    can: a load that fails with a bug, not with a ModelError."""
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return int, ("1", 2, 3)  # int() takes at most 2 arguments
+
+
+def unloadable_export(path: Path) -> None:
+    """A torch.save archive that `scorer model pin` takes for a learner export, and whose load raises TypeError."""
+    import torch
+
+    torch.save({"fastai.learner": "Learner", "model": _Unloadable()}, path)
+    os.chmod(path, 0o644)
+
+
+@pytest.mark.slow
+def test_sighup_with_a_pinned_model_whose_load_raises_typeerror_keeps_the_old_one_serving_and_tells(
+        watched: Project, services: list[Service]) -> None:
+    receiver = JsonReceiver()
+    configure(watched)
+    watched.config.write_text(watched.config.read_text() + notify_section(watched.root, [receiver.url]))
+    unloadable_export(watched.models / "broken.pkl")
+    try:
+        service = start(watched, services)
+        service.wait_log("ready:")
+        pin = subprocess.run([sys.executable, "-m", "scorer", "model", "pin", "models/broken.pkl", "--config",
+                              str(watched.config)], capture_output=True, text=True, timeout=60, cwd=watched.root)
+        assert pin.returncode == 0, pin.stderr
+        service.proc.send_signal(signal.SIGHUP)
+        refused = service.wait_log("reload refused, still serving .*tiny.pkl")
+        assert "TypeError: int() takes at most 2 arguments" in service.lines[refused][1]
+        service.wait_log(r"Traceback|File \"", after=refused)  # the traceback, at debug level (the service has -v)
+        more = drop(watched, range(3))
+        wait_until_empty(watched, service)
+        assert service.proc.poll() is None, service.log
+        last = reports(watched)[-1]
+        assert sorted(str(n) for n in column(last, "Ranking")) == more
+        assert model_sha(last) == sha256_file(watched.models / "tiny.pkl"), "the old model scores them"
+        wait_for(lambda: any(b["title"] == "Scorer: the new model was not loaded" for b in receiver.bodies),
+                 "the notification that the new model was refused")
+        assert service.signal(signal.SIGTERM)[0] == 0
+    finally:
+        receiver.close()
