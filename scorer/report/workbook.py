@@ -82,7 +82,7 @@ def demo_model(model: Path) -> bool:
         source = Path(card["data"]["source"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return source == model.parent.parent / "demo" / "posts"
+    return source == model.absolute().parent.parent / "demo" / "posts"  # as prepare_demo lays them out
 
 
 def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: list[Cell]) -> list[Cell]:
@@ -203,8 +203,9 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
     rows += [(f"Track record: {key}", value) for key, value in (track.lines.items() if track else ())]
     for row, (key, value) in enumerate([*warnings, *rows], start=2):
         line = _wrapped([cell(ws, key), cell(ws, value)])
-        for c in line if row < 2 + len(warnings) else ():
-            c.font = WARNING_FONT
+        if row < 2 + len(warnings):
+            for c in line:
+                c.font = WARNING_FONT
         append_fitted(ws, row, line, widths)
 
 
