@@ -9,6 +9,7 @@ openpyxl's write-only mode. The Summary says in words what is listed and what is
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -117,7 +118,7 @@ def _summary(ws: WriteOnlyWorksheet, content: ReportContent, window: Window, gen
     ws.append(total)
 
 
-def _sentences(ws: WriteOnlyWorksheet, lines: list[str], widths: list[float], start: int) -> None:
+def _sentences(ws: WriteOnlyWorksheet, lines: list[str], widths: Sequence[float], start: int) -> None:
     """Each line as a paragraph as wide as the table below it, wrapped, so that no sentence runs off the page."""
     last = get_column_letter(len(widths))
     for row, line in enumerate(lines, start=start):
