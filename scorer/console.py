@@ -70,23 +70,30 @@ def progress_bar(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[
         yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
 
 
-def print_summary(result: BatchResult, report: Path, top: int = 10) -> None:
-    """The top of the ranking, the counts and the report's path."""
+def print_summary(result: BatchResult, report: Path, top: int = 10, rejected: int = 5) -> None:
+    """The top of the ranking (when anything was scored), the counts, the first rejected files with their reasons,
+    and the report's path."""
     ranked = result.ranked()
-    table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
-    for name in ("Rank", "File", "Predicted", "Confidence", "Score"):
-        table.add_column(name, justify="left" if name in ("File", "Predicted") else "right")
-    for rank, s in enumerate(ranked[:top], start=1):
-        table.add_row(str(rank), s.name, s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
-    out.print(table)
-    extra = []
-    if result.rejected:
-        extra.append(f"{len(result.rejected)} rejected")
+    if ranked:
+        table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
+        for name in ("Rank", "File", "Predicted", "Confidence", "Score"):
+            table.add_column(name, justify="left" if name in ("File", "Predicted") else "right")
+        for n, s in enumerate(ranked[:top], start=1):
+            table.add_row(str(n), Text(log_text(s.name)), s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
+        out.print(table)
+    counts = [f"{len(ranked)} scored", f"{len(result.rejected)} rejected"]
     if result.duplicates:
-        extra.append(f"{len(result.duplicates)} duplicates")
-    suffix = f" ({', '.join(extra)}: see the report)" if extra else ""
-    out.print(f"{len(ranked)} scored{suffix}")
-    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+        counts.append(f"{len(result.duplicates)} duplicates")
+    lines = [", ".join(counts) + ("" if ranked else ": nothing could be scored")]
+    if result.rejected:
+        lines.append("Rejected:")
+        # names and reasons are untrusted: no control character reaches a terminal, no markup is read in them
+        lines += [log_text(f"  {bad.name}: {bad.reason}") for bad in result.rejected[:rejected]]
+        if len(result.rejected) > rejected:
+            lines.append(f"  and {len(result.rejected) - rejected} more: see the report's Rejected sheet")
+    lines.append(f"Report: {report}")
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager

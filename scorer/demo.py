@@ -109,6 +109,11 @@ class Demo:
     posts: Path
     creatives: Path
 
+    def trained(self, sha256: str) -> Settings:
+        """The settings to score with once the demo learner is trained: training replaced the pinned file, and a
+        pin of it in config.yaml now names the new one (`scorer model pin models/demo.pkl` between two demos)."""
+        return dataclasses.replace(self.settings, model_sha256=sha256 if self.settings.model_sha256 else None)
+
 
 def prepare_demo(settings: Settings) -> Demo:
     """Generate the demo's posts and creatives in demo/ beside config.yaml (or in the working folder)."""

@@ -24,8 +24,9 @@ Every key is optional: the defaults live in `scorer/settings.py`, and `config.ya
 overrides them. The shipped `config.yaml` shows the keys people usually change; any key below may
 be added to it. Relative paths resolve against the config file's folder. An unknown key, a wrong
 type, a value below its minimum, a missing model, an unwritable outbox or classes that don't
-match the learner give one line that names the key and the fix, and exit status 2. The
-effective settings are logged at start-up (secrets as `(set, not shown)`).
+match the learner give one line that names the key and the fix, and exit status 2. `scorer watch`
+and `scorer serve` log the settings in effect at start-up, options included, in a few lines: those
+that differ from the defaults, or all of them with `scorer -v` (secrets as `(set, not shown)`).
 """
 
 # Where each section's keys are explained in use, relative to docs/.

@@ -237,9 +237,29 @@ class Settings:
         """Where `scorer watch` moves rejected files."""
         return self.watch.rejected or self.outbox / "rejected"
 
-    def describe(self) -> list[str]:
-        """The effective settings as `key = value` lines, for the start-up log."""
-        return [f"{key} = {value}" for key, value in _flatten(self)]
+    def describe(self, everything: bool = False) -> list[str]:
+        """The settings in effect, for the start-up log: where they come from, then a line per section of those
+        that differ from the defaults (paths as resolved against the config's folder), or of all of them."""
+        base = self.source.parent if self.source else Path.cwd()
+        defaults = dict(_flatten(Settings()))
+        rows = _flatten(self)
+        changed = [(key, value) for key, value in rows if value != _resolved(defaults[key], base)]
+        sections: dict[str, list[str]] = {}
+        for key, value in rows if everything else changed:
+            sections.setdefault(key.partition(".")[0] if "." in key else "", []).append(f"{key} = {value}")
+        where = f"from {self.source}" if self.source else "(no config.yaml)"
+        if everything:
+            head = f"settings {where}: all {len(rows)}, {len(changed)} of them not at their defaults"
+        elif changed:
+            head = f"settings {where}: {len(changed)} of {len(rows)} differ from the defaults (-v shows all)"
+        else:
+            head = f"settings {where}: all {len(rows)} at their defaults (-v shows them)"
+        return [head, *(f"settings: {'; '.join(items)}" for items in sections.values())]
+
+
+def _resolved(default: Any, base: Path) -> Any:
+    """A default as load_settings makes it: a relative path resolved against the config's folder."""
+    return (base / default).absolute() if isinstance(default, Path) else default
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:

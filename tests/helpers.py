@@ -163,6 +163,33 @@ def after_first_start(source: Path, root: Path) -> None:
         shutil.copy(path, place)
 
 
+
+# A `scorer` command in a fresh interpreter, and what it imported: what fails early must fail before the heavy
+# libraries load.
+
+@dataclass(frozen=True)
+class Imported:
+    """A `python -X importtime -m scorer ...` run: its exit status, stdout, stderr without the import-time lines,
+    the top-level packages it imported, and how long it took."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    packages: frozenset[str]
+    seconds: float
+
+
+def scorer_imports(*args: str, cwd: Path) -> Imported:
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "scorer", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+    seconds = time.monotonic() - began
+    timed = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    packages = frozenset(line.rsplit("|", 1)[1].strip().split(".")[0] for line in timed[1:])  # [0] is the header
+    rest = "".join(line + "\n" for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return Imported(proc.returncode, proc.stdout, rest, packages, seconds)
+
+
 # A real `scorer watch` subprocess.
 
 def configure(project: Project, **watch: object) -> None:

@@ -158,6 +158,29 @@ def test_unwritable_outbox_is_refused() -> None:
     assert "is not writable" in result.output and "change 'outbox' in config.yaml" in result.output
 
 
+def test_the_start_up_log_shows_what_differs_from_the_defaults_as_in_effect(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    # the shipped config's own values (defaults written out) count as defaults; a path is compared resolved
+    config.write_text("model: models/demo.pkl\ninbox: inbox\nthreads: 2\nwatch:\n  polling: true\n"
+                      "serve:\n  token: a-long-Secret-token-9\n  port: 8000\n")
+    settings = load_settings(config, outbox=tmp_path / "reports")
+    assert settings.describe() == [
+        f"settings from {config}: 4 of {len(documented_keys())} differ from the defaults (-v shows all)",
+        f"settings: outbox = {tmp_path / 'reports'}; threads = 2",
+        "settings: watch.polling = True",
+        "settings: serve.token = (set, not shown)",
+    ]
+    everything = settings.describe(everything=True)
+    assert everything[0] == f"settings from {config}: all {len(documented_keys())}, 4 of them not at their defaults"
+    assert len(everything) == 1 + len({key.split(".")[0] for key, _, _ in documented_keys() if "." in key}) + 1
+    listed = "; ".join(line.removeprefix("settings: ") for line in everything[1:]).split("; ")
+    assert [item.split(" = ")[0] for item in listed] == [key for key, _, _ in documented_keys()]
+    assert "serve.port = 8000" in listed and "a-long-Secret" not in " ".join(everything)
+    config.write_text("# nothing changed\n")
+    assert load_settings(config).describe() == [
+        f"settings from {config}: all {len(documented_keys())} at their defaults (-v shows them)"]
+
+
 def test_set_top_level_keys_keeps_comments_and_other_lines(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("# header\nmodel: models/a.pkl   # the learner\nmodel_sha256: null  # pin\ninbox: inbox\n")

@@ -1,4 +1,5 @@
-"""`scorer demo`: generated posts, trained with the training pipeline, then generated creatives scored; twice."""
+"""`scorer demo`: generated posts, trained with the training pipeline, then generated creatives scored; twice,
+with `scorer model pin` between, as the README's Score section has a new user do."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from openpyxl import load_workbook
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.demo import NOTE, SERVE_NOTE
+from scorer.fsutil import sha256_file
 
 
 @pytest.mark.slow
-def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
+def test_demo_trains_scores_and_runs_again_after_a_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "outbox").mkdir()
     config = tmp_path / "config.yaml"
     config.write_text("# all defaults, as on a fresh clone\n")
@@ -49,8 +51,16 @@ def test_demo_trains_scores_and_runs_again(tmp_path: Path) -> None:
     (looks_like,) = re.findall(r'<ul class="looks-like">(.*?)</ul>', page, re.S)
     assert looks_like.count("<li ") == 3
 
-    second = CliRunner().invoke(main, ["demo", "--config", str(config)])
+    # As a new user does after reading the README's Score section, from the project folder: pin, then again.
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "models" / "demo.pkl"
+    pinned = CliRunner().invoke(main, ["model", "pin", "models/demo.pkl"])
+    assert pinned.exit_code == 0, pinned.output
+    first_sha = sha256_file(model)
+    second = CliRunner().invoke(main, ["demo"])
     assert second.exit_code == 0, second.output
+    assert pinned.output.splitlines()[0] == f"pinned models/demo.pkl: sha256 {first_sha} (model_sha256 in {config})"
+    assert load_settings(config).model_sha256 == sha256_file(model), "the pin follows the demo's new learner"
     (archived,) = (tmp_path / "models" / "archive").iterdir()
     assert (archived / "demo.pkl").is_file() and (archived / "demo.card.json").is_file()
     assert f"Previous model moved to {archived}" in " ".join(second.output.split())

@@ -37,10 +37,13 @@ def train(data: Path, config_path: Path | None, model_out: Path | None) -> None:
     Example:
         scorer train ~/instagram/myshop --out models/myshop.pkl
     """
-    from scorer.training.train import train as train_model
+    from scorer.training.prepare import prepare
 
     settings = load_settings(config_path)
-    print_training(train_model(settings, data, out=model_out, progress=out.is_terminal))
+    prepared = prepare(settings, data)  # before fastai's seconds of importing: a wrong folder is told at once
+    from scorer.training.train import train as train_model
+
+    print_training(train_model(settings, data, out=model_out, progress=out.is_terminal, prepared=prepared))
 
 
 @click.command()
@@ -113,9 +116,10 @@ def demo(config_path: Path | None) -> None:
     from scorer.training.train import train as train_model
 
     demo = prepare_demo(load_settings(config_path))
-    print_training(train_model(demo.settings, demo.posts, progress=out.is_terminal))
+    trained = train_model(demo.settings, demo.posts, progress=out.is_terminal)
+    print_training(trained)
     with progress_bar("Scoring") as (start, advance):
-        run = score_paths(demo.settings, [demo.creatives], progress=advance, on_start=start)
+        run = score_paths(demo.trained(trained.sha256), [demo.creatives], progress=advance, on_start=start)
     print_summary(run.result, run.report)
     out.print(f"[bold]{NOTE}[/]", highlight=False, soft_wrap=True)
     out.print(SERVE_NOTE, highlight=False, soft_wrap=True)

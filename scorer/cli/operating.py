@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -26,10 +27,12 @@ def model() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @CONFIG_OPTION
 def model_pin(path: Path, config_path: Path | None) -> None:
-    """Trust a model file: write its SHA-256 to config.yaml as model_sha256.
+    """Trust a model file: write its SHA-256 to config.yaml as model_sha256 (and the file as model).
 
     Run it after checking that the file came from someone you trust; the scorer
-    then refuses any other content under that name.
+    then refuses any other content under that name. PATH must be a learner saved
+    with fastai's learn.export(), in a folder that only its owner can write. When
+    PATH is not the model config.yaml names, model is changed to PATH (it is said).
 
     \b
     Example:
@@ -37,9 +40,13 @@ def model_pin(path: Path, config_path: Path | None) -> None:
     """
     from scorer.model.integrity import pin_model
 
-    settings = load_settings(config_path)
-    sha = pin_model(settings, path.absolute())
-    out.print(f"pinned {path}: sha256 {sha} (written to {settings.source})", highlight=False)
+    pinned = pin_model(load_settings(config_path), path.absolute())
+    say = partial(out.print, highlight=False, soft_wrap=True, markup=False)
+    say(f"pinned {path}: sha256 {pinned.sha256} (model_sha256 in {pinned.config})")
+    if pinned.switched_from is not None:
+        say(f"model in {pinned.config} changed from {pinned.switched_from} to {path}: scoring now uses this file")
+    for derived in pinned.derived:
+        say(f"also pinned, as it is used with the model: {derived}")
 
 
 @click.group(cls=ScorerGroup)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -40,12 +41,14 @@ def score(paths: tuple[Path, ...], config_path: Path | None, model: Path | None,
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", "dest", type=click.Path(path_type=Path), required=True,
-              help="Folder for the Parquet results (created if missing).")
+@click.option("--out", "dest", metavar="DEST", type=click.Path(path_type=Path), required=True,
+              help="Folder for the Parquet results, one row per input (created if missing).")
 @CONFIG_OPTION
 @click.option("--address", default=None, help="Ray cluster to join: auto or ray://HOST:10001 (default: start one).")
-@click.option("--resume", is_flag=True, help="Keep DEST's results and score only inputs whose content is new.")
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write a workbook of the top N.")
+@click.option("--resume", is_flag=True,
+              help="Keep the results already in DEST (--out) and score only inputs whose content is new.")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Also write a workbook of the best --top creatives.")
 @click.option("--top", default=1000, show_default=True, type=click.IntRange(min=1), help="Creatives in --report.")
 def bulk(sources: tuple[str, ...], dest: Path, config_path: Path | None, address: str | None, resume: bool,
          report: Path | None, top: int) -> None:
@@ -113,5 +116,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     from scorer.web.server import serve_page
 
     settings = load_settings(config_path)
-    serve_page(settings, host or settings.serve.host, port or settings.serve.port,
+    # --host and --port override serve.host and serve.port, as --model and --out do for `scorer score`
+    serve = replace(settings.serve, host=settings.serve.host if host is None else host,
+                    port=settings.serve.port if port is None else port)
+    serve_page(replace(settings, serve=serve),
                on_ready=lambda url: out.print(f"Open {url} in a browser (Ctrl-C stops)", highlight=False))

@@ -163,5 +163,5 @@ def _unidentified_reason(data: bytes, limits: ImageLimits) -> str:
             return f"{name} files are not accepted (accepted: {accepted}): convert it, or add {name} to images.formats"
     if data[8:12] == b"WEBP" and data.startswith(b"RIFF"):
         return "file is incomplete or corrupt" if "WEBP" in limits.formats else "WEBP files are not accepted"
-    return "not an image"
+    return f"not an image (accepted: {', '.join(limits.formats)}): save it in one of these formats"
 

@@ -12,10 +12,12 @@ The model's evidence index and combined model (scorer.context) are pinned beside
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,20 +76,7 @@ def verify_model(settings: Settings) -> TrustedModel:
         raise ConfigError(
             f"model {model} does not exist: run `scorer demo` or `scorer train`, or set 'model' in config.yaml"
         )
-    real = model.resolve()
-    for folder, key in ((settings.inbox, "inbox"), (settings.outbox, "outbox")):
-        if real.is_relative_to(folder.resolve()):
-            raise ModelError(f"model {model} is inside the {key}, where anyone may drop files: move it to models/")
-    st = real.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"model {model} is not a file: set 'model' in config.yaml to the exported .pkl")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ModelError(f"model {model} can be written by group or others: run `chmod go-w {model}`")
-    folder = real.parent
-    if folder.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        # Whoever can write the folder can swap the file for another between two starts.
-        raise ModelError(f"the model's folder {folder} can be written by group or others: run `chmod go-w {folder}`, "
-                         "or move the model to a folder only its owner can write")
+    real = _check_place(settings, model)
     data = read_regular(real)
     sha = hashlib.sha256(data).hexdigest()
     pinned = settings.model_sha256 or _read_pins(settings).get(str(real))
@@ -102,6 +91,49 @@ def verify_model(settings: Settings) -> TrustedModel:
             f"if you trust the new file, run `scorer model pin {model}`"
         )
     return TrustedModel(sha, data)
+
+
+def _check_place(settings: Settings, model: Path) -> Path:
+    """The model's real path, once it is known to be a regular file outside the drop folders that no other user
+    can change. The advice never touches a folder other users share: changing /tmp's mode breaks the machine."""
+    real = model.resolve()
+    for folder, key in ((settings.inbox, "inbox"), (settings.outbox, "outbox")):
+        if real.is_relative_to(folder.resolve()):
+            raise ModelError(f"model {model} is inside the {key}, where anyone may drop files: move it to models/")
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"model {model} is not a file: set 'model' in config.yaml to the exported .pkl")
+    folder = real.parent
+    folder_writable = folder.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    # Whoever can write the folder can swap the file for another between two starts.
+    if (folder_writable and _shared(folder)) or (st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                                                  and st.st_uid != os.geteuid()):
+        raise ModelError(f"model {model} is in {folder}, where other users can change it: copy it into a folder "
+                         f"that only you can write, such as {_own_folder(settings)}, and use that copy")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ModelError(f"model {model} can be written by group or others: run `chmod go-w {model}`")
+    if folder_writable:
+        raise ModelError(f"the model's folder {folder} can be written by group or others: run `chmod go-w {folder}`, "
+                         "or move the model to a folder only its owner can write")
+    return real
+
+
+# Folders every user of the machine writes in, whatever their mode says.
+_SYSTEM_FOLDERS = frozenset(Path(p) for p in ("/", "/tmp", "/var/tmp", "/dev/shm"))
+
+
+def _shared(folder: Path) -> bool:
+    """Whether a folder belongs to everyone (sticky, world-writable, a system folder) or to another user."""
+    st = folder.stat()
+    return (folder in _SYSTEM_FOLDERS or bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
+            or st.st_uid != os.geteuid())
+
+
+def _own_folder(settings: Settings) -> Path:
+    """Where to keep a model: models/ beside config.yaml, or in the home folder when that place is shared too."""
+    base = settings.source.parent if settings.source else Path.cwd()
+    mode = base.stat().st_mode if base.is_dir() else 0
+    return Path.home() / "models" if mode & (stat.S_IWGRP | stat.S_IWOTH) else base / "models"
 
 
 def _derived_path(settings: Settings) -> Path:
@@ -162,19 +194,75 @@ def _verify_pinned(settings: Settings, path: Path, what: str, rebuild: str) -> b
     return data
 
 
-def pin_model(settings: Settings, model: Path) -> str:
+@dataclass(frozen=True)
+class Pinned:
+    """What `scorer model pin` wrote to config.yaml and the state folder."""
+
+    sha256: str
+    config: Path
+    switched_from: Path | None  # the model config.yaml named before, when pinning made it name this one
+    derived: list[Path]  # the evidence index and combined model beside it, pinned with it
+
+
+def pin_model(settings: Settings, model: Path) -> Pinned:
     """Pin a trusted model: write model_sha256 (and model) to config.yaml and the state folder."""
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist: give the path of the exported .pkl")
-    sha = sha256_file(model.resolve())
     if settings.source is None:
         raise ConfigError("no config.yaml to write the pin to: run from the project folder or pass --config")
+    real = _check_place(settings, model)
+    data = read_regular(real)
+    if (what := not_an_export(data)) is not None:
+        raise ModelError(f"{model} is {what}, not a learner saved with fastai's learn.export(): pass the .pkl "
+                         "file that learn.export() wrote")
+    sha = hashlib.sha256(data).hexdigest()
     values = {"model_sha256": sha}
-    if model.resolve() != settings.model.resolve():
-        values["model"] = os.path.relpath(model.resolve(), settings.source.parent)
+    switched = real != settings.model.resolve()
+    if switched:
+        values["model"] = os.path.relpath(real, settings.source.parent)
     set_top_level_keys(settings.source, values)
     remember_pin(settings, model, sha)
-    for derived in (index_path(model), context_path(model)):
-        if derived.is_file():
-            remember_pin(settings, derived, sha256_file(derived.resolve()))
-    return sha
+    derived = [path for path in (index_path(model), context_path(model)) if path.is_file()]
+    for path in derived:
+        remember_pin(settings, path, sha256_file(path.resolve()))
+    return Pinned(sha, settings.source, settings.model if switched else None, derived)
+
+
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"),
+          # torch.save before PyTorch 1.6: a pickled magic number, then pickles
+          (b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
+           "a PyTorch file in the format before PyTorch 1.6"),
+          (b"\x80", "a plain pickle, not a PyTorch file"))
+
+
+def not_an_export(data: bytes) -> str | None:
+    """What a file is, when it is not a learner saved with learn.export(); None when it is one. Nothing is
+    unpickled: learn.export() writes a torch.save zip archive whose data.pkl names fastai's Learner."""
+    if not data:
+        return "an empty file"
+    if not data.startswith(b"PK\x03\x04"):
+        kind = next((what for magic, what in _MAGIC if data.startswith(magic)), None)
+        return kind or ("a text file" if _is_text(data[:4096]) else "neither a zip archive nor a pickle")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            pickles = [name for name in archive.namelist() if name.rpartition("/")[2] == "data.pkl"]
+            if not pickles:
+                return "a zip archive without data.pkl, not a PyTorch file"
+            with archive.open(pickles[0]) as member:
+                # the pickle alone, the weights are beside it: small, and bounded should it be a zip bomb
+                head = member.read(1 << 24)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+        return "a damaged zip archive"
+    if b"fastai.learner" not in head:
+        return "a PyTorch file without a fastai Learner in it (a model or weights saved with torch.save?)"
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut at the end of the sample
+            return False
+    return b"\0" not in head

@@ -32,14 +32,20 @@ class Sidecars:
     unused: list[tuple[str, str]]
 
     def lines(self) -> list[str]:
-        """The printed summary: the sidecars read on one line, then one line for each one not used."""
-        if not self.read and not self.unused:
-            return []
-        lines = [f"Sidecars read ({len(self.read)}): {', '.join(self.read) or 'none'}"]
+        """The printed summary, in plain words: the sidecars read on one line, then one line for each one not used."""
+        lines = []
+        if self.read:
+            lines.append(f"Posting time and caption read from {_files(len(self.read))} beside their creatives: "
+                         + ", ".join(self.read))
         if self.unused:
-            lines.append(f"Sidecars not used ({len(self.unused)}):")
+            lines.append(f"{_files(len(self.unused))} not used (not images, and not read as a creative's posting "
+                         "time and caption):")
             lines += [f"  {name}: {why}" for name, why in self.unused]
         return [log_text(line) for line in lines]  # file names are untrusted: no control character reaches a terminal
+
+
+def _files(n: int) -> str:
+    return "1 .txt/.json file" if n == 1 else f"{n} .txt/.json files"
 
 
 @dataclass(frozen=True)

@@ -47,13 +47,16 @@ class TrainRun:
     headline: dict[str, str]
 
 
-def train(settings: Settings, data: Path, *, out: Path | None = None, progress: bool = True) -> TrainRun:
+def train(settings: Settings, data: Path, *, out: Path | None = None, progress: bool = True,
+          prepared: Prepared | None = None) -> TrainRun:
     """Train a learner on the posts in `data` and export it, with its card, to `out` (default: the configured model).
 
     It reads as its three steps: fit on the older posts, evaluate on the held-out newer ones against
-    the majority baseline, then publish the model, its pin, its evidence index and its card.
+    the majority baseline, then publish the model, its pin, its evidence index and its card. `prepared` is
+    `prepare(settings, data)` done before this module was imported, as `scorer train` does: fastai takes
+    seconds to import, and a wrong folder or CSV is then told at once.
     """
-    prep = prepare(settings, data)
+    prep = prepared or prepare(settings, data)
     fitted = _fit(settings, prep, progress)
     evaluated = _evaluate(settings, prep, fitted)
     return _publish(settings, data, (out or settings.model).absolute(), prep, fitted, evaluated)

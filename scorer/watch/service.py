@@ -131,8 +131,8 @@ def watch_inbox(settings: Settings, *, once: bool = False, on_status: Callable[[
             require_writable_dir(settings.outbox, "outbox")
         except ConfigError as exc:  # scoring goes on; reports and moves are written once it is fixed
             log.error("%s", exc)
-        for line in settings.describe():
-            log.info("setting %s", line)
+        for line in settings.describe(everything=log.isEnabledFor(logging.DEBUG)):  # all of them with -v
+            log.info("%s", line)
         ledger = Ledger(settings.state)
         stack.callback(ledger.close)
         notices = Notices(settings)

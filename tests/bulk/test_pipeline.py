@@ -232,3 +232,14 @@ def test_without_ray_bulk_names_the_extra_in_one_line(project: Project, tmp_path
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: scorer bulk needs Ray: pip install 'scorer[ray]'"
+
+
+def test_the_help_names_dest_where_it_is_defined() -> None:
+    result = CliRunner().invoke(main, ["bulk", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    options = {line.split()[0]: " ".join(line.split()) for line in result.output.splitlines()
+               if line.startswith("  --")}
+    assert options["--out"] == "--out DEST Folder for the Parquet results, one row per input (created if missing). " \
+                               "[required]"
+    assert options["--resume"] == ("--resume Keep the results already in DEST (--out) and score only inputs whose "
+                                   "content is new.")

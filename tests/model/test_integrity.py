@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,60 @@ def test_model_pin_writes_config_and_is_enforced(creative_in: Project, tmp_path:
     assert _score(project).returncode == 0
 
 
-def test_model_pin_can_switch_to_another_model(project: Project, tmp_path: Path) -> None:
+def test_model_pin_can_switch_to_another_model_and_says_so(project: Project, tmp_path: Path) -> None:
     other = project.models / "other.pkl"
     shutil.copy(project.models / "tiny.pkl", other)
+    (project.models / "other.index.parquet").write_bytes(b"the evidence index beside it")
     result = CliRunner().invoke(main, ["model", "pin", str(other), "--config", str(project.config)])
     assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        f"pinned {other}: sha256 {_sha(other)} (model_sha256 in {project.config})",
+        f"model in {project.config} changed from {project.models / 'tiny.pkl'} to {other}: scoring now uses this file",
+        f"also pinned, as it is used with the model: {project.models / 'other.index.parquet'}",
+    ]
     settings = load_settings(project.config)
     assert settings.model == other and settings.model_sha256 == _sha(other)
+    again = CliRunner().invoke(main, ["model", "pin", str(other), "--config", str(project.config)])
+    assert again.output.splitlines() == result.output.splitlines()[::2], "the model config names: not changed"
+
+
+def _not_a_learner(path: Path, content: str) -> None:
+    import pickle
+    import zipfile
+
+    import torch
+
+    if content == "weights":
+        torch.save({"fc.weight": torch.zeros(3, 4)}, path)
+    elif content == "legacy":
+        torch.save({"fc.weight": torch.zeros(3, 4)}, path, _use_new_zipfile_serialization=False)
+    elif content == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("export/model.json", "{}")
+    else:
+        path.write_bytes({"text": b"learner = 'engagement'\n", "empty": b"", "png": b"\x89PNG\r\n\x1a\n0000",
+                          "pickle": pickle.dumps({"not": "a learner"})}[content])
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    ("text", "a text file"),
+    ("empty", "an empty file"),
+    ("png", "a PNG image"),
+    ("pickle", "a plain pickle, not a PyTorch file"),
+    ("zip", "a zip archive without data.pkl, not a PyTorch file"),
+    ("weights", "a PyTorch file without a fastai Learner in it (a model or weights saved with torch.save?)"),
+    ("legacy", "a PyTorch file in the format before PyTorch 1.6"),
+])
+def test_pin_refuses_a_file_that_is_not_a_learner_and_says_what_it_is(project: Project, content: str,
+                                                                       what: str) -> None:
+    path = project.models / "engagement.pkl"
+    _not_a_learner(path, content)
+    before = project.config.read_text()
+    result = CliRunner().invoke(main, ["model", "pin", str(path), "--config", str(project.config)])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {path} is {what}, not a learner saved with fastai's learn.export(): pass "
+                             "the .pkl file that learn.export() wrote\n")
+    assert project.config.read_text() == before and not (project.root / "state").exists(), "nothing is pinned"
 
 
 @pytest.mark.parametrize("mode", [0o664, 0o646])
@@ -114,11 +162,49 @@ def test_a_file_that_is_not_a_learner_is_a_clear_error(creative_in: Project) -> 
 
 
 def test_model_in_a_folder_others_can_write_is_refused(creative_in: Project) -> None:
-    os.chmod(creative_in.models, 0o777)
+    os.chmod(creative_in.models, 0o775)  # the user's own folder, which its group can write: chmod is safe
     result = CliRunner().invoke(main, ["score", str(creative_in.inbox), "--config", str(creative_in.config)])
     assert result.exit_code == 2
     assert f"the model's folder {creative_in.models.resolve()} can be written by group or others" in result.output
     assert f"run `chmod go-w {creative_in.models.resolve()}`" in result.output
+
+
+def _placed(tiny: Path, tmp_path: Path, place: str) -> Path:
+    """A copy of the tiny learner where another user could change it; "/tmp" is the real one."""
+    if place == "/tmp":
+        fd, name = tempfile.mkstemp(dir="/tmp", prefix="scorer-test-", suffix=".pkl")
+        os.close(fd)
+        shutil.copy(tiny, name)
+        return Path(name)
+    folder = tmp_path / place.replace(" ", "-").replace("'", "")
+    folder.mkdir()
+    model = Path(shutil.copy(tiny, folder / "model.pkl"))
+    if place.startswith("another user"):
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder or file to another user")
+        os.chown(model if place.endswith("file") else folder, 65534, 65534)
+    os.chmod(folder, {"sticky": 0o1777, "world-writable": 0o777, "another user's": 0o775}.get(place, 0o755))
+    os.chmod(model, 0o664 if place.endswith("file") else 0o644)
+    return model
+
+
+@pytest.mark.parametrize("place", ["/tmp", "sticky", "world-writable", "another user's", "another user's file"])
+@pytest.mark.parametrize("command", ["score", "pin"])
+def test_advice_never_touches_a_folder_other_users_share(creative_in: Project, tmp_path: Path, place: str,
+                                                         command: str) -> None:
+    model = _placed(creative_in.models / "tiny.pkl", tmp_path, place)
+    args = {"score": ["score", str(creative_in.inbox), "--model", str(model)], "pin": ["model", "pin", str(model)]}
+    before = creative_in.config.read_text()
+    try:
+        result = CliRunner().invoke(main, [*args[command], "--config", str(creative_in.config)])
+    finally:
+        if place == "/tmp":
+            model.unlink()
+    assert result.exit_code == 2
+    assert result.output == (f"error: model {model} is in {model.parent}, where other users can change it: copy it "
+                             f"into a folder that only you can write, such as {creative_in.models}, and use that "
+                             "copy\n")
+    assert creative_in.config.read_text() == before and creative_in.reports() == []
 
 
 _SWAP: dict[str, object] = {}

@@ -51,7 +51,10 @@ def test_score_ranks_good_images_and_rejects_the_broken_one(project: Project, ca
     assert result.exit_code == 0, result.output
     (report,) = project.reports()
     assert f"Report: {report}" in result.output.replace("\n", "")
-    assert "12 scored (1 rejected: see the report)" in result.output
+    lines = result.output.splitlines()
+    start = lines.index("12 scored, 1 rejected")
+    assert lines[start:start + 3] == ["12 scored, 1 rejected", "Rejected:",
+                                      "  broken.jpg: file is incomplete or corrupt"]
     assert _snapshot(campaign) == before, "scoring must never modify or move its inputs"
 
     ranking = _rows(report, "Ranking")
@@ -161,9 +164,11 @@ def test_score_lists_the_sidecars_it_read_and_those_it_could_not_use(project: Pr
 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    (read,) = [line for line in lines if line.startswith("Sidecars read")]
-    assert read in ("Sidecars read (2): a.txt, c.json", "Sidecars read (2): c.json, a.txt"), result.output
-    start = lines.index("Sidecars not used (4):")
+    (read,) = [line for line in lines if line.startswith("Posting time and caption read")]
+    assert read.endswith(("a.txt, c.json", "c.json, a.txt")), result.output
+    assert read.startswith("Posting time and caption read from 2 .txt/.json files beside their creatives: ")
+    start = lines.index("4 .txt/.json files not used (not images, and not read as a creative's posting time and "
+                        "caption):")
     assert sorted(lines[start + 1:start + 5]) == [
         "  README.txt: no creative named README.* beside it",
         "  b.json: b.json is not valid JSON (Expecting property name enclosed in double quotes, line 1): write "
@@ -175,6 +180,35 @@ def test_score_lists_the_sidecars_it_read_and_those_it_could_not_use(project: Pr
 
     one = CliRunner().invoke(main, ["score", str(folder / "c.jpg"), "--config", str(project.config)])
     assert one.exit_code == 0, one.output
-    assert "Sidecars read (1): c.json" in one.output
+    assert "Posting time and caption read from 1 .txt/.json file beside their creatives: c.json" in one.output
     assert "  c.txt: c.json beside c.jpg is read instead" in one.output
     assert "README.txt" not in one.output, "only sidecars beside the files given, or under the folders given"
+
+
+def test_a_folder_where_nothing_can_be_scored_lists_what_was_rejected_and_why(project: Project) -> None:
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
+    folder = project.inbox
+    for n in range(6):
+        (folder / f"notes-{n}.jpg").write_text("Campaign notes: launch on Monday\n", encoding="utf-8")
+    (folder / "banner.gif").write_bytes(b"GIF89a" + b"\0" * 32)
+    for n, path in enumerate([folder / "banner.gif", *(folder / f"notes-{n}.jpg" for n in range(6))]):
+        os.utime(path, (1_700_000_000 + n, 1_700_000_000 + n))  # the order inputs are taken in: mtime, then name
+    (folder / "plan.txt").write_text("posted_at: 2026-12-03 18:00\n", encoding="utf-8")
+
+    result = CliRunner().invoke(main, ["score", str(folder), "--config", str(project.config)])
+
+    assert result.exit_code == 0, result.output
+    (report,) = project.reports()
+    not_an_image = "not an image (accepted: JPEG, PNG, WEBP): save it in one of these formats"
+    assert result.stdout.splitlines() == [
+        "0 scored, 7 rejected: nothing could be scored",
+        "Rejected:",
+        "  banner.gif: GIF files are not accepted (accepted: JPEG, PNG, WEBP): convert it, or add GIF to "
+        "images.formats",
+        *[f"  notes-{n}.jpg: {not_an_image}" for n in range(4)],
+        "  and 2 more: see the report's Rejected sheet",
+        f"Report: {report}",
+        "1 .txt/.json file not used (not images, and not read as a creative's posting time and caption):",
+        "  plan.txt: no creative named plan.* beside it",
+    ]
+    assert len(_rows(report, "Rejected")) == 7

@@ -32,6 +32,7 @@ from scorer.errors import DataError
 from scorer.fsutil import sha256_file
 from scorer.results import engagement_score
 from scorer.training.train import train
+from tests.helpers import scorer_imports
 from tests.postgen import append_rows, csv_to_instaloader, write_rows
 
 CLASSES = ["Low", "Neutral", "High"]
@@ -370,3 +371,22 @@ def test_cleaning_that_removes_every_post_is_a_data_error(tmp_path: Path) -> Non
     write_rows(posts, rows)
     with pytest.raises(DataError, match=r"only 0 posts are left after cleaning \(see the funnel\)"):
         train(load_settings(_project(tmp_path / "proj")), posts.parent, progress=False)
+
+
+@pytest.mark.parametrize("made", ["images only", "a CSV with no likes", "nothing"])
+def test_posts_that_cannot_train_are_refused_before_fastai_loads(tmp_path: Path, made: str) -> None:
+    data = tmp_path / "shop"
+    if made != "nothing":
+        write_creatives(data, per_palette=1)
+    if made == "a CSV with no likes":
+        (data / "posts.csv").write_text("file,comments\ncool-blue-1.jpg,3\n", encoding="utf-8")
+    run = scorer_imports("train", str(data), cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr == {
+        "images only": f"error: {data} has neither posts.csv nor Instaloader post metadata (*.json, *.json.xz): "
+                       "add a posts.csv with columns file, likes, comments, or download the profile with instaloader\n",
+        "a CSV with no likes": f"error: {data / 'posts.csv'} has no column likes: the header needs file, likes, "
+                               "comments (optional: posted_at, is_ad, caption)\n",
+        "nothing": f"error: {data} does not exist: give a folder with posts.csv, or an Instaloader profile folder\n",
+    }[made]
+    assert not run.packages & {"fastai", "torch", "torchvision"}, "told before seconds of importing fastai"

@@ -164,6 +164,9 @@ def test_a_passing_share_error_is_retried_before_a_file_is_rejected(settings: Se
     assert "Permission denied" in reason and files_in_inbox(settings) == []
 
 
+NOT_AN_IMAGE = "not an image (accepted: JPEG, PNG, WEBP): save it in one of these formats\n"
+
+
 def test_a_reason_file_dropped_with_its_image_keeps_both(settings: Settings, engine: Engine) -> None:
     # A dropped .txt is a sidecar with no creative: it leaves the inbox once watch.orphan_hours have passed.
     settings = dataclasses.replace(settings, watch=dataclasses.replace(settings.watch, orphan_hours=0.001))
@@ -176,7 +179,7 @@ def test_a_reason_file_dropped_with_its_image_keeps_both(settings: Settings, eng
     assert "my own notes" in texts.values(), "the dropped file is never overwritten by a reason"
     reasons = sorted(t for t in texts.values() if t.endswith("\n"))
     assert len(reasons) == 2, f"each rejected file has its reason: {texts}"
-    assert reasons[0].startswith("no creative named x.jpg.reason.* arrived") and reasons[1] == "not an image\n"
+    assert reasons[0].startswith("no creative named x.jpg.reason.* arrived") and reasons[1] == NOT_AN_IMAGE
 
 
 def test_a_name_near_255_bytes_is_rejected_with_its_reason_and_done(settings: Settings,
@@ -187,7 +190,7 @@ def test_a_name_near_255_bytes_is_rejected_with_its_reason_and_done(settings: Se
     assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None
     assert files_in_inbox(settings) == [] and hot.ledger.undisposed() == []
     (moved,) = [p for p in settings.rejected_dir.iterdir() if not p.name.endswith(".reason.txt")]
-    assert reason_path(moved).read_text() == "not an image\n"
+    assert reason_path(moved).read_text() == NOT_AN_IMAGE
 
 
 def test_unicode_noncharacters_in_names_and_class_names_keep_the_workbook_readable(

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,9 +28,10 @@ from scorer.config import load_settings
 from scorer.score.run import score_paths
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine
+from scorer.settings import documented_keys
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
-from tests.helpers import Project, tool_or_warn
+from tests.helpers import Project, scorer_imports, tool_or_warn
 from tests.history import INFO, fill_history, record_launches
 from tests.imagegen import CLASS_COLOURS, write_creative
 
@@ -161,7 +165,8 @@ def test_binding_beyond_loopback_needs_a_long_token(project: Project, tmp_path: 
     assert resolve_token(load_settings(project.config).serve, "0.0.0.0") == TOKEN
     project.write_config(f"model: models/tiny.pkl\nserve:\n  token: {TOKEN}\n")
     described = load_settings(project.config).describe()
-    assert "serve.token = (set, not shown)" in described and TOKEN not in "".join(described), "logs never show it"
+    assert "settings: serve.token = (set, not shown)" in described and TOKEN not in "".join(described), \
+        "logs never show it"
     project.write_config("model: models/tiny.pkl\nserve:\n  token: short\n")
     result = CliRunner().invoke(main, ["serve", "--config", str(project.config), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "too weak (shorter than 16 characters)" in result.output
@@ -275,3 +280,48 @@ def test_service_serve_prints_a_hardened_unit(project: Project) -> None:
     check = subprocess.run(["systemd-analyze", "verify", str(project.root / "scorer-serve.service")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_a_port_in_use_is_told_at_once_before_the_model_loads(watched: Project) -> None:
+    watched.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = scorer_imports("serve", "--port", str(port), "--config", str(watched.config), cwd=watched.root)
+    assert run.returncode == 2
+    assert run.stderr == (f"error: port {port} on 127.0.0.1 is in use, maybe by another `scorer serve`: stop that, "
+                          "or choose another port with --port or serve.port\n"), "no model loaded, no settings logged"
+    assert not run.packages & {"onnxruntime", "torch", "fastai", "uvicorn", "fastapi"}
+    watched.write_config(f"model: models/tiny.pkl\nserve:\n  token: {TOKEN}\n")  # any host but loopback needs one
+    other = scorer_imports("serve", "--host", "192.0.2.1", "--config", str(watched.config), cwd=watched.root)
+    assert other.returncode == 2 and not other.packages & {"onnxruntime", "uvicorn"}
+    assert other.stderr == ("error: cannot listen on 192.0.2.1:8000 (Cannot assign requested address): choose an "
+                            "address of this machine with --host or serve.host, or another port with --port or "
+                            "serve.port\n")
+
+
+def test_the_start_up_log_shows_the_port_in_force_and_only_what_differs(watched: Project) -> None:
+    watched.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "scorer", "serve", "--port", str(port), "--config",
+                             str(watched.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=watched.root, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == f"Open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops)\n"
+        proc.send_signal(signal.SIGINT)
+        _, log = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    settings = [line for line in log.splitlines() if ": settings" in line]
+    assert settings == [
+        f"INFO scorer.web.server: settings from {watched.config}: 3 of {len(documented_keys())} differ from the "
+        "defaults (-v shows all)",
+        f"INFO scorer.web.server: settings: model = {watched.models / 'tiny.pkl'}",
+        "INFO scorer.web.server: settings: report.explain = never",
+        f"INFO scorer.web.server: settings: serve.port = {port}",
+    ], log
