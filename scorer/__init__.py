@@ -104,6 +104,7 @@ Rooms, one per command:
         pipeline.py         run_bulk: the driver that ties them together
     training/           `scorer train` and `scorer index`
         posts.py            [shared] import posts.csv and Instaloader folders
+        instaloader.py      Instaloader's metadata files read as untrusted JSON, within a bound, every type checked
         labels.py           [shared] the cleaning funnel, the classes and the held-out split
         prepare.py          posts imported, cleaned, labelled and split, or refused as too few
         fit.py              training's fastai import: fit a vision learner, export it

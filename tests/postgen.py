@@ -7,13 +7,18 @@ so the format under test is the real one; nothing here touches the network.
 from __future__ import annotations
 
 import csv
+import functools
+import json
+import lzma
+import math
 import shutil
+from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from instaloader import Instaloader, Post, save_structure_to_file
+from instaloader import Instaloader, Post, get_json_structure, save_structure_to_file
 
 
 def media(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "",
@@ -100,3 +105,68 @@ def append_rows(posts_csv: Path, rows: list[dict[str, str]]) -> None:
         header = next(csv.reader(handle))
     with open(posts_csv, "a", newline="", encoding="utf-8") as handle:
         csv.DictWriter(handle, fieldnames=header, restval="").writerows(rows)
+
+
+TOO_LARGE = "metadata file holds more than 4 MiB of JSON: a post's is a few KB"
+
+
+# Every kind of malformed Instaloader metadata file: how it is made from a real post's structure (as instaloader
+# writes it), its suffix, and the reason import_posts gives for skipping it.
+def _replace(path: str, value: Any) -> Callable[[dict[str, Any]], Any]:
+    def change(structure: dict[str, Any]) -> Any:
+        *parents, last = path.split(".")
+        inner = structure
+        for key in parents:
+            inner = inner[key]
+        inner[last] = value
+        return structure
+    return change
+
+
+MALFORMED: dict[str, tuple[Callable[[dict[str, Any]], Any], str, str]] = {
+    "instaloader-text": (_replace("instaloader", "Post"), ".json",
+                         "metadata file is malformed: instaloader is not an object"),
+    "node-list": (lambda s: {**s, "node": [s["node"]]}, ".json", "metadata file is malformed: node is not an object"),
+    "likes-number": (_replace("node.edge_media_preview_like", 5), ".json",
+                     "metadata file is malformed: edge_media_preview_like is not an object"),
+    "caption-edge-empty": (_replace("node.edge_media_to_caption", {"edges": [{}]}), ".json",
+                           "metadata file is malformed: edge_media_to_caption.edges[0].node is not an object"),
+    "date-1e20": (_replace("node.date", 1e20), ".json", "date must be a Unix time between 1970 and 2100, got 1e+20"),
+    "date-nan": (_replace("node.date", math.nan), ".json", "date must be a Unix time between 1970 and 2100, got nan"),
+    "likes-nan": (_replace("node.edge_media_preview_like", {"count": math.nan}), ".json",
+                  "likes must be a whole number of at least 0, got nan"),
+    "likes-2-64": (_replace("node.edge_media_preview_like", {"count": 2**64}), ".json",
+                    "likes is too large for a count: 18446744073709551616 (at most 1,000,000,000,000)"),
+    "nested-deeply": (lambda s: NESTED, ".json", "metadata file is nested too deeply to be a post's"),
+    "bomb": (lambda s: s, ".json.xz", TOO_LARGE),
+}
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def write_malformed(folder: Path, node: dict[str, Any], copies: int = 1, bomb_mib: int = 8,
+                    kinds: Collection[str] = tuple(MALFORMED)) -> dict[str, str]:
+    """`copies` metadata files of each MALFORMED kind, made from `node`'s structure; returns file name -> reason.
+
+    The bomb is the post's JSON after `bomb_mib` MiB of spaces, compressed to some kilobytes.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    structure = get_json_structure(Post(Instaloader(quiet=True).context, node))
+    reasons = {}
+    for kind in kinds:
+        make, suffix, reason = MALFORMED[kind]
+        made = make(json.loads(json.dumps(structure)))
+        text = made if isinstance(made, str) else json.dumps(made)
+        content = _bomb(text, bomb_mib) if kind == "bomb" else text.encode()
+        for n in range(copies):
+            name = f"2025-01-01_00-00-00_UTC_{kind}_{n}{suffix}"
+            (folder / name).write_bytes(content)
+            reasons[name] = reason
+    return reasons
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb(text: str, mib: int) -> bytes:
+    packer = lzma.LZMACompressor(preset=1)
+    spaces = b" " * 2**20
+    parts = [packer.compress(spaces) for _ in range(mib)]
+    return b"".join([*parts, packer.compress(text.encode()), packer.flush()])

@@ -1,16 +1,17 @@
 """Import past posts for training: a posts.csv folder or an Instaloader profile folder, into one table.
 
 Every row that cannot be used (missing or unreadable image, a count that is not a
-number, an image already seen) is counted and kept with its reason, never dropped
-silently. Nothing here goes to the network: Instaloader's JSON files are read as
-plain JSON.
+number, a malformed row or metadata file, an image already seen) is counted and kept
+with its reason, never dropped silently: bad input costs its own post, never the run.
+Nothing here goes to the network: Instaloader's files are read as plain JSON
+(scorer.training.instaloader).
 """
 
 from __future__ import annotations
 
-import json
-import lzma
+import csv
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,18 +21,24 @@ from typing import Any
 import pandas as pd
 
 from scorer.decoding.decode import decode_file
-from scorer.decoding.vet import ImageLimits, is_ignored_name
+from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError, ImageError
+from scorer.textsafe import log_text
+from scorer.training.instaloader import metadata_files, picture, post_node, read_metadata
 
 CSV_NAME = "posts.csv"
 CSV_REQUIRED = ("file", "likes", "comments")
 CSV_OPTIONAL = ("posted_at", "is_ad", "caption")
-COLUMNS = ("image", "source", "likes", "comments", "posted_at", "is_ad", "caption", "sha256")
+# date_only: posted_at was a date without a time of day (read as that day's midnight UTC)
+COLUMNS = ("image", "source", "likes", "comments", "posted_at", "is_ad", "caption", "sha256", "date_only")
 
-# Instaloader saves pictures with the extension of the server's Content-Type.
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f", ""}
+# More likes or comments than any post has had: a count past it is a mistake, and past 2**63 no column holds it.
+MAX_COUNT = 10**12
+# A posting date outside these is a mistake (pandas cannot hold most of them).
+_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
+_SHOWN = 40  # characters of a bad value or name that its reason shows
 
 
 @dataclass(frozen=True)
@@ -53,16 +60,17 @@ class Posts:
 
 @dataclass(frozen=True)
 class _Raw:
-    """A post as read from its source, before its counts and image are vetted."""
+    """A post as read from its source, before its values and image are vetted."""
 
     source: str
     image: Path | None
-    likes: Any
-    comments: Any
+    likes: Any = None
+    comments: Any = None
     posted_at: Any = None
     is_ad: Any = False
     caption: str = ""
-    missing: str = ""
+    unreadable: str = ""  # why the row or file cannot be read at all
+    no_image: str = ""  # why it names no image, said once its values are found good
 
 
 def import_posts(data: Path, limits: ImageLimits) -> Posts:
@@ -83,73 +91,62 @@ def import_posts(data: Path, limits: ImageLimits) -> Posts:
 
 
 def _read_csv(path: Path) -> list[_Raw]:
+    unreadable = f"{path} is not a readable CSV ({{}}): save it as UTF-8 CSV with a header row"
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({exc}): save it as UTF-8 CSV with a header row") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in CSV_REQUIRED if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path} has no column {', '.join(missing)}: the header needs {', '.join(CSV_REQUIRED)} "
-            f"(optional: {', '.join(CSV_OPTIONAL)})"
-        )
-    raws = []
-    for number, row in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, skipinitialspace=True)
+            header = [c.strip().lower() for c in next(reader, [])]
+            if not header:
+                raise DataError(unreadable.format("no header row"))
+            missing = [c for c in CSV_REQUIRED if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path} has no column {', '.join(missing)}: the header needs {', '.join(CSV_REQUIRED)} "
+                    f"(optional: {', '.join(CSV_OPTIONAL)})"
+                )
+            return list(_csv_rows(reader, header, path))
+    except (csv.Error, UnicodeDecodeError) as exc:  # in the header, or text that is not UTF-8
+        raise DataError(unreadable.format(exc)) from None
+
+
+def _csv_rows(reader: Any, header: list[str], path: Path) -> Iterator[_Raw]:
+    """Each data row, a row that cannot be read costing itself alone."""
+    while True:
+        number = reader.line_num + 1  # where the next row starts; line 1 is the header
+        source = f"{path.name} line {number}"
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field past the csv module's limit: the reader goes on at the next row
+            yield _Raw(source, None, unreadable=f"cannot be read as CSV ({exc})")
+            continue
+        if not fields:
+            continue  # a blank line
+        if len(fields) > len(header):  # which value the extra comma split cannot be told
+            yield _Raw(source, None, unreadable=f"has {len(fields)} fields where the header has {len(header)}: "
+                                                "quote a value that holds a comma")
+            continue
+        row = {**dict.fromkeys(header, ""), **dict(zip(header, fields, strict=False))}  # a short row: the rest empty
         name = row["file"].strip()
-        raws.append(_Raw(
-            source=f"{path.name} line {number}",
-            image=(path.parent / name) if name else None,
-            likes=row["likes"], comments=row["comments"],
-            posted_at=row.get("posted_at", "").strip() or None,
-            is_ad=row.get("is_ad", ""), caption=row.get("caption", ""),
-            missing="" if name else "no file name",
-        ))
-    return raws
+        yield _Raw(source, image=(path.parent / name) if name else None, likes=row["likes"],
+                   comments=row["comments"], posted_at=row.get("posted_at", "").strip() or None,
+                   is_ad=row.get("is_ad", ""), caption=row.get("caption", ""), no_image="no file name")
 
 
 def _read_instaloader(folder: Path) -> Iterator[_Raw]:
-    for meta in sorted(p for p in folder.rglob("*") if p.name.endswith((".json", ".json.xz")) and p.is_file()):
-        if is_ignored_name(meta.name):
+    for meta in metadata_files(folder):
+        source = log_text(meta.relative_to(folder).as_posix())
+        try:
+            node = post_node(read_metadata(meta))
+        except DataError as exc:
+            yield _Raw(source, None, unreadable=str(exc))
+            continue
+        if node is None:  # profile, story and comment files sit beside the posts
             continue
         stem = meta.name.removesuffix(".xz").removesuffix(".json")
-        source = meta.relative_to(folder).as_posix()
-        try:
-            opener = lzma.open if meta.name.endswith(".xz") else open
-            with opener(meta, "rt", encoding="utf-8") as handle:
-                structure = json.load(handle)
-        except (OSError, EOFError, lzma.LZMAError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            yield _Raw(source, None, None, None, missing=f"metadata file is damaged ({type(exc).__name__})")
-            continue
-        # Profile, story and comment files sit beside the posts; only posts have likes.
-        if not isinstance(structure, dict) or structure.get("instaloader", {}).get("node_type") != "Post":
-            continue
-        yield _post_from_node(structure.get("node") or {}, source, meta.parent, stem)
-
-
-def _post_from_node(node: dict[str, Any], source: str, folder: Path, stem: str) -> _Raw:
-    """Read a post node the way instaloader's Post properties do, without their network fallbacks."""
-    likes = (node.get("edge_media_preview_like") or {}).get("count")
-    comments = None
-    for key in ("edge_media_to_comment", "edge_media_to_parent_comment"):
-        if isinstance(node.get(key), dict) and "count" in node[key]:
-            comments = node[key]["count"]
-            break
-    else:
-        comments = node.get("comments")
-    stamp = node.get("date", node.get("taken_at_timestamp"))
-    edges = (node.get("edge_media_to_caption") or {}).get("edges") or []
-    caption = edges[0]["node"]["text"] if edges else (node.get("caption") or "")
-    sponsored = bool((node.get("edge_media_to_sponsor_user") or {}).get("edges"))
-    # A single picture is <stem>.jpg; a carousel's pictures are <stem>_1.jpg, <stem>_2.jpg, ...: use the first.
-    candidates = [folder / f"{base}{suffix}" for base in (stem, f"{stem}_1") for suffix in _IMAGE_SUFFIXES]
-    image = next((c for c in candidates if c.exists() or c.is_symlink()), None)
-    return _Raw(
-        source=source, image=image, likes=likes, comments=comments,
-        posted_at=datetime.fromtimestamp(stamp, timezone.utc) if isinstance(stamp, (int, float)) else None,
-        is_ad=sponsored, caption=str(caption),
-        missing="" if image else f"image not found (expected {stem}.jpg or {stem}_1.jpg)",
-    )
+        yield _Raw(source, picture(meta.parent, stem), node.likes, node.comments, node.stamp, node.sponsored,
+                   node.caption, no_image=f"image not found (expected {stem}.jpg or {stem}_1.jpg)")
 
 
 def _vet(raws: list[_Raw], fmt: str, limits: ImageLimits) -> Posts:
@@ -169,52 +166,66 @@ def _vet(raws: list[_Raw], fmt: str, limits: ImageLimits) -> Posts:
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table["posted_at"] = pd.to_datetime(table["posted_at"], utc=True)
-    table = table.astype({"likes": "int64", "comments": "int64", "is_ad": "bool"})
+    table = table.astype({"likes": "int64", "comments": "int64", "is_ad": "bool", "date_only": "bool"})
     return Posts(table, fmt, bad)
 
 
 def _vet_one(raw: _Raw, limits: ImageLimits) -> dict[str, Any]:
-    if raw.missing:
-        raise DataError(raw.missing)
-    likes = _count(raw.likes, "likes")
-    comments = _count(raw.comments, "comments")
-    assert raw.image is not None
-    if not raw.image.exists() and not raw.image.is_symlink():
-        raise DataError(f"image {raw.image.name} not found")
+    """The row's values, then its image; the first thing wrong is the reason (a DataError)."""
+    if raw.unreadable:
+        raise DataError(raw.unreadable)
+    likes, comments = _count(raw.likes, "likes"), _count(raw.comments, "comments")
+    posted_at, date_only = _date(raw.posted_at)
+    is_ad = _flag(raw.is_ad)
+    if raw.image is None:
+        raise DataError(raw.no_image)
+    if not os.path.lexists(raw.image):  # lexists: a name too long or with a NUL byte is not found, not an error
+        raise DataError(f"image {_clip(raw.image.name)} not found")
     try:
         # Training reads each image again with fastai: vet it here with the scorer's own rules, pixels unkept.
         decoded = decode_file(raw.image, None, limits, thumb_px=0)
     except ImageError as exc:
-        raise DataError(f"image {raw.image.name}: {exc}") from None
+        raise DataError(f"image {_clip(raw.image.name)}: {exc}") from None
     return {
         "image": str(raw.image.absolute()), "source": raw.source, "likes": likes, "comments": comments,
-        "posted_at": _date(raw.posted_at), "is_ad": _flag(raw.is_ad), "caption": str(raw.caption or ""),
-        "sha256": decoded.sha256,
+        "posted_at": posted_at, "is_ad": is_ad, "caption": str(raw.caption or ""), "sha256": decoded.sha256,
+        "date_only": date_only,
     }
 
 
 def _count(value: Any, name: str) -> int:
-    text = str(value).strip().replace(",", "").replace("_", "") if value is not None else ""
     try:
-        number = float(text)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(value)
+        number = float(str(value).strip().replace(",", "").replace("_", ""))
     except ValueError:
-        raise DataError(f"{name} is not a number: {value!r}") from None
+        raise DataError(f"{name} is not a number: {_shown(value)}") from None
     if not math.isfinite(number) or number < 0 or number != int(number):
-        raise DataError(f"{name} must be a whole number of at least 0, got {value!r}")
+        raise DataError(f"{name} must be a whole number of at least 0, got {_shown(value)}")
+    if number > MAX_COUNT:
+        raise DataError(f"{name} is too large for a count: {_shown(value)} (at most {MAX_COUNT:,})")
     return int(number)
 
 
-def _date(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
+def _date(value: Any) -> tuple[datetime | None, bool]:
+    """A post's time in UTC, and whether it was a date without a time of day."""
+    if value is None:
+        return None, False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # Instaloader's Unix time
+        if not (math.isfinite(value) and _EARLIEST.timestamp() <= value < _LATEST.timestamp()):
+            raise DataError(f"date must be a Unix time between 1970 and 2100, got {_shown(value)}")
+        return datetime.fromtimestamp(value, timezone.utc), False
+    text = str(value).strip()
     try:
-        stamp = pd.Timestamp(value)
-    except ValueError:
+        stamp = pd.Timestamp(text)
+    except (ValueError, OverflowError):
         stamp = pd.NaT
     if stamp is pd.NaT:
-        raise DataError(f"posted_at is not a date: {value!r} (use 2024-05-31 or 2024-05-31T18:00:00)")
+        raise DataError(f"posted_at is not a date: {_shown(value)} (use 2024-05-31 or 2024-05-31T18:00:00)")
     utc: datetime = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
-    return utc
+    if not _EARLIEST <= utc < _LATEST:
+        raise DataError(f"posted_at must be between 1970 and 2100, got {_shown(value)}")
+    return utc, stamp.tzinfo is None and ":" not in text and stamp == stamp.normalize()
 
 
 def _flag(value: Any) -> bool:
@@ -225,4 +236,13 @@ def _flag(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise DataError(f"is_ad must be true or false, got {value!r}")
+    raise DataError(f"is_ad must be true or false, got {_shown(value)}")
+
+
+def _clip(text: str) -> str:
+    """Untrusted text as a reason shows it: on one line, at most _SHOWN characters."""
+    return log_text(text if len(text) <= _SHOWN else f"{text[:_SHOWN]}…")
+
+
+def _shown(value: Any) -> str:
+    return _clip(repr(value))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
 from scorer.training.posts import import_posts
 from tests.imagegen import write_creative
-from tests.postgen import legacy_node, post_node, save_post
+from tests.postgen import TOO_LARGE, legacy_node, post_node, save_post, write_malformed
 
 LIMITS = ImageLimits()
 
@@ -75,7 +79,8 @@ def test_csv_rows_are_read_and_every_bad_row_is_reported_with_its_reason(csv_fol
         ("posts.csv line 11", "comments must be a whole number of at least 0, got '1.5'"),
         ("posts.csv line 12", "posted_at is not a date: 'someday' (use 2024-05-31 or 2024-05-31T18:00:00)"),
         ("posts.csv line 13", "is_ad must be true or false, got 'maybe'"),
-        ("posts.csv line 14", "image notes.txt: not an image"),
+        ("posts.csv line 14",
+         "image notes.txt: not an image (accepted: JPEG, PNG, WEBP): save it in one of these formats"),
     ]
     assert len(table) + len(posts.bad) == 13
 
@@ -147,3 +152,84 @@ def test_instaloader_folder_reads_like_instaloader_itself(profile: Path) -> None
         ("2024-06-07_09-15-00_UTC.json.xz", "same image as 2024-06-01_09-15-00_UTC.json.xz"),
         ("2024-06-09_09-15-00_UTC.json.xz", "metadata file is damaged (LZMAError)"),
     }
+
+
+def test_every_malformed_metadata_file_costs_its_post_alone(profile: Path) -> None:
+    node = post_node("M1", datetime(2025, 1, 1, tzinfo=timezone.utc), 100, 1, "spoiled")
+    reasons = write_malformed(profile, node, copies=2)
+    posts = import_posts(profile, LIMITS)
+    assert len(posts.table) == 5, "every good post is still read"
+    bad = {b.source: b.reason for b in posts.bad}
+    assert {name: bad.get(name) for name in reasons} == reasons
+    assert len(bad) == len(reasons) + 3
+
+
+def test_metadata_is_read_within_a_bound(tmp_path: Path) -> None:
+    node = post_node("M1", datetime(2025, 1, 1, tzinfo=timezone.utc), 100, 1, "spoiled")
+    write_malformed(tmp_path, node, bomb_mib=64, kinds=["bomb"])
+    big = tmp_path / "2025-01-02_00-00-00_UTC.json"
+    big.write_text(" " * 4 * 2**20 + json.dumps({"instaloader": {"node_type": "Post"}, "node": node}))
+    tracemalloc.start()
+    try:
+        posts = import_posts(tmp_path, LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    bad = {b.source: b.reason for b in posts.bad}
+    assert bad["2025-01-01_00-00-00_UTC_bomb_0.json.xz"] == bad[big.name] == TOO_LARGE
+    assert peak < 24 * 2**20, f"reading a 64 MiB bomb took {peak / 2**20:.0f} MiB"
+
+
+def test_hostile_csv_rows_cost_one_row_each(tmp_path: Path) -> None:
+    folder = tmp_path / "posts"
+    for n in range(2):
+        write_creative(folder / f"p{n}.jpg", (40 * n, 100, 200), seed=n)
+    long_name = "x" * 300 + ".jpg"
+    _csv(folder, "\n".join([
+        "file,likes,comments,posted_at,caption",
+        "p0.jpg,100000000000000000000,1,,",
+        "p0.jpg,nan,1,,",
+        "p0.jpg,100,inf,,",
+        "p0.jpg,100,1,3000-01-01,",
+        "p0.jpg,100,1,2024-05-01,Sale, today only",
+        f"{long_name},100,1,,",
+        f"p0.jpg,100,1,,\"{'y' * 200_000}\"",
+        "p0.jpg,100,1",  # a short row leaves the optional columns empty
+        "p1.jpg,200,2,2024-05-02,fine",
+    ]) + "\n")
+    posts = import_posts(folder, LIMITS)
+    assert [(b.source, b.reason) for b in posts.bad] == [
+        ("posts.csv line 2", "likes is too large for a count: '100000000000000000000' (at most 1,000,000,000,000)"),
+        ("posts.csv line 3", "likes must be a whole number of at least 0, got 'nan'"),
+        ("posts.csv line 4", "comments must be a whole number of at least 0, got 'inf'"),
+        ("posts.csv line 5", "posted_at must be between 1970 and 2100, got '3000-01-01'"),
+        ("posts.csv line 6", "has 6 fields where the header has 5: quote a value that holds a comma"),
+        ("posts.csv line 7", f"image {long_name[:40]}… not found"),
+        ("posts.csv line 8", "cannot be read as CSV (field larger than field limit (131072))"),
+    ]
+    assert list(posts.table["source"]) == ["posts.csv line 9", "posts.csv line 10"]
+
+
+def test_a_date_without_a_time_is_marked(tmp_path: Path) -> None:
+    folder = tmp_path / "posts"
+    for n in range(3):
+        write_creative(folder / f"p{n}.jpg", (40 * n, 100, 200), seed=n)
+    _csv(folder, "file,likes,comments,posted_at\np0.jpg,1,1,2026-12-06\np1.jpg,1,1,2026-12-06T10:00\np2.jpg,1,1,\n")
+    table = import_posts(folder, LIMITS).table
+    assert list(table["date_only"]) == [True, False, False]
+    assert table["posted_at"].iloc[0] == pd.Timestamp("2026-12-06", tz="UTC")
+
+
+def test_train_on_nothing_usable_exits_2_with_one_line(tmp_path: Path) -> None:
+    node = post_node("M1", datetime(2025, 1, 1, tzinfo=timezone.utc), 100, 1, "spoiled")
+    reasons = write_malformed(tmp_path / "shop", node)
+    done = subprocess.run([sys.executable, "-m", "scorer", "train", "shop"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [
+        "error: only 0 posts are left after cleaning (see the funnel): training needs at least 20; add posts, or "
+        "relax the rules under 'train.clean' in config.yaml"]
+    for name, reason in reasons.items():
+        assert sum(f"skipped {name}: {reason}" in line for line in lines) == 1, (name, lines)
