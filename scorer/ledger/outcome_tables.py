@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from scorer.ledger.schema import LAUNCH_KEYS, PAIR_COLUMNS, SCORED_COLUMNS, TRACK_RECORD, Look, Pair, scored_from_row
@@ -49,6 +50,7 @@ class OutcomeTables:
     def put_pairs(self, pairs: Sequence[Pair]) -> None:
         """Record pairs found in one download: a post or a creative paired before is paired anew, never twice."""
         with immediate(self._db):
+            self._db.executemany("DELETE FROM outcomes WHERE post = ?", [(post,) for post in self._base_named(pairs)])
             self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
                                  [(p.post, p.creative) for p in pairs])
             self._db.executemany(
@@ -56,6 +58,14 @@ class OutcomeTables:
                 [(p.post, p.post_sha, p.creative, p.model, p.similarity, p.posted_at, p.likes, p.comments, p.value,
                   p.label, p.thumbnail) for p in pairs],
             )
+
+    def _base_named(self, pairs: Sequence[Pair]) -> list[str]:
+        """These posts as a version that keyed a post by its image's base name alone recorded them: a row under
+        the base name with the very same picture (SHA-256), unless that name is a post of this download too."""
+        keys = {p.post for p in pairs}
+        older = {(PurePosixPath(p.post).name, p.post_sha) for p in pairs if "/" in p.post}
+        rows = self._db.execute("SELECT post, post_sha FROM outcomes WHERE instr(post, '/') = 0")
+        return [post for post, sha in rows if (post, sha) in older and post not in keys]
 
     def pairs(self, model: str | None = None) -> list[Pair]:
         """The recorded pairs (of one scoring model's creatives, when given), oldest post first."""

@@ -10,14 +10,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from scorer.config import require_writable_dir
+from scorer.context.features import zone
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
 from scorer.ledger.schema import Look, Pair
@@ -28,6 +32,7 @@ from scorer.results import Scored
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item, score_items
 from scorer.settings import Settings
+from scorer.textsafe import log_text
 from scorer.training.card import keep_track_record
 from scorer.training.labels import label
 from scorer.training.posts import BadRow, import_posts
@@ -73,21 +78,36 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
 
 
 def _posts(settings: Settings, data: Path) -> tuple[pd.DataFrame, list[BadRow]]:
-    """The posts with their labelled engagement, each named as DATA names its image."""
+    """The posts with their labelled engagement, each keyed by its image's path in DATA, with its posting time."""
+    tz = zone(settings.context.timezone)
     imported = import_posts(data, ImageLimits.from_settings(settings.images))
     if imported.table.empty:
         raise DataError(f"{data} has no usable post: see the reasons listed, and download the profile again")
     table = label(imported.table, settings.train.label).reset_index(drop=True)
     root = data.parent if data.is_file() else data
-    table["post"] = [_relative(Path(image), root.absolute()) for image in table["image"]]
+    table["post"] = [_post_key(Path(image), root.absolute()) for image in table["image"]]
+    table["posted"] = [None if pd.isna(when) else _posted(when, bool(day), tz)
+                       for when, day in zip(table["posted_at"], table["date_only"], strict=True)]
     return table, imported.bad
 
 
-def _relative(image: Path, root: Path) -> str:
-    try:
-        return image.relative_to(root).as_posix()
-    except ValueError:
-        return image.name
+def _post_key(image: Path, root: Path) -> str:
+    """A post's name in the ledger: its image's path inside the download (as named, else through links), or the
+    whole path of an image outside it; never its base name alone, which posts in two folders may share."""
+    named, real = Path(os.path.normpath(image)), Path(os.path.realpath(image))
+    for path, folder in ((named, Path(os.path.normpath(root))), (real, Path(os.path.realpath(root)))):
+        if path.is_relative_to(folder):
+            return path.relative_to(folder).as_posix()
+    return named.as_posix()
+
+
+def _posted(when: pd.Timestamp, date_only: bool, tz: ZoneInfo) -> float:
+    """A post's Unix time. A date without a time is taken as the last second of that day in the account's time
+    zone: a creative scored earlier that day then counts as scored before its post, never after it."""
+    if not date_only:
+        return float(when.timestamp())
+    day = when.date()  # import_posts reads a date alone as its midnight UTC
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tz).timestamp() - 1
 
 
 def _post_looks(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
@@ -95,7 +115,7 @@ def _post_looks(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored],
     items = [Item(Path(image), str(row)) for row, image in enumerate(table["image"])]
     result = score_items(items, engine.model, engine.pool, check=engine.check)
     looks = {int(s.name): s for s in result.scored if s.prints is not None}
-    bad = [BadRow(str(table["post"][int(r.name)]), r.reason) for r in result.rejected]
+    bad = [BadRow(log_text(str(table["post"][int(r.name)])), r.reason) for r in result.rejected]
     return looks, bad
 
 
@@ -130,11 +150,11 @@ def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tu
     pairs = []
     for p, c, similarity in match(post_looks, creative_looks, threshold):
         row = table.iloc[rows[p]]
-        posted = row["posted_at"]
+        posted = row["posted"]
         pairs.append(Pair(
             post=str(row["post"]), post_sha=str(row["sha256"]), creative=creatives[c][0].sha256,
             model=creatives[c][1], similarity=similarity,
-            posted_at=None if pd.isna(posted) else float(posted.timestamp()), likes=int(row["likes"]),
+            posted_at=None if pd.isna(posted) else float(posted), likes=int(row["likes"]),
             comments=int(row["comments"]), value=float(row["value"]), label=str(row["label"]),
             thumbnail=posts[rows[p]].thumbnail,
         ))

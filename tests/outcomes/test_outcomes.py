@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import imagehash
 import numpy as np
@@ -20,13 +23,13 @@ from PIL import Image
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.decoding.fingerprint import phash_bits
-from scorer.ledger.schema import SCHEMA
+from scorer.ledger.schema import PAIR_COLUMNS, SCHEMA
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
 from tests.helpers import after_first_start
 from tests.history import unrelated_to
 from tests.outcomegen import as_posted, write_banner
-from tests.postgen import write_rows
+from tests.postgen import post_node, save_post, write_malformed, write_rows
 from tests.receivers import JsonReceiver, wait_for
 from tests.workbooks import column
 
@@ -242,3 +245,100 @@ def test_older_ledger_gains_the_outcome_tables(tmp_path: Path) -> None:
         ledger.close()
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+
+def stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when))
+
+
+def sha_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def old_row(root: Path, post: str, post_sha: str, creative: Path) -> None:
+    """A pair as an older version recorded it, keyed by the post's base name."""
+    with sqlite3.connect(root / "state" / "ledger.sqlite") as db:
+        model = db.execute("SELECT DISTINCT json_extract(model, '$.sha256') FROM batches").fetchone()[0]
+        db.execute(f"INSERT INTO outcomes ({PAIR_COLUMNS}) VALUES (?, ?, ?, ?, 0.9, 0, 5000, 50, 5050, 'Low', NULL)",
+                   (post, post_sha, sha_of(creative), model))
+
+
+@pytest.mark.slow
+def test_posts_are_keyed_by_their_path_never_their_base_name(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    names = posted_names(account)
+    pool = tmp_path / "pool"  # posts.csv names its images by their whole path, outside the download
+    for n, month in enumerate(("jan", "feb", "mar")):
+        as_posted(account.archived[names[n]], pool / month / "post.jpg", seed=n)
+
+    def download(folder: str, months: dict[str, int]) -> Path:
+        (tmp_path / folder).mkdir()
+        return write_rows(tmp_path / folder / "posts.csv", [
+            {"file": str(pool / month / "post.jpg"), "likes": 5000 + n, "comments": 50,
+             "posted_at": stamp(account.scored_at[names[n]] + DAY)} for month, n in months.items()]).parent
+
+    # an older version kept jan's post as post.jpg (paired then with another creative): it is that post, updated
+    old_row(account.root, "post.jpg", sha_of(pool / "jan" / "post.jpg"), account.archived[names[3]])
+    run_outcomes(load_settings(account.config), download("shop", {"jan": 0, "feb": 1}), now=time.time() + LATER)
+    assert [r[:2] for r in outcomes_rows(account.root)] == [
+        (str(pool / "feb" / "post.jpg"), sha_of(account.archived[names[1]])),
+        (str(pool / "jan" / "post.jpg"), sha_of(account.archived[names[0]]))]
+
+    # a later download of another post of the same base name leaves the first two alone, and so is a row of
+    # another picture under that base name
+    old_row(account.root, "post.jpg", sha_of(account.archived[names[4]]), account.archived[names[4]])
+    run_outcomes(load_settings(account.config), download("later", {"mar": 2}), now=time.time() + LATER)
+    assert [r[0] for r in outcomes_rows(account.root)] == [
+        *(str(pool / month / "post.jpg") for month in ("feb", "jan", "mar")), "post.jpg"]
+
+
+@pytest.mark.slow
+def test_a_date_without_a_time_is_the_end_of_that_day_in_the_account_zone(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    zone = "Pacific/Pago_Pago"  # UTC-11: midnight UTC of a local day is always before anything scored that day
+    account.config.write_text(f"model: models/tiny.pkl\n{NO_CAM}context:\n  timezone: {zone}\n", encoding="utf-8")
+    names, data = posted_names(account)[:2], tmp_path / "shop"
+    days = []
+    for n, name in enumerate(names):
+        as_posted(account.archived[name], data / f"post-{n}.jpg", seed=n)
+        scored_day = datetime.fromtimestamp(account.scored_at[name], ZoneInfo(zone)).date()
+        days.append(scored_day - timedelta(days=n))  # the first posted the day it was scored, the second the day before
+    write_rows(data / "posts.csv", [{"file": f"post-{n}.jpg", "likes": 5000, "comments": 50,
+                                     "posted_at": day.isoformat()} for n, day in enumerate(days)])
+    record = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    assert (record.matched, record.early) == (2, 1)
+    ends = [datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone)).timestamp() - 1
+            for day in days]
+    assert [(p["post"], p["posted_at"], p["counted"]) for p in sorted(record.pairs, key=lambda p: p["post"])] == [
+        ("post-0.jpg", ends[0], True), ("post-1.jpg", ends[1], False)]
+
+
+@pytest.mark.slow
+def test_malformed_metadata_costs_its_post_alone(scored: Account, tmp_path: Path) -> None:
+    account = copy_of(scored, tmp_path / "proj")
+    data = tmp_path / "shop"
+    good = posted_names(account)[:6]
+    for n, name in enumerate(good):
+        as_posted(account.archived[name], tmp_path / "posted" / f"{n}.jpg", seed=n)
+        taken = datetime.fromtimestamp(account.scored_at[name] + DAY * (1 + n), timezone.utc)
+        save_post(data, post_node(f"G{n}", taken, 5000 + 100 * n, 50), [tmp_path / "posted" / f"{n}.jpg"])
+    reasons = write_malformed(data, post_node("M1", datetime(2025, 1, 1, tzinfo=timezone.utc), 100, 1, "x"), copies=2)
+    result = CliRunner().invoke(main, ["outcomes", str(data), "--config", str(account.config)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, reason in reasons.items():
+        assert lines.count(f"  skipped {name}: {reason}") == 1, (name, result.output)
+    assert f"{len(good)} posts matched in this download" in result.output
+
+
+def test_outcomes_on_nothing_usable_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text("model: models/none.pkl\nstate: state\n", encoding="utf-8")
+    write_malformed(tmp_path / "shop", post_node("M1", datetime(2025, 1, 1, tzinfo=timezone.utc), 100, 1, "x"))
+    done = subprocess.run([sys.executable, "-m", "scorer", "outcomes", "shop", "--config", str(config)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines() == ["error: shop has no usable post: see the reasons listed, and download the "
+                                        "profile again"], done.stderr
