@@ -38,6 +38,7 @@ class Sender:
         self._retry_s = notify.retry_hours * 3600
         self._stop = threading.Event()
         self._busy: set[str] = set()  # destinations with a send under way: drain() waits for them too
+        self._stuck: set[str] = set()  # destinations whose thread cannot use the queue now: drain() does not wait
         self.wakeup = Wakeup()
         self._threads = [threading.Thread(target=self._run, args=(Courier(d, notify.timeout_seconds),),
                                           name=f"notify-{d.number}", daemon=True) for d in self.destinations]
@@ -56,7 +57,8 @@ class Sender:
             return  # a queue that cannot be read holds nothing to wait for
         try:
             while time.monotonic() < deadline and (self._busy or any(
-                    outbox.next_due(d.key, time.time()) is not None for d in self.destinations)):
+                    outbox.next_due(d.key, time.time()) is not None for d in self.destinations
+                    if d.key not in self._stuck)):
                 time.sleep(0.1)
         except sqlite3.Error:
             pass
@@ -88,11 +90,13 @@ class Sender:
                         continue
                     failing = self._deliver(outbox, courier, delivery, failing)
                     problem = ""
+                    self._stuck.discard(destination.key)
                 except sqlite3.Error as exc:  # locked or damaged: nothing is sent or lost meanwhile
                     if str(exc) != problem:
                         log.warning("notify destination %s cannot use the queue %s (%s): trying again every %g s",
                                     destination.label, self.state / "notify.sqlite", exc, _IDLE_S)
                     problem = str(exc)
+                    self._stuck.add(destination.key)
                     self._stop.wait(_IDLE_S)
         finally:
             courier.close()

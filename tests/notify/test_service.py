@@ -14,7 +14,8 @@ import time
 import pytest
 
 from scorer.config import load_settings
-from scorer.notify.outbox import OUTBOX_NAME, Outbox
+from scorer.notify.destinations import Destination
+from scorer.notify.outbox import OUTBOX_NAME, Message, Outbox
 from tests.helpers import Project, Service, configure, inbox_files, reports, start
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.receivers import JsonReceiver, TrickleReceiver, notify_section, wait_for
@@ -129,7 +130,9 @@ def test_a_queue_file_locked_by_another_process_does_not_stall_intake(
         watched: Project, services: list[Service]) -> None:
     receiver = JsonReceiver()
     notifying(watched, [receiver.url])
-    Outbox(load_settings(watched.config).state, 1.0).close()  # the queue, as an earlier run left it
+    earlier = Outbox(load_settings(watched.config).state, 1.0)  # the queue, as an earlier run left it: one message
+    earlier.enqueue(Message("earlier", "title", "body"), [Destination(1, receiver.url).key], 10)  # waits, due now
+    earlier.close()
     holder = sqlite3.connect(watched.root / "state" / OUTBOX_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for the whole run
     for n in range(3):
@@ -140,11 +143,15 @@ def test_a_queue_file_locked_by_another_process_does_not_stall_intake(
             service.proc.wait(60)
         except Exception:
             pytest.fail(f"scorer watch --once stalled on the locked queue:\n{service.log}")
+        ended = time.monotonic()
     finally:
         holder.close()
         receiver.close()
     assert service.proc.returncode == 0, service.log
     assert inbox_files(watched) == [] and len(reports(watched)) == 1
+    last = max(when for when, line in service.lines if "scored, " in line)
+    assert ended - last < 10, f"exited {ended - last:.1f} s after its last batch: it waited for sends that cannot start"
+    assert receiver.bodies == [], "nothing can be marked as being sent, so nothing is sent"
     assert "the ledger" not in service.log, "the log blames the queue, not the ledger"
     (line,) = [line for _, line in service.lines if "not queued" in line]
     assert "notification batch-1-" in line and "database is locked" in line and "scoring goes on" in line
