@@ -25,9 +25,12 @@ Floors, from the bottom up:
         features.py         the context features, derived alike from past posts and a planned post
         combined.py         the combined model: logistic regression on the image embedding and the context
         advice.py           Advisor: the Engagement score at the planned time, and the best slots of the coming week
-    decoding/           files into the learner's input pixels; Pillow and numpy only (this runs in worker processes)
+    decoding/           files into the learner's input pixels; Pillow and numpy, and PyAV once a video arrives (this
+                        runs in worker processes)
         vet.py              what is ignored, read and opened (before any pixel is decoded)
         decode.py           decoding into the learner's input pixels; fastai's Resize, reproduced
+        video_probe.py      a video known by its content and probed within VideoLimits, before any frame is decoded
+        video.py            a video's cover, hook and rest, decoded forward, each frame as a still; their weighted mean
         pool.py             decoding worker processes that survive poison files
         fingerprint.py      the perceptual hashes that match a launched post back to its creative
     evidence/           what backs a prediction: look-alike past posts and where the model looked

@@ -8,6 +8,8 @@ that worker. The file is rejected and a fresh worker takes over.
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import signal
 import socket
 import subprocess
@@ -15,27 +17,35 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video import decode_video
+from scorer.decoding.video_probe import VideoLimits, load_pyav, sniff_video_file
 from scorer.errors import ImageError, TransientImageError
 
 log = logging.getLogger(__name__)
 
 DecodeFn = Callable[[Path, "ItemGeometry | None", ImageLimits, int], Decoded]
+VideoDecodeFn = Callable[[Path, "ItemGeometry | None", VideoLimits, int], Decoded]
 
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """What every worker needs to turn a path into a Decoded image."""
+    """What every worker needs to turn a path into a Decoded image (or, with `video`, a DecodedVideo)."""
 
     geometry: ItemGeometry | None
     limits: ImageLimits
     thumb_px: int
     decode: DecodeFn = decode_file
+    # None: no file is taken for a video, and one gets `decode`'s reason; else a file whose first bytes
+    # are a video's goes to `decode_video`, within video.max_memory_mb and video.timeout
+    video: VideoLimits | None = None
+    decode_video: VideoDecodeFn = decode_video
 
 
 def _worker_main(conn: Connection) -> None:
@@ -51,18 +61,55 @@ def _worker_main(conn: Connection) -> None:
         if request is None:
             return
         path, geometry = request
+        video = job.video if job.video is not None and sniff_video_file(Path(path)) else None
         try:
-            reply: tuple[str, object] = ("ok", job.decode(Path(path), geometry, job.limits, job.thumb_px))
+            reply: tuple[str, object] = ("ok", _decode(conn, job, video, Path(path), geometry))
         except TransientImageError as exc:
             reply = ("again", str(exc))
         except ImageError as exc:
             reply = ("err", str(exc))
         except MemoryError:
-            reply = ("err", "image needs more memory than is available to decode it")
+            reply = ("err", "image needs more memory than is available to decode it" if video is None else
+                     f"video needs more memory to decode than `video.max_memory_mb` ({video.max_memory_mb}) allows")
         except Exception as exc:  # a decoder bug must cost one file, not the batch
             traceback.print_exc()
             reply = ("err", f"cannot be decoded ({type(exc).__name__}: {exc})")
         conn.send(reply)
+
+
+def _decode(conn: Connection, job: DecodeJob, video: VideoLimits | None, path: Path,
+            geometry: ItemGeometry | None) -> Decoded:
+    """One file in the worker: a video within its own memory limit, after telling the parent its time budget."""
+    if video is None:
+        return job.decode(path, geometry, job.limits, job.thumb_px)
+    conn.send(("video", video.timeout))
+    load_pyav()  # mapped before the limit is measured, so that the first video gets the room the others get
+    # room for the file too: read_regular_file asks for max_bytes + 1 at once, whatever the file's size
+    with _address_space_limit(video.max_memory_mb * 2**20 + video.max_bytes + 1):
+        return job.decode_video(path, geometry, video, job.thumb_px)
+
+
+@contextmanager
+def _address_space_limit(extra: int) -> Iterator[None]:
+    """Let this process map at most `extra` bytes more than it does now (RLIMIT_AS), until the block ends.
+
+    FFmpeg is C: a video that makes it allocate without bound would take the machine's memory, and
+    only an allocation that fails (MemoryError, or the worker dying) stops it. Stills keep no limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        with open("/proc/self/statm") as statm:  # Linux: the address space in pages, first
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        mapped = None
+    limit = mapped + extra if mapped is not None else resource.RLIM_INFINITY
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 class _Slot:
@@ -205,18 +252,25 @@ class DecodePool:
 
     def _decode_in(self, slot: _Slot, path: Path, geometry: ItemGeometry | None) -> Decoded | ImageError:
         conn = slot.ensure_started()
+        video, budget = False, self._timeout
         try:
             conn.send((str(path), geometry))
-            if not conn.poll(self._timeout):
-                log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, self._timeout)
-                slot.kill()
-                return ImageError(f"the file hangs the image decoder (no result in {self._timeout:.0f} s)")
-            status, payload = conn.recv()
+            while True:
+                if not conn.poll(budget):
+                    log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, budget)
+                    slot.kill()
+                    return ImageError(f"video takes over {budget:g} s to decode: the limit is `video.timeout` "
+                                      f"({budget:g})" if video else
+                                      f"the file hangs the image decoder (no result in {budget:.0f} s)")
+                status, payload = conn.recv()
+                if status != "video":
+                    break
+                video, budget = True, float(payload)  # the worker found a video: its time budget from now
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             code = slot.exitcode
             log.warning("decoding %s crashed the worker (exit code %s): worker restarted, file rejected", path, code)
             slot.kill()
-            return ImageError("the file crashes the image decoder")
+            return ImageError(f"the file crashes the {'video' if video else 'image'} decoder")
         if status == "ok":
             assert isinstance(payload, Decoded)
             return payload
