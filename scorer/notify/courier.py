@@ -26,8 +26,6 @@ from multiprocessing.connection import Connection
 from scorer.notify.destinations import SECRETS, Destination
 from scorer.notify.outbox import Message
 
-log = logging.getLogger(__name__)
-
 # A child loads Apprise's ~190 plugins as it starts; that is no part of a send's deadline.
 _START_S = 60.0
 _POLL_S = 0.1
@@ -77,7 +75,7 @@ class Courier:
             else:
                 ok, records = conn.recv()
                 _relay(records)
-                return Outcome(True) if ok else Outcome(False, cause(records))
+                return Outcome(True) if ok else Outcome(False, _cause(records))
         except (EOFError, OSError):  # the child died (killed with the service, or crashed)
             pass
         self.close()
@@ -151,7 +149,7 @@ def try_destinations(destinations: Sequence[Destination], timeout: float) -> lis
             raise
 
 
-def cause(records: Sequence[Record]) -> str:
+def _cause(records: Sequence[Record]) -> str:
     """Why a send failed, in a few words, from what Apprise and urllib3 logged: HTTP 401, connection refused, ..."""
     text = "\n".join(message for _, _, message in records)
     if found := _HTTP.search(text):

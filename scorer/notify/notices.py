@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 TOP = 3
 # How long queueing waits for another writer of the queue: the main loop's wait, so a locked file costs little.
-QUEUE_WAIT_S = 1.0
+_QUEUE_WAIT_S = 1.0
 
 
 class Notices:
@@ -46,7 +46,7 @@ class Notices:
     def _open(self) -> None:
         """The queue, set aside if damaged, and settled before any send (see Outbox.settle); or a line why not."""
         try:
-            self._outbox = open_outbox(self._state, QUEUE_WAIT_S)
+            self._outbox = open_outbox(self._state, _QUEUE_WAIT_S)
             self._outbox.settle(self._destinations)
         except (sqlite3.Error, OSError) as exc:
             log.warning("the notification queue %s cannot be used now (%s): scoring goes on, and each message tries "
@@ -77,7 +77,7 @@ class Notices:
         if not self._destinations:
             return
         try:
-            self._outbox = self._outbox or Outbox(self._state, QUEUE_WAIT_S)
+            self._outbox = self._outbox or Outbox(self._state, _QUEUE_WAIT_S)
             if self._outbox.enqueue(message, self._keys, self._notify.queue):
                 self._sender.wakeup.ring()
         except (sqlite3.Error, OSError) as exc:
