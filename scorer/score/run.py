@@ -91,10 +91,14 @@ def _sidecars(paths: Sequence[Path], creatives: Found, plans: Plans) -> Sidecars
             sidecar = creative.with_suffix(suffix)
             if sidecar != creative and sidecar.is_file():
                 seen.setdefault(sidecar, (sidecar.relative_to(root).as_posix(), root))
-    rejected, read = dict(plans.rejected), set(plans.read)
-    unused = [(name, rejected.get(path) or _unused(path, creatives)) for path, (name, _) in seen.items()
+    rejected, read = {path for path, _ in plans.rejected}, set(plans.read)
+    # a rejected sidecar's reason is printed with the other rejected files: not twice
+    unused = [(name, _REJECTED if path in rejected else _unused(path, creatives)) for path, (name, _) in seen.items()
               if path not in read]
     return Sidecars([seen[path][0] for path in plans.read], unused)
+
+
+_REJECTED = "rejected, its reason listed with the rejected files: its creative is scored on its image alone"
 
 
 def _unused(sidecar: Path, creatives: Collection[Path]) -> str:

@@ -171,11 +171,12 @@ def test_score_lists_the_sidecars_it_read_and_those_it_could_not_use(project: Pr
                         "caption):")
     assert sorted(lines[start + 1:start + 5]) == [
         "  README.txt: no creative named README.* beside it",
-        "  b.json: b.json is not valid JSON (Expecting property name enclosed in double quotes, line 1): write "
-        '{"posted_at": "2026-12-03 18:00", "caption": "..."}',
+        "  b.json: rejected, its reason listed with the rejected files: its creative is scored on its image alone",
         "  c.txt: c.json beside c.jpg is read instead",
         "  drafts/notes.json: no creative named notes.* beside it",
     ], result.output
+    assert "  b.json: b.json is not valid JSON (Expecting property name enclosed in double quotes, line 1): write " \
+           '{"posted_at": "2026-12-03 18:00", "caption": "..."}' in lines[lines.index("Rejected:"):start]
     assert _snapshot(folder) == before, "scoring leaves every input, sidecars included, where it was"
 
     one = CliRunner().invoke(main, ["score", str(folder / "c.jpg"), "--config", str(project.config)])
