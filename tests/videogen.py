@@ -211,6 +211,13 @@ def huge_frames(width: int = 7680, height: int = 4320) -> bytes:
     return out.getvalue()
 
 
+def live_recording() -> bytes:
+    """A WebM as a live recorder (a browser's MediaRecorder) leaves it: frames, and no duration anywhere."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(Reel(((3.0, CLASS_COLOURS["High"]),), codec="vp9"), Path(tmp, "live.webm"), "webm", {"live": "1"})
+        return Path(tmp, "live.webm").read_bytes()
+
+
 def bit_flipped(data: bytes, flips: int = 64, seed: int = 3) -> bytes:
     """The bytes with `flips` bits flipped, past the first kilobyte (the header stays readable)."""
     rng = np.random.default_rng(seed)
@@ -250,6 +257,7 @@ def hostile_videos(folder: Path) -> dict[str, Expect]:
         "many-streams.mp4": (many_streams(9), Expect("rejected", "`video.max_streams` (8)")),
         "hour-long.mp4": (declared_length(3600), Expect("rejected", "video is 1 h 0 min long")),
         "8k.mp4": (huge_frames(), Expect("rejected", "`video.max_megapixels` (9)")),
+        "live.webm": (live_recording(), Expect("rejected", "video declares no duration")),
         "photo.mp4": (photo_jpeg(), Expect("scored", "still")),
         "reel.jpg": (whole, Expect("scored", "video")),
     }

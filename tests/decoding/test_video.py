@@ -34,6 +34,7 @@ from tests.videogen import (
     encode,
     hostile_videos,
     huge_frames,
+    live_recording,
     many_streams,
     reel,
 )
@@ -149,12 +150,9 @@ def test_a_half_copied_video_is_rejected() -> None:
             decode_video(data[: len(data) // 2], SQUISH, VideoLimits(), 24)
 
 
-def test_a_live_recording_without_a_duration_says_how_to_fix_it(tmp_path: Path) -> None:
-    from tests.videogen import _write
-
-    _write(Reel(((3.0, RED),), codec="vp9"), tmp_path / "live.webm", "webm", {"live": "1"})
+def test_a_live_recording_without_a_duration_says_how_to_fix_it() -> None:
     with pytest.raises(ImageError, match="declares no duration .*save it again as a finished file"):
-        decode_video(tmp_path / "live.webm", SQUISH, VideoLimits(), 24)
+        decode_video(live_recording(), SQUISH, VideoLimits(), 24)
 
 
 # ---- frames that mean something
