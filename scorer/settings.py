@@ -194,7 +194,7 @@ class NotifySettings:
                                   minimum=0.01)
     queue: int = _opt(1000, "most messages waiting to be sent; beyond it the oldest is given up with one log line",
                       minimum=1)
-    timeout_seconds: float = _opt(20.0, "seconds a destination has to answer a send: past them the send is ended "
+    timeout_seconds: float = _opt(8.0, "seconds a destination has to answer a send: past them the send is ended "
                                   "(its process killed) and retried with backoff; `scorer notify test` waits as long",
                                   minimum=0.5)
 
