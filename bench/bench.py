@@ -241,7 +241,7 @@ def model_only(engine, settings, files: list[Path], label: str) -> dict[str, obj
     model.predict_pixels(pixels[:batch])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(pixels), batch):
-        model.predict_with_features(pixels[i:i + batch])
+        model.predict_with_embedding(pixels[i:i + batch])
     secs = time.perf_counter() - start
     return {"set": label, "path": f"model forward only ({model.info.runtime}, decoded beforehand)",
             "n": len(files), "ips": len(files) / secs}

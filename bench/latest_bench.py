@@ -43,7 +43,7 @@ COLOURS = list(CLASS_COLOURS.values())
 REBUILD = """
 import json, sys, time
 from scorer.config import load_settings
-from scorer.watch.latest import rebuild_latest
+from scorer.watch.latest_rebuild import rebuild_latest
 from scorer.ledger.store import Ledger
 def hwm():
     return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -4,9 +4,9 @@
     python bench/outcomes_bench.py --quick     # 1,000 x 3,000, a smoke test
 
 The looks are generated as the ledger keeps them (prints of four views, 1,024 float16 pooled
-features as resnet18/34 give): a third of the posts are launched creatives (about 6% of their hash
-bits flipped, their features perturbed), the rest were never scored. It times scorer.outcomes.match
-alone (the images' hashes and features are made at scoring time, not here) and prints the time, the
+embedding as resnet18/34 give): a third of the posts are launched creatives (about 6% of their hash
+bits flipped, their embedding perturbed), the rest were never scored. It times scorer.outcomes.match
+alone (the images' hashes and embedding are made at scoring time, not here) and prints the time, the
 peak RSS of this process, and how many posts were matched right and wrongly.
 """
 
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from scorer.decoding.fingerprint import BYTES_PER_PRINT, VIEWS
+from scorer.decoding.prints import BYTES_PER_PRINT, CROPS
 from scorer.outcomes.match import looks_of, match
 
 DIMS = 1024
@@ -26,16 +26,16 @@ DIMS = 1024
 
 def generate(posts: int, creatives: int, seed: int = 0) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes],
                                                                   np.ndarray]:
-    """Prints and features of creatives and posts; truth[i] is post i's creative, -1 for a never-scored post."""
+    """Prints and embedding of creatives and posts; truth[i] is post i's creative, -1 for a never-scored post."""
     rng = np.random.default_rng(seed)
-    size = len(VIEWS) * BYTES_PER_PRINT
+    size = len(CROPS) * BYTES_PER_PRINT
     c_prints = rng.integers(0, 256, (creatives, size), dtype=np.uint8)
     c_feats = np.abs(rng.normal(0, 1, (creatives, DIMS))).astype(np.float16)
     truth = np.full(posts, -1)
     launched = posts // 3
     truth[:launched] = rng.choice(creatives, launched, replace=False)
     p_prints = rng.integers(0, 256, (posts, size), dtype=np.uint8)
-    view = rng.integers(0, len(VIEWS), launched)  # the crop Instagram made: the post is close to that view
+    view = rng.integers(0, len(CROPS), launched)  # the crop Instagram made: the post is close to that view
     for i in range(launched):
         start = view[i] * BYTES_PER_PRINT
         p_prints[i, :BYTES_PER_PRINT] = c_prints[truth[i], start:start + BYTES_PER_PRINT]

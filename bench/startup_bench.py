@@ -1,4 +1,4 @@
-"""What a start costs: `scorer score` opening the learner through fastai, against opening its serving record.
+"""What a start costs: `scorer score` opening the learner through fastai, against opening its fast start.
 
     python bench/startup_bench.py                       # the tests' tiny resnet18, built on the spot
     python bench/startup_bench.py --model models/demo.pkl --runs 5
@@ -6,11 +6,11 @@
 In one run, on the same creatives (--images of them), each in a fresh process:
 
 1. the first start in a fresh state folder: fastai unpickles the learner, it is exported to
-   ONNX and checked, the decode and precision checks are measured, the serving record is kept;
-2. --runs starts that open the learner again, its serving record removed first: fastai and
+   ONNX and checked, the decode and precision checks are measured, the fast start is kept;
+2. --runs starts that open the learner again, its fast start removed first: fastai and
    PyTorch are imported and the learner unpickled (its export, pin and checks are kept), as a
    run that may draw Grad-CAM overlays does, less the overlays;
-3. --runs starts that open the pinned export from the serving record without importing fastai
+3. --runs starts that open the pinned export from the fast start without importing fastai
    or PyTorch.
 
 Every run has `report.explain: never`, so the three do the same scoring work.
@@ -91,7 +91,7 @@ def main() -> None:
     print("| start | wall s | CPU s | peak RSS MiB | wall vs learner | CPU vs learner |")
     print("|---|---|---|---|---|---|")
     for name, (wall, cpu, rss) in (("first start (export, checks, record)", first),
-                                   ("the learner through fastai", learner), ("the serving record", record)):
+                                   ("the learner through fastai", learner), ("the fast start", record)):
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {wall / learner[0]:.2f} | {cpu / learner[1]:.2f} |")
 
 

@@ -1,5 +1,36 @@
 """Rank social-media creatives by predicted engagement with a fastai vision learner.
 
+The glossary: each word of the domain in a line, with its one meaning here. Classes, functions, modules,
+tables, settings, messages and docs use these words in this sense only (tests/test_docs.py checks names).
+
+    creative        a file a marketer wants scored before launch: a still (an image) or a video
+    frame           one picture sampled from a video: its cover, its hook, the rest
+    hook            a video's first video.hook_seconds, which weigh more than the rest
+    inbox           the hot folder marketers drop creatives into
+    outbox          the folder reports are written to, with scored/ and rejected/ below it by default
+    batch           the creatives that arrived together, scored into one report
+    report          the workbook of one batch or one `scorer score`; latest.xlsx is the window's
+    decision        what became of an inbox file: scored, rejected or duplicate (the ledger's files.decision)
+    disposal        moving a decided file out of the inbox, to its archive or rejected folder
+    ledger          state/ledger.sqlite: every decision, so that a restart never rescores or loses a file
+    notification    a message to an Apprise destination; those waiting sit in the notification queue
+    plan            a creative's planned posting time and caption: a sidecar or a plan.csv row
+    sidecar         <name>.txt or <name>.json beside a creative, holding its plan
+    signals         facts about posting time and caption, from a past post or a plan (context.signals)
+    embedding       the learner's pooled vector for a creative, from the forward pass that gave its probabilities
+    geometry        how a decoded picture becomes the learner's input (its Resize), and how far JPEGs may be drafted
+    look-alikes     the account's past posts nearest a creative's embedding, from the evidence index
+    print           a perceptual hash of a creative, one per crop, that matches a launched post back to it
+    likeness        a creative's prints and embedding, kept to match a launched post back to it
+    pin             a trusted SHA-256 of the model or of a file made from it; other content is refused
+    fast start      what a learner's first start keeps in state/ so that later starts need neither fastai nor PyTorch
+    finding         what a once-per-model check (decode, precision) measured, and what it allows; kept in state/
+    outcome         what a launched post really got: its likes and comments
+    launch          a launched post paired with the creative scored before it, and how its prediction fared
+    track record    a model's predictions against the outcomes of its launches, with a verdict
+    card            what training writes beside the model: its figures against the baseline, and the verdict
+    verdict         one sentence: did the model (card) or its picks (track record) do better than a guess
+
 The map: every module in a line. The house has rooms, one per command, standing on shared floors.
 A room imports the floors and never a room beside it, except a module marked [shared] here; a floor
 imports only the ground and the floors listed before it. tests/test_architecture.py checks this, and that there are no
@@ -13,7 +44,7 @@ Ground: plain data, settings and idioms that every floor uses.
     config.py           reads config.yaml over settings.py's typed defaults; the only YAML reader
     fsutil.py           atomic write, free name, safe open, SHA-256: each idiom written once
     textsafe.py         untrusted text made safe for spreadsheets and logs
-    sqlitetx.py         the one immediate transaction the SQLite stores (ledger, notification outbox) write in
+    sqlitetx.py         the one immediate transaction the SQLite stores (ledger, notification queue) write in
     memory.py           gives freed memory back, so a long-running process stays at its working size
     console.py          logging set-up, progress bars, the live status line and printed summaries (rich)
     sdnotify.py         sd_notify(3): READY, STATUS and watchdog pings, for `scorer watch` and `scorer serve`
@@ -22,7 +53,7 @@ Floors, from the bottom up:
 
     context/            posting time and caption beside the image
         plan.py             a creative's plan: a sidecar <name>.txt / <name>.json, or a plan.csv row
-        features.py         the context features, derived alike from past posts and a planned post
+        signals.py          the context signals, derived alike from past posts and a planned post
         combined.py         the combined model: logistic regression on the image embedding and the context
         advice.py           Advisor: the Engagement score at the planned time, and the best slots of the coming week
     decoding/           files into the learner's input pixels; Pillow and numpy, and PyAV once a video arrives (this
@@ -32,7 +63,7 @@ Floors, from the bottom up:
         video_probe.py      a video known by its content and probed within VideoLimits, before any frame is decoded
         video.py            a video's cover, hook and rest, decoded forward, each frame as a still; their weighted mean
         pool.py             decoding worker processes that survive poison files
-        fingerprint.py      the perceptual hashes that match a launched post back to its creative
+        prints.py           the prints: perceptual hashes that match a launched post back to its creative
     evidence/           what backs a prediction: look-alike past posts and where the model looked
         index.py            the evidence index: past posts, their embeddings, the kNN search for look-alikes
         gradcam.py          Grad-CAM: where the model looked (the only grad-cam import)
@@ -40,18 +71,18 @@ Floors, from the bottom up:
         learner.py          scoring's only fastai import: load an export, read its transforms and classes
         unpickle.py         loading a learner without its notebook's labelling functions
         integrity.py        SHA-256 pins, trust on first use, for the model and the files beside it
-        serving.py          the serving record in state/: what a later start needs to score without fastai or PyTorch
+        fast_start.py       the fast start in state/: what a later start needs to score without fastai or PyTorch
         runtime.py          ONNX Runtime, the device, the ONNX export cache's name: no PyTorch import
         torch_runtime.py    the PyTorch runtime and the ONNX export, checked against PyTorch
     checks/             measured once per model and kept in state/: how the model may be run fast
         calibration.py      calibration images made from a seed, shared by both checks
-        records.py          Agreement (how far answers moved) and the checks' records in state/
+        agreement.py        Agreement (how far answers moved), and the checks' findings kept in state/
         decode_check.py     whether JPEG draft decoding leaves one model's answers alone
         precision.py        whether ONNX Runtime's int8 copy gives the model's answers
         quantize.py         int8 quantisation of an ONNX export, in a child process
     scoring/            a batch of files into results, the same in every room
-        loading.py          opening a learner: from its serving record and pinned export, or through fastai
-        classifier.py       Classifier: a trusted learner + class order + runtime -> probabilities and features
+        loading.py          opening a learner: from its fast start and pinned export, or through fastai
+        classifier.py       Classifier: a trusted learner + class order + runtime -> probabilities and embedding
         engine.py           Engine and score_items: where decoding, the classifier and the evidence meet
         assembly.py         open_engine: the classifier, its checks, evidence, advice and decoding workers
     report/             the Excel workbooks (the only openpyxl imports)
@@ -61,17 +92,17 @@ Floors, from the bottom up:
         latest_book.py      latest.xlsx: a Summary of the whole window, then the bounded sheets
     notify/             notifications through Apprise (the only apprise import)
         destinations.py     the Apprise URLs from config, urls_file or LoadCredential=, masked in logs
-        outbox.py           the durable message queue in state/notify.sqlite, once per id and destination
+        queue.py            the notification queue in state/notify.sqlite, once per id and destination
         courier.py          each send in a child process, killed at notify.timeout_seconds; the cause of a failure
         sender.py           a background sender thread per destination, with retries and backoff, at most once
         notices.py          the messages: a batch's report, trouble, a refused model, a track record
-    ledger/             the SQLite record of what was scored: written by `scorer watch`, read by the others
+    ledger/             the ledger: what was decided for each file, written by `scorer watch`, read by the others
         schema.py           the ledger's tables, and how a row becomes a result and back
         store.py            Ledger: what was scored, so a restart never rescores or loses a file
-        outcome_tables.py   the ledger's looks, launched-post pairs and track records (scorer outcomes)
-        window.py           what latest.xlsx shows, read from one snapshot of the ledger
-        history.py          the read-only view for those who only look (the web page)
-    units.py            the systemd units for `scorer watch` and `scorer serve`, rendered from deploy/
+        outcome_tables.py   the ledger's likenesses, launches and track records (scorer outcomes)
+        latest_window.py    what latest.xlsx shows, read from one snapshot of the ledger
+        history.py          the ledger read-only, for those who only look (the web page)
+    service_units.py    the systemd units for `scorer watch` and `scorer serve`, rendered from deploy/
 
 Rooms, one per command:
 
@@ -83,7 +114,7 @@ Rooms, one per command:
         batch.py            HotFolder: one batch's crash-safe path through the ledger, and recovery
         disposal.py         moving decided files out of the inbox, never overwriting
         backoff.py          WriteBackoff: failed writes (reports, moves, the ledger) logged and retried
-        latest.py           latest.xlsx rebuilt in the background: coalesced, retried, finished on stop
+        latest_rebuild.py   latest.xlsx rebuilt in the background: coalesced, retried, finished on stop
         lease.py            the inbox lease: one inbox, one service, across state folders and hosts
         service.py          watch_inbox: the loop, the state lock, signals, reload
     web/                `scorer serve`: a page to try creatives, browse reports, read the model card; templates/
@@ -118,9 +149,9 @@ Rooms, one per command:
         card.py             [shared] the model card: JSON for programs, Markdown with PNG plots for people
         train.py            fit -> evaluate -> publish (export, archive, pin, index, card)
     outcomes/           `scorer outcomes` (reads posts and writes the card through training's [shared] modules)
-        match.py            launched posts matched to scored creatives, one to one, by hash and features
-        record.py           the track record: Spearman, accuracy, lift, calibration, intervals, the verdict
-        run.py              import the posts, match, record in the ledger and the model card
+        match.py            launched posts matched to scored creatives, one to one, by hash and embedding
+        track_record.py     the track record: Spearman, accuracy, lift, calibration, intervals, the verdict
+        run.py              import the posts, match, keep the launches in the ledger and the track record on the card
     demo.py             `scorer demo`'s generated posts and creatives
     cli/                the commands: thin, one module per kind of user
         common.py           --config and ScorerGroup: every ScorerError becomes one line and exit 2
@@ -135,19 +166,19 @@ One creative's path from the inbox to the report, going down the floors and back
     watch.intake:Intake.poll               events and rescans -> a settled batch of paths
     watch.service:_run                     hands the batch to the hot folder
     watch.batch:HotFolder.process          the batch's five steps, in order
-    watch.triage:Triage.split              fingerprints each path into a Candidate (ledger.schema), with its plan
+    watch.triage:Triage.split              hashes each path into a Candidate (ledger.schema), with its plan
                                            (context.plan: a sidecar or plan.csv row; a bad sidecar is rejected)
     scoring.engine:score_items             decoding.pool -> decoding.decode:decode_file -> Decoded
-    scoring.classifier:Classifier.predict_with_features  batch transforms + one runtime pass (fp32, or int8
-                                           where checks.precision allows it) -> probs, features
-    evidence.index:EvidenceIndex.lookup    features -> nearest past posts, their median, the percentile
-    context.advice:Advisor.advise          the same features + the plan -> score at the planned time, best slots
+    scoring.classifier:Classifier.predict_with_embedding  batch transforms + one runtime pass (fp32, or int8
+                                           where checks.precision allows it) -> probs, embedding
+    evidence.index:EvidenceIndex.lookup    embedding -> nearest past posts, their median, the percentile
+    context.advice:Advisor.advise          the same embedding + the plan -> score at the planned time, best slots
     evidence.gradcam:Explainer.overlays    Grad-CAM for the predicted class (small batches) -> Scored
-    ledger.store:Ledger.record_batch       every outcome as an Entry, in one transaction
+    ledger.store:Ledger.write_batch        every decision as an Entry, in one transaction
     report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
     notify.notices:Notices.batch_reported  its message queued in state/notify.sqlite; sent in the background
     watch.disposal:dispose_pending         its sidecar, then the file, move to outbox/scored/<date>/ (or rejected/)
-    watch.latest:LatestRebuilder           later, off this path: latest.xlsx from the ledger (ledger.window)
+    watch.latest_rebuild:LatestRebuilder   later, off this path: latest.xlsx from the ledger (ledger.latest_window)
 """
 
 import sys

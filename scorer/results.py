@@ -97,9 +97,9 @@ class Scored:
     overlay: bytes | None = None
     advice: Advice | None = None
     # kept so a launched post can be matched back to it (scorer.outcomes): perceptual hashes, and the
-    # model's pooled features of the same forward pass as float16 bytes
+    # model's embedding of the same forward pass as float16 bytes
     prints: bytes | None = None
-    features: bytes | None = None
+    embedding: bytes | None = None
 
     @property
     def score(self) -> float:

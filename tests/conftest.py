@@ -27,7 +27,7 @@ T = TypeVar("T")
 # The files that take longest, started first so that none of them is left to run alone at the end; the rest
 # follow by their number of tests, as xdist orders them.
 _FIRST = ("tests/bulk", "tests/test_demo.py", "tests/model/test_learner.py", "tests/decoding/test_hostile.py",
-          "tests/training/test_train.py", "tests/watch/test_latest.py")
+          "tests/training/test_train.py", "tests/watch/test_latest_rebuild.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # only pytest-xdist knows it

@@ -156,8 +156,8 @@ def _misread(learn: Learner, items: list[tuple[Path, str]]) -> list[str]:
 
 def after_first_start(source: Path, root: Path) -> None:
     """Copy what a learner's first start left in project `source` into project `root`: the ONNX export beside
-    the model, and in the state folder the export's pin and the serving record."""
-    for path in [*source.glob("models/*.onnx"), source / "state/derived-pins.json", *source.glob("state/serving/*")]:
+    the model, and in the state folder the export's pin and the fast start."""
+    for path in [*source.glob("models/*.onnx"), source / "state/derived-pins.json", *source.glob("state/fast-start/*")]:
         place = root / path.relative_to(source)
         place.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, place)
@@ -194,7 +194,7 @@ def scorer_imports(*args: str, cwd: Path) -> Imported:
 
 def configure(project: Project, **watch: object) -> None:
     # exact decoding: no decode check probation, so every batch costs the same from the first file on; no
-    # Grad-CAM (tests/evidence has it), so a service with the tiny learner's serving record starts without fastai
+    # Grad-CAM (tests/evidence has it), so a service with the tiny learner's fast start starts without fastai
     lines = ["model: models/tiny.pkl", "images:", "  decode_workers: 1", "  decode: exact", "report:",
              "  thumbnail_px: 24", "  explain: never", "watch:"]
     values = {"settle_seconds": 0.4, "rescan_seconds": 2, "max_batch_age": 30, **watch}

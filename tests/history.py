@@ -18,8 +18,8 @@ import pandas as pd
 
 from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry, Pair
 from scorer.ledger.store import Ledger
-from scorer.outcomes.record import TrackRecord
 from scorer.outcomes.run import track_record
+from scorer.outcomes.track_record import TrackRecord
 from scorer.results import ModelInfo, Scored
 from scorer.settings import Settings
 from scorer.training.evaluate import spearman
@@ -60,7 +60,7 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
                 if rejected_every and i % rejected_every == 0:
                     entries.append(Entry(_candidate(f"{prefix}-broken-{i:06}.jpg", None), "rejected",
                                          reason="file is incomplete or corrupt"))
-            batch, _ = ledger.record_batch(entries, info, lambda n: state / f"history-batch{n}.xlsx")
+            batch, _ = ledger.write_batch(entries, info, lambda n: state / f"history-batch{n}.xlsx")
             ledger.mark_reported(batch)
             dates.append((when, batch))
         if mark_written:

@@ -7,7 +7,7 @@ so it loads through the scorer's normal path; only its weights are chosen:
 
 - the stem computes a few channels per pixel from the (unnormalised, 0..1) RGB input;
 - every residual stage passes them on, the downsampling ones as a 2×2 mean, so the pooled
-  features are (near) the image means of those channels, and where each came from stays in place
+  embedding are (near) the image means of those channels, and where each came from stays in place
   for Grad-CAM;
 - the head takes those means to hidden units (with ReLU) and the hidden units to the logits.
 """
@@ -125,14 +125,14 @@ def _set_head(head: torch.nn.Sequential, design: Design, vocab: list[str], names
     norms = [m for m in head if isinstance(m, torch.nn.BatchNorm1d)]
     linears = [m for m in head if isinstance(m, torch.nn.Linear)]
     assert len(norms) == len(linears) == 2, "fastai's default head: BN, Linear, ReLU, BN, Linear"
-    features, hidden_units = linears[0].in_features, linears[0].out_features
+    embedding, hidden_units = linears[0].in_features, linears[0].out_features
     # the last feature and the last hidden unit are unused by the body: their norm's bias makes each a constant 1
-    norms[0].bias[features - 1] = 1.0
+    norms[0].bias[embedding - 1] = 1.0
     norms[1].bias[hidden_units - 1] = 1.0
-    mean = features // 2  # AdaptiveConcatPool2d: the maxima first, then the means
+    mean = embedding // 2  # AdaptiveConcatPool2d: the maxima first, then the means
     channels, hidden = design.stem.shape[0], torch.tensor(design.hidden, dtype=torch.float32)
     linears[0].weight[: len(hidden), mean : mean + channels] = hidden[:, :channels]
-    linears[0].weight[: len(hidden), features - 1] = hidden[:, channels]
+    linears[0].weight[: len(hidden), embedding - 1] = hidden[:, channels]
     for name, weights in design.logits.items():
         if names[name] not in vocab:  # a learner built with only some of the classes
             continue

@@ -26,7 +26,7 @@ from scorer.config import require_writable_dir
 from scorer.decoding.decode import decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError, ScorerError
-from scorer.model.serving import ServingRecord, read_record
+from scorer.model.fast_start import FastStart, read_fast_start
 from scorer.results import ModelInfo
 from scorer.settings import Settings
 
@@ -96,7 +96,7 @@ def run_bulk(
     # model; until its first creatives have been checked (it learns only in `scorer score`), exact decoding.
     check = load_or_measure_decode_check(geometry, settings.images.decode, info.sha256, settings.state,
                                          classifier.predict_fp32)
-    geometry = dataclasses.replace(check.plan(), probe=False)
+    geometry = dataclasses.replace(check.geometry(), probe=False)
     log.info("decoding: %s", check.describe())
     del classifier  # the actors hold their own copies
     done = read_done(dest, info.sha256) if resume else Done()
@@ -110,8 +110,8 @@ def run_bulk(
     stage = DecodeStage(geometry, ImageLimits.from_settings(settings.images), frozenset(done.by_sha), decode)
     with ray_session(ray, address):
         shipped = ray.put(pack_model(settings, info.sha256))  # held here until the actors are done with it
-        record = read_record(settings.state, info.sha256)  # beside the shipped object, as the pin is
-        dataset = _pipeline(ray, settings, inputs, stage, shipped, info.sha256, record)
+        fast_start = read_fast_start(settings.state, info.sha256)  # beside the shipped object, as the pin is
+        dataset = _pipeline(ray, settings, inputs, stage, shipped, info.sha256, fast_start)
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 progress(writer.take(batch))
@@ -124,7 +124,7 @@ def run_bulk(
 
 
 def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, shipped: Any,
-              verified: str, record: ServingRecord | None) -> Any:
+              verified: str, fast_start: FastStart | None) -> Any:
     import pyarrow as pa
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -141,9 +141,9 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
         # one again (up to 3 times) when its worker process dies.
         .map_batches(stage, batch_size=settings.batch_size, num_cpus=1,
                      memory=settings.images.decode_memory_mb * 2**20)
-        # the pin (and the serving record) go beside the shipped object, never inside it: each actor checks the
+        # the pin (and the fast start) go beside the shipped object, never inside it: each actor checks the
         # bytes against the pin
-        .map_batches(InferStage, fn_constructor_args=(settings, shipped, verified, record),
+        .map_batches(InferStage, fn_constructor_args=(settings, shipped, verified, fast_start),
                      batch_size=settings.batch_size, compute=actors, num_cpus=0 if gpu else threads,
                      num_gpus=1 if gpu else 0)
     )

@@ -10,9 +10,9 @@ and opens them with the same Classifier as `scorer score`: `verify_model` compar
 with that pin again before fastai unpickles anything, and the ONNX cache is used only
 when its own pin matches.
 
-When the driver holds the learner's serving record (scorer.model.serving), the record travels
+When the driver holds the learner's fast start (scorer.model.fast_start), the fast start travels
 beside the shipped object too, and pins the export in it: a worker that gets both opens the
-export with the record, without fastai or PyTorch, as `scorer score` does on its second start.
+export with the fast start, without fastai or PyTorch, as `scorer score` does on its second start.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
+from scorer.model.fast_start import FastStart, keep_fast_start
 from scorer.model.integrity import derived_pin, remember_derived
 from scorer.model.runtime import onnx_cache_path
-from scorer.model.serving import ServingRecord, keep_record
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
         raise ModelError(f"model {settings.model} changed while it was being loaded: run again")
     onnx, name, kind = None, "", ""
     folders = (settings.model.parent, settings.state / "onnx")
-    for folder, features in ((folder, features) for folder in folders for features in (True, False)):
-        path = onnx_cache_path(settings.model, sha256, folder, features)
-        kind = "onnx-features" if features else "onnx"
+    for folder, embedding in ((folder, embedding) for folder in folders for embedding in (True, False)):
+        path = onnx_cache_path(settings.model, sha256, folder, embedding)
+        kind = "onnx-embedding" if embedding else "onnx"
         pinned = derived_pin(settings, kind, sha256)
         if pinned is not None and path.is_file():
             data = path.read_bytes()
@@ -71,12 +71,12 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
 
 
 def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
-                 record: ServingRecord | None = None) -> Settings:
+                 fast_start: FastStart | None = None) -> Settings:
     """Check a shipped model against the driver's pin, write it into this worker's private folder; settings to load it.
 
     The pin is `model_sha256` in the driver's settings when set, else `verified` (the SHA-256 the
     driver checked against its state folder's pin); both travel beside the shipped object, not in it,
-    as does the driver's serving `record`, which is kept here only for the export it names.
+    as does the driver's `fast_start`, which is kept here only for the export it names.
     """
     pin = (settings.model_sha256 or verified).lower()
     actual = hashlib.sha256(shipped.learner).hexdigest()
@@ -94,11 +94,11 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
     if shipped.onnx is not None:
         _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
         # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch, or
-        # against the logits this worker recorded when it checked these very bytes (scorer.model.serving)
+        # against the logits this worker recorded when it checked these very bytes (scorer.model.fast_start)
         onnx_sha = hashlib.sha256(shipped.onnx).hexdigest()
         remember_derived(local, shipped.onnx_kind, pin, onnx_sha)
-        if record is not None and record.onnx_sha256 == onnx_sha:
-            keep_record(local.state, pin, record)  # the export the driver checked: opened without fastai
+        if fast_start is not None and fast_start.onnx_sha256 == onnx_sha:
+            keep_fast_start(local.state, pin, fast_start)  # the export the driver checked: opened without fastai
     if shipped.card is not None:
         _put(model.with_suffix(".card.json"), shipped.card)
     return local

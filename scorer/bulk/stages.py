@@ -20,7 +20,7 @@ from scorer.bulk.source import read_input
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError, ScorerError
-from scorer.model.serving import ServingRecord
+from scorer.model.fast_start import FastStart
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _put_decoded(out: Batch, i: int, decoded: Decoded) -> None:
 class InferStage:
     """One inference actor: a Classifier of the shipped model, checked against the driver's pin; lives for the job."""
 
-    def __init__(self, settings: Settings, shipped: Any, verified: str, record: ServingRecord | None = None) -> None:
+    def __init__(self, settings: Settings, shipped: Any, verified: str, fast_start: FastStart | None = None) -> None:
         import ray
 
         from scorer.scoring.classifier import Classifier
@@ -93,9 +93,9 @@ class InferStage:
             shipped = ray.get(shipped)
         self._refusal, self._k = "", 1
         try:
-            # bulk draws no Grad-CAM: no PyTorch copy is kept, and with the driver's serving record the
+            # bulk draws no Grad-CAM: no PyTorch copy is kept, and with the driver's fast start the
             # checked export is opened without fastai (scorer.scoring.loading)
-            self._classifier = Classifier(unpack_model(shipped, settings, verified, record), explain=False)
+            self._classifier = Classifier(unpack_model(shipped, settings, verified, fast_start), explain=False)
         except ScorerError as exc:
             # Ray hands the driver only the text of a traceback when __init__ raises; as data, the refusal
             # reaches it whole, and it stops the job with this one line.

@@ -7,7 +7,7 @@ barely notices, a soft one trained briefly can change its answer. So the first t
 sized so that drafting picks that scale, and then on the first real creatives it scores (those
 are decoded both ways and scored on the full decode). A scale is used only while mean |Δp| stays
 within MEAN_DP_LIMIT and no top-1 answer flips; anything else is decoded at full size. The
-decision and its figures are kept in state/decode/<sha256>.json, so later runs skip the check.
+finding and its figures are kept in state/decode/<sha256>.json, so later runs skip the check.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from scorer.checks.agreement import Agreement, keep_finding, read_finding, speed_text
 from scorer.checks.calibration import CALIBRATION_LIMITS, calibration_jpeg, calibration_sizes
-from scorer.checks.records import Agreement, keep_record, read_record, speed_text
 from scorer.decoding.decode import ItemGeometry, decode_bytes
 
 log = logging.getLogger(__name__)
 
 MEAN_DP_LIMIT = 0.002  # largest mean |Δp| against full decoding that a DCT scale may cause
-PROBE_CREATIVES = 16  # real drafted creatives checked before the decision is final
+PROBE_CREATIVES = 16  # real drafted creatives checked before the finding is final
 SCALES = (2, 4, 8)
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -57,7 +57,7 @@ class ScaleFigures(Agreement):
 
 
 @dataclass
-class DecodeDecision:
+class DecodeFinding:
     """What the check found for one model, and so the largest DCT scale its JPEGs may be drafted at."""
 
     sha256: str
@@ -67,7 +67,7 @@ class DecodeDecision:
 
     @property
     def final(self) -> bool:
-        """Enough real creatives have been checked: later runs use the decision as it stands."""
+        """Enough real creatives have been checked: later runs use the finding as it stands."""
         return self.creatives >= PROBE_CREATIVES
 
     @property
@@ -81,7 +81,7 @@ class DecodeDecision:
         return allowed
 
     def describe(self) -> str:
-        """The decision and its figures, for the log and the report's Model sheet."""
+        """The finding and its figures, for the log and the report's Model sheet."""
         chosen = "full-size decoding" if self.max_scale == 1 else f"JPEG draft decoding down to 1/{self.max_scale}"
         if not self.final:
             chosen = (f"full-size decoding while the first creatives are checked ({self.creatives} of "
@@ -91,25 +91,25 @@ class DecodeDecision:
                 f"images, {self.creatives} creatives). A scale needs mean |Δp| ≤ {MEAN_DP_LIMIT} and no flips")
 
     def to_json(self) -> dict[str, Any]:
-        """The decision as JSON-ready data."""
+        """The finding as JSON-ready data."""
         return {"sha256": self.sha256, "calibration_images": self.calibration_images, "creatives": self.creatives,
                 "max_scale": self.max_scale, "scales": {str(s): dataclasses.asdict(f) for s, f in self.scales.items()}}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DecodeDecision:
+    def from_json(cls, data: dict[str, Any]) -> DecodeFinding:
         """Read back what to_json wrote."""
         scales = {int(s): ScaleFigures(**f) for s, f in data["scales"].items()}
         return cls(data["sha256"], int(data["calibration_images"]), int(data["creatives"]), scales)
 
 
-def calibrate(geometry: ItemGeometry, sha256: str, predict: Predict) -> DecodeDecision:
+def calibrate(geometry: ItemGeometry, sha256: str, predict: Predict) -> DecodeFinding:
     """Compare each DCT scale with full decoding on the calibration images."""
-    decision = DecodeDecision(sha256)
+    finding = DecodeFinding(sha256)
     probing = dataclasses.replace(geometry, probe=True, max_scale=8)
     detail = (int(geometry.size[0] * 0.35), int(geometry.size[1] * 0.35))  # texture about 3 model pixels wide
     for scale in SCALES:
         exact, drafted = [], []
-        figures = decision.scales[scale]
+        figures = finding.scales[scale]
         for k, size in enumerate(calibration_sizes(geometry, scale)):
             jpeg = calibration_jpeg(size, detail, 100 * scale + k)
             decoded = decode_bytes(jpeg, 0.0, probing, CALIBRATION_LIMITS, 0)
@@ -118,9 +118,9 @@ def calibrate(geometry: ItemGeometry, sha256: str, predict: Predict) -> DecodeDe
             drafted.append(decoded.probe[1])
             figures.full_s += _decode_seconds(jpeg, dataclasses.replace(geometry, max_scale=1))
             figures.draft_s += _decode_seconds(jpeg, dataclasses.replace(geometry, max_scale=scale))
-        decision.scales[scale].add(predict(np.stack(exact)), predict(np.stack(drafted)))
-        decision.calibration_images += len(exact)
-    return decision
+        finding.scales[scale].add(predict(np.stack(exact)), predict(np.stack(drafted)))
+        finding.calibration_images += len(exact)
+    return finding
 
 
 def _decode_seconds(jpeg: bytes, geometry: ItemGeometry) -> float:
@@ -130,13 +130,13 @@ def _decode_seconds(jpeg: bytes, geometry: ItemGeometry) -> float:
 
 
 class DecodeCheck:
-    """One model's decode mode: plans how each file is decoded and learns from the first creatives."""
+    """One model's decode mode: chooses how each file is decoded and learns from the first creatives."""
 
-    def __init__(self, geometry: ItemGeometry, mode: str, decision: DecodeDecision | None = None,
+    def __init__(self, geometry: ItemGeometry, mode: str, finding: DecodeFinding | None = None,
                  store: Path | None = None, predict: Predict | None = None) -> None:
         """`predict`: the model's exact probabilities (fp32), for drafted creatives that `observe` is given."""
         self.mode = mode
-        self.decision = decision
+        self.finding = finding
         self._geometry = geometry
         self._store = store
         self._predict = predict
@@ -145,27 +145,27 @@ class DecodeCheck:
     @property
     def drafts(self) -> bool:
         """Whether this model's JPEGs are (or, once the first creatives agree, will be) drafted."""
-        if self.mode != "auto" or self.decision is None:
+        if self.mode != "auto" or self.finding is None:
             return self.mode == "fast"
-        return self.decision.max_scale > 1
+        return self.finding.max_scale > 1
 
     def _decided(self) -> ItemGeometry:
         if self.mode == "exact":
             return dataclasses.replace(self._geometry, max_scale=1)
-        if self.mode == "fast" or self.decision is None:
+        if self.mode == "fast" or self.finding is None:
             return dataclasses.replace(self._geometry, max_scale=8)
-        if not self.decision.final:  # probation: score on full decodes, draft beside them to compare
+        if not self.finding.final:  # probation: score on full decodes, draft beside them to compare
             return dataclasses.replace(self._geometry, max_scale=1, probe=True)
-        return dataclasses.replace(self._geometry, max_scale=self.decision.max_scale)
+        return dataclasses.replace(self._geometry, max_scale=self.finding.max_scale)
 
-    def plan(self) -> ItemGeometry:
+    def geometry(self) -> ItemGeometry:
         """How the next file handed to a decoder is decoded."""
         return self._current
 
     def describe(self) -> str:
         """The mode in use and why, for the log and the report."""
-        if self.decision is not None:
-            return self.decision.describe()
+        if self.finding is not None:
+            return self.finding.describe()
         if self.mode == "exact":
             return "exact: full-size decoding (images.decode), no check"
         return "fast: JPEG draft decoding down to 1/8 (images.decode), not checked against full decoding"
@@ -176,7 +176,7 @@ class DecodeCheck:
         The drafted pixels are run through the exact predictor the check was opened with.
         Returns True when the mode or its figures changed.
         """
-        if self.decision is None or self.decision.final or not probes:
+        if self.finding is None or self.finding.final or not probes:
             return False
         predict = self._predict
         if predict is None:
@@ -187,17 +187,17 @@ class DecodeCheck:
             rows = [i for i, (s, _) in enumerate(probes) if s == scale]
             if rows:
                 drafted = predict(np.stack([probes[i][1] for i in rows]))
-                self.decision.scales[scale].add(exact[rows], drafted)
-        self.decision.creatives += len(probes)
+                self.finding.scales[scale].add(exact[rows], drafted)
+        self.finding.creatives += len(probes)
         self._current = self._decided()
-        if self.decision.final:
-            log.info("decode check finished for model %s: %s", self.decision.sha256[:12], self.describe())
+        if self.finding.final:
+            log.info("decode check finished for model %s: %s", self.finding.sha256[:12], self.describe())
         self._save()
         return self.describe() != before
 
     def _save(self) -> None:
-        if self._store is not None and self.decision is not None:
-            keep_record(self._store, self.decision.to_json(), "decode check")
+        if self._store is not None and self.finding is not None:
+            keep_finding(self._store, self.finding.to_json(), "decode check")
 
 
 def load_or_measure_decode_check(geometry: ItemGeometry, mode: str, sha256: str, state: Path,
@@ -208,13 +208,13 @@ def load_or_measure_decode_check(geometry: ItemGeometry, mode: str, sha256: str,
         log.info("decoding: %s", check.describe())
         return check
     store = state / "decode" / f"{sha256}.json"
-    decision = read_record(store, sha256, "decode check", DecodeDecision.from_json)
-    fresh, how = decision is None, f"kept in {store}"
-    if decision is None:
+    finding = read_finding(store, sha256, "decode check", DecodeFinding.from_json)
+    fresh, how = finding is None, f"kept in {store}"
+    if finding is None:
         started = time.perf_counter()
-        decision = calibrate(geometry, sha256, predict)
+        finding = calibrate(geometry, sha256, predict)
         how = f"measured in {time.perf_counter() - started:.1f} s"
-    check = DecodeCheck(geometry, mode, decision, store, predict)
+    check = DecodeCheck(geometry, mode, finding, store, predict)
     if fresh:
         check._save()
     log.info("decoding (%s): %s", how, check.describe())

@@ -11,10 +11,10 @@ its answers. So with `precision: auto`, the first time a model (by SHA-256) runs
   activation ranges; then, while the first real creatives are scored in fp32, int8 runs beside them.
 
 int8 scores creatives only while mean |Δp| stays within MEAN_DP_LIMIT (and every |Δp| within
-MAX_DP_LIMIT), no top-1 answer flips, the pooled features (the evidence index's coordinates)
+MAX_DP_LIMIT), no top-1 answer flips, the embedding (the evidence index's coordinates)
 keep a cosine of at least MIN_COSINE, int8 is at least MIN_SPEEDUP times as fast on this
 machine, and the decode check lets this model's JPEGs be drafted: a model whose answers move
-under drafting is kept exact. The decision and its figures are kept in
+under drafting is kept exact. The finding and its figures are kept in
 state/precision/<sha256>.json, and the int8 file beside the ONNX export, pinned in the state
 folder like it. Once int8 is in use, one batch in about AUDIT_EVERY creatives is run in fp32 too
 and added to the figures: creatives unlike the first ones can still send the model back to fp32,
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from scorer.checks.agreement import Agreement, keep_finding, read_finding, speed_text
 from scorer.checks.quantize import quantize_int8
-from scorer.checks.records import Agreement, keep_record, read_record, speed_text
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write, read_regular
 from scorer.model.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 
 MEAN_DP_LIMIT = 0.001  # largest mean |Δp| against fp32 that int8 may cause: half the decode check's
 MAX_DP_LIMIT = 0.05  # and the largest |Δp| on any one image and class
-MIN_COSINE = 0.999  # smallest cosine between a creative's int8 and fp32 pooled features
+MIN_COSINE = 0.999  # smallest cosine between a creative's int8 and fp32 embedding
 MIN_SPEEDUP = 1.25  # int8 must be at least this many times as fast as fp32 on this machine
 MIN_FP32_MS = 4.0  # fp32 forward passes cheaper than this per image are not worth quantising
-PROBE_CREATIVES = 16  # real creatives compared before the decision is final
+PROBE_CREATIVES = 16  # real creatives compared before the finding is final
 AUDIT_EVERY = 512  # once int8 is in use, one batch in about this many creatives is run in fp32 beside it
 CALIBRATION_IMAGES = 16  # images that set the activation ranges ...
 CHECK_IMAGES = 8  # ... and other images that int8 is first compared on
@@ -60,7 +60,7 @@ Calibration = Callable[[int, int, bool], np.ndarray]
 
 
 @dataclass
-class PrecisionDecision:
+class PrecisionFinding:
     """What the check found for one model: int8 against fp32, and so which one scores its creatives."""
 
     sha256: str
@@ -82,7 +82,7 @@ class PrecisionDecision:
 
     @property
     def final(self) -> bool:
-        """Later runs use the decision as it stands: held, failed, or enough creatives agreed."""
+        """Later runs use the finding as it stands: held, failed, or enough creatives agreed."""
         return bool(self.held) or not self.passes or self.creatives >= PROBE_CREATIVES
 
     @property
@@ -100,7 +100,7 @@ class PrecisionDecision:
             self.min_cosine = min(self.min_cosine, float(np.where(norms > 0, cosine, 1.0).min()))
 
     def describe(self) -> str:
-        """The decision and its figures, for the log and the report's Model sheet."""
+        """The finding and its figures, for the log and the report's Model sheet."""
         if self.held:
             return f"auto: fp32, int8 not tried: {self.held}"
         if not self.final:
@@ -111,17 +111,17 @@ class PrecisionDecision:
         speed = f"int8 {speed_text(self.fp32_ms, self.int8_ms)}" if self.int8_ms else "int8 not timed"
         seen = f"{self.check_images} check images, {self.creatives} creatives" + (
             f", {self.audited} audited since" if self.audited else "")
-        return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({seen}), pooled features' cosine ≥ "
+        return (f"auto: {chosen}. int8 vs fp32: {self.agreement.figures()} ({seen}), embedding' cosine ≥ "
                 f"{self.min_cosine:.4f}, {speed} ({self.int8_ms:.1f} vs {self.fp32_ms:.1f} ms per image). "
                 f"int8 needs mean |Δp| ≤ {MEAN_DP_LIMIT}, "
                 f"max ≤ {MAX_DP_LIMIT}, no flips, cosine ≥ {MIN_COSINE} and {MIN_SPEEDUP}× the speed")
 
     def to_json(self) -> dict[str, Any]:
-        """The decision as JSON-ready data."""
+        """The finding as JSON-ready data."""
         return {**dataclasses.asdict(self), "use_int8": self.use_int8}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PrecisionDecision:
+    def from_json(cls, data: dict[str, Any]) -> PrecisionFinding:
         """Read back what to_json wrote."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
@@ -183,17 +183,17 @@ class PrecisionCheck:
     """One model's precision: which runtime scores its creatives, and what the first creatives show."""
 
     def __init__(self, mode: str, fp32: Runtime, to_probs: ToProbs, *, int8: Runtime | None = None,
-                 decision: PrecisionDecision | None = None, store: Path | None = None,
+                 finding: PrecisionFinding | None = None, store: Path | None = None,
                  drafts: Callable[[], bool] = lambda: True, note: str = "") -> None:
-        """`drafts`: whether the decode check drafts this model's JPEGs now; `note`: why there is no decision."""
+        """`drafts`: whether the decode check drafts this model's JPEGs now; `note`: why there is no finding."""
         self.mode = mode
-        self.decision = decision
+        self.finding = finding
         self._fp32, self._int8, self._to_probs = fp32, int8, to_probs
         self._store, self._drafts, self._note = store, drafts, note
         self._unaudited = 0  # creatives scored in int8 since the last audit
 
     def _int8_now(self) -> bool:
-        return self._int8 is not None and self.decision is not None and self.decision.use_int8 and self._drafts()
+        return self._int8 is not None and self.finding is not None and self.finding.use_int8 and self._drafts()
 
     @property
     def runtime(self) -> Runtime:
@@ -206,28 +206,28 @@ class PrecisionCheck:
         Once int8 is in use, an occasional batch is audited: run in fp32 too, and counted in the figures.
         """
         if self._int8_now():
-            assert self._int8 is not None and self.decision is not None
+            assert self._int8 is not None and self.finding is not None
             outputs = self._int8.run(batch)
             self._unaudited += len(batch)
             if self._unaudited < AUDIT_EVERY:
                 return outputs
             self._unaudited = 0
             exact = self._fp32.run(batch)
-            self.decision.add(exact, outputs, self._to_probs)
-            self.decision.audited += len(batch)
+            self.finding.add(exact, outputs, self._to_probs)
+            self.finding.audited += len(batch)
             self._save()
-            if self.decision.use_int8:
+            if self.finding.use_int8:
                 return outputs
             log.warning("precision audit for model %s: int8 no longer gives the model's answers, back to fp32: %s",
-                        self.decision.sha256[:12], self.describe())
+                        self.finding.sha256[:12], self.describe())
             return exact
         outputs = self._fp32.run(batch)
-        decision = self.decision
-        if decision is not None and self._int8 is not None and not decision.final and self._drafts():
-            decision.add(outputs, self._int8.run(batch), self._to_probs)
-            decision.creatives += len(batch)
-            if decision.final:
-                log.info("precision check finished for model %s: %s", decision.sha256[:12], self.describe())
+        finding = self.finding
+        if finding is not None and self._int8 is not None and not finding.final and self._drafts():
+            finding.add(outputs, self._int8.run(batch), self._to_probs)
+            finding.creatives += len(batch)
+            if finding.final:
+                log.info("precision check finished for model %s: %s", finding.sha256[:12], self.describe())
             self._save()
         return outputs
 
@@ -235,16 +235,16 @@ class PrecisionCheck:
         """The precision in use and why, for the log and the report."""
         if self.mode == "fp32":
             return "fp32 (precision: fp32), int8 not tried"
-        if self.decision is None:
+        if self.finding is None:
             return f"auto: fp32, int8 not tried: {self._note}"
-        if self.decision.passes and not self._drafts():
+        if self.finding.passes and not self._drafts():
             return ("auto: fp32, as the decode check keeps this model's JPEGs at full size, its answers are kept "
-                    f"exact too. {self.decision.describe()}")
-        return self.decision.describe()
+                    f"exact too. {self.finding.describe()}")
+        return self.finding.describe()
 
     def _save(self) -> None:
-        if self._store is not None and self.decision is not None:
-            keep_record(self._store, self.decision.to_json(), "precision check")
+        if self._store is not None and self.finding is not None:
+            keep_finding(self._store, self.finding.to_json(), "precision check")
 
 
 def load_or_measure_precision(mode: str, sha256: str, state: Path, fp32: Runtime, to_probs: ToProbs, *,
@@ -257,19 +257,19 @@ def load_or_measure_precision(mode: str, sha256: str, state: Path, fp32: Runtime
             "this model's JPEGs are decoded at full size (images.decode, or the decode check), so its answers are "
             "kept exact"))
     store = state / "precision" / f"{sha256}.json"
-    decision = read_record(store, sha256, "precision check", PrecisionDecision.from_json)
+    finding = read_finding(store, sha256, "precision check", PrecisionFinding.from_json)
     int8: Runtime | None = None
     how = f"kept in {store}"
-    if decision is not None and decision.passes:
+    if finding is not None and finding.passes:
         int8 = int8_file.load()
         if int8 is None:
-            decision = None
-    fresh = decision is None
-    if decision is None:
+            finding = None
+    fresh = finding is None
+    if finding is None:
         started = time.perf_counter()
-        decision, int8 = _measure(sha256, fp32, to_probs, calibration, int8_file)
+        finding, int8 = _measure(sha256, fp32, to_probs, calibration, int8_file)
         how = f"measured in {time.perf_counter() - started:.1f} s"
-    check = PrecisionCheck(mode, fp32, to_probs, int8=int8, decision=decision, store=store, drafts=drafts)
+    check = PrecisionCheck(mode, fp32, to_probs, int8=int8, finding=finding, store=store, drafts=drafts)
     if fresh:
         check._save()
     log.info("precision (%s): %s", how, check.describe())
@@ -277,23 +277,23 @@ def load_or_measure_precision(mode: str, sha256: str, state: Path, fp32: Runtime
 
 
 def _measure(sha256: str, fp32: Runtime, to_probs: ToProbs, calibration: Calibration, int8_file: Int8File
-             ) -> tuple[PrecisionDecision, Runtime | None]:
-    decision = PrecisionDecision(sha256)
+             ) -> tuple[PrecisionFinding, Runtime | None]:
+    finding = PrecisionFinding(sha256)
     checking = calibration(CHECK_IMAGES, 7000, False)
-    decision.fp32_ms = ms_per_image(fp32, checking)
-    if decision.fp32_ms < MIN_FP32_MS:
-        decision.held = (f"its fp32 forward pass takes {decision.fp32_ms:.1f} ms per image here, too little for int8 "
+    finding.fp32_ms = ms_per_image(fp32, checking)
+    if finding.fp32_ms < MIN_FP32_MS:
+        finding.held = (f"its fp32 forward pass takes {finding.fp32_ms:.1f} ms per image here, too little for int8 "
                          f"to matter (tried from {MIN_FP32_MS:g} ms)")
-        return decision, None
+        return finding, None
     try:
         int8 = int8_file.make(calibration(CALIBRATION_IMAGES, 6000, True), fp32)
-        decision.int8_ms = ms_per_image(int8, checking)
-        decision.add(fp32.run(checking), int8.run(checking), to_probs)
+        finding.int8_ms = ms_per_image(int8, checking)
+        finding.add(fp32.run(checking), int8.run(checking), to_probs)
     except ModelError:
         raise
     except Exception as exc:  # the quantiser does not cover every layer a user's model may have
         log.warning("int8 quantisation failed (%s: %s): scoring in fp32", type(exc).__name__, exc)
-        decision.held = f"int8 quantisation failed ({type(exc).__name__})"
-        return decision, None
-    decision.check_images = len(checking)
-    return decision, int8
+        finding.held = f"int8 quantisation failed ({type(exc).__name__})"
+        return finding, None
+    finding.check_images = len(checking)
+    return finding, int8

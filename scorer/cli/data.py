@@ -149,7 +149,7 @@ def print_training(run: TrainRun) -> None:
 
 def print_outcomes(run: OutcomesRun) -> None:
     """The track record's figures and verdict, and the posts that could not be read."""
-    from scorer.outcomes.record import headline
+    from scorer.outcomes.track_record import headline
 
     rec = run.record
     table = Table(title=f"Track record of model {rec.model_sha256[:12]}…", title_justify="left")

@@ -101,7 +101,7 @@ def service(config_path: Path | None, user: str | None, web: bool, template: boo
     Example:
         scorer service --config /srv/scorer/config.yaml --user scorer > scorer.service
     """
-    from scorer.units import install_commands, render_network_dropin, render_unit
+    from scorer.service_units import install_commands, render_network_dropin, render_unit
 
     if web and template:
         raise click.UsageError("--template makes the instance unit of `scorer watch`: leave out --serve")

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from scorer.context.combined import CombinedModel
-from scorer.context.features import WEEKDAYS, design, planned_features, zone
 from scorer.context.plan import Plan
+from scorer.context.signals import WEEKDAYS, design, planned_signals, zone
 from scorer.results import Advice, engagement_score
 
 #: Slots shown for each creative, and the hours of the coming week they are chosen from.
@@ -42,7 +42,7 @@ class Advisor:
         """The Model sheet's line."""
         return f"combined model in use ({self.why})" if self.in_use else f"image-only: {self.why}"
 
-    def advise(self, features: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]:
+    def advise(self, embedding: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]:
         """For each creative: its advice, or None and the note that says why it was scored image-only."""
         answers: list[tuple[Advice | None, str]] = []
         for i, plan in enumerate(plans):
@@ -50,11 +50,11 @@ class Advisor:
                 answers.append((None, NO_PLAN if self.in_use else ""))
             elif self.model is None:
                 answers.append((None, f"image-only: {self.why}"))
-            elif features is None:
+            elif embedding is None:
                 answers.append((None, "image-only: this model scored it on fastai's own path, which gives no "
                                       "embedding for the combined model"))
             else:
-                answers.append((self._one(self.model, features[i], plan), ""))
+                answers.append((self._one(self.model, embedding[i], plan), ""))
         return answers
 
     def _one(self, model: CombinedModel, embedding: np.ndarray, plan: Plan) -> Advice:
@@ -62,7 +62,7 @@ class Advisor:
         start = datetime.fromtimestamp(self._clock(), timezone.utc).replace(minute=0, second=0, microsecond=0)
         slots = [start + timedelta(hours=h + 1) for h in range(_WEEK_HOURS)]
         times = slots + ([plan.posted_at] if plan.posted_at is not None else [])
-        x = design(planned_features(times, plan.caption, model.account, self._tz))
+        x = design(planned_signals(times, plan.caption, model.account, self._tz))
         probs = model.linear.predict(np.repeat(embedding[None, :], len(times), axis=0), x)
         scores = np.array([engagement_score(p) for p in probs])
         # Best first; among equal scores the earliest slot, so the advice does not jump about.

@@ -1,4 +1,4 @@
-"""The combined model: multinomial logistic regression on the image embedding (PCA-reduced) and the context features.
+"""The combined model: multinomial logistic regression on the image embedding (PCA-reduced) and the context signals.
 
 Why logistic regression (scikit-learn, already installed with fastai): one account has a few
 hundred posts, so a linear model on an 8-component embedding and one-hot hour and weekday is
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scorer.context.features import Account
+from scorer.context.signals import Account
 from scorer.errors import ModelError
 from scorer.fsutil import atomic_write
 

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from scorer.decoding.fingerprint import creative_prints
+from scorer.decoding.prints import creative_prints
 from scorer.decoding.vet import ImageLimits, open_image, read_regular_file
 from scorer.errors import ImageError
 
@@ -68,17 +68,17 @@ class Decoded:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # with ItemGeometry.probe: the DCT scale drafting would use and the pixels it gives (None at scale 1)
     probe: tuple[int, np.ndarray] | None = None
-    prints: bytes | None = None  # perceptual hashes of the upright image (scorer.decoding.fingerprint), when scored
+    prints: bytes | None = None  # perceptual hashes of the upright image (scorer.decoding.prints), when scored
 
 
-def model_and_view(im: Image.Image, notes: list[str], *, view: bool = True) -> tuple[Image.Image, Image.Image]:
-    """Load any accepted image: the RGB pixels the model sees, and the view that thumbnails show.
+def model_and_shown(im: Image.Image, notes: list[str], *, for_people: bool = True) -> tuple[Image.Image, Image.Image]:
+    """Load any accepted image: the RGB pixels the model sees, and the picture people see, which thumbnails show.
 
     The model sees exactly what fastai's `PILImage.create` gives, on which the learner was trained
     and validated: `convert("RGB")` of the stored pixels, with no EXIF rotation, alpha ignored and
     16-bit values clipped. People see the image upright, transparency flattened onto white and
-    16-bit values scaled down; the notes say where the two differ. With `view=False` (no thumbnail
-    wanted) the view is not made, and the model's pixels come back in its place.
+    16-bit values scaled down; the notes say where the two differ. With `for_people=False` (no thumbnail
+    wanted) that picture is not made, and the model's pixels come back in its place.
     """
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
@@ -86,7 +86,7 @@ def model_and_view(im: Image.Image, notes: list[str], *, view: bool = True) -> t
     try:
         im.load()
         turned = im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
-        shown = ImageOps.exif_transpose(im) if turned and view else im
+        shown = ImageOps.exif_transpose(im) if turned and for_people else im
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageError("file is incomplete or corrupt") from None
     model = im if im.mode == "RGB" else im.convert("RGB")
@@ -100,7 +100,7 @@ def model_and_view(im: Image.Image, notes: list[str], *, view: bool = True) -> t
         notes.append("16-bit: scored as fastai reads it (values above 255 clipped); thumbnail scaled to 8 bits")
     elif transparent:
         notes.append("transparency: scored as fastai reads it (alpha ignored); thumbnail flattened onto white")
-    if not view or not (turned or sixteen or transparent):
+    if not for_people or not (turned or sixteen or transparent):
         return model, model
     if sixteen:  # the model sees fastai's clipping; people see the top 8 bits instead of a white field
         grey = (np.asarray(shown, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
@@ -184,15 +184,15 @@ def decode_bytes(
     probing = geometry is not None and geometry.probe
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
     # a scored image is also fingerprinted as people see it (upright), as the post of it will be
-    loaded = _load(data, exact, limits, thumb_px, view=bool(thumb_px) or geometry is not None)
+    loaded = _load(data, exact, limits, thumb_px, for_people=bool(thumb_px) or geometry is not None)
     pixels = np.asarray(resize_like_fastai(loaded.rgb, geometry, loaded.stored, loaded.scale)) if geometry else None
-    thumb = thumbnail_bytes(loaded.view, thumb_px) if thumb_px else None
-    prints = creative_prints(loaded.view) if geometry else None
+    thumb = thumbnail_bytes(loaded.shown, thumb_px) if thumb_px else None
+    prints = creative_prints(loaded.shown) if geometry else None
     fmt, (width, height), notes = loaded.format, loaded.upright, loaded.notes
     del loaded
     probe = None
     if geometry is not None and probing and fmt in ("JPEG", "MPO"):
-        drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px, view=False)
+        drafted = _load(data, dataclasses.replace(geometry, max_scale=8), limits, thumb_px, for_people=False)
         if drafted.scale > 1:
             drafted_pixels = resize_like_fastai(drafted.rgb, geometry, drafted.stored, drafted.scale)
             probe = (drafted.scale, np.asarray(drafted_pixels))
@@ -201,10 +201,10 @@ def decode_bytes(
 
 @dataclass
 class _Loaded:
-    """One decoded image: the model's RGB pixels, the view for people, and what is known of the file."""
+    """One decoded image: the model's RGB pixels, the picture people see, and what is known of the file."""
 
     rgb: Image.Image
-    view: Image.Image  # the model's pixels again when no view was asked for
+    shown: Image.Image  # the model's pixels again when no picture for people was asked for
     format: str
     stored: tuple[int, int]  # full size as stored, which fastai's crop is computed on
     upright: tuple[int, int]  # full size as people see it, after the EXIF orientation
@@ -212,8 +212,8 @@ class _Loaded:
     notes: list[str]
 
 
-def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int, view: bool) -> _Loaded:
-    """Open, draft (JPEG) and model_and_view; the view for people only with `view`."""
+def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int, for_people: bool) -> _Loaded:
+    """Open, draft (JPEG) and model_and_shown; the picture for people only with `for_people`."""
     im = open_image(data, limits)
     fmt = im.format or "?"
     width, height = im.size
@@ -230,7 +230,7 @@ def _load(data: bytes, geometry: ItemGeometry | None, limits: ImageLimits, thumb
             f"limit {limits.max_decode_bytes / 2**20:.0f} MB (images.decode_memory_mb)"
         )
     notes: list[str] = []
-    rgb, shown = model_and_view(im, notes, view=view)
+    rgb, picture = model_and_shown(im, notes, for_people=for_people)
     quarter_turn = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # upright, the sides swap
     upright = (height, width) if quarter_turn else (width, height)
-    return _Loaded(rgb, shown, fmt, (width, height), upright, scale, notes)
+    return _Loaded(rgb, picture, fmt, (width, height), upright, scale, notes)

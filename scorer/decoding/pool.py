@@ -160,7 +160,7 @@ class _Slot:
         self.kill()
 
 
-Outcome = tuple[Path, "Decoded | ImageError"]
+Reply = tuple[Path, "Decoded | ImageError"]
 
 
 class _Queue:
@@ -168,7 +168,7 @@ class _Queue:
 
     def __init__(self, paths: Iterable[Path], room: int) -> None:
         self._tasks = iter(enumerate(paths))
-        self._results: dict[int, Outcome] = {}
+        self._results: dict[int, Reply] = {}
         self._cond = threading.Condition()
         self._room = threading.Semaphore(room)
         self._cancelled, self._exhausted = threading.Event(), threading.Event()
@@ -188,12 +188,12 @@ class _Queue:
                 self._pulled += 1
         return None if self._cancelled.is_set() else item
 
-    def put(self, index: int, outcome: Outcome) -> None:
+    def put(self, index: int, reply: Reply) -> None:
         with self._cond:
-            self._results[index] = outcome
+            self._results[index] = reply
             self._cond.notify_all()
 
-    def take(self, index: int, threads: list[threading.Thread], stop: Callable[[], bool]) -> Outcome | None:
+    def take(self, index: int, threads: list[threading.Thread], stop: Callable[[], bool]) -> Reply | None:
         """The result for `index`, waiting for it; None when every file was yielded or `stop()` turned true."""
         with self._cond:
             while index not in self._results:
@@ -224,16 +224,16 @@ class DecodePool:
 
     def imap(
         self, paths: Iterable[Path], ahead: int = 32, stop: Callable[[], bool] = lambda: False,
-        plan: Callable[[], ItemGeometry | None] | None = None,
-    ) -> Iterator[Outcome]:
+        geometry: Callable[[], ItemGeometry | None] | None = None,
+    ) -> Iterator[Reply]:
         """Yield (path, Decoded or ImageError) in order, with at most `ahead` results waiting.
 
-        Returns early once `stop()` is true, even while a decoder is still busy. `plan`, when
+        Returns early once `stop()` is true, even while a decoder is still busy. `geometry`, when
         given, is asked for each file's geometry as the file is handed to a worker (the decode check).
         """
         queue = _Queue(paths, max(ahead, len(self._slots)))
-        plan = plan or (lambda: self._job.geometry)
-        threads = [threading.Thread(target=self._feed, args=(slot, queue, plan), daemon=True)
+        geometry = geometry or (lambda: self._job.geometry)
+        threads = [threading.Thread(target=self._feed, args=(slot, queue, geometry), daemon=True)
                    for slot in self._slots]
         for thread in threads:
             thread.start()
@@ -245,10 +245,10 @@ class DecodePool:
         finally:
             queue.cancel(len(threads))
 
-    def _feed(self, slot: _Slot, queue: _Queue, plan: Callable[[], ItemGeometry | None]) -> None:
+    def _feed(self, slot: _Slot, queue: _Queue, geometry: Callable[[], ItemGeometry | None]) -> None:
         while (task := queue.next_task()) is not None:
             index, path = task
-            queue.put(index, (path, self._decode_in(slot, path, plan())))
+            queue.put(index, (path, self._decode_in(slot, path, geometry())))
 
     def _decode_in(self, slot: _Slot, path: Path, geometry: ItemGeometry | None) -> Decoded | ImageError:
         conn = slot.ensure_started()

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from scorer.decoding.decode import Decoded, ItemGeometry, resize_like_fastai, thumbnail_bytes
-from scorer.decoding.fingerprint import creative_prints
+from scorer.decoding.prints import creative_prints
 from scorer.decoding.vet import read_regular_file
 from scorer.decoding.video_probe import CORRUPT, Probe, VideoLimits, probe, span, video_format
 from scorer.errors import ImageError
@@ -112,8 +112,8 @@ def decode_video(source: Path | bytes, geometry: ItemGeometry | None, limits: Vi
         # only the demuxer the first bytes name: FFmpeg would otherwise try each of the hundreds it knows
         with av.open(io.BytesIO(data), "r", format=_DEMUXERS[fmt], metadata_errors="replace") as container:
             stream, facts = probe(container, limits)
-            plan = sample_times(facts.duration, limits)
-            frames.take(_Cursor(container, stream, facts), plan if geometry or thumb_px else plan[:1], limits)
+            times = sample_times(facts.duration, limits)
+            frames.take(_Cursor(container, stream, facts), times if geometry or thumb_px else times[:1], limits)
     except MemoryError:
         raise  # over the decoding worker's memory limit, which the pool names
     except (av.FFmpegError, ValueError, OverflowError, ZeroDivisionError):
@@ -145,11 +145,11 @@ class _Frames:
         self.size: tuple[int, int] | None = None  # the cover's, upright
         self.decoded = 0
 
-    def take(self, cursor: _Cursor, plan: list[tuple[float, bool]], limits: VideoLimits) -> None:
-        """Each planned time's frame, two samples closer than a frame apart taken once."""
-        rest = [t for t, hook in plan if not hook]
+    def take(self, cursor: _Cursor, times: list[tuple[float, bool]], limits: VideoLimits) -> None:
+        """Each sampled time's frame, two samples closer than a frame apart taken once."""
+        rest = [t for t, hook in times if not hook]
         near = (rest[1] - rest[0]) / 2 if len(rest) > 1 else 0.0  # how far a rest frame may move to a keyframe
-        for target, in_hook in plan:
+        for target, in_hook in times:
             frame = cursor.at(target, near=0.0 if in_hook else near)
             when = cursor.seconds(frame)
             if self.times and when <= self.times[-1]:

@@ -8,7 +8,7 @@ Two choices, both measured on learners for which only a small patch carries the 
 unit sees the whole creative; and it keeps the magnitude of each place's gradient-weighted
 activation, not only its positive part. On learners trained briefly from scratch, the gradient's
 local sign at a place is unreliable (the map of the class's own patch came out negative, so plain
-Grad-CAM showed nothing), while its magnitude marks where the decision is sensitive. The target is
+Grad-CAM showed nothing), while its magnitude marks where the prediction is sensitive. The target is
 the predicted class's margin over the runner-up: what made it this class rather than the next.
 """
 

@@ -2,7 +2,7 @@
 
 The index lives beside the model as `<stem>.index.parquet`, one row per post that survived
 cleaning: source, date, likes, comments, total, class, split, a small thumbnail, the model's
-pooled features (the embedding) and its Engagement score. Search is brute-force cosine
+embedding (the embedding) and its Engagement score. Search is brute-force cosine
 similarity in numpy: every query is compared with every post, which is fine up to a few
 hundred thousand posts (the embeddings are held in memory as float32).
 """
@@ -76,10 +76,10 @@ class EvidenceIndex:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def nearest(self, features: np.ndarray, k: int = NEIGHBOURS,
+    def nearest(self, embedding: np.ndarray, k: int = NEIGHBOURS,
                 among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers (N, k) of the k most similar posts, most similar first, and their cosine similarities."""
-        query = np.asarray(features, dtype=np.float32)
+        query = np.asarray(embedding, dtype=np.float32)
         query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
         sims = query @ self._unit.T
         if among is not None:
@@ -99,9 +99,9 @@ class EvidenceIndex:
         """The share of the account's past posts whose Engagement score is below `score`."""
         return float(np.searchsorted(self._scores, score, side="left") / max(len(self._scores), 1))
 
-    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Lookalikes]:
+    def lookup(self, embedding: np.ndarray, scores: np.ndarray) -> list[Lookalikes]:
         """The evidence for each creative: its nearest posts, their median total and its account percentile."""
-        rows, sims = self.nearest(features)
+        rows, sims = self.nearest(embedding)
         medians = self.median_totals(rows)
         return [Lookalikes(tuple(self._neighbour(r, s) for r, s in zip(row, sim, strict=True)), float(median),
                          self.percentile(float(score)))

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from scorer.ledger.latest_window import read_window
 from scorer.ledger.schema import LEDGER_NAME
 from scorer.ledger.store import Ledger
-from scorer.ledger.window import read_window
 from scorer.results import BatchResult, TrackSummary
 from scorer.settings import Settings
 
@@ -47,7 +47,7 @@ def newest_batch(state: Path) -> int:
 
 def batch_rows(state: Path, batch: int) -> BatchResult | None:
     """One batch's rows, as its report shows them."""
-    return _read(state, lambda ledger: ledger.batch_view(batch), None)
+    return _read(state, lambda ledger: ledger.batch_result(batch), None)
 
 
 def window_rows(settings: Settings) -> BatchResult | None:

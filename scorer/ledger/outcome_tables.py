@@ -1,4 +1,4 @@
-"""The ledger's outcome tables: looks kept at scoring time, launched posts paired with creatives, track records.
+"""The ledger's outcome tables: likenesses kept at scoring time, launched posts paired with creatives, track records.
 
 `scorer outcomes` writes them; latest.xlsx, the batch reports' Model sheet and the web page read them.
 Part of scorer.ledger.store.Ledger, which owns the connection and the meta table.
@@ -12,7 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from scorer.ledger.schema import LAUNCH_KEYS, PAIR_COLUMNS, SCORED_COLUMNS, TRACK_RECORD, Look, Pair, scored_from_row
+from scorer.ledger.schema import (
+    LAUNCH_KEYS,
+    PAIR_COLUMNS,
+    SCORED_COLUMNS,
+    TRACK_RECORD,
+    Likeness,
+    Pair,
+    scored_from_row,
+)
 from scorer.results import Launch, Scored, TrackSummary
 from scorer.sqlitetx import immediate
 
@@ -24,27 +32,28 @@ class OutcomeTables:
     get: Callable[[str], str | None]  # the meta table (Ledger.get and Ledger.put)
     put: Callable[[str, str], None]
 
-    def creatives(self) -> list[tuple[Scored, str, Look | None]]:
-        """Every creative scored, once per content: its result, the scoring model's SHA-256 and its look."""
+    def creatives(self) -> list[tuple[Scored, str, Likeness | None]]:
+        """Every creative scored, once per content: its result, the scoring model's SHA-256 and its likeness."""
         rows = self._db.execute(
-            f"SELECT {SCORED_COLUMNS}, json_extract(batches.model, '$.sha256'), looks.prints, looks.features, "
-            "looks.model FROM files JOIN batches ON batches.id = files.batch LEFT JOIN looks ON looks.sha = files.sha "
-            "WHERE files.id IN (SELECT min(id) FROM files WHERE outcome = 'scored' GROUP BY sha) ORDER BY files.id"
+            f"SELECT {SCORED_COLUMNS}, json_extract(batches.model, '$.sha256'), likeness.prints, likeness.embedding, "
+            "likeness.model FROM files JOIN batches ON batches.id = files.batch "
+            "LEFT JOIN likeness ON likeness.sha = files.sha "
+            "WHERE files.id IN (SELECT min(id) FROM files WHERE decision = 'scored' GROUP BY sha) ORDER BY files.id"
         ).fetchall()
         found = []
         for row in rows:
-            scored, (model, prints, features, look_model) = scored_from_row(row[:6]), row[6:]
-            look = Look(scored.sha256, prints, features, look_model) if prints is not None else None
-            found.append((scored, str(model), look))
+            scored, (model, prints, embedding, likeness_model) = scored_from_row(row[:6]), row[6:]
+            likeness = Likeness(scored.sha256, prints, embedding, likeness_model) if prints is not None else None
+            found.append((scored, str(model), likeness))
         return found
 
-    def put_looks(self, looks: Sequence[Look]) -> None:
-        """Keep looks computed on first need (creatives scored before looks were kept, or under another model)."""
+    def put_likenesses(self, likenesses: Sequence[Likeness]) -> None:
+        """Keep likenesses computed on first need (creatives scored before they were kept, or under another model)."""
         with immediate(self._db):
             self._db.executemany(
-                "INSERT INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE "
-                "SET prints = excluded.prints, features = excluded.features, model = excluded.model",
-                [(k.sha, k.prints, k.features, k.model) for k in looks],
+                "INSERT INTO likeness (sha, prints, embedding, model) VALUES (?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE "
+                "SET prints = excluded.prints, embedding = excluded.embedding, model = excluded.model",
+                [(k.sha, k.prints, k.embedding, k.model) for k in likenesses],
             )
 
     def put_pairs(self, pairs: Sequence[Pair]) -> None:
@@ -106,5 +115,5 @@ class OutcomeTables:
             "SELECT post, thumbnail FROM outcomes WHERE model = ?", (model,)) if post in posts}
         creative_thumbs = {sha: thumb for sha, thumb in self._db.execute(
             "SELECT files.sha, files.thumbnail FROM outcomes JOIN files ON files.sha = outcomes.creative "
-            "WHERE outcomes.model = ? AND files.outcome = 'scored'", (model,)) if sha in creatives}
+            "WHERE outcomes.model = ? AND files.decision = 'scored'", (model,)) if sha in creatives}
         return post_thumbs, creative_thumbs

@@ -13,7 +13,7 @@ from scorer.results import Advice, Lookalikes, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
 
 LEDGER_NAME = "ledger.sqlite"
-VERSION = 2
+VERSION = 3
 
 SCHEMA = """
 CREATE TABLE batches (
@@ -30,7 +30,7 @@ CREATE TABLE files (
     name        TEXT NOT NULL,    -- the name reports show: its path relative to the inbox
     size        INTEGER,
     mtime_ns    INTEGER,
-    outcome     TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'duplicate')),
+    decision    TEXT NOT NULL CHECK (decision IN ('scored', 'rejected', 'duplicate')),
     result      TEXT,             -- scored: probabilities, classes, pixels, format, dates, notes as JSON
     thumbnail   BLOB,
     reason      TEXT,             -- rejected and duplicate: why, in a marketer's words
@@ -51,19 +51,19 @@ CREATE TABLE meta (
 );
 """
 
-# Version 2: what matches a launched post back to its creative, and the pairs found (scorer.outcomes).
+# Since version 2: what matches a launched post back to its creative, and the pairs found (scorer.outcomes).
 OUTCOMES_SCHEMA = """
-CREATE TABLE looks (
-    sha      TEXT PRIMARY KEY,  -- the creative's content SHA-256
-    prints   BLOB,              -- perceptual hashes, one per view (scorer.decoding.fingerprint)
-    features BLOB,              -- the model's pooled features as float16; NULL when the model gives none
-    model    TEXT               -- SHA-256 of the model whose features these are
+CREATE TABLE likeness (
+    sha       TEXT PRIMARY KEY,  -- the creative's content SHA-256
+    prints    BLOB,              -- perceptual hashes, one per crop (scorer.decoding.prints)
+    embedding BLOB,              -- the model's embedding as float16; NULL when the model gives none
+    model     TEXT               -- SHA-256 of the model whose embedding it is
 );
 CREATE TABLE outcomes (
     post       TEXT PRIMARY KEY,  -- the post's image file as named in the data it came from
     post_sha   TEXT NOT NULL,
     creative   TEXT NOT NULL UNIQUE,  -- the matched creative's content SHA-256: each creative posted once
-    model      TEXT NOT NULL,     -- SHA-256 of the model that scored the creative: a record per model
+    model      TEXT NOT NULL,     -- SHA-256 of the model that scored the creative: a track record per model
     similarity REAL NOT NULL,
     posted_at  REAL,              -- Unix time; NULL when the data gives no date
     likes      INTEGER NOT NULL,
@@ -77,10 +77,25 @@ CREATE TABLE outcomes (
 TRACK_RECORD = "track_record:"
 # The keys of a track record's pair that the reports show (scorer.results.Launch, less the thumbnails)
 LAUNCH_KEYS = ("post", "creative", "posted_at", "predicted_class", "predicted_score", "total", "real_class", "counted")
-# What turns a ledger of each earlier version into the current one.
-MIGRATIONS = {1: OUTCOMES_SCHEMA}
+# What turns a ledger of each earlier version into the next one: each step as it was written for its version,
+# so that a ledger of any age arrives at the current schema.
+MIGRATIONS = {
+    1: """
+CREATE TABLE looks (sha TEXT PRIMARY KEY, prints BLOB, features BLOB, model TEXT);
+CREATE TABLE outcomes (
+    post TEXT PRIMARY KEY, post_sha TEXT NOT NULL, creative TEXT NOT NULL UNIQUE, model TEXT NOT NULL,
+    similarity REAL NOT NULL, posted_at REAL, likes INTEGER NOT NULL, comments INTEGER NOT NULL, value REAL NOT NULL,
+    label TEXT NOT NULL, thumbnail BLOB);
+""",
+    # 3: one word, one meaning (scorer/__init__.py's glossary): a file's decision, a creative's likeness and embedding
+    2: """
+ALTER TABLE files RENAME COLUMN outcome TO decision;
+ALTER TABLE looks RENAME TO likeness;
+ALTER TABLE likeness RENAME COLUMN features TO embedding;
+""",
+}
 
-Outcome = Literal["scored", "rejected", "duplicate"]
+Decision = Literal["scored", "rejected", "duplicate"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,7 @@ class Entry:
     """One decided file, as the watch service records it."""
 
     file: Candidate
-    outcome: Outcome
+    decision: Decision
     sha: str | None = None
     destination: Path | None = None
     scored: Scored | None = None
@@ -165,7 +180,7 @@ def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
         thumbnail = s.thumbnail
     destination = str(e.destination) if e.destination else None
     f = e.file
-    return (e.sha or f.sha, str(f.path), f.name, f.size, f.mtime_ns, e.outcome, result, thumbnail, e.reason, batch,
+    return (e.sha or f.sha, str(f.path), f.name, f.size, f.mtime_ns, e.decision, result, thumbnail, e.reason, batch,
             destination, int(e.destination is None))
 
 
@@ -182,12 +197,12 @@ def model_from_json(text: str) -> ModelInfo:
 
 
 @dataclass(frozen=True)
-class Look:
-    """What matches a launched post back to a creative: its prints, and its features under one model."""
+class Likeness:
+    """What matches a launched post back to a creative: its prints, and its embedding under one model."""
 
     sha: str
     prints: bytes | None
-    features: bytes | None
+    embedding: bytes | None
     model: str
 
 

@@ -1,10 +1,10 @@
 """What was scored, so that a restart never rescores or loses a file.
 
 The ledger is a SQLite database in the `state` folder and the source of truth of the
-watch service; every report is a view of it. Content is identified by its SHA-256.
+watch service; every report is rebuilt from it. Content is identified by its SHA-256.
 
     batches  one per report: pending (outcomes recorded) -> reported (workbook written)
-    files    one per inbox file decided: its outcome, everything a report row needs,
+    files    one per inbox file decided: its decision, everything a report row needs,
              and where the file goes (done once it is there)
     attempts files whose scoring was under way when the service died, and how often
     meta     small facts, such as which batch latest.xlsx last included, and each model's track record
@@ -32,8 +32,8 @@ from scorer.ledger.schema import (
     SCHEMA,
     SCORED_COLUMNS,
     VERSION,
+    Decision,
     Entry,
-    Outcome,
     file_row,
     model_from_json,
     model_json,
@@ -51,7 +51,7 @@ class Disposal:
     sha: str | None
     path: Path
     destination: Path
-    outcome: Outcome
+    decision: Decision
     reason: str
     size: int | None = None
     mtime_ns: int | None = None
@@ -72,7 +72,7 @@ class Ledger(OutcomeTables):
             if version == 0:
                 self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} {OUTCOMES_SCHEMA} "
                                        f"PRAGMA user_version={VERSION}; COMMIT;")
-            elif version < VERSION:  # an older ledger gains the newer tables; nothing in it changes
+            elif version < VERSION:  # an older ledger gains the newer tables and names; no row changes
                 steps = " ".join(MIGRATIONS[v] for v in range(version, VERSION))
                 self._db.executescript(f"BEGIN IMMEDIATE; {steps} PRAGMA user_version={VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
@@ -88,7 +88,7 @@ class Ledger(OutcomeTables):
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """One consistent read of the ledger, for long reads on a second Ledger (scorer.ledger.window).
+        """One consistent read of the ledger, for long reads on a second Ledger (scorer.ledger.latest_window).
 
         In WAL mode a reader never blocks the writer, so batches go on being recorded meanwhile.
         """
@@ -122,7 +122,7 @@ class Ledger(OutcomeTables):
         """The first scored result for this content, if it was ever scored."""
         row = self._db.execute(
             f"SELECT {SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
-            "WHERE sha = ? AND outcome = 'scored' ORDER BY files.id LIMIT 1",
+            "WHERE sha = ? AND decision = 'scored' ORDER BY files.id LIMIT 1",
             (sha,),
         ).fetchone()
         return scored_from_row(row) if row else None
@@ -133,7 +133,7 @@ class Ledger(OutcomeTables):
         # Paths that start with "<stem>." sort from "<stem>." up to "<stem>/": the path index serves the range.
         rows = self._db.execute(
             f"SELECT {SCORED_COLUMNS}, files.path FROM files JOIN batches ON batches.id = files.batch WHERE "
-            "outcome = 'scored' AND (files.path = ? OR (files.path >= ? AND files.path < ?)) ORDER BY files.id DESC",
+            "decision = 'scored' AND (files.path = ? OR (files.path >= ? AND files.path < ?)) ORDER BY files.id DESC",
             (base, base + ".", base + "/"),
         ).fetchall()
         return next((scored_from_row(row[:-1]) for row in rows if Path(row[-1]).with_suffix("") == stem), None)
@@ -162,9 +162,9 @@ class Ledger(OutcomeTables):
 
     # Batches.
 
-    def record_batch(self, entries: Sequence[Entry], info: ModelInfo,
-                     report_for: Callable[[int], Path]) -> tuple[int, Path]:
-        """Record a batch's outcomes and its report's path in one transaction; return (batch id, report path)."""
+    def write_batch(self, entries: Sequence[Entry], info: ModelInfo,
+                    report_for: Callable[[int], Path]) -> tuple[int, Path]:
+        """Write a batch's decisions and its report's path in one transaction; return (batch id, report path)."""
         now = time.time()
         with immediate(self._db):
             cur = self._db.execute(
@@ -175,15 +175,15 @@ class Ledger(OutcomeTables):
             report = report_for(batch)
             self._db.execute("UPDATE batches SET report = ? WHERE id = ?", (str(report), batch))
             self._db.executemany(
-                "INSERT INTO files (sha, path, name, size, mtime_ns, outcome, result, thumbnail, reason, batch, "
+                "INSERT INTO files (sha, path, name, size, mtime_ns, decision, result, thumbnail, reason, batch, "
                 "destination, done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [file_row(e, batch) for e in entries],
             )
             # A decided file is no longer in flight, whatever its attempts were.
             self._db.executemany("DELETE FROM attempts WHERE sha = ?", [(e.sha,) for e in entries if e.sha])
             self._db.executemany(
-                "INSERT OR IGNORE INTO looks (sha, prints, features, model) VALUES (?, ?, ?, ?)",
-                [(e.scored.sha256, e.scored.prints, e.scored.features, info.sha256) for e in entries
+                "INSERT OR IGNORE INTO likeness (sha, prints, embedding, model) VALUES (?, ?, ?, ?)",
+                [(e.scored.sha256, e.scored.prints, e.scored.embedding, info.sha256) for e in entries
                  if e.scored is not None and e.scored.prints is not None],
             )
         return batch, report
@@ -207,35 +207,35 @@ class Ledger(OutcomeTables):
         """The newest batch's id, 0 when there is none."""
         return int(self._db.execute("SELECT coalesce(max(id), 0) FROM batches").fetchone()[0])
 
-    def batch_view(self, batch: int) -> BatchResult:
+    def batch_result(self, batch: int) -> BatchResult:
         """The rows of one batch's report."""
-        return self._view("files.batch = ?", (batch,))
+        return self._result("files.batch = ?", (batch,))
 
-    def _view(self, where: str, args: tuple[Any, ...]) -> BatchResult:
+    def _result(self, where: str, args: tuple[Any, ...]) -> BatchResult:
         rows = self._db.execute(
-            f"SELECT outcome, reason, {SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
+            f"SELECT decision, reason, {SCORED_COLUMNS} FROM files JOIN batches ON batches.id = files.batch "
             f"WHERE {where} ORDER BY files.id",
             args,
         ).fetchall()
-        view = BatchResult()
-        for outcome, reason, *scored in rows:
+        result = BatchResult()
+        for decision, reason, *scored in rows:
             name, location, sha = scored[0], scored[1], scored[2]
-            if outcome == "scored":
-                view.scored.append(scored_from_row(scored))
-            elif outcome == "rejected":
-                view.rejected.append(Rejected(name, location, reason or "", sha or ""))
+            if decision == "scored":
+                result.scored.append(scored_from_row(scored))
+            elif decision == "rejected":
+                result.rejected.append(Rejected(name, location, reason or "", sha or ""))
             else:
                 original = self.earlier(sha)
                 assert original is not None, f"duplicate {name} of content that was never scored"
-                view.duplicates.append(Duplicate(name, location, original))
-        return view
+                result.duplicates.append(Duplicate(name, location, original))
+        return result
 
     # Dispositions.
 
     def undisposed(self) -> list[Disposal]:
         """Recorded files not yet at their destination, oldest first."""
         rows = self._db.execute(
-            "SELECT id, sha, path, destination, outcome, reason, size, mtime_ns FROM files WHERE done = 0 ORDER BY id"
+            "SELECT id, sha, path, destination, decision, reason, size, mtime_ns FROM files WHERE done = 0 ORDER BY id"
         ).fetchall()
         return [Disposal(i, s, Path(p), Path(d), o, r or "", z, m) for i, s, p, d, o, r, z, m in rows]
 
@@ -259,7 +259,7 @@ class Ledger(OutcomeTables):
     def destinations(self) -> list[tuple[Path, bool]]:
         """(destination, rejected) chosen for files not yet moved, so a new choice never collides with one."""
         rows = self._db.execute(
-            "SELECT destination, outcome FROM files WHERE done IN (0, 2) AND destination IS NOT NULL").fetchall()
+            "SELECT destination, decision FROM files WHERE done IN (0, 2) AND destination IS NOT NULL").fetchall()
         return [(Path(d), o != "scored") for d, o in rows]
 
     # Meta.

@@ -29,7 +29,7 @@ from fastai.vision.all import (
 
 from scorer.decoding.decode import ItemGeometry
 from scorer.errors import ModelError
-from scorer.model.serving import Preprocessing, softmax
+from scorer.model.fast_start import Preprocessing, softmax
 from scorer.model.unpickle import TolerantPickle
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def batch_transform(learn: Learner) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def plain_preprocessing(learn: Learner, sample: np.ndarray) -> Preprocessing | None:
-    """The validation batch transforms as numpy computes them (scorer.model.serving), when they are
+    """The validation batch transforms as numpy computes them (scorer.model.fast_start), when they are
     IntToFloatTensor then, optionally, Normalize over the channels, and give fastai's pixels on `sample`;
     None for any other pipeline, which stays in fastai."""
     steps = [t for t in learn.dls.valid.after_batch.fs if getattr(t, "split_idx", None) != 0]  # 0: training only

@@ -2,7 +2,7 @@
 
 Each runtime takes a float32 NCHW batch (numpy) that has already been through the learner's
 batch transforms and returns raw model outputs (logits) and, for learners shaped as fastai's
-vision_learner builds them, the pooled features before the head, from the same forward pass.
+vision_learner builds them, the embedding before the head, from the same forward pass.
 ONNX Runtime on the CPU lives here; the PyTorch runtime and the ONNX export, which need torch,
 live in model/torch_runtime.py, so a start that opens a kept export never imports torch.
 """
@@ -42,7 +42,7 @@ class Runtime(Protocol):
     device: str
 
     def run(self, batch: np.ndarray) -> Outputs:
-        """Raw outputs (logits) and pooled features (None when the model has none) for a float32 NCHW batch."""
+        """Raw outputs (logits) and embedding (None when the model has none) for a float32 NCHW batch."""
         ...
 
 
@@ -111,12 +111,12 @@ class OnnxRuntime:
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
-def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, features: bool) -> Path:
-    """Where the ONNX copy of a learner lives: keyed by the learner's SHA-256 and whether it returns features.
+def onnx_cache_path(model_path: Path, model_sha256: str, cache_dir: Path, embedding: bool) -> Path:
+    """Where the ONNX copy of a learner lives: keyed by the learner's SHA-256 and whether it returns embedding.
 
-    The `.features` variant has two outputs, so a single-output export from before is never reused for it.
+    The `.embedding` variant has two outputs, so a single-output export from before is never reused for it.
     """
-    return cache_dir / f"{model_path.stem}.{model_sha256[:16]}{'.features' if features else ''}.onnx"
+    return cache_dir / f"{model_path.stem}.{model_sha256[:16]}{'.embedding' if embedding else ''}.onnx"
 
 
 def open_kept_onnx(path: Path, pinned: str, threads: int, sample: np.ndarray, expected: np.ndarray, *,
@@ -149,7 +149,7 @@ def ms_per_image(runtime: Runtime, batch: np.ndarray) -> float:
 
 def describe_export_check(runtime: object, *, recorded: bool = False) -> str:
     """The ONNX export check's figure, for the report's Model sheet; `recorded`: checked against the logits that
-    PyTorch gave when the learner was first opened here (scorer.model.serving), not against PyTorch itself."""
+    PyTorch gave when the learner was first opened here (scorer.model.fast_start), not against PyTorch itself."""
     diff = getattr(runtime, "export_diff", None)
     if not isinstance(runtime, OnnxRuntime):
         return "not applicable: the model runs in PyTorch"

@@ -1,4 +1,4 @@
-"""The PyTorch side of running a learner: its forward pass with pooled features, the PyTorch runtime
+"""The PyTorch side of running a learner: its forward pass with embedding, the PyTorch runtime
 (CUDA, or the CPU when ONNX Runtime cannot take the model) and the ONNX export, checked against PyTorch.
 
 With model/learner.py and evidence/gradcam.py, the only modules that import torch; scoring imports this
@@ -24,8 +24,8 @@ from scorer.model.runtime import EXPORT_TOLERANCE, OnnxRuntime, Outputs, open_ke
 log = logging.getLogger(__name__)
 
 
-class WithFeatures(torch.nn.Module):
-    """A vision_learner model that returns (logits, pooled features) from one forward pass."""
+class WithEmbedding(torch.nn.Module):
+    """A vision_learner model that returns (logits, embedding) from one forward pass."""
 
     def __init__(self, model: torch.nn.Sequential) -> None:
         super().__init__()
@@ -38,7 +38,7 @@ class WithFeatures(torch.nn.Module):
         return self.rest(pooled), pooled.flatten(1)
 
 
-def with_features(model: torch.nn.Module) -> WithFeatures | None:
+def with_embedding(model: torch.nn.Module) -> WithEmbedding | None:
     """Wrap a model shaped as fastai's vision_learner builds it (body, then a head opening with a pooling
     layer); None for any other shape, which then scores without evidence."""
     if not (isinstance(model, torch.nn.Sequential) and len(model) == 2):
@@ -46,7 +46,7 @@ def with_features(model: torch.nn.Module) -> WithFeatures | None:
     head = model[1]
     if not (isinstance(head, torch.nn.Sequential) and len(head) > 1 and "pool" in type(head[0]).__name__.lower()):
         return None
-    return WithFeatures(model)
+    return WithEmbedding(model)
 
 
 def set_threads(threads: int) -> None:
@@ -110,7 +110,7 @@ def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
 
 
 def _export_to(model: torch.nn.Module, sample: torch.Tensor, tmp: Path) -> None:
-    names = ["logits", "features"] if isinstance(model, WithFeatures) else ["logits"]
+    names = ["logits", "embedding"] if isinstance(model, WithEmbedding) else ["logits"]
     # The TorchScript exporter covers fastai's AdaptiveConcatPool2d on every torch release we
     # support (the torch.export one fails on aten.adaptive_max_pool2d before torch 2.14) and
     # takes a second instead of five; the newer exporter is the fallback once it is gone.

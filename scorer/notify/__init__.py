@@ -1,1 +1,1 @@
-"""Notifications through Apprise: a durable outbox in state/, a sender per destination, the messages."""
+"""Notifications through Apprise: a durable notification queue in state/, a sender per destination, the messages."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from scorer.notify.destinations import SECRETS, Destination
-from scorer.notify.outbox import Message
+from scorer.notify.queue import Message
 
 # A child loads Apprise's ~190 plugins as it starts; that is no part of a send's deadline.
 _START_S = 60.0
@@ -33,11 +33,11 @@ _HTTP = re.compile(r"\berror=(\d{3})\b")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()\[\]\n]+)")
 _TIMED_OUT = re.compile(r"(?i)\b(read|connect) timed out")
 
-Record = tuple[str, int, str]  # a child's log record: its logger's name, its level and its message
+LogLine = tuple[str, int, str]  # a child's log record: its logger's name, its level and its message
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SendResult:
     """What became of a send: taken, or why not; `interrupted` when a stop ended it after it had left."""
 
     ok: bool
@@ -59,11 +59,11 @@ class Courier:
         self._ready(stop)
 
     def send(self, message: Message, stop: threading.Event,
-             handover: Callable[[], None] = lambda: None) -> Outcome | None:
+             handover: Callable[[], None] = lambda: None) -> SendResult | None:
         """Send `message`, waiting `timeout` s at most; `handover` runs just before it leaves. None: stopped first."""
         conn = self._ready(stop)
         if not isinstance(conn, Connection):
-            return None if conn is None else Outcome(False, conn)
+            return None if conn is None else SendResult(False, conn)
         handover()
         attach = str(message.attach) if message.attach is not None and message.attach.is_file() else None
         deadline = time.monotonic() + self.timeout
@@ -75,15 +75,15 @@ class Courier:
             else:
                 ok, records = conn.recv()
                 _relay(records)
-                return Outcome(True) if ok else Outcome(False, _cause(records))
+                return SendResult(True) if ok else SendResult(False, _cause(records))
         except (EOFError, OSError):  # the child died (killed with the service, or crashed)
             pass
         self.close()
         if stop.is_set():
-            return Outcome(False, "the service stopped mid-send", interrupted=True)
+            return SendResult(False, "the service stopped mid-send", interrupted=True)
         if time.monotonic() >= deadline:
-            return Outcome(False, f"no answer within {self.timeout:g} s (notify.timeout_seconds)")
-        return Outcome(False, "its sending process ended before the destination answered")
+            return SendResult(False, f"no answer within {self.timeout:g} s (notify.timeout_seconds)")
+        return SendResult(False, "its sending process ended before the destination answered")
 
     def close(self) -> None:
         """Kill the child, whatever it is doing."""
@@ -128,16 +128,16 @@ class Courier:
         return self._conn
 
 
-def try_destinations(destinations: Sequence[Destination], timeout: float) -> list[tuple[Destination, Outcome]]:
+def try_destinations(destinations: Sequence[Destination], timeout: float) -> list[tuple[Destination, SendResult]]:
     """Send a test message to every destination at once, each given `timeout` s; what became of each."""
     stop = threading.Event()
 
-    def attempt(destination: Destination) -> Outcome:
+    def attempt(destination: Destination) -> SendResult:
         courier = Courier(destination, timeout)
         message = Message(f"test-{time.time_ns()}", "Scorer: test message",
                           f"This is a test from the creative scorer to destination {destination.number}.")
         try:
-            return courier.send(message, stop) or Outcome(False, "stopped")
+            return courier.send(message, stop) or SendResult(False, "stopped")
         finally:
             courier.close()
 
@@ -149,7 +149,7 @@ def try_destinations(destinations: Sequence[Destination], timeout: float) -> lis
             raise
 
 
-def _cause(records: Sequence[Record]) -> str:
+def _cause(records: Sequence[LogLine]) -> str:
     """Why a send failed, in a few words, from what Apprise and urllib3 logged: HTTP 401, connection refused, ..."""
     text = "\n".join(message for _, _, message in records)
     if found := _HTTP.search(text):
@@ -163,7 +163,7 @@ def _cause(records: Sequence[Record]) -> str:
     return SECRETS.mask(warned[-1]) if warned else "the destination did not take it, and Apprise did not say why"
 
 
-def _relay(records: Sequence[Record]) -> None:
+def _relay(records: Sequence[LogLine]) -> None:
     """The child's log lines, at debug level (the send's own line tells the outcome), every secret masked."""
     for name, _, message in records:
         logger = logging.getLogger(name)
@@ -176,12 +176,12 @@ class _Capture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.records: list[Record] = []
+        self.records: list[LogLine] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append((record.name, record.levelno, record.getMessage()))
 
-    def taken(self) -> list[Record]:
+    def taken(self) -> list[LogLine]:
         records, self.records = self.records, []
         return records
 

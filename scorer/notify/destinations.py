@@ -35,7 +35,7 @@ class Destination:
 
     @property
     def key(self) -> str:
-        """A stable name for the outbox's rows: the URL's hash, never the URL."""
+        """A stable name for the notification queue's rows: the URL's hash, never the URL."""
         return hashlib.sha256(self.url.encode()).hexdigest()[:16]
 
     @property

@@ -1,6 +1,6 @@
 """What the watch service tells people: a message after each batch report, and one when it is in trouble.
 
-`Notices` queues each message in the outbox (state/notify.sqlite) and rings the senders; it never
+`Notices` queues each message in the notification queue (state/notify.sqlite) and rings the senders; it never
 waits for a destination, and waits at most a second for the queue. A queue that cannot be written
 costs the message (logged, with the cause) and never stops or slows scoring. With no destinations
 configured it does nothing at all.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from scorer.notify.destinations import load_destinations
-from scorer.notify.outbox import OUTBOX_NAME, Message, Outbox, open_outbox
+from scorer.notify.queue import QUEUE_NAME, Message, NotificationQueue, open_queue
 from scorer.notify.sender import Sender
 from scorer.results import BatchResult
 from scorer.settings import Settings
@@ -35,7 +35,7 @@ class Notices:
         self._state = settings.state
         self._destinations = load_destinations(settings.notify)
         self._keys = [d.key for d in self._destinations]
-        self._outbox: Outbox | None = None
+        self._queue: NotificationQueue | None = None
         self._sender = Sender(settings.state, self._destinations, settings.notify)
         self._trouble_since: float | None = None
         self._trouble_told = False
@@ -44,14 +44,14 @@ class Notices:
             self._open()
 
     def _open(self) -> None:
-        """The queue, set aside if damaged, and settled before any send (see Outbox.settle); or a line why not."""
+        """The queue, set aside if damaged, and settled before any send; or a line that says why not."""
         try:
-            self._outbox = open_outbox(self._state, _QUEUE_WAIT_S)
-            self._outbox.settle(self._destinations)
+            self._queue = open_queue(self._state, _QUEUE_WAIT_S)
+            self._queue.settle(self._destinations)
         except (sqlite3.Error, OSError) as exc:
             log.warning("the notification queue %s cannot be used now (%s): scoring goes on, and each message tries "
-                        "it again", self._state / OUTBOX_NAME, exc)
-            self._close_outbox()
+                        "it again", self._state / QUEUE_NAME, exc)
+            self._close_queue()
 
     def start(self) -> None:
         """Start the senders; messages left unsent by an earlier run go first."""
@@ -65,28 +65,28 @@ class Notices:
     def close(self) -> None:
         """Stop the senders; what is unsent stays queued for the next start."""
         self._sender.close()
-        self._close_outbox()
+        self._close_queue()
 
-    def _close_outbox(self) -> None:
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
+    def _close_queue(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
 
     def queue(self, message: Message) -> None:
         """Queue a message for every destination (once per id) and wake the senders; never raises."""
         if not self._destinations:
             return
         try:
-            self._outbox = self._outbox or Outbox(self._state, _QUEUE_WAIT_S)
-            if self._outbox.enqueue(message, self._keys, self._notify.queue):
+            self._queue = self._queue or NotificationQueue(self._state, _QUEUE_WAIT_S)
+            if self._queue.enqueue(message, self._keys, self._notify.queue):
                 self._sender.wakeup.ring()
         except (sqlite3.Error, OSError) as exc:
             log.warning("notification %s not queued: the queue %s cannot be written (%s); scoring goes on",
-                        message.id, self._state / OUTBOX_NAME, exc)
-            self._close_outbox()  # opened again for the next message
+                        message.id, self._state / QUEUE_NAME, exc)
+            self._close_queue()  # opened again for the next message
         except Exception:  # a bug here costs a message, never the batch or the service
             log.exception("notification %s not queued; scoring goes on", message.id)
-            self._close_outbox()
+            self._close_queue()
 
     def batch_reported(self, batch: int, report: Path, result: BatchResult) -> None:
         """The message for a batch whose report is on disk: counts, the top three, the report attached."""

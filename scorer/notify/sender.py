@@ -1,4 +1,4 @@
-"""Sending what the outbox holds, in the background: one thread per destination, so a dead one delays no other.
+"""Sending what the queue holds, in the background: one thread per destination, so a dead one delays no other.
 
 Each thread takes its destination's oldest due message, marks it as being sent, hands it to its courier (a
 child process, ended at notify.timeout_seconds), and marks it sent or failed as soon as it knows. A failure is
@@ -18,19 +18,19 @@ from pathlib import Path
 
 from scorer.notify.courier import Courier
 from scorer.notify.destinations import Destination
-from scorer.notify.outbox import Delivery, Outbox, Wakeup
+from scorer.notify.queue import Delivery, NotificationQueue, Wakeup
 from scorer.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
-# A sender thread looks at the outbox at least this often, so a message queued by another process is seen.
+# A sender thread looks at the queue at least this often, so a message queued by another process is seen.
 _IDLE_S = 5.0
 # How long a sender waits for another writer of the queue; it is in the background, the main loop is not.
 _WAIT_S = 2.0
 
 
 class Sender:
-    """The background threads that deliver the outbox's messages, one per destination."""
+    """The background threads that deliver the queue's messages, one per destination."""
 
     def __init__(self, state: Path, destinations: Sequence[Destination], notify: NotifySettings) -> None:
         self.state = state
@@ -52,18 +52,18 @@ class Sender:
         """Wait up to `timeout` seconds until no destination is owed a message it may be tried for now."""
         deadline = time.monotonic() + timeout
         try:
-            outbox = Outbox(self.state, _WAIT_S)
+            queue = NotificationQueue(self.state, _WAIT_S)
         except sqlite3.Error:
             return  # a queue that cannot be read holds nothing to wait for
         try:
             while time.monotonic() < deadline and (self._busy or any(
-                    outbox.next_due(d.key, time.time()) is not None for d in self.destinations
+                    queue.next_due(d.key, time.time()) is not None for d in self.destinations
                     if d.key not in self._stuck)):
                 time.sleep(0.1)
         except sqlite3.Error:
             pass
         finally:
-            outbox.close()
+            queue.close()
 
     def close(self) -> None:
         """Stop: a send under way is ended at once (its child killed) and given up; what is unsent stays queued."""
@@ -75,20 +75,20 @@ class Sender:
 
     def _run(self, courier: Courier) -> None:
         destination = courier.destination
-        outbox: Outbox | None = None
+        queue: NotificationQueue | None = None
         failing, problem, seen = False, "", 0
         try:
             courier.warm(self._stop)  # Apprise loads its plugins now, not during the first batch's intake
             while not self._stop.is_set():
                 try:
-                    outbox = outbox or Outbox(self.state, _WAIT_S)
-                    delivery = outbox.next_due(destination.key, time.time())
+                    queue = queue or NotificationQueue(self.state, _WAIT_S)
+                    delivery = queue.next_due(destination.key, time.time())
                     if delivery is None:
-                        due = outbox.next_time(destination.key)
+                        due = queue.next_time(destination.key)
                         wait = _IDLE_S if due is None else min(max(due - time.time(), 0.0), _IDLE_S)
                         seen = self.wakeup.wait(seen, wait)
                         continue
-                    failing = self._deliver(outbox, courier, delivery, failing)
+                    failing = self._deliver(queue, courier, delivery, failing)
                     problem = ""
                     self._stuck.discard(destination.key)
                 except sqlite3.Error as exc:  # locked or damaged: nothing is sent or lost meanwhile
@@ -100,32 +100,32 @@ class Sender:
                     self._stop.wait(_IDLE_S)
         finally:
             courier.close()
-            if outbox is not None:
-                outbox.close()
+            if queue is not None:
+                queue.close()
 
-    def _deliver(self, outbox: Outbox, courier: Courier, delivery: Delivery, failing: bool) -> bool:
+    def _deliver(self, queue: NotificationQueue, courier: Courier, delivery: Delivery, failing: bool) -> bool:
         """One try of one message; whether the destination is failing now."""
         label, message = courier.destination.label, delivery.message.id
         self._busy.add(delivery.destination)
         try:
-            outcome = courier.send(delivery.message, self._stop, lambda: outbox.sending(delivery))
+            result = courier.send(delivery.message, self._stop, lambda: queue.sending(delivery))
         finally:
             self._busy.discard(delivery.destination)
-        if outcome is None:  # stopped before it left: it stays queued for the next start
+        if result is None:  # stopped before it left: it stays queued for the next start
             return failing
-        if outcome.interrupted:
-            outbox.given_up(delivery)
+        if result.interrupted:
+            queue.given_up(delivery)
             log.warning("notification %s was being sent to destination %s when the service stopped: given up, so "
                         "that it is never sent twice (it may have arrived)", message, label)
-        elif outcome.ok:
-            outbox.sent(delivery)
+        elif result.ok:
+            queue.sent(delivery)
             if failing:
                 log.info("notify destination %s takes messages again", label)
-        elif not outbox.failed(delivery, self._retry_s, time.time()):
+        elif not queue.failed(delivery, self._retry_s, time.time()):
             log.warning("notification %s given up for destination %s after %d tries in %g hours (notify.retry_hours), "
                         "the last: %s; check it with `scorer notify test`", message, label, delivery.attempts + 1,
-                        self._retry_s / 3600, outcome.cause)
+                        self._retry_s / 3600, result.cause)
         elif not failing:
             log.warning("notify destination %s did not take notification %s: %s; retrying with backoff", label,
-                        message, outcome.cause)
-        return not outcome.ok
+                        message, result.cause)
+        return not result.ok

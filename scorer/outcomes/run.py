@@ -1,8 +1,8 @@
 """`scorer outcomes`: match an account's downloaded posts to the creatives scored before them; keep the record.
 
     import_posts + label      the posts, their likes + comments and the class the labelling rule gives them
-    score_items               each post's prints and features, through the same engine that scored the creatives
-    _creative_looks           each creative's prints and features, computed on first need from its archived file
+    score_items               each post's prints and embedding, through the same engine that scored the creatives
+    _creative_likenesses           each creative's prints and embedding, computed on first need from its archived file
     match                     one to one, most similar first, above outcomes.min_similarity
     Ledger.put_pairs          recorded: a re-run changes nothing, grown likes update the values
     track_record              the configured model's figures and verdict, kept in the ledger and its card
@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from scorer.config import require_writable_dir
-from scorer.context.features import zone
+from scorer.context.signals import zone
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
-from scorer.ledger.schema import Look, Pair
+from scorer.ledger.schema import Likeness, Pair
 from scorer.ledger.store import Ledger
-from scorer.outcomes.match import Looks, looks_of, match
-from scorer.outcomes.record import Launched, TrackRecord, figures, pair_row, verdict
+from scorer.outcomes.match import likenesses_of, match
+from scorer.outcomes.track_record import Launched, TrackRecord, figures, pair_row, verdict
 from scorer.results import Scored
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item, score_items
@@ -45,7 +45,7 @@ class OutcomesRun:
     record: TrackRecord
     found: int
     unreadable: list[BadRow]
-    unmatchable: int  # creatives with no look and no archived file to compute one from
+    unmatchable: int  # creatives with no likeness and no archived file to compute one from
 
 
 def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None, now: float | None = None
@@ -62,9 +62,9 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
         if len(engine.model.classes) != len(settings.train.label.classes):
             raise DataError(f"the model has {len(engine.model.classes)} classes and train.label.classes "
                             f"{len(settings.train.label.classes)}: give train.label the rule the model was trained on")
-        posts, rejected = _post_looks(engine, table)
+        posts, rejected = _post_likenesses(engine, table)
         creatives = ledger.creatives()
-        usable, unmatchable = _creative_looks(ledger, engine, creatives)
+        usable, unmatchable = _creative_likenesses(ledger, engine, creatives)
         pairs = _pairs(posts, table, usable, settings.outcomes.min_similarity)
         ledger.put_pairs(pairs)
         record = track_record(ledger, creatives, sha, settings, now, len(posts) - len(pairs))
@@ -110,45 +110,49 @@ def _posted(when: pd.Timestamp, date_only: bool, tz: ZoneInfo) -> float:
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), tz).timestamp() - 1
 
 
-def _post_looks(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
-    """Each readable post's prints and features (by table row), and the posts that could not be decoded."""
+def _post_likenesses(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
+    """Each readable post's prints and embedding (by table row), and the posts that could not be decoded."""
     items = [Item(Path(image), str(row)) for row, image in enumerate(table["image"])]
     result = score_items(items, engine.model, engine.pool, check=engine.check)
-    looks = {int(s.name): s for s in result.scored if s.prints is not None}
+    likenesses = {int(s.name): s for s in result.scored if s.prints is not None}
     bad = [BadRow(log_text(str(table["post"][int(r.name)])), r.reason) for r in result.rejected]
-    return looks, bad
+    return likenesses, bad
 
 
-def _creative_looks(ledger: Ledger, engine: Engine, creatives: Sequence[tuple[Scored, str, Look | None]]
-                    ) -> tuple[list[tuple[Scored, str, Look]], int]:
-    """Each creative's look under the engine's model; one kept without it is computed from its archived file."""
+def _creative_likenesses(ledger: Ledger, engine: Engine, creatives: Sequence[tuple[Scored, str, Likeness | None]]
+                    ) -> tuple[list[tuple[Scored, str, Likeness]], int]:
+    """Each creative's likeness under the engine's model; one kept without it is computed from its archived file."""
     sha = engine.model.info.sha256
-    wanted = [s for s, _, look in creatives if look is None or (look.model != sha and look.features is not None)]
+    wanted = [s for s, _, likeness in creatives
+              if likeness is None or (likeness.model != sha and likeness.embedding is not None)]
     present = [s for s in wanted if Path(s.location).is_file()]
-    fresh: list[Look] = []
+    fresh: list[Likeness] = []
     if present:
         items = [Item(Path(s.location), s.sha256) for s in present]
         for got in score_items(items, engine.model, engine.pool, check=engine.check).scored:
             if got.sha256 == got.name:  # the archived file is still the content that was scored
-                fresh.append(Look(got.sha256, got.prints, got.features, sha))
-        ledger.put_looks(fresh)
-    by_sha = {look.sha: look for look in fresh}
+                fresh.append(Likeness(got.sha256, got.prints, got.embedding, sha))
+        ledger.put_likenesses(fresh)
+    by_sha = {likeness.sha: likeness for likeness in fresh}
     usable = []
-    for s, model, look in creatives:
-        look = by_sha.get(s.sha256, look)
-        if look is not None and look.prints is not None:  # features of another model are not comparable
-            usable.append((s, model, look if look.model == sha else Look(look.sha, look.prints, None, look.model)))
+    for s, model, likeness in creatives:
+        likeness = by_sha.get(s.sha256, likeness)
+        if likeness is not None and likeness.prints is not None:  # another model's embedding is not comparable
+            if likeness.model != sha:
+                likeness = Likeness(likeness.sha, likeness.prints, None, likeness.model)
+            usable.append((s, model, likeness))
     return usable, len(creatives) - len(usable)
 
 
-def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tuple[Scored, str, Look]],
+def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tuple[Scored, str, Likeness]],
            threshold: float) -> list[Pair]:
     """The posts matched one to one to creatives, as pairs to record."""
     rows = sorted(posts)
-    post_looks: Looks = looks_of([posts[r].prints or b"" for r in rows], [posts[r].features for r in rows])
-    creative_looks = looks_of([k.prints or b"" for _, _, k in creatives], [k.features for _, _, k in creatives])
+    post_likenesses = likenesses_of([posts[r].prints or b"" for r in rows], [posts[r].embedding for r in rows])
+    creative_likenesses = likenesses_of([k.prints or b"" for _, _, k in creatives],
+                                        [k.embedding for _, _, k in creatives])
     pairs = []
-    for p, c, similarity in match(post_looks, creative_looks, threshold):
+    for p, c, similarity in match(post_likenesses, creative_likenesses, threshold):
         row = table.iloc[rows[p]]
         posted = row["posted"]
         pairs.append(Pair(
@@ -161,7 +165,7 @@ def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tu
     return pairs
 
 
-def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Look | None]], model: str,
+def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Likeness | None]], model: str,
                  settings: Settings, now: float, unmatched_posts: int) -> TrackRecord:
     """One model's record from every pair recorded for its creatives; only mature forward pairs count."""
     by_sha = {s.sha256: s for s, _, _ in creatives}

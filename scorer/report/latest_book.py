@@ -137,8 +137,8 @@ def _day_row(ws: WriteOnlyWorksheet, day: DayCount, classes: tuple[str, ...], la
 
 def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> None:
     """The Track record sheet: the figures with the verdict first, then each launched pair, newest post first."""
-    track, look = content.track, content.look
-    thumb_width = look.thumbnail_px / 6.5 + 2
+    track, style = content.track, content.style
+    thumb_width = style.thumbnail_px / 6.5 + 2
     widths = [22, 24, thumb_width, 24, thumb_width, 16, 17, 16, 14, 10]
     for col, width in enumerate(widths, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
@@ -169,12 +169,12 @@ def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> N
     ws.append(header_row(ws, LAUNCH_HEADERS))
     for row, launch in enumerate(track.launches, start=first):
         # Images and row heights must be known before the row is streamed out.
-        pictures = [(launch.post_thumbnail, "C"), (launch.creative_thumbnail, "E")] if look.thumbnails else []
+        pictures = [(launch.post_thumbnail, "C"), (launch.creative_thumbnail, "E")] if style.thumbnails else []
         for picture, column in pictures:
             if picture:
                 ws.add_image(SheetImage(io.BytesIO(picture)), f"{column}{row}")
         if any(picture for picture, _ in pictures):
-            ws.row_dimensions[row].height = look.thumbnail_px * 0.75 + 4
+            ws.row_dimensions[row].height = style.thumbnail_px * 0.75 + 4
         ws.append(_launch_row(ws, launch))
 
 

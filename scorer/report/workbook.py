@@ -58,7 +58,7 @@ class ReportContent:
 
     result: BatchResult
     info: ModelInfo
-    look: ReportSettings = ReportSettings()
+    style: ReportSettings = ReportSettings()
     track: TrackSummary | None = None  # the model's record on launched creatives, where `scorer outcomes` made one
 
 
@@ -121,14 +121,15 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     advice = list(ADVICE_HEADERS) if any(s.advice for s in scored) else []
     names = headers(classes, [*extra, *advice])
     k = len(classes)
-    thumbs = content.look.thumbnails and any(s.thumbnail for s in scored)
-    thumb_width = content.look.thumbnail_px / 6.5 + 2 if thumbs else 10
-    widths = [6, 36, 16, 12, 17, *([11] * k), thumb_width, *evidence_widths(extra, content.look.thumbnail_px / 6.5 + 2),
+    thumbs = content.style.thumbnails and any(s.thumbnail for s in scored)
+    thumb_width = content.style.thumbnail_px / 6.5 + 2 if thumbs else 10
+    widths = [6, 36, 16, 12, 17, *([11] * k), thumb_width,
+              *evidence_widths(extra, content.style.thumbnail_px / 6.5 + 2),
               *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 26, 40, 34]  # SHA-256: two lines
     top = header(ws, names, widths, DEMO_NOTE if demo_model(content.info.path) else "", _PAGES_WIDE)
     thumb_col = len(FIXED_HEADERS) + k + 1
     # A row with pictures is as tall as the thumbnail (and the overlay, drawn the same size) and the look-alikes.
-    height = max(content.look.thumbnail_px * 0.75 + 4, NEIGHBOUR_ROW_PT if any(s.evidence for s in scored) else 0)
+    height = max(content.style.thumbnail_px * 0.75 + 4, NEIGHBOUR_ROW_PT if any(s.evidence for s in scored) else 0)
     for row, s in enumerate(scored, start=top + 1):
         # Images and row heights must be known before the row is streamed out.
         if thumbs and s.thumbnail:

@@ -9,8 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from scorer.config import require_writable_dir
-from scorer.context.features import zone
 from scorer.context.plan import SIDECAR_SUFFIXES, Plans, creatives_beside, find_plans, is_sidecar_name, sidecar_of
+from scorer.context.signals import zone
 from scorer.decoding.vet import find_candidates, is_creative_name
 from scorer.errors import ConfigError
 from scorer.report.workbook import ReportContent, report_name, save_report

@@ -29,8 +29,8 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
     `largest_batch`: the most creatives this engine will score at once, when known (a one-shot run). Larger
     than `report.explain_max` under `explain: auto`, no overlay can be drawn, so the PyTorch copy is not kept.
     """
-    look = settings.report
-    drawn = not (look.explain == "auto" and largest_batch is not None and largest_batch > look.explain_max)
+    report = settings.report
+    drawn = not (report.explain == "auto" and largest_batch is not None and largest_batch > report.explain_max)
     classifier = Classifier(settings, explain=drawn)
     enrichment = open_enrichment(classifier, settings)
     check = None
@@ -52,18 +52,18 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
 def open_enrichment(classifier: Classifier, settings: Settings) -> Enrichment:
     """The model's evidence index (verified) and Grad-CAM explainer, as `report.explain` asks; noted in its info."""
     index = None
-    if classifier.has_features:
+    if classifier.has_embedding:
         index = load_evidence(settings.model, classifier.info.sha256, lambda path: verify_index(settings, path))
     if index is not None:
         note = f"{len(index)} past posts in {index.path}: nearest posts, their median and the account percentile"
-    elif classifier.has_features:
+    elif classifier.has_embedding:
         note = (f"no evidence index beside the model: build one with `scorer index DATA --model {settings.model}` "
-                "(DATA: a posts.csv or Instaloader folder) to see look-alike past posts")
+                "(DATA: a posts.csv or Instaloader folder) to see report-alike past posts")
     else:
-        note = "none: the model is not shaped as fastai's vision_learner builds it, so it gives no pooled features"
+        note = "none: the model is not shaped as fastai's vision_learner builds it, so it gives no embedding"
     explain = settings.report.explain
     explainer = None
-    if explain != "never" and classifier.torch_model is not None and classifier.has_features:
+    if explain != "never" and classifier.torch_model is not None and classifier.has_embedding:
         from scorer.evidence.gradcam import Explainer
 
         explainer = Explainer(classifier.torch_model, classifier.prepare, classifier.threads,
@@ -71,18 +71,18 @@ def open_enrichment(classifier: Classifier, settings: Settings) -> Enrichment:
     up_to = settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
     if explain == "never":
         looked = "never (report.explain: never)"
-    elif not classifier.has_features:
+    elif not classifier.has_embedding:
         looked = "none: the model is not shaped as fastai's vision_learner builds it"
     elif explain == "auto":  # also when this run's batch was larger, and the PyTorch copy was not kept
         looked = f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
     else:
         looked = "Grad-CAM for the predicted class, for every creative"
-    advisor = open_advisor(settings, classifier.info.sha256, classifier.has_features)
+    advisor = open_advisor(settings, classifier.info.sha256, classifier.has_embedding)
     classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked, context=advisor.describe())
     return Enrichment(index, explainer, up_to, advisor)
 
 
-def open_advisor(settings: Settings, model_sha256: str, has_features: bool) -> Advisor:
+def open_advisor(settings: Settings, model_sha256: str, has_embedding: bool) -> Advisor:
     """The model's combined model (verified against its pin), or the reason why scoring stays image-only."""
     path = context_path(settings.model)
     if not path.exists():
@@ -92,8 +92,8 @@ def open_advisor(settings: Settings, model_sha256: str, has_features: bool) -> A
     if context.model_sha256 != model_sha256:
         raise ModelError(f"combined model {path} was made for another model (sha256 {context.model_sha256[:12]}…): "
                          "train again with `scorer train`, or delete it to score image-only")
-    if not has_features:
-        return Advisor(None, "the model gives no pooled features, which the combined model needs")
+    if not has_embedding:
+        return Advisor(None, "the model gives no embedding, which the combined model needs")
     if not context.use:
         return Advisor(context, f"the model card kept image-only: {context.verdict}")
     return Advisor(context, context.verdict)

@@ -75,7 +75,7 @@ class Classifier:
         self._columns = np.array([opened.vocab.index(c) for c in classes])
         self._activation, self._batch_tfm = opened.activation, opened.prepare
         self.geometry: ItemGeometry | None = opened.geometry
-        self.has_features = opened.has_features
+        self.has_embedding = opened.has_embedding
         self._runtime, self._int8_file = opened.runtime, opened.int8_file  # full precision: what checks trust
         self._learn, self.torch_model = opened.learn, opened.torch_model
         self._precision: PrecisionCheck | None = None
@@ -88,11 +88,11 @@ class Classifier:
             preprocessing=self._describe_preprocessing(),
             versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")},
             card=read_card(settings.model),
-            export_check=describe_export_check(self._runtime, recorded=opened.from_record),
+            export_check=describe_export_check(self._runtime, recorded=opened.from_fast_start),
             precision=_precision_of(self._runtime, settings.half),
         )
         trim_heap()  # what loading and exporting freed, given back before the decoding workers start
-        how = " from its serving record" if opened.from_record else ""
+        how = " from its fast start" if opened.from_fast_start else ""
         log.info("model %s loaded in %.1f s%s: classes %s, %s on %s, %s", settings.model,
                  time.perf_counter() - started, how, list(self.classes), self.info.runtime, self.info.device,
                  self.info.preprocessing)
@@ -146,12 +146,12 @@ class Classifier:
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (N, K), lowest class first, for uint8 pixels shaped (N, H, W, 3)."""
-        return self.predict_with_features(pixels)[0]
+        return self.predict_with_embedding(pixels)[0]
 
-    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities as predict_pixels, and the pooled features (N, D) from the same forward pass, if any."""
-        logits, features = self._run(self.prepare(pixels))
-        return self._probabilities(logits), features
+    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities as predict_pixels, and the embedding (N, D) from the same forward pass, if any."""
+        logits, embedding = self._run(self.prepare(pixels))
+        return self._probabilities(logits), embedding
 
     def _run(self, batch: np.ndarray) -> Outputs:
         return self._precision.run(batch) if self._precision is not None else self._runtime.run(batch)

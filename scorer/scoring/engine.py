@@ -31,16 +31,16 @@ class Predictor(Protocol):
     def predict_files(self, files: list[Path]) -> np.ndarray: ...
 
 
-class FeaturePredictor(Predictor, Protocol):
-    """A model that also returns the pooled features of the same forward pass (see Classifier)."""
+class EmbeddingPredictor(Predictor, Protocol):
+    """A model that also returns the embedding of the same forward pass (see Classifier)."""
 
-    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class LookalikeSearch(Protocol):
     """What the engine needs from an evidence index (see scorer.evidence.index.EvidenceIndex)."""
 
-    def lookup(self, features: np.ndarray, scores: np.ndarray) -> list[Lookalikes]: ...
+    def lookup(self, embedding: np.ndarray, scores: np.ndarray) -> list[Lookalikes]: ...
 
 
 class AdviceSource(Protocol):
@@ -49,7 +49,7 @@ class AdviceSource(Protocol):
     @property
     def in_use(self) -> bool: ...
 
-    def advise(self, features: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]: ...
+    def advise(self, embedding: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]: ...
 
 
 class Explain(Protocol):
@@ -74,7 +74,7 @@ class Decoder(Protocol):
 
     def imap(
         self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...,
-        plan: Callable[[], ItemGeometry | None] | None = ...,
+        geometry: Callable[[], ItemGeometry | None] | None = ...,
     ) -> Iterator[tuple[Path, Decoded | ImageError]]: ...
 
     def close(self) -> None: ...
@@ -115,11 +115,12 @@ def score_items(
         enrichment = replace(enrichment, explainer=None)
     run = _Batcher(model, known, progress, enrichment, check)
     by_path = {item.path: item for item in items}
-    plan = check.plan if check is not None and model.geometry is not None else None
-    for path, outcome in pool.imap([item.path for item in items], ahead=2 * model.batch_size, stop=stop, plan=plan):
+    geometry = check.geometry if check is not None and model.geometry is not None else None
+    paths = [item.path for item in items]
+    for path, reply in pool.imap(paths, ahead=2 * model.batch_size, stop=stop, geometry=geometry):
         if stop():
             return run.result
-        run.take(by_path[path], outcome)
+        run.take(by_path[path], reply)
     run.finish()
     return run.result
 
@@ -136,21 +137,21 @@ class _Batcher:
         self._waiting: list[tuple[Item, Decoded]] = []
         self._duplicates_of_new: list[tuple[Item, str]] = []
 
-    def take(self, item: Item, outcome: Decoded | ImageError) -> None:
-        if isinstance(outcome, ImageError):
-            transient = isinstance(outcome, TransientImageError)
-            self.result.rejected.append(Rejected(item.name, str(item.path), str(outcome), transient=transient))
+    def take(self, item: Item, reply: Decoded | ImageError) -> None:
+        if isinstance(reply, ImageError):
+            transient = isinstance(reply, TransientImageError)
+            self.result.rejected.append(Rejected(item.name, str(item.path), str(reply), transient=transient))
             self._progress(1)
             return
-        earlier = self._known(outcome.sha256)
+        earlier = self._known(reply.sha256)
         if earlier is not None:
             self.result.duplicates.append(Duplicate(item.name, str(item.path), earlier))
             self._progress(1)
-        elif outcome.sha256 in self._first_seen:
-            self._duplicates_of_new.append((item, outcome.sha256))
+        elif reply.sha256 in self._first_seen:
+            self._duplicates_of_new.append((item, reply.sha256))
         else:
-            self._first_seen.add(outcome.sha256)
-            self._waiting.append((item, outcome))
+            self._first_seen.add(reply.sha256)
+            self._waiting.append((item, reply))
             if len(self._waiting) >= self._model.batch_size:
                 self._flush()
 
@@ -168,48 +169,48 @@ class _Batcher:
         n = len(self._waiting)
         evidence: Sequence[Lookalikes | None] = [None] * n
         overlays: Sequence[bytes | None] = [None] * n
-        features = None
+        embedding = None
         if model.geometry is not None:
             pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
-            probs, features, evidence = self._predict(pixels)
+            probs, embedding, evidence = self._predict(pixels)
             self._observe(probs)
             if self._enrichment.explainer is not None:
                 overlays = self._enrichment.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
         else:
             probs = model.predict_files([item.path for item, _ in self._waiting])
         now = time.time()
-        advice = self._advise(features)
-        kept: Sequence[bytes | None] = [None] * n if features is None else [
-            row.astype(np.float16).tobytes() for row in features]
+        advice = self._advise(embedding)
+        kept: Sequence[bytes | None] = [None] * n if embedding is None else [
+            row.astype(np.float16).tobytes() for row in embedding]
         for (item, decoded), p, ev, overlay, (adv, note), feats in zip(self._waiting, probs, evidence, overlays,
                                                                         advice, kept, strict=True):
             scored = _scored(item, decoded, model.classes, p, now, ev, overlay)
             notes = "; ".join(text for text in (scored.notes, note) if text)
-            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes, features=feats))
+            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes, embedding=feats))
         self._progress(n)
         self._waiting.clear()
 
     def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Lookalikes | None]]:
-        """One forward pass: probabilities, and the features that evidence and advice need, from the same pass."""
+        """One forward pass: probabilities, and the embedding that evidence and advice need, from the same pass."""
         index = self._enrichment.index
-        # features are kept whenever the model gives them, so a launched post can be matched back (scorer.outcomes)
-        if not hasattr(self._model, "predict_with_features"):
+        # embedding are kept whenever the model gives them, so a launched post can be matched back (scorer.outcomes)
+        if not hasattr(self._model, "predict_with_embedding"):
             return self._model.predict_pixels(pixels), None, [None] * len(pixels)
-        probs, features = cast(FeaturePredictor, self._model).predict_with_features(pixels)
-        if features is None or index is None:
-            return probs, features, [None] * len(pixels)
-        return probs, features, index.lookup(features, np.array([engagement_score(p) for p in probs]))
+        probs, embedding = cast(EmbeddingPredictor, self._model).predict_with_embedding(pixels)
+        if embedding is None or index is None:
+            return probs, embedding, [None] * len(pixels)
+        return probs, embedding, index.lookup(embedding, np.array([engagement_score(p) for p in probs]))
 
-    def _advise(self, features: np.ndarray | None) -> list[tuple[Advice | None, str]]:
+    def _advise(self, embedding: np.ndarray | None) -> list[tuple[Advice | None, str]]:
         """Each waiting creative's posting-time advice, or the note that says it was scored image-only."""
         advisor = self._enrichment.advisor
         if advisor is None:
             return [(None, item.plan_note) for item, _ in self._waiting]
-        answers = advisor.advise(features, [item.plan for item, _ in self._waiting])
+        answers = advisor.advise(embedding, [item.plan for item, _ in self._waiting])
         return [(adv, item.plan_note or note) for (item, _), (adv, note) in zip(self._waiting, answers, strict=True)]
 
     def _observe(self, probs: np.ndarray) -> None:
-        """Hand creatives decoded both ways to the decode check; the Model sheet follows its decision."""
+        """Hand creatives decoded both ways to the decode check; the Model sheet follows its finding."""
         rows = [i for i, (_, decoded) in enumerate(self._waiting) if decoded.probe is not None]
         if self._check is None or not rows:
             return

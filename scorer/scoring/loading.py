@@ -1,14 +1,14 @@
 """Opening a verified learner for scoring, the fast way when it can and through fastai when it must.
 
-- **From its serving record** (scorer.model.serving): when the learner has been opened here before, the
+- **From its fast start** (scorer.model.fast_start): when the learner has been opened here before, the
   run needs no PyTorch copy (no Grad-CAM overlay, no CUDA, not `runtime: torch`) and its pinned ONNX
-  export is in place, the export is opened with the record. Neither fastai nor PyTorch is imported, so a
+  export is in place, the export is opened with the fast start. Neither fastai nor PyTorch is imported, so a
   start costs about a second of CPU instead of five. The export must still give the logits that PyTorch
-  gave on the fixed sample when the record was made, as a full load checks it against PyTorch itself.
+  gave on the fixed sample when the fast start was made, as a full load checks it against PyTorch itself.
 - **From the learner**: fastai unpickles it, checks that it runs, exports it to ONNX (or opens the kept
-  export, checked against PyTorch) and, when numpy can prepare its batches, writes the serving record.
+  export, checked against PyTorch) and, when numpy can prepare its batches, writes the fast start.
 
-fastai and PyTorch are imported inside `_from_learner`, so opening from the record never loads them.
+fastai and PyTorch are imported inside `_from_learner`, so opening from the fast start never loads them.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 from scorer.checks.precision import Int8File
 from scorer.decoding.decode import ItemGeometry
 from scorer.errors import ConfigError, ModelError
+from scorer.model.fast_start import FastStart, keep_fast_start, read_fast_start, softmax
 from scorer.model.integrity import derived_pin, remember_derived
 from scorer.model.runtime import OnnxRuntime, Runtime, onnx_cache_path, open_kept_onnx
-from scorer.model.serving import ServingRecord, keep_record, read_record, softmax
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,20 +42,20 @@ class Opened:
     geometry: ItemGeometry | None  # None: transforms the fast engine does not know (files go through test_dl)
     prepare: Callable[[np.ndarray], np.ndarray]
     activation: Callable[[np.ndarray], np.ndarray]
-    has_features: bool
+    has_embedding: bool
     runtime: Runtime
     int8_file: Int8File | None = None
     torch_model: Any = None  # the PyTorch model, kept only for Grad-CAM
     learn: Any = None  # the fastai Learner, kept for the test_dl path
-    from_record: bool = False
+    from_fast_start: bool = False
 
 
 def open_model(settings: Settings, data: bytes, sha: str, device: str, threads: int, explain: bool) -> Opened:
     """Open the learner whose verified bytes are `data` (SHA-256 `sha`); `explain`: Grad-CAM may be drawn."""
     if device == "cpu" and settings.runtime != "torch":
-        record = read_record(settings.state, sha)
-        if record is not None and not (record.features and explain):
-            opened = _from_record(settings, sha, record, threads)
+        fast_start = read_fast_start(settings.state, sha)
+        if fast_start is not None and not (fast_start.embedding and explain):
+            opened = _from_fast_start(settings, sha, fast_start, threads)
             if opened is not None:
                 return opened
     return _from_learner(settings, data, sha, device, threads, explain)
@@ -65,9 +65,9 @@ def _onnx_folder(settings: Settings) -> Path:
     return settings.model.parent if os.access(settings.model.parent, os.W_OK) else settings.state / "onnx"
 
 
-def _kind(features: bool) -> str:
+def _kind(embedding: bool) -> str:
     # the two-output export is another file than the one-output one: each has its own pin
-    return "onnx-features" if features else "onnx"
+    return "onnx-embedding" if embedding else "onnx"
 
 
 def _int8_file(settings: Settings, cache: Path, onnx_sha: str, sha: str, threads: int, kind: str) -> Int8File:
@@ -81,32 +81,33 @@ def sample_pixels(geometry: ItemGeometry) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
 
 
-def _from_record(settings: Settings, sha: str, record: ServingRecord, threads: int) -> Opened | None:
-    kind = _kind(record.features)
-    cache = onnx_cache_path(settings.model, sha, _onnx_folder(settings), record.features)
-    if derived_pin(settings, kind, sha) != record.onnx_sha256 or not cache.is_file():
+def _from_fast_start(settings: Settings, sha: str, fast_start: FastStart, threads: int) -> Opened | None:
+    kind = _kind(fast_start.embedding)
+    cache = onnx_cache_path(settings.model, sha, _onnx_folder(settings), fast_start.embedding)
+    if derived_pin(settings, kind, sha) != fast_start.onnx_sha256 or not cache.is_file():
         return None
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    plain = record.preprocessing
+    plain = fast_start.preprocessing
     try:
-        runtime = open_kept_onnx(cache, record.onnx_sha256, threads, plain.apply(sample_pixels(record.geometry)),
-                                 np.asarray(record.sample_logits, dtype=np.float32),
+        sample = plain.apply(sample_pixels(fast_start.geometry))
+        runtime = open_kept_onnx(cache, fast_start.onnx_sha256, threads, sample,
+                                 np.asarray(fast_start.sample_logits, dtype=np.float32),
                                  against="PyTorch's recorded answers", otherwise="opening the learner")
     except OSError:
         return None
     if runtime is None:
         return None
-    return Opened(list(record.vocab), None if record.saved_classes is None else list(record.saved_classes),
-                  record.geometry, plain.apply, softmax, record.features, runtime,
-                  _int8_file(settings, cache, record.onnx_sha256, sha, threads, kind), from_record=True)
+    return Opened(list(fast_start.vocab), None if fast_start.saved_classes is None else list(fast_start.saved_classes),
+                  fast_start.geometry, plain.apply, softmax, fast_start.embedding, runtime,
+                  _int8_file(settings, cache, fast_start.onnx_sha256, sha, threads, kind), from_fast_start=True)
 
 
 def _from_learner(settings: Settings, data: bytes, sha: str, device: str, threads: int, explain: bool) -> Opened:
     from scorer.model import learner as fastai_learner
-    from scorer.model.torch_runtime import set_threads, with_features
+    from scorer.model.torch_runtime import set_threads, with_embedding
 
     learn = fastai_learner.load(settings.model, data)
     geometry = fastai_learner.item_spec(learn)
@@ -114,33 +115,33 @@ def _from_learner(settings: Settings, data: bytes, sha: str, device: str, thread
     plain = None if sample is None else fastai_learner.plain_preprocessing(learn, sample)
     softmaxed = fastai_learner.is_softmax(learn)
     set_threads(threads)
-    net: Any = with_features(learn.model) or learn.model
-    has_features = net is not learn.model and geometry is not None
-    if not has_features:
+    net: Any = with_embedding(learn.model) or learn.model
+    has_embedding = net is not learn.model and geometry is not None
+    if not has_embedding:
         log.info("the model is not shaped as fastai's vision_learner builds it (body, then a pooling head): "
                  "scoring without evidence")
     prepare = plain.apply if plain else fastai_learner.batch_transform(learn)
-    runtime, int8_file, expected = _runtime(settings, sha, device, threads, net, has_features, prepare(sample)
+    runtime, int8_file, expected = _runtime(settings, sha, device, threads, net, has_embedding, prepare(sample)
                                             if sample is not None else None)
     opened = Opened(fastai_learner.vocab_of(learn), fastai_learner.saved_classes(learn), geometry, prepare,
-                    softmax if softmaxed else fastai_learner.activation(learn), has_features, runtime, int8_file,
+                    softmax if softmaxed else fastai_learner.activation(learn), has_embedding, runtime, int8_file,
                     torch_model=learn.model, learn=learn)
     if not isinstance(runtime, OnnxRuntime):
         return opened
     if int8_file is not None and expected is not None and plain is not None and softmaxed and geometry is not None:
-        keep_record(settings.state, sha, ServingRecord(
+        keep_fast_start(settings.state, sha, FastStart(
             tuple(opened.vocab), None if opened.saved_classes is None else tuple(opened.saved_classes), geometry,
-            plain, has_features, int8_file.source_sha256, tuple(tuple(float(v) for v in row) for row in expected),
+            plain, has_embedding, int8_file.source_sha256, tuple(tuple(float(v) for v in row) for row in expected),
             float(runtime.export_diff or 0.0)))
     # Only cheap batch transforms stay in PyTorch now; its idle OpenMP threads would spin on
     # the cores that ONNX Runtime and the decoders need.
     set_threads(1)
-    if not (has_features and settings.report.explain != "never" and explain):
+    if not (has_embedding and settings.report.explain != "never" and explain):
         opened.torch_model = learn.model = None  # ONNX Runtime holds its own copy of the weights
     return opened
 
 
-def _runtime(settings: Settings, sha: str, device: str, threads: int, net: Any, has_features: bool,
+def _runtime(settings: Settings, sha: str, device: str, threads: int, net: Any, has_embedding: bool,
              sample: np.ndarray | None) -> tuple[Runtime, Int8File | None, np.ndarray | None]:
     """The runtime for the learner's model `net`; with ONNX Runtime, its int8 file and PyTorch's logits on the
     prepared `sample` (None: the fast engine does not know the learner's transforms)."""
@@ -158,8 +159,8 @@ def _runtime(settings: Settings, sha: str, device: str, threads: int, net: Any, 
             raise ConfigError("'runtime: onnx' needs onnxruntime: pip install onnxruntime, or set 'runtime: auto'") \
                 from None
         return TorchRuntime(net, device), None, None
-    kind = _kind(has_features)
-    cache = onnx_cache_path(settings.model, sha, _onnx_folder(settings), has_features)
+    kind = _kind(has_embedding)
+    cache = onnx_cache_path(settings.model, sha, _onnx_folder(settings), has_embedding)
     try:
         pinned = derived_pin(settings, kind, sha)
         onnx, onnx_sha, expected = load_or_export_onnx(net, sample, cache, threads, pinned)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scorer.context.combined import CombinedModel, context_path, fit, write_context
-from scorer.context.features import FEATURES, account_of, design, post_features, zone
+from scorer.context.signals import SIGNALS, account_of, design, post_signals, zone
 from scorer.fsutil import sha256_file
 from scorer.model.integrity import remember_pin
 from scorer.settings import Settings
@@ -44,7 +44,7 @@ class ContextRun:
     def as_dict(self) -> dict[str, Any]:
         """The card's context section."""
         return {"file": self.path.name if self.path else None, "sha256": self.sha256, "use": self.use,
-                "verdict": self.verdict, "gain": asdict(self.gain), "features": FEATURES,
+                "verdict": self.verdict, "gain": asdict(self.gain), "signals": SIGNALS,
                 "comparison": self.comparison.as_dict() if self.comparison else None}
 
     def line(self) -> str:
@@ -73,7 +73,7 @@ def ablate(settings: Settings, table: pd.DataFrame, index: IndexRun, model: Path
     if train.sum() < 10 or valid.sum() < 5:
         return skipped(f"{int(train.sum())} training and {int(valid.sum())} held-out posts are too few")
     tz = zone(settings.context.timezone)
-    x_ctx = design(post_features(joined, tz, settings.train.label.window))
+    x_ctx = design(post_signals(joined, tz, settings.train.label.window))
     emb = np.stack(joined["embedding"].to_numpy()).astype(float)
     seed, k = settings.train.seed, len(classes)
     fitted = {IMAGE: fit(emb[train], None, y[train], k, seed), CONTEXT: fit(None, x_ctx[train], y[train], k, seed),

@@ -184,9 +184,9 @@ def _context(card: dict[str, Any]) -> list[str]:
     if not context:
         return []
     lines = ["", "## Posting time and caption", "",
-             "The same kind of model (logistic regression) sees the image embedding, the context features, or "
-             "both; each is judged on the held-out posts. Context features: "
-             + "; ".join(f"{name} ({doc})" for name, doc in context["features"].items()) + "."]
+             "The same kind of model (logistic regression) sees the image embedding, the context signals, or "
+             "both; each is judged on the held-out posts. Context signals: "
+             + "; ".join(f"{name} ({doc})" for name, doc in context["signals"].items()) + "."]
     comparison = context.get("comparison")
     if comparison:
         lines += ["", "| Way | Accuracy | Spearman vs total engagement |", "| --- | --- | --- |",

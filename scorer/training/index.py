@@ -55,12 +55,12 @@ class IndexRun:
 
 
 def scoring_classifier(settings: Settings, model: Path, sha256: str | None) -> Classifier:
-    """The classifier exactly as scoring loads it, without Grad-CAM's PyTorch copy; refused when it has no features."""
+    """The classifier exactly as scoring loads it, without Grad-CAM's PyTorch copy; refused when it has no embedding."""
     quiet = dataclasses.replace(settings, model=model, model_sha256=sha256,
                                 report=dataclasses.replace(settings.report, explain="never"))
     classifier = Classifier(quiet)
-    if not classifier.has_features:
-        raise ModelError(f"{model} gives no pooled features (it is not shaped as fastai's vision_learner builds it, "
+    if not classifier.has_embedding:
+        raise ModelError(f"{model} gives no embedding (it is not shaped as fastai's vision_learner builds it, "
                          "or its transforms are not ones the fast engine knows): it can score, but not be indexed")
     return classifier
 
@@ -95,14 +95,14 @@ def _embed(classifier: Classifier, posts: pd.DataFrame, limits: ImageLimits) -> 
             log.warning("left out of the index: %s (%s)", post.source, exc)
     if not decoded:
         return []
-    probs, features = classifier.predict_with_features(np.stack([d.pixels for d in decoded if d.pixels is not None]))
-    assert features is not None
+    probs, embedding = classifier.predict_with_embedding(np.stack([d.pixels for d in decoded if d.pixels is not None]))
+    assert embedding is not None
     return [{"source": post.source, "date": _date(post.posted_at), "likes": int(post.likes),
              "comments": int(post.comments), "total": int(post.total), "label": str(post.label),
              "split": "valid" if post.is_valid else "train", "thumbnail": d.thumbnail,
              "embedding": feature.astype(np.float32), "score": engagement_score(p),
              "predicted": classifier.classes[int(np.argmax(p))]}
-            for post, d, p, feature in zip(kept, decoded, probs, features, strict=True)]
+            for post, d, p, feature in zip(kept, decoded, probs, embedding, strict=True)]
 
 
 def _date(value: object) -> str:

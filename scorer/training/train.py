@@ -178,8 +178,8 @@ def _archive(model: Path) -> Path | None:
         if path.exists():
             shutil.move(path, folder / path.name)
     # The ONNX copies are derived from the old model and large: scoring rebuilds them if that model comes back.
-    for features in (False, True):
-        onnx = onnx_cache_path(model, old_sha, model.parent, features)
+    for embedding in (False, True):
+        onnx = onnx_cache_path(model, old_sha, model.parent, embedding)
         for path in (onnx, onnx.with_suffix(".json")):
             path.unlink(missing_ok=True)
     log.info("previous model moved to %s", folder)

@@ -3,7 +3,7 @@
 Per batch, in this order:
 
 1. score the files that need it (known content becomes a Duplicate, not a rescore);
-2. record every outcome, each file's destination and the report's name in ONE transaction;
+2. record every decision, each file's destination and the report's name in ONE transaction;
 3. write the report atomically under that name, then queue its notification (scorer.notify);
 4. mark the batch reported;
 5. move each file to its destination and mark it done.
@@ -98,7 +98,7 @@ class HotFolder:
     def retry(self, progress: Progress = lambda n: None) -> None:
         """Once a failed write's backoff has passed, write what is owed: reports and moves.
 
-        (latest.xlsx has its own rebuilder, with its own retries: scorer.watch.latest.)
+        (latest.xlsx has its own rebuilder, with its own retries: scorer.watch.latest_rebuild.)
         """
         if not self.trouble.due():
             return
@@ -145,7 +145,7 @@ class HotFolder:
         if not entries:
             return None
         now = datetime.now()
-        batch, report = self.ledger.record_batch(
+        batch, report = self.ledger.write_batch(
             entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
         log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
         progress(0)
@@ -153,7 +153,7 @@ class HotFolder:
             log.debug("batch %d reported: moving its files", batch)
         progress(0)
         self._dispose(progress)
-        counts = {k: sum(e.outcome == k for e in entries) for k in ("scored", "rejected", "duplicate")}
+        counts = {k: sum(e.decision == k for e in entries) for k in ("scored", "rejected", "duplicate")}
         summary = BatchSummary(batch, report, counts["scored"], counts["rejected"], counts["duplicate"],
                                time.monotonic() - started)
         log.info("batch %d: %d scored, %d rejected, %d duplicates in %.1f s: %s", batch, summary.scored,
@@ -189,7 +189,7 @@ class HotFolder:
         day = f"{datetime.now():%Y-%m-%d}"
         placed = []
         for e in entries:
-            scored = e.outcome == "scored"
+            scored = e.decision == "scored"
             name = e.file.name
             wanted = self.settings.archive_dir / day / name if scored else self.settings.rejected_dir / name
             # A reason file is reserved with its file, so `x.jpg.reason.txt` dropped beside `x.jpg` keeps its name.
@@ -209,9 +209,9 @@ class HotFolder:
         return track
 
     def _write_report(self, batch: int, report: Path) -> bool:
-        view = self.ledger.batch_view(batch)
+        result = self.ledger.batch_result(batch)
         info = self.ledger.batch_model(batch)
-        content = ReportContent(view, info, self.settings.report, self.track_record(info.sha256))
+        content = ReportContent(result, info, self.settings.report, self.track_record(info.sha256))
         try:
             save_report(report, content, replace=True, durable=True)
         except OSError as exc:
@@ -219,7 +219,7 @@ class HotFolder:
             return False
         # Queued before the batch is marked reported: a crash in between repeats this step, and the
         # message's id makes the second queueing a no-op.
-        self._announce(batch, report, view)
+        self._announce(batch, report, result)
         self.ledger.mark_reported(batch)
         return True
 

@@ -127,13 +127,13 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
     """
     failed: OSError | None = None
     pending = ledger.undisposed()
-    taken = reserved((d.destination, d.outcome != "scored") for d in pending)
+    taken = reserved((d.destination, d.decision != "scored") for d in pending)
     moved: list[tuple[int, Path]] = []
     replaced: list[int] = []
     # A rejected sidecar is an entry of its own and goes to the rejected folder, not with its creative.
     sidecars_decided = {d.path for d in pending}
     for d in pending:
-        rejected = d.outcome != "scored"
+        rejected = d.decision != "scored"
         root = settings.rejected_dir if rejected else settings.archive_dir
         try:
             if not os.path.lexists(d.path) and not os.path.lexists(d.destination):

@@ -37,7 +37,7 @@ from scorer.sdnotify import Notifier
 from scorer.settings import Settings
 from scorer.watch.batch import BatchSummary, HotFolder
 from scorer.watch.intake import Intake, ObserverFactory, make_observer
-from scorer.watch.latest import LatestRebuilder
+from scorer.watch.latest_rebuild import LatestRebuilder
 from scorer.watch.lease import Lease, inbox_lease
 
 log = logging.getLogger(__name__)

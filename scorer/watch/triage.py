@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from scorer.context.features import zone
 from scorer.context.plan import creatives_beside, find_plans, is_sidecar_name
+from scorer.context.signals import zone
 from scorer.fsutil import sha256_regular
 from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Ledger
@@ -63,7 +63,7 @@ class Triage:
         fresh: list[Candidate] = []
         suspects: list[Candidate] = []
         for path in paths:
-            candidate = self.fingerprint(path)
+            candidate = self.identify(path)
             progress(0)  # hashing a batch of large files takes a while: keep the watchdog fed
             if candidate is None:
                 continue
@@ -98,7 +98,7 @@ class Triage:
         tz = zone(self.settings.context.timezone)
         plans = find_plans([(c.path, self.settings.inbox) for c in fresh + suspects], tz)
         for sidecar, reason in plans.rejected:
-            candidate = self.fingerprint(sidecar)
+            candidate = self.identify(sidecar)
             if candidate is not None:
                 entries.append(Entry(candidate, "rejected", reason=reason))
 
@@ -107,7 +107,7 @@ class Triage:
 
         return [attach(c) for c in fresh], [attach(c) for c in suspects]
 
-    def fingerprint(self, path: Path) -> Candidate | None:
+    def identify(self, path: Path) -> Candidate | None:
         """The file as intake found it, with its SHA-256 (None when it cannot be read); None when it is gone."""
         try:
             st = os.lstat(path)

@@ -46,7 +46,7 @@ run()
 """
 
 # Each project starts as the tiny learner's first start leaves it, so a driver or an actor that has the
-# serving record opens the export without fastai (bulk draws no Grad-CAM).
+# fast start opens the export without fastai (bulk draws no Grad-CAM).
 pytestmark = pytest.mark.usefixtures("watched")
 
 
@@ -181,4 +181,4 @@ def test_a_worker_folder_planted_first_is_never_written_and_bulk_still_scores(
         st = os.lstat(folder)
         assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
         assert list(folder.glob("*/tiny.pkl")), "the model was written there"
-        assert list(folder.glob("*/state/serving/*.json")), "with the driver's serving record: no fastai there"
+        assert list(folder.glob("*/state/fast-start/*.json")), "with the driver's fast start: no fastai there"

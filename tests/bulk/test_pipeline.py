@@ -25,7 +25,7 @@ from scorer.cli import main
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError
-from scorer.model.serving import read_record, record_path
+from scorer.model.fast_start import fast_start_path, read_fast_start
 from scorer.score.run import score_paths
 from tests.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
 from tests.hostile import make_corpus
@@ -43,7 +43,7 @@ SCHEMA = [
 ]
 
 # Each project starts as the tiny learner's first start leaves it, so a driver or an actor that has the
-# serving record opens the export without fastai (bulk draws no Grad-CAM).
+# fast start opens the export without fastai (bulk draws no Grad-CAM).
 pytestmark = pytest.mark.usefixtures("watched")
 
 
@@ -212,17 +212,17 @@ def test_a_worker_given_the_drivers_serving_record_opens_the_export_without_fast
 
     settings = bulk_settings(project)
     sha = Classifier(settings, explain=False).info.sha256
-    record = read_record(settings.state, sha)
-    assert record is not None, "the watched project holds the tiny learner's serving record"
+    fast_start = read_fast_start(settings.state, sha)
+    assert fast_start is not None, "the watched project holds the tiny learner's fast start"
     shipped = pack_model(settings, sha)
-    local = unpack_model(shipped, settings, sha, record)
-    assert read_record(local.state, sha) == record
-    assert "recorded logits" in Classifier(local, explain=False).info.export_check, "opened with the record"
+    local = unpack_model(shipped, settings, sha, fast_start)
+    assert read_fast_start(local.state, sha) == fast_start
+    assert "recorded logits" in Classifier(local, explain=False).info.export_check, "opened with the fast start"
 
-    # a record that names another export than the one shipped beside it is not kept: that worker opens the learner
-    record_path(local.state, sha).unlink()
-    local = unpack_model(shipped, settings, sha, dataclasses.replace(record, onnx_sha256="0" * 64))
-    assert read_record(local.state, sha) is None
+    # a fast start that names another export than the one shipped beside it is not kept: that worker opens the learner
+    fast_start_path(local.state, sha).unlink()
+    local = unpack_model(shipped, settings, sha, dataclasses.replace(fast_start, onnx_sha256="0" * 64))
+    assert read_fast_start(local.state, sha) is None
 
 
 def test_without_ray_bulk_names_the_extra_in_one_line(project: Project, tmp_path: Path) -> None:

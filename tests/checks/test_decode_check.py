@@ -1,4 +1,4 @@
-"""The per-model decode check: the DCT scale cap, probing, the decision's rules and its keeping."""
+"""The per-model decode check: the DCT scale cap, probing, the finding's rules and its keeping."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from scorer.checks.decode_check import (
     MEAN_DP_LIMIT,
     PROBE_CREATIVES,
     DecodeCheck,
-    DecodeDecision,
+    DecodeFinding,
     ScaleFigures,
     load_or_measure_decode_check,
 )
@@ -96,21 +96,21 @@ def _figures(diff: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
 ])
 def test_a_scale_is_used_only_where_it_and_every_finer_one_pass(moves: dict[int, tuple[float, bool]],
                                                                expected: int) -> None:
-    decision = DecodeDecision("ab" * 32)
+    finding = DecodeFinding("ab" * 32)
     for scale, (diff, flip) in moves.items():
-        decision.scales[scale].add(*_figures(diff, flip))
-    assert decision.max_scale == expected
-    back = DecodeDecision.from_json(json.loads(json.dumps(decision.to_json())))
-    assert back.max_scale == expected and back.scales == decision.scales
+        finding.scales[scale].add(*_figures(diff, flip))
+    assert finding.max_scale == expected
+    back = DecodeFinding.from_json(json.loads(json.dumps(finding.to_json())))
+    assert back.max_scale == expected and back.scales == finding.scales
 
 
 def test_the_limit_is_on_the_mean_over_every_image_and_class() -> None:
-    decision = DecodeDecision("ab" * 32)
+    finding = DecodeFinding("ab" * 32)
     for scale in (2, 4, 8):
-        decision.scales[scale].add(*_figures(1.2 * MEAN_DP_LIMIT, False))  # mean 2/3 of that: within
-    assert decision.max_scale == 8
-    decision.scales[2].add(*_figures(6 * MEAN_DP_LIMIT, False))
-    assert decision.scales[2].mean_abs_dp > MEAN_DP_LIMIT and decision.max_scale == 1
+        finding.scales[scale].add(*_figures(1.2 * MEAN_DP_LIMIT, False))  # mean 2/3 of that: within
+    assert finding.max_scale == 8
+    finding.scales[2].add(*_figures(6 * MEAN_DP_LIMIT, False))
+    assert finding.scales[2].mean_abs_dp > MEAN_DP_LIMIT and finding.max_scale == 1
 
 
 def _never(pixels: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ def _never(pixels: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("mode", "max_scale"), [("exact", 1), ("fast", 8)])
 def test_configured_modes_skip_the_check(tmp_path: Path, mode: str, max_scale: int) -> None:
     check = load_or_measure_decode_check(CROP, mode, "ab" * 32, tmp_path, _never)
-    assert check.plan().max_scale == max_scale and not check.plan().probe
+    assert check.geometry().max_scale == max_scale and not check.geometry().probe
     assert not (tmp_path / "decode").exists()
     assert check.describe().startswith(mode)
 
@@ -137,24 +137,24 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     geometry = ItemGeometry("crop", (32, 32))
     predict = _colour_model
     check = load_or_measure_decode_check(geometry, "auto", "cd" * 32, tmp_path, predict)
-    assert check.decision is not None and check.decision.max_scale == 8  # calibration alone allows 1/8
-    assert check.plan().probe and check.plan().max_scale == 1
+    assert check.finding is not None and check.finding.max_scale == 8  # calibration alone allows 1/8
+    assert check.geometry().probe and check.geometry().max_scale == 1
     # what drafting saves on this machine is measured on the same calibration images, and stated
-    assert all(f.full_s > 0 and f.draft_s > 0 for f in check.decision.scales.values())
+    assert all(f.full_s > 0 and f.draft_s > 0 for f in check.finding.scales.values())
     assert len(re.findall(r"decoding [0-9.]+× (faster|slower)|decoding as fast", check.describe())) == 3
     pixels = np.full((PROBE_CREATIVES, 32, 32, 3), 128, np.uint8)
     exact = predict(pixels)
     assert check.observe(exact[:4], [(2, p) for p in pixels[:4]])
-    assert check.plan().probe  # 4 of 16
+    assert check.geometry().probe  # 4 of 16
     shifted = pixels + 3  # drafting moved every pixel: too far for this model
     check.observe(exact[4:], [(2, p) for p in shifted[4:]])
-    assert check.decision.final and check.decision.max_scale == 1
-    assert check.plan() == dataclasses.replace(geometry, max_scale=1)
+    assert check.finding.final and check.finding.max_scale == 1
+    assert check.geometry() == dataclasses.replace(geometry, max_scale=1)
     kept = json.loads((tmp_path / "decode" / f"{'cd' * 32}.json").read_text())
     assert kept["max_scale"] == 1 and kept["creatives"] == PROBE_CREATIVES
     assert kept["scales"]["8"]["full_s"] > 0
     again = load_or_measure_decode_check(geometry, "auto", "cd" * 32, tmp_path, _never)  # kept: no calibration
-    assert again.plan().max_scale == 1 and "full-size decoding" in again.describe()
+    assert again.geometry().max_scale == 1 and "full-size decoding" in again.describe()
 
 
 def test_an_unreadable_or_foreign_record_is_measured_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -163,7 +163,7 @@ def test_an_unreadable_or_foreign_record_is_measured_again(tmp_path: Path, caplo
     store.write_text("{not json")
     with caplog.at_level(logging.WARNING):
         check = load_or_measure_decode_check(ItemGeometry("crop", (32, 32)), "auto", "cd" * 32, tmp_path, _colour_model)
-    assert "unreadable" in caplog.text and check.decision is not None and check.decision.calibration_images == 6
+    assert "unreadable" in caplog.text and check.finding is not None and check.finding.calibration_images == 6
     assert json.loads(store.read_text())["sha256"] == "cd" * 32
 
 
@@ -176,9 +176,9 @@ def _colour_model(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_a_check_without_a_decision_drafts_as_before() -> None:
+def test_a_check_without_a_finding_drafts_as_before() -> None:
     check = DecodeCheck(ItemGeometry("crop", (32, 32)), "auto")
-    assert check.plan().max_scale == 8 and check.decision is None  # an engine without a check drafts
+    assert check.geometry().max_scale == 8 and check.finding is None  # an engine without a check drafts
 
 
 def _settings(model: Path, root: Path, mode: str = "auto") -> Settings:
@@ -238,10 +238,10 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
     # 160×130 is drafted at 1/2 down to 80×65, close to the 64×64 floor: where drafting shows most
     first = _write(tmp_path / "first", striped, [(160, 130)], PROBE_CREATIVES + 2, 0)
     engine, _ = _score(settings, first)
-    assert isinstance(engine.check, DecodeCheck) and engine.check.decision is not None
-    decision = engine.check.decision
-    assert decision.final and decision.max_scale == 1, decision.describe()
-    half = decision.scales[2]
+    assert isinstance(engine.check, DecodeCheck) and engine.check.finding is not None
+    finding = engine.check.finding
+    assert finding.final and finding.max_scale == 1, finding.describe()
+    half = finding.scales[2]
     assert half.mean_abs_dp > MEAN_DP_LIMIT or half.flips > 0
     assert engine.model.info.decode.startswith("auto: full-size decoding")
     later = _write(tmp_path / "later", striped, [(200, 150), (400, 300), (800, 600)], 9, 100)
@@ -261,15 +261,15 @@ def robust_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_decision(
+def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_finding(
     tmp_path: Path, robust_learner: Path, sensitive_learner: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     files = _write(tmp_path / "in", creative, [(200, 150), (400, 300), (800, 600)], PROBE_CREATIVES + 2, 0)
     settings = _settings(robust_learner, tmp_path)
     engine, got = _score(settings, files)
-    assert isinstance(engine.check, DecodeCheck) and engine.check.decision is not None
-    assert engine.check.decision.final and engine.check.decision.max_scale == 8, engine.check.decision.describe()
-    assert engine.check.plan().max_scale == 8 and not engine.check.plan().probe
+    assert isinstance(engine.check, DecodeCheck) and engine.check.finding is not None
+    assert engine.check.finding.final and engine.check.finding.max_scale == 8, engine.check.finding.describe()
+    assert engine.check.geometry().max_scale == 8 and not engine.check.geometry().probe
     ours, ref = np.array([got[str(f)] for f in files]), _get_preds(robust_learner, files)
     assert (ours.argmax(1) == ref.argmax(1)).all() and np.abs(ours - ref).mean() <= 0.01
     book = io.BytesIO()
@@ -283,9 +283,9 @@ def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_deci
     with caplog.at_level(logging.INFO):
         other = open_engine(_settings(sensitive_learner, tmp_path))
         other.close()
-    assert "measured in" in caplog.text  # not the robust learner's decision
-    assert isinstance(other.check, DecodeCheck) and other.check.decision is not None
-    assert other.check.decision.sha256 == other.model.info.sha256 != engine.model.info.sha256
+    assert "measured in" in caplog.text  # not the robust learner's finding
+    assert isinstance(other.check, DecodeCheck) and other.check.finding is not None
+    assert other.check.finding.sha256 == other.model.info.sha256 != engine.model.info.sha256
     assert sorted(p.name for p in robust.parent.iterdir()) == sorted(
         f"{sha}.json" for sha in (engine.model.info.sha256, other.model.info.sha256))
     assert robust.read_bytes() == kept

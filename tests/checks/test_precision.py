@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from scorer.checks import precision
-from scorer.checks.precision import PrecisionDecision
-from scorer.checks.records import Agreement
+from scorer.checks.agreement import Agreement
+from scorer.checks.precision import PrecisionFinding
 from scorer.config import load_settings
 from scorer.score.run import score_paths
 from scorer.scoring.assembly import open_engine
@@ -119,7 +119,7 @@ def test_a_confident_learner_scores_in_int8_once_its_first_creatives_agree(
     values = dict(zip(items, column(report, "Model", "Value"), strict=True))
     assert str(values["Precision"]).startswith("auto: int8.") and str(values["Runtime"]).endswith("int8")
 
-    # a later run reads the decision and the pinned int8 file back: nothing is quantised again
+    # a later run reads the finding and the pinned int8 file back: nothing is quantised again
     def refuse(*args: object) -> bytes:
         raise AssertionError("quantised again")
 
@@ -135,9 +135,9 @@ def test_a_soft_learner_keeps_fp32_and_gets_exactly_its_fp32_answers(
     # `fast` drafts every JPEG, so only int8's own figures can keep it out
     settings = _settings(tmp_path, soft_learner, decode="fast")
     engine = _open(settings, engines)
-    decision = json.loads((settings.state / "precision" / f"{engine.model.info.sha256}.json").read_text())
-    assert not decision["use_int8"]
-    assert decision["agreement"]["flips"] > 0 or decision["agreement"]["sum_abs_dp"] / decision["agreement"][
+    finding = json.loads((settings.state / "precision" / f"{engine.model.info.sha256}.json").read_text())
+    assert not finding["use_int8"]
+    assert finding["agreement"]["flips"] > 0 or finding["agreement"]["sum_abs_dp"] / finding["agreement"][
         "values"] > precision.MEAN_DP_LIMIT
     assert engine.model.info.precision.startswith("auto: fp32, int8 failed the check.")
     assert not engine.model.info.runtime.endswith("int8")
@@ -175,8 +175,8 @@ def test_an_int8_file_that_is_not_the_pinned_one_is_made_and_checked_again(
     assert not made.read_bytes().endswith(b"\0")
 
 
-def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: float = 1.0,
-              outlier: float = 0.0) -> PrecisionDecision:
+def _finding(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: float = 1.0,
+              outlier: float = 0.0) -> PrecisionFinding:
     exact = np.tile([[0.1, 0.2, 0.7]], (100, 1))
     other = exact + np.array([dp, 0.0, -dp])
     other[1] += [outlier, 0.0, -outlier]
@@ -184,26 +184,26 @@ def _decision(fp32_ms: float, int8_ms: float, dp: float, flips: bool, cosine: fl
         other[0] = [0.7, 0.2, 0.1]
     agreement = Agreement()
     agreement.add(exact, other)
-    return PrecisionDecision("ab" * 32, fp32_ms=fp32_ms, int8_ms=int8_ms, agreement=agreement, min_cosine=cosine,
+    return PrecisionFinding("ab" * 32, fp32_ms=fp32_ms, int8_ms=int8_ms, agreement=agreement, min_cosine=cosine,
                              check_images=16, creatives=precision.PROBE_CREATIVES)
 
 
 @pytest.mark.parametrize(
-    ("decision", "use"),
+    ("finding", "use"),
     [
-        (_decision(30.0, 9.0, 0.0, False), True),
-        (_decision(30.0, 9.0, 0.0015, False), True),  # mean over the three classes: 0.001
-        (_decision(30.0, 9.0, 0.003, False), False),  # mean 0.002: over the limit
-        (_decision(30.0, 9.0, 0.0, True), False),  # one answer flipped
-        (_decision(30.0, 9.0, 0.0, False, outlier=0.06), False),  # one creative moved far, though the mean is low
-        (_decision(30.0, 9.0, 0.0, False, cosine=0.99), False),  # the evidence index would see other features
-        (_decision(30.0, 27.0, 0.0, False), False),  # not fast enough on this machine to be worth it
+        (_finding(30.0, 9.0, 0.0, False), True),
+        (_finding(30.0, 9.0, 0.0015, False), True),  # mean over the three classes: 0.001
+        (_finding(30.0, 9.0, 0.003, False), False),  # mean 0.002: over the limit
+        (_finding(30.0, 9.0, 0.0, True), False),  # one answer flipped
+        (_finding(30.0, 9.0, 0.0, False, outlier=0.06), False),  # one creative moved far, though the mean is low
+        (_finding(30.0, 9.0, 0.0, False, cosine=0.99), False),  # the evidence index would see other embedding
+        (_finding(30.0, 27.0, 0.0, False), False),  # not fast enough on this machine to be worth it
     ],
 )
-def test_int8_needs_every_limit(decision: PrecisionDecision, use: bool) -> None:
-    assert decision.use_int8 is use
-    back = PrecisionDecision.from_json(json.loads(json.dumps(decision.to_json())))
-    assert back == decision and back.use_int8 is use
+def test_int8_needs_every_limit(finding: PrecisionFinding, use: bool) -> None:
+    assert finding.use_int8 is use
+    back = PrecisionFinding.from_json(json.loads(json.dumps(finding.to_json())))
+    assert back == finding and back.use_int8 is use
 
 
 def test_a_model_the_quantiser_cannot_take_is_scored_in_fp32_with_the_reason(
@@ -244,30 +244,30 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("int8_ms", "said"), [(9.0, "int8 3.3× faster (9.0 vs 30.0 ms per image)"),
                                               (60.0, "int8 2.0× slower (60.0 vs 30.0 ms per image)")])
 def test_the_speed_of_int8_is_said_as_faster_or_slower(int8_ms: float, said: str) -> None:
-    decision = _decision(30.0, int8_ms, 0.0, False)
-    assert said in decision.describe() and "as fast" not in decision.describe()
+    finding = _finding(30.0, int8_ms, 0.0, False)
+    assert said in finding.describe() and "as fast" not in finding.describe()
 
 
 def test_int8_in_use_is_audited_and_sent_back_to_fp32_when_creatives_stop_agreeing(tmp_path: Path) -> None:
     fp32, int8 = _Logits("fp32"), _Logits("int8")
-    decision = PrecisionDecision("ab" * 32, fp32_ms=30.0, int8_ms=9.0, check_images=8,
+    finding = PrecisionFinding("ab" * 32, fp32_ms=30.0, int8_ms=9.0, check_images=8,
                                  creatives=precision.PROBE_CREATIVES)
-    decision.add(fp32.run(np.zeros((24, 1))), int8.run(np.zeros((24, 1))), _softmax)
-    assert decision.use_int8
+    finding.add(fp32.run(np.zeros((24, 1))), int8.run(np.zeros((24, 1))), _softmax)
+    assert finding.use_int8
     store = tmp_path / "precision.json"
-    check = precision.PrecisionCheck("auto", fp32, _softmax, int8=int8, decision=decision, store=store)
+    check = precision.PrecisionCheck("auto", fp32, _softmax, int8=int8, finding=finding, store=store)
     batch = np.zeros((16, 1))
     fp32.calls = int8.calls = 0
     for _ in range(precision.AUDIT_EVERY // 16 - 1):
         check.run(batch)
     assert (fp32.calls, int8.calls) == (0, precision.AUDIT_EVERY // 16 - 1)  # int8 alone between audits
     check.run(batch)  # the audit: agrees, so int8 stays
-    assert fp32.calls == 1 and decision.audited == 16 and check.runtime is int8
+    assert fp32.calls == 1 and finding.audited == 16 and check.runtime is int8
     assert json.loads(store.read_text())["use_int8"]
     int8.drift = 1.5  # creatives on which int8 moves the answers
     for _ in range(precision.AUDIT_EVERY // 16):
         answer = check.run(batch)
-    assert not decision.use_int8 and check.runtime is fp32
+    assert not finding.use_int8 and check.runtime is fp32
     assert np.array_equal(answer[0], fp32.run(batch)[0])  # the audited batch gets fp32's answers
     kept = json.loads(store.read_text())
     assert not kept["use_int8"] and kept["audited"] == 32

@@ -16,7 +16,7 @@ import pytest
 
 from scorer.config import load_settings
 from scorer.context.combined import context_path
-from scorer.context.features import caption_counts
+from scorer.context.signals import caption_counts
 from scorer.errors import ModelError
 from scorer.model.integrity import verify_context
 from tests.contextgen import Account

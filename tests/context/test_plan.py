@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scorer.config import load_settings
-from scorer.context.features import Account, planned_features
 from scorer.context.plan import (
     creatives_beside,
     find_plans,
@@ -22,6 +21,7 @@ from scorer.context.plan import (
     is_sidecar_name,
     read_sidecar,
 )
+from scorer.context.signals import Account, planned_signals
 from scorer.errors import ConfigError, ContextError
 from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Ledger
@@ -40,9 +40,9 @@ def test_a_time_without_an_offset_is_taken_in_the_accounts_time_zone(tmp_path: P
     assert a.posted_at == datetime(2026, 12, 3, 17, 0, tzinfo=timezone.utc) and a.caption == "Winter #sale"
     assert b.posted_at == datetime(2026, 12, 3, 18, 0, tzinfo=timezone.utc)
     account = Account(datetime(2026, 11, 1, tzinfo=timezone.utc), 2.0, 5000.0)
-    features = planned_features([a.posted_at, b.posted_at], a.caption, account, PARIS)
-    assert list(features["hour"]) == [18, 19] and list(features["weekday"]) == [3, 3]  # Thursday, in Paris
-    assert list(features["hashtags"]) == [1, 1]
+    signals = planned_signals([a.posted_at, b.posted_at], a.caption, account, PARIS)
+    assert list(signals["hour"]) == [18, 19] and list(signals["weekday"]) == [3, 3]  # Thursday, in Paris
+    assert list(signals["hashtags"]) == [1, 1]
 
 
 def test_a_caption_only_sidecar_has_no_time(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def _recorded(tmp_path: Path) -> tuple[Settings, Ledger, Path]:
     candidate = Candidate(creative, "a.jpg", hashlib.sha256(b"jpeg bytes").hexdigest(), st.st_size, st.st_mtime_ns)
     ledger = Ledger(settings.state)
     destination = settings.archive_dir / "2026-12-01" / "a.jpg"
-    ledger.record_batch([Entry(candidate, "scored", sha=candidate.sha, destination=destination)],
+    ledger.write_batch([Entry(candidate, "scored", sha=candidate.sha, destination=destination)],
                         _info(), lambda n: settings.outbox / f"r{n}.xlsx")
     return settings, ledger, destination
 
@@ -152,4 +152,4 @@ def test_planned_times_of_the_coming_week_keep_their_local_hour_across_a_clock_c
     account = Account(datetime(2026, 3, 1, tzinfo=timezone.utc), 2.0, 5000.0)
     start = datetime(2026, 3, 28, 12, tzinfo=timezone.utc)  # Paris changes to summer time on 29 March
     times = [start + timedelta(days=d) for d in range(3)]
-    assert list(planned_features(times, "", account, PARIS)["hour"]) == [13, 14, 14]
+    assert list(planned_signals(times, "", account, PARIS)["hour"]) == [13, 14, 14]

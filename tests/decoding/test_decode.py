@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scorer.decoding.decode import ItemGeometry, decode_file, model_and_view, resize_like_fastai
+from scorer.decoding.decode import ItemGeometry, decode_file, model_and_shown, resize_like_fastai
 from scorer.decoding.vet import ImageLimits, find_candidates, is_ignored_name
 from scorer.errors import ImageError
 from tests.imagegen import creative, write_creative
@@ -119,8 +119,8 @@ def test_decode_reports_facts_and_content_hash(tmp_path: Path) -> None:
 def test_normalise_keeps_rgb_untouched() -> None:
     im = creative((5, 6, 7), (20, 10))
     notes: list[str] = []
-    model, view = model_and_view(im, notes)
-    assert np.array_equal(np.asarray(model), np.asarray(im)) and view is model
+    model, shown = model_and_shown(im, notes)
+    assert np.array_equal(np.asarray(model), np.asarray(im)) and shown is model
     assert notes == []
 
 

@@ -98,7 +98,7 @@ def _peak_rss_kb(args: list[str]) -> int:
 @pytest.mark.slow
 def test_bomb_is_rejected_without_memory_growth(watched: Project) -> None:
     project = watched
-    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")  # opened from its serving record
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")  # opened from its fast start
     small, bomb = project.root / "small", project.root / "bomb"
     small.mkdir()
     bomb.mkdir()

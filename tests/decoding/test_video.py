@@ -158,12 +158,12 @@ def test_a_live_recording_without_a_duration_says_how_to_fix_it() -> None:
 # ---- frames that mean something
 
 
-def test_the_plan_is_the_cover_the_hook_then_the_rest_evenly() -> None:
-    plan = sample_times(60.0, VideoLimits(frames=16, hook_seconds=3.0))
-    times = [t for t, _ in plan]
-    hook = [t for t, in_hook in plan if in_hook]
-    rest = [t for t, in_hook in plan if not in_hook]
-    assert len(plan) == 16 and times == sorted(times) and times[0] == 0.0
+def test_the_samples_are_the_cover_the_hook_then_the_rest_evenly() -> None:
+    samples = sample_times(60.0, VideoLimits(frames=16, hook_seconds=3.0))
+    times = [t for t, _ in samples]
+    hook = [t for t, in_hook in samples if in_hook]
+    rest = [t for t, in_hook in samples if not in_hook]
+    assert len(samples) == 16 and times == sorted(times) and times[0] == 0.0
     assert len(hook) == 8 and all(t < 3.0 for t in hook)
     assert all(3.0 < t < 60.0 for t in rest)
     assert np.allclose(np.diff(rest), 57.0 / 8)  # evenly, each in the middle of its eighth

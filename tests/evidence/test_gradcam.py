@@ -62,8 +62,8 @@ def test_gradcam_hot_region_overlaps_the_patch(patch_learner: Path, patch_state:
     assert [classifier.classes[i] for i in probs.argmax(axis=1)] == ["Low", "Neutral", "High"] * 3
     heat = explainer.heatmaps(pixels)
     assert heat.shape == (9, SIZE, SIZE)
-    # A model may tell one class by the absence of the others' colours; its decision then does not rest on
-    # the patch, and no faithful map can point there. Which decisions rest on the patch: hide it under the
+    # A model may tell one class by the absence of the others' colours; its prediction then does not rest on
+    # the patch, and no faithful map can point there. Which predictions rest on the patch: hide it under the
     # background's noise and see whether the prediction goes.
     hidden = pixels.copy()
     noise = np.random.default_rng(1).integers(100, 156, (SIZE, SIZE, 3)).astype(np.uint8)

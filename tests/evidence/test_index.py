@@ -188,7 +188,7 @@ def test_one_forward_pass_per_batch_with_evidence(trained: Trained) -> None:
     assert sum(calls) == len(items)
     assert len(calls) == math.ceil(len(items) / engine.model.batch_size)
     assert engine.model.info.runtime.startswith("onnxruntime")
-    assert list((trained.root / "models").glob("engagement.*.features.onnx"))
+    assert list((trained.root / "models").glob("engagement.*.embedding.onnx"))
 
 
 def test_plain_fastai_learner_indexed_with_scorer_index_gets_the_same_columns(tmp_path: Path, tiny_learner: Path,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scorer.errors import ServiceError
-from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry
+from scorer.ledger.schema import LEDGER_NAME, MIGRATIONS, SCHEMA, VERSION, Candidate, Entry
 from scorer.ledger.store import Ledger
 from scorer.results import ModelInfo, Scored
 
@@ -24,10 +24,10 @@ def scored(name: str, sha: str, p_high: float = 0.7) -> Scored:
                   modified=1_700_000_000.0, scored_at=time.time(), thumbnail=b"\xff\xd8thumb", notes="rotated")
 
 
-def entry(name: str, sha: str | None, outcome: str, *, result: Scored | None = None, reason: str = "",
+def entry(name: str, sha: str | None, decision: str, *, result: Scored | None = None, reason: str = "",
           destination: Path | None = None) -> Entry:
     file = Candidate(Path(f"/in/{name}"), name, sha, 10, 1000)
-    return Entry(file, outcome, sha=sha, destination=destination, scored=result, reason=reason)  # type: ignore[arg-type]
+    return Entry(file, decision, sha=sha, destination=destination, scored=result, reason=reason)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -39,14 +39,14 @@ def ledger(tmp_path: Path) -> Ledger:
 
 def test_a_batch_round_trips_everything_its_report_shows(ledger: Ledger, tmp_path: Path) -> None:
     a = scored("a.jpg", "1" * 64)
-    batch, report = ledger.record_batch(
+    batch, report = ledger.write_batch(
         [entry("a.jpg", a.sha256, "scored", result=a, destination=tmp_path / "scored/a.jpg"),
          entry("bad.jpg", "2" * 64, "rejected", reason="not an image"),
          entry("copy.jpg", a.sha256, "duplicate", reason="same content as a.jpg")],
         INFO, lambda n: tmp_path / f"report-batch{n}.xlsx")
     assert (batch, report) == (1, tmp_path / "report-batch1.xlsx")
 
-    view = ledger.batch_view(batch)
+    view = ledger.batch_result(batch)
     (got,) = view.scored
     assert got.probs == a.probs and got.classes == a.classes and got.thumbnail == a.thumbnail
     assert (got.width, got.height, got.format, got.file_bytes, got.notes) == (640, 480, "JPEG", 1234, "rotated")
@@ -63,26 +63,26 @@ def test_a_batch_round_trips_everything_its_report_shows(ledger: Ledger, tmp_pat
 def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path) -> None:
     dest = tmp_path / "scored/a.jpg"
     a = scored("a.jpg", "1" * 64)
-    batch, report = ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a, destination=dest)],
+    batch, report = ledger.write_batch([entry("a.jpg", a.sha256, "scored", result=a, destination=dest)],
                                         INFO, lambda n: tmp_path / f"r{n}.xlsx")
     assert ledger.unreported() == [(batch, report)]
     ledger.mark_reported(batch)
     assert ledger.unreported() == []
     (pending,) = ledger.undisposed()
-    assert (pending.path, pending.destination, pending.outcome) == (Path("/in/a.jpg"), dest, "scored")
+    assert (pending.path, pending.destination, pending.decision) == (Path("/in/a.jpg"), dest, "scored")
     assert ledger.destinations() == [(dest, False)]
     assert ledger.in_place(a.sha256, Path("/in/a.jpg")), "recorded but not yet moved"
     assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
     ledger.mark_done([(pending.id, dest.with_name("a-2.jpg"))])
     assert ledger.undisposed() == [] and ledger.destinations() == []
-    assert ledger.batch_view(batch).scored[0].location == str(dest.with_name("a-2.jpg"))
+    assert ledger.batch_result(batch).scored[0].location == str(dest.with_name("a-2.jpg"))
     assert not ledger.in_place(a.sha256, Path("/in/a.jpg")), "moved away: the same content again is a duplicate"
     assert not ledger.known_here(Path("/in/a.jpg"), 10, 1000)
 
 
 def test_kept_files_stay_known_in_place(ledger: Ledger, tmp_path: Path) -> None:
     a = scored("a.jpg", "1" * 64)
-    ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    ledger.write_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
     assert ledger.undisposed() == [], "a kept file has nowhere to go: done at once"
     assert ledger.in_place(a.sha256, Path("/in/a.jpg"))
     assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)
@@ -95,7 +95,7 @@ def test_a_batch_is_recorded_wholly_or_not_at_all(ledger: Ledger, tmp_path: Path
 
     a = scored("a.jpg", "1" * 64)
     with pytest.raises(KeyboardInterrupt):
-        ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, crash)
+        ledger.write_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, crash)
     assert ledger.last_batch() == 0 and ledger.earlier(a.sha256) is None and ledger.unreported() == []
 
 
@@ -108,19 +108,19 @@ def test_attempts_count_only_runs_that_died(ledger: Ledger, tmp_path: Path) -> N
     assert ledger.attempts("x") == 2
     ledger.end_attempt(["x"])
     assert ledger.attempts("x") == 1
-    ledger.record_batch([entry("x.jpg", "x", "rejected", reason="r")], INFO, lambda n: tmp_path / "r.xlsx")
+    ledger.write_batch([entry("x.jpg", "x", "rejected", reason="r")], INFO, lambda n: tmp_path / "r.xlsx")
     assert ledger.attempts("x") == 0, "a decided file is no longer in flight"
 
 
 def test_meta_and_a_snapshot_unmoved_by_later_batches(ledger: Ledger, tmp_path: Path) -> None:
     a = scored("a.jpg", "1" * 64)
-    ledger.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    ledger.write_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
     reader = Ledger(tmp_path)
     try:
         with reader.snapshot() as db:
             assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1
             b = scored("b.jpg", "2" * 64)
-            ledger.record_batch([entry("b.jpg", b.sha256, "scored", result=b)], INFO, lambda n: tmp_path / "s.xlsx")
+            ledger.write_batch([entry("b.jpg", b.sha256, "scored", result=b)], INFO, lambda n: tmp_path / "s.xlsx")
             assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1, "the writer was not blocked"
         assert reader.last_batch() == 2
     finally:
@@ -134,7 +134,7 @@ def test_meta_and_a_snapshot_unmoved_by_later_batches(ledger: Ledger, tmp_path: 
 def test_it_persists_across_reopening(tmp_path: Path) -> None:
     a = scored("a.jpg", "1" * 64)
     first = Ledger(tmp_path)
-    first.record_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
+    first.write_batch([entry("a.jpg", a.sha256, "scored", result=a)], INFO, lambda n: tmp_path / "r.xlsx")
     first.close()
     again = Ledger(tmp_path)
     assert again.earlier(a.sha256) is not None and again.last_batch() == 1
@@ -152,3 +152,29 @@ def test_a_damaged_or_newer_ledger_is_a_clear_error(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ServiceError, match="newer scorer: upgrade"):
         Ledger(newer)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_ledger_comes_up_current_with_every_decision_it_held(tmp_path: Path, version: int) -> None:
+    # The schemas as those versions wrote them: files.outcome, and from version 2 looks (sha, prints, features, model)
+    older = SCHEMA.replace("decision    TEXT NOT NULL CHECK (decision IN",
+                           "outcome     TEXT NOT NULL CHECK (outcome IN")
+    steps = "".join(MIGRATIONS[v] for v in range(1, version))
+    with sqlite3.connect(tmp_path / LEDGER_NAME) as db:
+        db.executescript(f"{older} {steps} PRAGMA user_version={version};")
+        db.execute("INSERT INTO batches (id, state, report, model, created) VALUES (1, 'reported', 'r.xlsx', '{}', 0)")
+        db.execute("INSERT INTO files (sha, path, name, outcome, reason, batch, done) "
+                   "VALUES ('cd', '/in/b.jpg', 'b.jpg', 'rejected', 'not an image', 1, 1)")
+        if version == 2:
+            db.execute("INSERT INTO looks (sha, prints, features, model) VALUES ('cd', x'00', x'01', 'ab')")
+    led = Ledger(tmp_path)
+    try:
+        assert [(r.name, r.reason) for r in led.batch_result(1).rejected] == [("b.jpg", "not an image")]
+    finally:
+        led.close()
+    with sqlite3.connect(tmp_path / LEDGER_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
+        assert db.execute("SELECT decision FROM files").fetchall() == [("rejected",)]
+        kept = db.execute("SELECT sha, prints, embedding, model FROM likeness").fetchall()
+        assert kept == ([("cd", b"\x00", b"\x01", "ab")] if version == 2 else [])
+        assert db.execute("SELECT count(*) FROM outcomes").fetchone() == (0,)

@@ -29,7 +29,7 @@ def _score(project: Project) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def creative_in(watched: Project) -> Project:
     write_creative(watched.inbox / "a.jpg", CLASS_COLOURS["High"], (64, 64))
-    # as the tiny learner's first start left it (its export and serving record, not its pin), with no Grad-CAM:
+    # as the tiny learner's first start left it (its export and fast start, not its pin), with no Grad-CAM:
     # each start whose pin allows it opens the checked export without fastai
     watched.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
     return watched

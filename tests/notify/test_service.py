@@ -15,7 +15,7 @@ import pytest
 
 from scorer.config import load_settings
 from scorer.notify.destinations import Destination
-from scorer.notify.outbox import OUTBOX_NAME, Message, Outbox
+from scorer.notify.queue import QUEUE_NAME, Message, NotificationQueue
 from tests.helpers import Project, Service, configure, inbox_files, reports, start
 from tests.imagegen import CLASS_COLOURS, write_creative
 from tests.receivers import JsonReceiver, TrickleReceiver, notify_section, wait_for
@@ -110,7 +110,7 @@ def test_a_damaged_queue_file_is_set_aside_with_one_line_and_scoring_goes_on(
     notifying(watched, [receiver.url])
     state = watched.root / "state"
     garbage = os.urandom(8192)
-    (state / OUTBOX_NAME).write_bytes(garbage)
+    (state / QUEUE_NAME).write_bytes(garbage)
     drop(watched, 2)
     try:
         service = start(watched, services, "--once")
@@ -119,7 +119,7 @@ def test_a_damaged_queue_file_is_set_aside_with_one_line_and_scoring_goes_on(
         receiver.close()
     assert service.proc.returncode == 0 and "Traceback" not in service.log, service.log
     assert inbox_files(watched) == [] and len(reports(watched)) == 1
-    (aside,) = state.glob(f"{OUTBOX_NAME}.broken-*[0-9]")  # not its -wal, -shm
+    (aside,) = state.glob(f"{QUEUE_NAME}.broken-*[0-9]")  # not its -wal, -shm
     assert aside.read_bytes() == garbage, "the damaged file is kept as it was, for a look"
     told = [line for _, line in service.lines if "notify.sqlite" in line and "set aside" in line]
     assert len(told) == 1 and aside.name in told[0], told
@@ -130,10 +130,11 @@ def test_a_queue_file_locked_by_another_process_does_not_stall_intake(
         watched: Project, services: list[Service]) -> None:
     receiver = JsonReceiver()
     notifying(watched, [receiver.url])
-    earlier = Outbox(load_settings(watched.config).state, 1.0)  # the queue, as an earlier run left it: one message
+    # the queue, as an earlier run left it: one message
+    earlier = NotificationQueue(load_settings(watched.config).state, 1.0)
     earlier.enqueue(Message("earlier", "title", "body"), [Destination(1, receiver.url).key], 10)  # waits, due now
     earlier.close()
-    holder = sqlite3.connect(watched.root / "state" / OUTBOX_NAME, isolation_level=None)
+    holder = sqlite3.connect(watched.root / "state" / QUEUE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for the whole run
     for n in range(3):
         write_creative(watched.inbox / f"c{n}.jpg", COLOURS[n % 3], (48, 40), seed=n)

@@ -22,8 +22,8 @@ from PIL import Image
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.decoding.fingerprint import phash_bits
-from scorer.ledger.schema import PAIR_COLUMNS, SCHEMA
+from scorer.decoding.prints import phash_bits
+from scorer.ledger.schema import PAIR_COLUMNS
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
 from tests.helpers import after_first_start
@@ -72,7 +72,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path, first_s
     finally:
         ledger.close()
     assert len(creatives) == SCORED
-    assert all(look is not None and look.features is not None for _, _, look in creatives), "looks not kept"
+    assert all(k is not None and k.embedding is not None for _, _, k in creatives), "likenesses not kept"
     return Account(root, {s.name: s.score for s, _, _ in creatives}, {s.name: s.scored_at for s, _, _ in creatives},
                    {s.name: Path(s.location) for s, _, _ in creatives})
 
@@ -134,9 +134,9 @@ LATER = 30 * DAY  # the run happens a month after the posts, so every forward po
 @pytest.mark.slow
 def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: Path) -> None:
     account = copy_of(scored, tmp_path / "proj")
-    # creatives scored before looks were kept: computed on first need from the archived file
+    # creatives scored before likenesses were kept: computed on first need from the archived file
     with sqlite3.connect(account.root / "state" / "ledger.sqlite") as db:
-        db.execute("DELETE FROM looks WHERE rowid IN (SELECT rowid FROM looks LIMIT 6)")
+        db.execute("DELETE FROM likeness WHERE rowid IN (SELECT rowid FROM likeness LIMIT 6)")
     data = write_account(account, tmp_path / "shop", following(account))
     run = run_outcomes(load_settings(account.config), data, now=time.time() + LATER)
     rec = run.record
@@ -233,19 +233,6 @@ def test_perceptual_hash_is_imagehash_phash(tmp_path: Path) -> None:
     for n in range(6):
         with Image.open(write_banner(tmp_path / f"{n}.jpg", n)) as im:
             assert np.array_equal(phash_bits(im), imagehash.phash(im, 16).hash.ravel())
-
-
-def test_older_ledger_gains_the_outcome_tables(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-        db.executescript(f"{SCHEMA} PRAGMA user_version=1;")
-    ledger = Ledger(tmp_path)
-    try:
-        assert ledger.pairs() == [] and ledger.creatives() == []
-    finally:
-        ledger.close()
-    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-
 
 
 def stamp(when: float) -> str:

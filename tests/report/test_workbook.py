@@ -10,7 +10,7 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.ledger.store import Ledger
-from scorer.outcomes.record import headline
+from scorer.outcomes.track_record import headline
 from scorer.report.workbook import ReportContent, headers, report_name, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
 from tests.history import INFO, fill_history, record_launches, unrelated_to

@@ -268,7 +268,7 @@ def test_training_again_archives_the_previous_model_and_its_card(tmp_path: Path)
     first = train(settings, data, progress=False)
     stale_onnx = first.model.with_name(f"engagement.{first.sha256[:16]}.onnx")
     stale_onnx.write_bytes(b"derived from the first model")
-    assert first.model.with_name(f"engagement.{first.sha256[:16]}.features.onnx").is_file()  # exported to index
+    assert first.model.with_name(f"engagement.{first.sha256[:16]}.embedding.onnx").is_file()  # exported to index
     second = train(settings, data, progress=False)
     assert second.archived is not None and second.archived.parent == tmp_path / "proj" / "models" / "archive"
     assert sha256_file(second.archived / "engagement.pkl") == first.sha256
@@ -278,7 +278,7 @@ def test_training_again_archives_the_previous_model_and_its_card(tmp_path: Path)
     assert json.loads((second.archived / "engagement.card.json").read_text())["model"]["sha256"] == first.sha256
     assert sha256_file(second.model) == second.sha256
     assert not stale_onnx.exists(), "the old model's ONNX copy is derived and large: it goes"
-    assert not first.model.with_name(f"engagement.{first.sha256[:16]}.features.onnx").exists()
+    assert not first.model.with_name(f"engagement.{first.sha256[:16]}.embedding.onnx").exists()
     assert os.stat(second.model).st_mode & 0o022 == 0, "the scorer refuses models that others can write"
     pins = json.loads((tmp_path / "proj" / "state" / "model-pins.json").read_text())
     assert pins[str(second.model.resolve())] == second.sha256

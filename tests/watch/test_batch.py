@@ -17,10 +17,10 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch import batch as hotfolder
 from scorer.watch import disposal
-from scorer.watch import latest as latest_module
+from scorer.watch import latest_rebuild as latest_module
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
-from scorer.watch.latest import LATEST_NAME, latest_is_stale, rebuild_latest
+from scorer.watch.latest_rebuild import LATEST_NAME, latest_is_stale, rebuild_latest
 from tests.fakes import ColourModel, Crash
 from tests.helpers import drop, files_in_inbox, hot_settings, inbox_files, restart, sheet
 from tests.imagegen import write_creative
@@ -136,9 +136,9 @@ def _arm(patch: pytest.MonkeyPatch, step: str, hot: HotFolder, settings: Setting
         patch.setattr(Engine, "score", score_then_crash)
     elif step == "record":
         def record_then_crash(entries, info, report_for):  # type: ignore[no-untyped-def]
-            return type(hot.ledger).record_batch(hot.ledger, entries, info, lambda n: crash())
+            return type(hot.ledger).write_batch(hot.ledger, entries, info, lambda n: crash())
 
-        patch.setattr(hot.ledger, "record_batch", record_then_crash)
+        patch.setattr(hot.ledger, "write_batch", record_then_crash)
     elif step == "report-write":
         def half_written(path: Path, content: object, *, replace: bool = False, durable: bool = False) -> Path:
             path.with_name(f".~{path.stem}.{os.getpid()}.tmp").write_bytes(b"PK half a workbook")

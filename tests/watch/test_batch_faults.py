@@ -119,7 +119,7 @@ def test_a_ledger_that_cannot_be_written_leaves_the_files_for_the_next_scan(sett
     drop(settings, ["a.jpg"])
     hot = restart(settings)
     full = sqlite3.OperationalError("database or disk is full")
-    with mock.patch.object(Ledger, "record_batch", side_effect=full):
+    with mock.patch.object(Ledger, "write_batch", side_effect=full):
         assert _guarded(hot, lambda: hot.process(files_in_inbox(settings), engine, stop=lambda: False)) is None
     assert "database or disk is full" in hot.trouble.cause and len(files_in_inbox(settings)) == 1
     assert hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from scorer.cli import main
 from scorer.decoding.vet import is_ignored_name
 from scorer.errors import ServiceError
-from scorer.notify.outbox import OUTBOX_NAME, Outbox
+from scorer.notify.queue import QUEUE_NAME, NotificationQueue
 from scorer.watch.lease import LEASE_NAME, inbox_lease
 from tests.helpers import Project, Service, configure, inbox_files, reports, start, tool_or_warn
 from tests.imagegen import CLASS_COLOURS, write_creative
@@ -90,8 +90,8 @@ def test_trouble_that_cannot_be_queued_is_logged_and_the_service_keeps_scoring(
     configure(watched)
     with open(watched.config, "a") as config:
         config.write(notify_section(watched.root, [receiver.url], trouble_minutes=0.01))
-    Outbox(watched.root / "state", 1.0).close()
-    holder = sqlite3.connect(watched.root / "state" / OUTBOX_NAME, isolation_level=None)
+    NotificationQueue(watched.root / "state", 1.0).close()
+    holder = sqlite3.connect(watched.root / "state" / QUEUE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # the queue is locked by another process all along
     env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
            "SCORER_DISK_FULL": str(flag)}

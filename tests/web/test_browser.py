@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path,
     """`scorer serve` with the tiny learner, a token and a small upload limit, until the module's tests end.
 
     It starts as the learner's first start left it and draws no Grad-CAM (the page's overlays are checked in
-    tests/evidence and test_demo.py), so it opens the export from the serving record, without fastai."""
+    tests/evidence and test_demo.py), so it opens the export from the fast start, without fastai."""
     project = Project(tmp_path_factory.mktemp("served"))
     for name in ("inbox", "outbox", "models"):
         (project.root / name).mkdir()

@@ -6,7 +6,7 @@
     close(): a change not yet written is written before the service exits, at full priority (a
              low-priority rebuild under way is stopped and done again at once)
 
-Each rebuild runs in a child process (`python -m scorer.watch.latest`) at a lower CPU priority:
+Each rebuild runs in a child process (`python -m scorer.watch.latest_rebuild`) at a lower CPU priority:
 it shares neither the GIL nor the CPU's first claim with scoring, its memory goes back to the
 system when it exits, and a crash in it costs one rebuild. It reads the ledger through its own
 connection, in one snapshot, so a long read never blocks a batch being recorded.
@@ -28,9 +28,9 @@ from pathlib import Path
 from types import FrameType
 
 from scorer.errors import ScorerError
+from scorer.ledger.latest_window import read_window
 from scorer.ledger.schema import model_from_json, model_json
 from scorer.ledger.store import Ledger
-from scorer.ledger.window import read_window
 from scorer.report.latest_book import LATEST_NAME, save_latest
 from scorer.results import ModelInfo
 from scorer.settings import ReportSettings, Settings, WatchSettings
@@ -156,7 +156,7 @@ class LatestRebuilder:
             if self._stopping:
                 nice = 0  # nothing left to give way to
             child = self._child = subprocess.Popen(
-                [sys.executable, "-m", "scorer.watch.latest"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", "scorer.watch.latest_rebuild"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
         try:
             out, err = child.communicate(json.dumps({**self._request, "nice": nice}), timeout=CHILD_TIMEOUT)

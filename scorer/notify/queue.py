@@ -1,4 +1,4 @@
-"""The notification outbox: messages queued durably in state/notify.sqlite, each destination's delivery tracked.
+"""The notification queue: messages queued durably in state/notify.sqlite, each destination's delivery tracked.
 
 A message is written (and fsynced) before anything tries to send it; its id makes queueing it twice
 harmless, so a step repeated after a crash queues nothing new. A delivery is marked as being sent just
@@ -27,7 +27,7 @@ from scorer.sqlitetx import immediate
 
 log = logging.getLogger(__name__)
 
-OUTBOX_NAME = "notify.sqlite"
+QUEUE_NAME = "notify.sqlite"
 # Sent and given-up messages are kept this long, so an id queued again after a crash is still known.
 _KEEP_DONE_S = 7 * 86400
 _FIRST_RETRY_S, _LAST_RETRY_S = 2.0, 600.0
@@ -66,33 +66,33 @@ class Delivery:
     attempts: int
 
 
-def open_outbox(state: Path, wait: float) -> Outbox:
-    """The outbox; a file SQLite cannot read as a database is set aside, with one log line, and started anew."""
+def open_queue(state: Path, wait: float) -> NotificationQueue:
+    """The notification queue; a file SQLite cannot read as a database is set aside with one log line, and made anew."""
     try:
-        return Outbox(state, wait)
+        return NotificationQueue(state, wait)
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
             raise
         why = str(exc)
-    path = state / OUTBOX_NAME
-    aside = free_name(path.with_name(f"{OUTBOX_NAME}.broken-{datetime.now():%Y%m%d-%H%M%S}"))
+    path = state / QUEUE_NAME
+    aside = free_name(path.with_name(f"{QUEUE_NAME}.broken-{datetime.now():%Y%m%d-%H%M%S}"))
     os.replace(path, aside)
     for side in ("-wal", "-shm"):  # the damaged file's journal belongs with it, not with the new one
-        if path.with_name(OUTBOX_NAME + side).exists():
-            os.replace(path.with_name(OUTBOX_NAME + side), aside.with_name(aside.name + side))
+        if path.with_name(QUEUE_NAME + side).exists():
+            os.replace(path.with_name(QUEUE_NAME + side), aside.with_name(aside.name + side))
     log.warning("the notification queue %s is damaged (%s): set aside as %s and started anew; the messages it "
                 "held are not sent", path, why, aside.name)
-    return Outbox(state, wait)
+    return NotificationQueue(state, wait)
 
 
-class Outbox:
+class NotificationQueue:
     """state/notify.sqlite: one connection, used by one thread (each sender opens its own).
 
     `wait`: how long a write waits for another writer before it fails (SQLite's busy timeout).
     """
 
     def __init__(self, state: Path, wait: float) -> None:
-        self.path = state / OUTBOX_NAME
+        self.path = state / QUEUE_NAME
         self._db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -232,7 +232,7 @@ def _why_not(removed: int, added: Sequence[Destination], scheme: str | None) -> 
 
 
 class Wakeup:
-    """Wakes the senders when a message is queued, instead of each polling the outbox."""
+    """Wakes the senders when a message is queued, instead of each polling the queue."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()

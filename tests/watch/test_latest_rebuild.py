@@ -20,11 +20,11 @@ from openpyxl import load_workbook
 from scorer.config import load_settings
 from scorer.ledger.schema import LEDGER_NAME
 from scorer.ledger.store import Ledger
-from scorer.outcomes.record import headline
+from scorer.outcomes.track_record import headline
 from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
-from scorer.watch.latest import LATEST_NAME, LatestRebuilder, rebuild_latest
+from scorer.watch.latest_rebuild import LATEST_NAME, LatestRebuilder, rebuild_latest
 from tests.helpers import COLOURS, Project, Service, configure, reports, start
 from tests.history import CLASSES, INFO, fill_history, record_launches, thumbnail
 from tests.imagegen import creative, write_creative
@@ -148,7 +148,7 @@ def test_latest_has_a_track_record_sheet_that_libreoffice_opens(tmp_path: Path) 
 
 def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest")
+    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest_rebuild")
     settings = _settings(tmp_path, latest_interval=2)
     fill_history(settings.state, 20, per_batch=10)
 
@@ -185,7 +185,7 @@ def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(
 @pytest.mark.slow
 def test_close_stops_a_low_priority_rebuild_and_writes_everything_at_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest")
+    caplog.set_level(logging.DEBUG, logger="scorer.watch.latest_rebuild")
     settings = _settings(tmp_path, latest_interval=60, latest_rows=3000)
     fill_history(settings.state, 3000, thumb=thumbnail(24), mark_written=False)
     rebuilder = LatestRebuilder(settings, INFO)

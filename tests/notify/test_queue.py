@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scorer.notify.notices import Notices
-from scorer.notify.outbox import OUTBOX_NAME, Message, Outbox
+from scorer.notify.queue import QUEUE_NAME, Message, NotificationQueue
 from scorer.settings import Settings
 from tests.helpers import hot_settings
 from tests.receivers import JsonReceiver, free_port, json_url, notify_section, wait_for
@@ -24,7 +24,7 @@ def settings_for(root: Path, urls: list[str], **notify: object) -> Settings:
 
 
 def pending(settings: Settings) -> int:
-    with sqlite3.connect(settings.state / OUTBOX_NAME) as db:
+    with sqlite3.connect(settings.state / QUEUE_NAME) as db:
         return int(db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
 
 
@@ -42,8 +42,8 @@ def tried(settings: Settings, message: Message, caplog: pytest.LogCaptureFixture
 def test_a_locked_queue_costs_a_log_line_per_message_not_a_stall(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = settings_for(tmp_path, [json_url(free_port())], trouble_minutes=0.01)
-    Outbox(settings.state, 1.0).close()
-    holder = sqlite3.connect(settings.state / OUTBOX_NAME, isolation_level=None)
+    NotificationQueue(settings.state, 1.0).close()
+    holder = sqlite3.connect(settings.state / QUEUE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writes, and does not let go
     caplog.set_level(logging.INFO)
     notices = Notices(settings)

@@ -24,7 +24,7 @@ from scorer.settings import Settings
 _JOIN = "FROM files JOIN batches ON batches.id = files.batch"
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
 
-# Per day: ("class", name) for scored creatives, ("outcome", "rejected" | "duplicate") for the rest.
+# Per day: ("class", name) for scored creatives, ("decision", "rejected" | "duplicate") for the rest.
 Tally = defaultdict[date, Counter[tuple[str, str]]]
 
 
@@ -40,14 +40,14 @@ def read_window(ledger: Ledger, settings: Settings, info: ModelInfo, now: float)
         scored = rank([s for chunk in _chunks(best) for s in _scored(db, chunk)])
         rejected = [Rejected(name, location, reason or "", sha or "") for name, location, reason, sha in db.execute(
             f"SELECT files.name, coalesce(files.destination, files.path), files.reason, files.sha {_JOIN} "
-            "WHERE outcome = 'rejected' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit))]
+            "WHERE decision = 'rejected' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit))]
         duplicates = _duplicates(ledger, db, since, limit)
         track = ledger.track_record(info.sha256, launches=limit)
     seen = {name for counts in tally.values() for kind, name in counts if kind == "class"}
     classes = (*info.classes, *sorted(seen - set(info.classes)))
     per_day = tuple(
         DayCount(day, {name: n for (kind, name), n in counts.items() if kind == "class"},
-                 counts["outcome", "rejected"], counts["outcome", "duplicate"])
+                 counts["decision", "rejected"], counts["decision", "duplicate"])
         for day, counts in sorted(tally.items(), reverse=True))
     window = Window(datetime.fromtimestamp(since), settings.watch.latest_days, limit, classes, per_day, newest)
     return ReportContent(BatchResult(scored, rejected, duplicates), info, settings.report, track), window
@@ -57,7 +57,7 @@ def _scan_scored(db: sqlite3.Connection, since: float, tally: Tally) -> Iterator
     """Each scored row's rank key (as `rank` orders them) and id, counting it by day and class on the way."""
     rows = db.execute(
         f"SELECT files.id, files.name, files.result, batches.created {_JOIN} "
-        "WHERE outcome = 'scored' AND batches.created >= ?", (since,))
+        "WHERE decision = 'scored' AND batches.created >= ?", (since,))
     for id_, name, result, created in rows:
         data = json.loads(result)
         probs = data["probs"]
@@ -67,10 +67,10 @@ def _scan_scored(db: sqlite3.Connection, since: float, tally: Tally) -> Iterator
 
 
 def _count_others(db: sqlite3.Connection, since: float, tally: Tally) -> None:
-    rows = db.execute(f"SELECT files.outcome, batches.created {_JOIN} "
-                      "WHERE outcome != 'scored' AND batches.created >= ?", (since,))
-    for outcome, created in rows:
-        tally[date.fromtimestamp(created)]["outcome", outcome] += 1
+    rows = db.execute(f"SELECT files.decision, batches.created {_JOIN} "
+                      "WHERE decision != 'scored' AND batches.created >= ?", (since,))
+    for decision, created in rows:
+        tally[date.fromtimestamp(created)]["decision", decision] += 1
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:
@@ -87,7 +87,7 @@ def _scored(db: sqlite3.Connection, ids: Sequence[int]) -> Iterator[Scored]:
 def _duplicates(ledger: Ledger, db: sqlite3.Connection, since: float, limit: int) -> list[Duplicate]:
     rows = db.execute(
         f"SELECT files.name, coalesce(files.destination, files.path), files.sha {_JOIN} "
-        "WHERE outcome = 'duplicate' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit)
+        "WHERE decision = 'duplicate' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit)
     ).fetchall()
     duplicates = []
     for name, location, sha in rows:

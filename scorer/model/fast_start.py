@@ -1,15 +1,15 @@
-"""The serving record: what scoring needs from a learner besides its ONNX export, kept in the state folder.
+"""The fast start: what scoring needs from a learner besides its ONNX export, kept in the state folder.
 
 Opening a learner means importing fastai and PyTorch (about four seconds of CPU before anything is
 scored) and unpickling it. Once a learner has been opened that way and its ONNX export checked, this
-record holds the rest: its classes, how it resizes and normalises, and PyTorch's logits on the fixed
+fast start holds the rest: its classes, how it resizes and normalises, and PyTorch's logits on the fixed
 sample the export was checked against. A later start opens the pinned export with it and never imports
 fastai or PyTorch (scoring/loading.py).
 
 It is written only for learners whose validation batch transforms are fastai's IntToFloatTensor then
 Normalize (or no Normalize) and whose activation is a softmax, which numpy computes here on every path,
-so a learner scores alike whichever way it was opened. Like the checks' records it is keyed by the
-learner's SHA-256; it names the export's pin, and a record that does not read back whole is ignored.
+so a learner scores alike whichever way it was opened. Like the checks' findings it is keyed by the
+learner's SHA-256; it names the export's pin, and a fast start that does not read back whole is ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scorer.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1
+_VERSION = 2  # 2: "embedding" (was "features")
 
 
 @dataclass(frozen=True)
@@ -58,38 +58,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ServingRecord:
+class FastStart:
     """A learner as scoring runs it from its ONNX export (see the module's docstring)."""
 
     vocab: tuple[str, ...]
     saved_classes: tuple[str, ...] | None
     geometry: ItemGeometry
     preprocessing: Preprocessing
-    features: bool  # the export returns pooled features as a second output
-    onnx_sha256: str  # the export this record was made with; it must also be the one pinned in the state folder
+    embedding: bool  # the export returns embedding as a second output
+    onnx_sha256: str  # the export this fast start was made with; it must also be the one pinned in the state folder
     sample_logits: tuple[tuple[float, ...], ...]  # PyTorch's logits on the fixed sample (scoring/loading.py)
-    export_diff: float  # max |logit diff| of the export against them, measured when the record was made
+    export_diff: float  # max |logit diff| of the export against them, measured when the fast start was made
 
 
-def record_path(state: Path, model_sha256: str) -> Path:
-    """Where a learner's serving record lives."""
-    return state / "serving" / f"{model_sha256}.json"
+def fast_start_path(state: Path, model_sha256: str) -> Path:
+    """Where a learner's fast start lives."""
+    return state / "fast-start" / f"{model_sha256}.json"
 
 
-def keep_record(state: Path, model_sha256: str, record: ServingRecord) -> None:
-    """Write the record atomically; a state folder that cannot take it only means the next start is slower."""
-    path = record_path(state, model_sha256)
-    data = {"version": _VERSION, **asdict(record)}
+def keep_fast_start(state: Path, model_sha256: str, fast_start: FastStart) -> None:
+    """Write the fast start atomically; a state folder that cannot take it only means the next start is slower."""
+    path = fast_start_path(state, model_sha256)
+    data = {"version": _VERSION, **asdict(fast_start)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(data, indent=1))
     except OSError as exc:
-        log.warning("could not keep the serving record %s (%s): the next start opens the learner again", path, exc)
+        log.warning("could not keep the fast start %s (%s): the next start opens the learner again", path, exc)
 
 
-def read_record(state: Path, model_sha256: str) -> ServingRecord | None:
-    """The learner's serving record, or None when there is none or it does not read back whole."""
-    path = record_path(state, model_sha256)
+def read_fast_start(state: Path, model_sha256: str) -> FastStart | None:
+    """The learner's fast start, or None when there is none or it does not read back whole."""
+    path = fast_start_path(state, model_sha256)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.pop("version") != _VERSION:
@@ -98,11 +98,11 @@ def read_record(state: Path, model_sha256: str) -> ServingRecord | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("serving record %s is damaged (%s): opening the learner itself", path, exc)
+        log.warning("fast start %s is damaged (%s): opening the learner itself", path, exc)
         return None
 
 
-def _parse(data: dict[str, Any]) -> ServingRecord:
+def _parse(data: dict[str, Any]) -> FastStart:
     g, p = data["geometry"], data["preprocessing"]
     geometry = ItemGeometry(str(g["method"]), _pair(g["size"]), str(g["pad_mode"]),
                             None if g["squish_to"] is None else _pair(g["squish_to"]))
@@ -114,8 +114,8 @@ def _parse(data: dict[str, Any]) -> ServingRecord:
     logits = tuple(tuple(float(v) for v in row) for row in data["sample_logits"])
     if len(vocab) < 2 or any(len(row) != len(vocab) for row in logits) or not logits:
         raise ValueError("its classes and its sample logits do not agree")
-    return ServingRecord(vocab, None if saved is None else tuple(str(v) for v in saved), geometry, preprocessing,
-                         bool(data["features"]), str(data["onnx_sha256"]), logits, float(data["export_diff"]))
+    return FastStart(vocab, None if saved is None else tuple(str(v) for v in saved), geometry, preprocessing,
+                         bool(data["embedding"]), str(data["onnx_sha256"]), logits, float(data["export_diff"]))
 
 
 def _pair(values: Any) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""The serving record: a learner opened once is opened again from its pinned export without fastai or PyTorch,
-gives the same answers, and a record or an export that does not hold sends the start back to the learner."""
+"""The fast start: a learner opened once is opened again from its pinned export without fastai or PyTorch,
+gives the same answers, and a fast start or an export that does not hold sends the start back to the learner."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from scorer.config import load_settings
-from scorer.model.serving import Preprocessing, read_record, record_path, softmax
+from scorer.model.fast_start import Preprocessing, fast_start_path, read_fast_start, softmax
 from scorer.scoring.classifier import Classifier
 from tests.helpers import ROOT, Project
 from tests.imagegen import CLASS_COLOURS, write_creative
@@ -46,13 +46,13 @@ def test_a_second_start_opens_the_export_without_fastai_or_torch_and_answers_ali
         write_creative(project.inbox / f"c{i}.png", colour, (80, 60), seed=i)
     project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
     first, log = _score(project, tmp_path / "first")
-    assert first == "imported:fastai,torch" and "from its serving record" not in log
+    assert first == "imported:fastai,torch" and "from its fast start" not in log
     sha = json.loads((project.root / "state/model-pins.json").read_text()).popitem()[1]
-    assert record_path(project.root / "state", sha).is_file()
+    assert fast_start_path(project.root / "state", sha).is_file()
 
     second, log = _score(project, tmp_path / "second")
     assert second == "imported:", log  # neither fastai nor PyTorch
-    assert re.search(r"model \S+ loaded in [\d.]+ s from its serving record: classes", log), log
+    assert re.search(r"model \S+ loaded in [\d.]+ s from its fast start: classes", log), log
     (a,), (b,) = (list((tmp_path / name).glob("*.xlsx")) for name in ("first", "second"))
     for name in ("File", "Predicted class", "Confidence", "Engagement score"):
         assert column(a, "Ranking", name) == column(b, "Ranking", name)
@@ -62,8 +62,8 @@ def test_a_second_start_opens_the_export_without_fastai_or_torch_and_answers_ali
 def _first_start(project: Project) -> Path:
     project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
     Classifier(load_settings(project.config))
-    (record,) = (project.root / "state/serving").iterdir()
-    return record
+    (fast_start,) = (project.root / "state/fast-start").iterdir()
+    return fast_start
 
 
 def _opened_from_record(project: Project, explain: bool = False) -> bool:
@@ -83,15 +83,15 @@ def test_a_run_that_may_draw_grad_cam_opens_the_learner_itself(project: Project)
 @pytest.mark.parametrize("damage", ["unreadable", "wrong-logits", "other-export"])
 def test_a_record_or_export_that_does_not_hold_sends_the_start_to_the_learner(
         project: Project, damage: str, caplog: pytest.LogCaptureFixture) -> None:
-    record = _first_start(project)
+    fast_start = _first_start(project)
     assert _opened_from_record(project)
-    data = json.loads(record.read_text())
+    data = json.loads(fast_start.read_text())
     if damage == "unreadable":
-        record.write_text(record.read_text()[:40])
+        fast_start.write_text(fast_start.read_text()[:40])
         expected = "is damaged"
     elif damage == "wrong-logits":
         data["sample_logits"] = [[v + 0.5 for v in row] for row in data["sample_logits"]]
-        record.write_text(json.dumps(data))
+        fast_start.write_text(json.dumps(data))
         expected = "differs from PyTorch's recorded answers"
     else:  # an export that is not the recorded one, pinned in its place
         pins = project.root / "state/derived-pins.json"
@@ -100,7 +100,7 @@ def test_a_record_or_export_that_does_not_hold_sends_the_start_to_the_learner(
     with caplog.at_level(logging.INFO):
         assert not _opened_from_record(project)
     assert expected in caplog.text
-    # the learner's own start checked the export against PyTorch again and wrote a record that holds
+    # the learner's own start checked the export against PyTorch again and wrote a fast start that holds
     assert _opened_from_record(project)
 
 
@@ -124,7 +124,7 @@ def test_numpy_prepares_batches_as_fastai_does_with_normalize_and_refuses_other_
     assert plain is not None and plain.mean is not None and plain.std is not None
     assert np.array_equal(plain.apply(pixels), batch_transform(learn)(pixels))
 
-    class Invert(Transform):  # a transform the record cannot describe
+    class Invert(Transform):  # a transform the fast start cannot describe
         order = 100
 
         def encodes(self, x: object) -> object:
@@ -135,9 +135,9 @@ def test_numpy_prepares_batches_as_fastai_does_with_normalize_and_refuses_other_
 
 
 def test_a_record_is_read_back_whole_or_not_at_all(tmp_path: Path) -> None:
-    assert read_record(tmp_path, "ab" * 32) is None
-    path = record_path(tmp_path, "ab" * 32)
+    assert read_fast_start(tmp_path, "ab" * 32) is None
+    path = fast_start_path(tmp_path, "ab" * 32)
     path.parent.mkdir(parents=True)
     for text in ("{", "[]", '{"version": 1}', '{"version": 99, "vocab": ["a", "b"]}'):
         path.write_text(text)
-        assert read_record(tmp_path, "ab" * 32) is None
+        assert read_fast_start(tmp_path, "ab" * 32) is None

@@ -4,8 +4,8 @@ The hash is imagehash's perceptual hash (the low frequencies of a 2-D DCT agains
 computed with a numpy DCT: imagehash's own goes through SciPy, which would add about 28 MB to every
 decoding worker, where this runs. tests/test_outcomes.py checks the two agree bit for bit.
 
-A creative keeps one print per view: as stored, and centre-cropped to each shape Instagram crops to
-(4:5, 1:1, 1.91:1); a post is hashed as it is. The post's print is then close to the view it was cut
+A creative keeps one print per crop: as stored, and centre-cropped to each shape Instagram crops to
+(4:5, 1:1, 1.91:1); a post is hashed as it is. The post's print is then close to the crop it was cut
 from, whatever the re-encoding, resizing, EXIF strip or a mild filter did.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-# Width / height of the views a creative is hashed in; None is the image as stored.
-VIEWS: tuple[float | None, ...] = (None, 4 / 5, 1.0, 1.91)
+# Width / height of the crops a creative is hashed in; None is the image as stored.
+CROPS: tuple[float | None, ...] = (None, 4 / 5, 1.0, 1.91)
 HASH_SIZE = 16
 _IMAGE_SIZE = 4 * HASH_SIZE  # imagehash's highfreq_factor of 4
 BITS_PER_PRINT = HASH_SIZE * HASH_SIZE
@@ -46,6 +46,6 @@ def phash_bits(im: Image.Image) -> np.ndarray:
 
 
 def creative_prints(im: Image.Image) -> bytes:
-    """A creative's prints, one per view in VIEWS, packed and concatenated."""
-    grey = im.convert("L")  # once: each view's crop then hashes the grey pixels
-    return b"".join(np.packbits(phash_bits(centre_crop(grey, aspect))).tobytes() for aspect in VIEWS)
+    """A creative's prints, one per crop in CROPS, packed and concatenated."""
+    grey = im.convert("L")  # once: each crop then hashes the grey pixels
+    return b"".join(np.packbits(phash_bits(centre_crop(grey, aspect))).tobytes() for aspect in CROPS)

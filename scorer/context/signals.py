@@ -1,6 +1,6 @@
-"""The context features: a small documented list, derived alike from past posts (training) and a planned post (scoring).
+"""The context signals: a small documented list, derived alike from past posts (training) and a planned post (scoring).
 
-A past post's features use only what was known before it was posted (the previous post's
+A past post's signals use only what was known before it was posted (the previous post's
 date, the previous posts' engagement), so the held-out posts are judged without a look ahead.
 
 pandas is imported by the functions that build frames: every `scorer` command imports this module (for
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: Each feature and what it measures; hour and weekday enter the model one-hot, counts as log(1 + x).
-FEATURES = {
+SIGNALS = {
     "hour": "the posting hour, 0-23, in context.timezone",
     "weekday": "the posting weekday, Monday first, in context.timezone",
     "days_since_previous": "days since the account's previous post",
@@ -67,8 +67,8 @@ def caption_counts(caption: str) -> dict[str, int]:
             "mentions": len(_MENTION.findall(caption)), "emoji": len(_EMOJI.findall(caption))}
 
 
-def post_features(posts: pd.DataFrame, tz: ZoneInfo, window: int) -> pd.DataFrame:
-    """The features of each post (`posted_at` UTC, `caption`, `total`), in the rows' own order."""
+def post_signals(posts: pd.DataFrame, tz: ZoneInfo, window: int) -> pd.DataFrame:
+    """The signals of each post (`posted_at` UTC, `caption`, `total`), in the rows' own order."""
     import pandas as pd
 
     order = posts["posted_at"].rank(method="first").to_numpy().argsort()
@@ -83,7 +83,7 @@ def post_features(posts: pd.DataFrame, tz: ZoneInfo, window: int) -> pd.DataFram
         "rolling_median": np.nan_to_num(previous, nan=float(ordered["total"].iloc[0]) if len(ordered) else 0.0),
     })
     counts = pd.DataFrame([caption_counts(str(c or "")) for c in ordered["caption"]], columns=list(_COUNTS[1:5]))
-    frame = pd.concat([frame, counts], axis=1)[list(FEATURES)]
+    frame = pd.concat([frame, counts], axis=1)[list(SIGNALS)]
     frame.index = ordered.index
     return frame.loc[posts.index].reset_index(drop=True)
 
@@ -99,8 +99,8 @@ def account_of(posts: pd.DataFrame, window: int) -> Account:
                    float(ordered["total"].astype(float).tail(window).median()))
 
 
-def planned_features(times: Sequence[datetime], caption: str, account: Account, tz: ZoneInfo) -> pd.DataFrame:
-    """The features of one planned post at each of `times` (timezone-aware).
+def planned_signals(times: Sequence[datetime], caption: str, account: Account, tz: ZoneInfo) -> pd.DataFrame:
+    """The signals of one planned post at each of `times` (timezone-aware).
 
     Posts made since training are unknown here, so the gap since the previous post is the account's usual one.
     """
@@ -111,7 +111,7 @@ def planned_features(times: Sequence[datetime], caption: str, account: Account, 
     counts = caption_counts(caption)
     return pd.DataFrame({"hour": [t.hour for t in local], "weekday": [t.weekday() for t in local],
                          "days_since_previous": gap, **{k: [v] * len(times) for k, v in counts.items()},
-                         "rolling_median": [account.rolling_median] * len(times)})[list(FEATURES)]
+                         "rolling_median": [account.rolling_median] * len(times)})[list(SIGNALS)]
 
 
 def design(frame: pd.DataFrame) -> np.ndarray:

@@ -62,7 +62,7 @@ def speed_text(usual: float, other: float) -> str:
     return f"{ratio:.1f}× faster" if ratio > 1 else f"{1 / ratio:.1f}× slower"
 
 
-def read_record(store: Path, sha256: str, what: str, parse: Callable[[dict[str, Any]], R]) -> R | None:
+def read_finding(store: Path, sha256: str, what: str, parse: Callable[[dict[str, Any]], R]) -> R | None:
     """A per-model check's record kept in state/, or None when it is missing, unreadable or another model's."""
     try:
         data = json.loads(store.read_text(encoding="utf-8"))
@@ -74,7 +74,7 @@ def read_record(store: Path, sha256: str, what: str, parse: Callable[[dict[str, 
         return None
 
 
-def keep_record(store: Path, data: dict[str, Any], what: str) -> None:
+def keep_finding(store: Path, data: dict[str, Any], what: str) -> None:
     """Keep a per-model check's record in state/, written whole or not at all."""
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
