@@ -3,9 +3,9 @@
     python bench/hostile_posts_bench.py                    # 10,000 malformed files among 60 good posts
     python bench/hostile_posts_bench.py --malformed 1000   # a smoke test
 
-A download of --posts good posts is written by instaloader itself (tests/postgen.py), each post a
+A download of --posts good posts is written by instaloader itself (tests/support/postgen.py), each post a
 launched copy of a creative that `scorer watch --once` scored. The hostile download is the same
-download with --malformed metadata files more, as many of each malformed kind (tests/postgen.py
+download with --malformed metadata files more, as many of each malformed kind (tests/support/postgen.py
 MALFORMED: wrong types, NaN, 1e20, 2**64, deep nesting, a .json.xz that expands to --bomb-mib MiB).
 On each download, in a fresh process: `scorer train` (a small resnet18) and `scorer outcomes`.
 It checks that each command exits 0 without a traceback, that each malformed file is listed once
@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.outcomegen import as_posted, write_banner  # noqa: E402
-from tests.postgen import MALFORMED, post_node, save_post, write_malformed  # noqa: E402
+from tests.support.outcomegen import as_posted, write_banner  # noqa: E402
+from tests.support.postgen import MALFORMED, post_node, save_post, write_malformed  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's scorer
 CONFIG = """model: models/bench.pkl

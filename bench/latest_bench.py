@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.history import fill_history, thumbnail  # noqa: E402
-from tests.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
+from tests.support.history import fill_history, thumbnail  # noqa: E402
+from tests.support.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
 
 SETTLE = 0.5
 COLOURS = list(CLASS_COLOURS.values())
@@ -162,7 +162,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="latest-bench-"))
     model = args.model
     if model is None:
-        from tests.helpers import train_tiny_learner
+        from tests.support.helpers import train_tiny_learner
 
         print("training a tiny learner ...", flush=True)
         model = train_tiny_learner(work / "train", CLASS_COLOURS, work / "tiny.pkl")

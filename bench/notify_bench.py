@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from scorer.config import load_settings  # noqa: E402
 from scorer.watch.lease import LEASE_NAME  # noqa: E402
-from tests.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
-from tests.receivers import JsonReceiver  # noqa: E402
+from tests.support.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
+from tests.support.receivers import JsonReceiver  # noqa: E402
 
 COLOURS = list(CLASS_COLOURS.values())
 
@@ -39,7 +39,7 @@ def prepare(work: Path, model: Path | None) -> Path:
 
     (work / "models").mkdir(parents=True)
     if model is None:
-        from tests.helpers import train_tiny_learner
+        from tests.support.helpers import train_tiny_learner
 
         train_tiny_learner(work / "train", CLASS_COLOURS, work / "models/model.pkl")
     else:

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scorer.watch.lease import LEASE_NAME  # noqa: E402
-from tests.imagegen import CLASS_COLOURS, creative  # noqa: E402
-from tests.workbooks import column, files_across  # noqa: E402
+from tests.support.imagegen import CLASS_COLOURS, creative  # noqa: E402
+from tests.support.workbooks import column, files_across  # noqa: E402
 
 COLOURS = list(CLASS_COLOURS.values())
 
@@ -323,7 +323,7 @@ def main() -> int:
     if args.model:
         shutil.copy(args.model, work / "models/model.pkl")
     else:
-        from tests.helpers import train_tiny_learner
+        from tests.support.helpers import train_tiny_learner
 
         print("training a tiny learner ...", flush=True)
         train_tiny_learner(work / "train", CLASS_COLOURS, work / "models/model.pkl")

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
+from tests.support.imagegen import CLASS_COLOURS, write_creative  # noqa: E402
 
 # One `scorer score` in a child of this script, so that its CPU time and peak RSS are its own.
 RUN = """
@@ -77,7 +77,7 @@ def main() -> None:
         if args.model:
             shutil.copy(args.model, project / "models/model.pkl")
         else:
-            from tests.learners import build_learner, colour_design
+            from tests.support.learners import build_learner, colour_design
 
             build_learner(project / "models/model.pkl", colour_design())
         colours = list(CLASS_COLOURS.values())

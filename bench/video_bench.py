@@ -3,7 +3,7 @@
     python bench/video_bench.py            # 1080×1920 30 fps reels of 15, 30, 45 and 60 s, 3 rounds
     python bench/video_bench.py --quick    # 540×960 reels of 15 and 30 s, 1 round
 
-The reels (tests/videogen.py, detail=True) are H.264 with B-frames, a keyframe every 2 s and
+The reels (tests/support/videogen.py, detail=True) are H.264 with B-frames, a keyframe every 2 s and
 some 8 Mbit/s of texture, grain and motion; generating them takes minutes, so they are kept in
 --cache and made once. For each reel, in interleaved rounds, it times:
 
@@ -35,8 +35,8 @@ import av  # noqa: E402
 from scorer.decoding.decode import ItemGeometry  # noqa: E402
 from scorer.decoding.video import decode_video  # noqa: E402
 from scorer.decoding.video_probe import VideoLimits  # noqa: E402
-from tests.imagegen import CLASS_COLOURS  # noqa: E402
-from tests.videogen import Reel, encode  # noqa: E402
+from tests.support.imagegen import CLASS_COLOURS  # noqa: E402
+from tests.support.videogen import Reel, encode  # noqa: E402
 
 GEOMETRY = ItemGeometry("crop", (224, 224))
 THUMB_PX = 96

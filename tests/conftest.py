@@ -1,5 +1,5 @@
 """Shared fixtures: the tiny learner (built once per run), a project folder, trained accounts, the watch
-service's project and services, and the fake colour engine. Shared functions are in tests/helpers.py."""
+service's project and services, and the fake colour engine. Shared functions are in tests/support/helpers.py."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from filelock import FileLock
 
 from scorer.config import load_settings
 from scorer.scoring.engine import Engine
-from tests.contextgen import Account, train_account, write_account
-from tests.fakes import colour_engine
-from tests.helpers import RENAMED, Project, Service, after_first_start, train_tiny_learner
-from tests.imagegen import CLASS_COLOURS
-from tests.postgen import csv_to_instaloader
+from tests.support.contextgen import Account, train_account, write_account
+from tests.support.fakes import colour_engine
+from tests.support.helpers import RENAMED, Project, Service, after_first_start, train_tiny_learner
+from tests.support.imagegen import CLASS_COLOURS
+from tests.support.postgen import csv_to_instaloader
 
 T = TypeVar("T")
 
@@ -75,10 +75,13 @@ def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path],
 def tiny_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 learner with classes High/Low/Neutral that maps blue→Low, green→Neutral, red→High, confidently.
 
-    Built with set weights (tests/learners.py), not trained: the tests that use it are about what happens
+    Built with set weights (tests/support/learners.py), not trained: the tests that use it are about what happens
     around a model, and need one that behaves the same on every CPU.
     """
-    from tests.learners import build_learner, colour_design  # torch: not in xdist's controller, which runs no test
+    from tests.support.learners import (  # torch: not in xdist's controller, which runs no test
+        build_learner,
+        colour_design,
+    )
 
     return made_once(tmp_path_factory, "tiny", lambda folder: build_learner(folder / "tiny.pkl", colour_design()))
 
@@ -86,7 +89,7 @@ def tiny_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def renamed_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same, with classes bronze/silver/gold, whose order cannot be inferred from the names."""
-    from tests.learners import build_learner, colour_design
+    from tests.support.learners import build_learner, colour_design
 
     return made_once(tmp_path_factory, "renamed",
                      lambda folder: build_learner(folder / "renamed.pkl", colour_design(), names=RENAMED))

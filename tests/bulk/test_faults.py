@@ -23,15 +23,15 @@ from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import ShippedModel, pack_model
 from scorer.errors import ModelError
 from scorer.settings import Settings
-from tests.helpers import ROOT, Project, bulk_settings, campaign, parquet_rows
+from tests.support.helpers import ROOT, Project, bulk_settings, campaign, parquet_rows
 
-# `scorer bulk` itself, with one test hook: the content named in GATE is held back in decoding (tests.helpers'
+# `scorer bulk` itself, with one test hook: the content named in GATE is held back in decoding (tests.support.helpers'
 # gated_decode) and each count of newly decided inputs is appended to DECIDED once the driver has taken them.
 GATED_CLI = """
 import functools, sys
 from pathlib import Path
 import scorer.bulk.pipeline as pipeline
-from tests.helpers import gated_decode
+from tests.support.helpers import gated_decode
 gate, decided, run_bulk = Path(sys.argv[1]), Path(sys.argv[2]), pipeline.run_bulk
 def gated(*args, progress, **kwargs):
     def tell(n):

@@ -27,8 +27,8 @@ from scorer.decoding.vet import ImageLimits
 from scorer.errors import ConfigError, ModelError
 from scorer.model.fast_start import fast_start_path, read_fast_start
 from scorer.score.run import score_paths
-from tests.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
-from tests.hostile import make_corpus
+from tests.support.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
+from tests.support.hostile import make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 

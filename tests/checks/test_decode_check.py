@@ -34,8 +34,8 @@ from scorer.results import BatchResult
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
-from tests.imagegen import CLASS_COLOURS, creative, striped, write_creative
-from tests.learners import build_learner, colour_design, detail_design
+from tests.support.imagegen import CLASS_COLOURS, creative, striped, write_creative
+from tests.support.learners import build_learner, colour_design, detail_design
 
 CROP = ItemGeometry("crop", (224, 224))
 
@@ -226,7 +226,7 @@ def _write(folder: Path, make: Callable[..., Image.Image], sizes: list[tuple[int
 @pytest.fixture(scope="module")
 def sensitive_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Plain fastai: a resnet18 whose answers follow fine detail, which drafting renders differently; built so
-    (tests/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
+    (tests/support/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
     return build_learner(tmp_path_factory.mktemp("sensitive") / "sensitive.pkl", detail_design())
 
 
@@ -255,8 +255,9 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
 
 @pytest.fixture(scope="module")
 def robust_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain fastai: a resnet18 that answers by mean colour with logit margins of 12 and more (tests/learners.py),
-    on its colours and on photo-like images alike, so drafting cannot move its answers."""
+    """Plain fastai: a resnet18 that answers by mean colour with logit margins of 12 and more
+    (tests/support/learners.py), on its colours and on photo-like images alike, so drafting cannot move
+    its answers."""
     return build_learner(tmp_path_factory.mktemp("robust") / "robust.pkl", colour_design())
 
 

@@ -19,9 +19,9 @@ from scorer.score.run import score_paths
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.learners import build_learner, detail_design
-from tests.workbooks import column
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.learners import build_learner, detail_design
+from tests.support.workbooks import column
 
 CLASSES = ("Low", "Neutral", "High")
 
@@ -45,7 +45,7 @@ def confident_learner(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Pa
 
 @pytest.fixture(scope="module")
 def soft_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A resnet18 whose answers sit close together and follow faint detail (tests/learners.py): the rounding of
+    """A resnet18 whose answers sit close together and follow faint detail (tests/support/learners.py): the rounding of
     int8 activations moves them."""
     return build_learner(tmp_path_factory.mktemp("soft") / "learner.pkl", detail_design())
 

@@ -19,8 +19,8 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.context.combined import context_path
-from tests.contextgen import Account
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.contextgen import Account
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from scorer.context.combined import context_path
 from scorer.context.signals import caption_counts
 from scorer.errors import ModelError
 from scorer.model.integrity import verify_context
-from tests.contextgen import Account
+from tests.support.contextgen import Account
 
 pytestmark = pytest.mark.slow
 

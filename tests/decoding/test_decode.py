@@ -13,7 +13,7 @@ from PIL import Image
 from scorer.decoding.decode import ItemGeometry, decode_file, model_and_shown, resize_like_fastai
 from scorer.decoding.vet import ImageLimits, find_candidates, is_ignored_name
 from scorer.errors import ImageError
-from tests.imagegen import creative, write_creative
+from tests.support.imagegen import creative, write_creative
 
 
 @pytest.mark.parametrize("name", [".hidden.jpg", "~$deck.jpg", "a.jpg.part", "b.jpg.crdownload", "c.tmp", ".DS_Store"])

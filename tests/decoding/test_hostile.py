@@ -17,11 +17,11 @@ from openpyxl import load_workbook
 from scorer.config import load_settings
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Item
-from tests.helpers import Project
-from tests.hostile import Expect, make_corpus, png_bomb, shown
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.poison import poison_decode
-from tests.workbooks import as_libreoffice_reads
+from tests.support.helpers import Project
+from tests.support.hostile import Expect, make_corpus, png_bomb, shown
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.poison import poison_decode
+from tests.support.workbooks import as_libreoffice_reads
 
 
 def _sheet(path: Path, name: str) -> list[dict[str, object]]:

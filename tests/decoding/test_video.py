@@ -22,10 +22,10 @@ from scorer.decoding.video import DecodedVideo, decode_video, sample_times, vide
 from scorer.decoding.video_probe import CORRUPT, VideoLimits, sniff_video_file, video_format
 from scorer.errors import ImageError
 from scorer.scoring.classifier import Classifier
-from tests.helpers import Project
-from tests.imagegen import CLASS_COLOURS
-from tests.poison import poison_decode, poison_video_decode
-from tests.videogen import (
+from tests.support.helpers import Project
+from tests.support.imagegen import CLASS_COLOURS
+from tests.support.poison import poison_decode, poison_video_decode
+from tests.support.videogen import (
     CONTAINERS,
     TOP_BAR,
     Reel,

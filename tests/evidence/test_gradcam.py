@@ -15,7 +15,7 @@ from scorer.config import load_settings
 from scorer.evidence.gradcam import Explainer
 from scorer.report.evidence_columns import LOOKED
 from scorer.scoring.classifier import Classifier
-from tests.learners import build_learner, patch_design
+from tests.support.learners import build_learner, patch_design
 
 SIZE, PATCH = 128, 40
 COLOURS = {"Low": (30, 60, 220), "Neutral": (30, 200, 60), "High": (230, 40, 30)}
@@ -39,7 +39,7 @@ def patch_mask(corner: tuple[int, int]) -> np.ndarray:
 @pytest.fixture(scope="session")
 def patch_learner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Plain fastai: a resnet18 that tells the classes only by a small coloured patch; built so
-    (tests/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
+    (tests/support/learners.py), since what a briefly trained one learns changes with the CPU's kernels."""
     return build_learner(tmp_path_factory.mktemp("patch") / "patch.pkl", patch_design(), size=SIZE)
 
 

@@ -29,8 +29,8 @@ from scorer.report.evidence_columns import LOOKS_LIKE, MEDIAN, PERCENTILE
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Item
 from scorer.training.train import train
-from tests.learners import build_learner, colour_design
-from tests.workbooks import column
+from tests.support.learners import build_learner, colour_design
+from tests.support.workbooks import column
 
 CONFIG = """model: models/engagement.pkl
 threads: 1
@@ -86,7 +86,7 @@ def _palette_of_line(posts: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def colour_indexed(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
-    """A project whose learner sees colour by construction (tests/learners.py), indexed on the same posts with
+    """A project whose learner sees colour by construction (tests/support/learners.py), indexed on the same posts with
     `scorer index`: which posts a briefly trained learner puts nearest changes with the CPU's kernels."""
     root = tmp_path_factory.mktemp("colour-indexed")
     config = _project(root, "model: models/colour.pkl\nthreads: 1\nreport:\n  explain: never\n")

@@ -16,9 +16,9 @@ import pytest
 from scorer.config import load_settings
 from scorer.model.fast_start import Preprocessing, fast_start_path, read_fast_start, softmax
 from scorer.scoring.classifier import Classifier
-from tests.helpers import ROOT, Project
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.workbooks import column
+from tests.support.helpers import ROOT, Project
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.workbooks import column
 
 # `scorer ARGS`, then which of fastai and torch the process imported, on stderr's last line.
 SCRIPT = """

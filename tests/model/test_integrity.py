@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.config import load_settings
-from tests.helpers import Project
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.learners import build_learner, patch_design
+from tests.support.helpers import Project
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.learners import build_learner, patch_design
 
 
 def _score(project: Project) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,9 @@ from scorer.errors import ConfigError
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.classifier import order_classes
 from scorer.scoring.engine import Item
-from tests.helpers import Project
-from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
-from tests.learners import colour_design, set_design
+from tests.support.helpers import Project
+from tests.support.imagegen import CLASS_COLOURS, labelled_set, write_creative
+from tests.support.learners import colour_design, set_design
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from tests.receivers import JsonReceiver, TrickleReceiver, free_port, json_url, notify_section
+from tests.support.receivers import JsonReceiver, TrickleReceiver, free_port, json_url, notify_section
 
 TIMEOUT_S = 2
 

@@ -1,6 +1,6 @@
 """Notifications: real Apprise against a real SMTP server and a real HTTP receiver on 127.0.0.1.
 
-The model is not under test here, so the fake colour model (tests/fakes.py) scores the batches;
+The model is not under test here, so the fake colour model (tests/support/fakes.py) scores the batches;
 the service-level tests (kill -9, reload) run `scorer watch` as a subprocess with the tiny learner.
 """
 
@@ -30,7 +30,7 @@ from scorer.notify.notices import Notices
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
-from tests.helpers import (
+from tests.support.helpers import (
     Project,
     Service,
     configure,
@@ -41,8 +41,8 @@ from tests.helpers import (
     start,
     wait_until_empty,
 )
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.receivers import (
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.receivers import (
     SECRETS,
     JsonReceiver,
     SmtpReceiver,
@@ -52,7 +52,7 @@ from tests.receivers import (
     smtp_url,
     wait_for,
 )
-from tests.workbooks import column
+from tests.support.workbooks import column
 
 # `scorer watch` subprocesses with the tiny learner, its ONNX export made once, as test_watch_service runs them
 

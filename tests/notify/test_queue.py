@@ -15,8 +15,8 @@ import pytest
 from scorer.notify.notices import Notices
 from scorer.notify.queue import QUEUE_NAME, Message, NotificationQueue
 from scorer.settings import Settings
-from tests.helpers import hot_settings
-from tests.receivers import JsonReceiver, free_port, json_url, notify_section, wait_for
+from tests.support.helpers import hot_settings
+from tests.support.receivers import JsonReceiver, free_port, json_url, notify_section, wait_for
 
 
 def settings_for(root: Path, urls: list[str], **notify: object) -> Settings:

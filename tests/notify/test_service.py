@@ -16,9 +16,9 @@ import pytest
 from scorer.config import load_settings
 from scorer.notify.destinations import Destination
 from scorer.notify.queue import QUEUE_NAME, Message, NotificationQueue
-from tests.helpers import Project, Service, configure, inbox_files, reports, start
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.receivers import JsonReceiver, TrickleReceiver, notify_section, wait_for
+from tests.support.helpers import Project, Service, configure, inbox_files, reports, start
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.receivers import JsonReceiver, TrickleReceiver, notify_section, wait_for
 
 COLOURS = list(CLASS_COLOURS.values())
 

@@ -26,12 +26,12 @@ from scorer.decoding.prints import phash_bits
 from scorer.ledger.schema import PAIR_COLUMNS
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
-from tests.helpers import after_first_start
-from tests.history import unrelated_to
-from tests.outcomegen import as_posted, write_banner
-from tests.postgen import post_node, save_post, write_malformed, write_rows
-from tests.receivers import JsonReceiver, wait_for
-from tests.workbooks import column
+from tests.support.helpers import after_first_start
+from tests.support.history import unrelated_to
+from tests.support.outcomegen import as_posted, write_banner
+from tests.support.postgen import post_node, save_post, write_malformed, write_rows
+from tests.support.receivers import JsonReceiver, wait_for
+from tests.support.workbooks import column
 
 SCORED, POSTED, NEVER, EARLY = 48, 40, 60, 2
 NO_CAM = "report:\n  explain: never\n"

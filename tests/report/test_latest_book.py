@@ -11,8 +11,8 @@ from openpyxl.utils import get_column_letter
 from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD, DayCount, Window, save_latest
 from scorer.report.workbook import ReportContent
 from scorer.results import BatchResult
-from tests.history import INFO
-from tests.workbooks import evidenced, lines_needed, printed_scale
+from tests.support.history import INFO
+from tests.support.workbooks import evidenced, lines_needed, printed_scale
 
 CLASSES = ("Low", "Neutral", "High")
 

@@ -13,7 +13,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from scorer.report.evidence_columns import LOOKS_LIKE
 from scorer.report.workbook import ReportContent, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected
-from tests.workbooks import evidenced, lines_needed, printed_scale
+from tests.support.workbooks import evidenced, lines_needed, printed_scale
 
 CLASSES = ("Low", "Neutral", "High")
 EMU_PER_PT = 12700

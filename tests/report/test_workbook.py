@@ -13,8 +13,8 @@ from scorer.ledger.store import Ledger
 from scorer.outcomes.track_record import headline
 from scorer.report.workbook import ReportContent, headers, report_name, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
-from tests.history import INFO, fill_history, record_launches, unrelated_to
-from tests.imagegen import creative
+from tests.support.history import INFO, fill_history, record_launches, unrelated_to
+from tests.support.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
 

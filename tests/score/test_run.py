@@ -12,8 +12,8 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.results import engagement_score
-from tests.helpers import RENAMED, Project
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.helpers import RENAMED, Project
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:

@@ -1,7 +1,7 @@
 """Labels meet a learner's classes: by name, by order when only the counts agree, or one line that names the fix.
 
 The learners are plain fastai vision_learners, exported as a user's notebook exports them, their weights set
-(tests/learners.py) rather than trained: what they learned does not matter here, only the names and the
+(tests/support/learners.py) rather than trained: what they learned does not matter here, only the names and the
 number of their classes.
 """
 
@@ -21,7 +21,7 @@ from scorer.errors import ConfigError
 from scorer.evidence.index import index_path
 from scorer.training.labels import learner_classes
 from scorer.training.prepare import prepare
-from tests.learners import build_learner, colour_design
+from tests.support.learners import build_learner, colour_design
 
 LABELS = ("Low", "Neutral", "High")  # train.label.classes by default
 ENGAGEMENT = {"Low": "Low Engagement", "Neutral": "Neutral", "High": "High Engagement"}

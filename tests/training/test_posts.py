@@ -17,8 +17,8 @@ from instaloader import Instaloader, Profile, load_structure_from_file, save_str
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
 from scorer.training.posts import import_posts
-from tests.imagegen import write_creative
-from tests.postgen import TOO_LARGE, legacy_node, post_node, save_post, write_malformed
+from tests.support.imagegen import write_creative
+from tests.support.postgen import TOO_LARGE, legacy_node, post_node, save_post, write_malformed
 
 LIMITS = ImageLimits()
 

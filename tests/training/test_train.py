@@ -32,8 +32,8 @@ from scorer.errors import DataError
 from scorer.fsutil import sha256_file
 from scorer.results import engagement_score
 from scorer.training.train import train
-from tests.helpers import scorer_imports
-from tests.postgen import append_rows, csv_to_instaloader, write_rows
+from tests.support.helpers import scorer_imports
+from tests.support.postgen import append_rows, csv_to_instaloader, write_rows
 
 CLASSES = ["Low", "Neutral", "High"]
 # One thread: these tests share two cores with others, and oversubscribed PyTorch slows down many times over.

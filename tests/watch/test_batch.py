@@ -21,10 +21,10 @@ from scorer.watch import latest_rebuild as latest_module
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
 from scorer.watch.latest_rebuild import LATEST_NAME, latest_is_stale, rebuild_latest
-from tests.fakes import ColourModel, Crash
-from tests.helpers import drop, files_in_inbox, hot_settings, inbox_files, restart, sheet
-from tests.imagegen import write_creative
-from tests.workbooks import files_across
+from tests.support.fakes import ColourModel, Crash
+from tests.support.helpers import drop, files_in_inbox, hot_settings, inbox_files, restart, sheet
+from tests.support.imagegen import write_creative
+from tests.support.workbooks import files_across
 
 
 def all_rows(settings: Settings) -> dict[str, list[str]]:

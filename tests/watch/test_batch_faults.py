@@ -1,6 +1,6 @@
 """The hot folder's remaining holes: files replaced under their name, failed writes, passing share errors, names.
 
-The fake colour model (tests/fakes.py) stands in; decoding runs in real worker processes.
+The fake colour model (tests/support/fakes.py) stands in; decoding runs in real worker processes.
 Faults that a test cannot produce for real (a full disk, a file held open on a share, EACCES
 for root) are injected at the system call.
 """
@@ -29,9 +29,9 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import PASSING_TRIES
 from scorer.watch.disposal import reason_path
-from tests.fakes import ColourModel
-from tests.helpers import drop, files_in_inbox, hot_settings, restart, sheet
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.fakes import ColourModel
+from tests.support.helpers import drop, files_in_inbox, hot_settings, restart, sheet
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.watch.lease import LEASE_NAME
-from tests.helpers import Project, after_first_start, tool_or_warn
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.workbooks import files_across
+from tests.support.helpers import Project, after_first_start, tool_or_warn
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.workbooks import files_across
 
 BRANDS = ("brand-a", "brand-b")
 

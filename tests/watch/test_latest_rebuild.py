@@ -25,10 +25,10 @@ from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
 from scorer.watch.latest_rebuild import LATEST_NAME, LatestRebuilder, rebuild_latest
-from tests.helpers import COLOURS, Project, Service, configure, reports, start
-from tests.history import CLASSES, INFO, fill_history, record_launches, thumbnail
-from tests.imagegen import creative, write_creative
-from tests.workbooks import as_libreoffice_reads, column
+from tests.support.helpers import COLOURS, Project, Service, configure, reports, start
+from tests.support.history import CLASSES, INFO, fill_history, record_launches, thumbnail
+from tests.support.imagegen import creative, write_creative
+from tests.support.workbooks import as_libreoffice_reads, column
 
 # The service fixtures of test_watch_service, used here by name.
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from scorer.fsutil import sha256_file
-from tests.helpers import Project, Service, configure, reports, start, wait_until_empty
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.receivers import JsonReceiver, notify_section, wait_for
-from tests.workbooks import column, files_across
+from tests.support.helpers import Project, Service, configure, reports, start, wait_until_empty
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.receivers import JsonReceiver, notify_section, wait_for
+from tests.support.workbooks import column, files_across
 
 COLOURS = list(CLASS_COLOURS.values())
 # PyTorch on both sides: the new learner needs no ONNX export to be loaded during the test.

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from scorer.cli import main
 from scorer.sdnotify import Notifier
-from tests.helpers import (
+from tests.support.helpers import (
     COLOURS,
     Project,
     Service,
@@ -28,8 +28,8 @@ from tests.helpers import (
     tool_or_warn,
     wait_until_empty,
 )
-from tests.imagegen import creative, write_creative
-from tests.workbooks import files_across
+from tests.support.imagegen import creative, write_creative
+from tests.support.workbooks import files_across
 
 
 def copy_slowly(path: Path, data: bytes, chunks: int, pause: float) -> None:

@@ -25,9 +25,9 @@ from scorer.decoding.vet import is_ignored_name
 from scorer.errors import ServiceError
 from scorer.notify.queue import QUEUE_NAME, NotificationQueue
 from scorer.watch.lease import LEASE_NAME, inbox_lease
-from tests.helpers import Project, Service, configure, inbox_files, reports, start, tool_or_warn
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.receivers import JsonReceiver, notify_section
+from tests.support.helpers import Project, Service, configure, inbox_files, reports, start, tool_or_warn
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.receivers import JsonReceiver, notify_section
 
 # The fixtures of test_watch_service: a project with the tiny learner's ONNX export, and running services.
 

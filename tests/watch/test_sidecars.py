@@ -26,8 +26,8 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
-from tests.helpers import Project, Service, configure, hot_settings, reports, start, wait_until_empty
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.helpers import Project, Service, configure, hot_settings, reports, start, wait_until_empty
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 # The fixtures of test_watch_service (a project with the tiny learner's ONNX export, running services)
 # and of test_hotfolder (an engine on the fake colour model).

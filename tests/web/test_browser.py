@@ -25,9 +25,9 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from scorer.cli import main
-from tests.helpers import Project, after_first_start, tool_or_skip
-from tests.history import INFO, fill_history, record_launches
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.helpers import Project, after_first_start, tool_or_skip
+from tests.support.history import INFO, fill_history, record_launches
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "browser-test-token-0123456789abcdef"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chromium")]  # looked for before the server starts

@@ -31,9 +31,9 @@ from scorer.scoring.engine import Engine
 from scorer.settings import documented_keys
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
-from tests.helpers import Project, scorer_imports, tool_or_warn
-from tests.history import INFO, fill_history, record_launches
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.helpers import Project, scorer_imports, tool_or_warn
+from tests.support.history import INFO, fill_history, record_launches
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "a-long-enough-test-token-0123456789"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -34,8 +34,8 @@ from scorer.textsafe import display_text
 from scorer.web.app import create_app
 from scorer.web.auth import TOKEN_RULE, resolve_token
 from scorer.web.runs import NICE
-from tests.helpers import Project
-from tests.imagegen import CLASS_COLOURS, write_creative
+from tests.support.helpers import Project
+from tests.support.imagegen import CLASS_COLOURS, write_creative
 
 TOKEN = "security-test-token-Zq8wX2pL5vN7"
 REPORT = "engagement-report-20250101-120000.xlsx"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.imagegen import CLASS_COLOURS, creative
+from tests.support.imagegen import CLASS_COLOURS, creative
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Generated videos for the tests and the video bench: reels whose frames carry a colour signal, and a hostile corpus.
 
 A reel is a list of (seconds, colour) segments, encoded with PyAV in any codec and container the
-scorer reads. The colours are tests/imagegen.py's CLASS_COLOURS, so the tiny learner tells the
+scorer reads. The colours are tests/support/imagegen.py's CLASS_COLOURS, so the tiny learner tells the
 segments apart as it tells stills apart. Tests use small sizes; the bench adds texture and motion
 (`detail=True`) so that the bitrate is that of real footage, not of flat colours.
 """
@@ -20,8 +20,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from tests.hostile import Expect
-from tests.imagegen import CLASS_COLOURS, creative
+from tests.support.hostile import Expect
+from tests.support.imagegen import CLASS_COLOURS, creative
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration to stderr otherwise: errors only
 

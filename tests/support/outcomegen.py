@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from tests.imagegen import CLASS_COLOURS
+from tests.support.imagegen import CLASS_COLOURS
 
 COLOURS = list(CLASS_COLOURS.values())
 # Shapes Instagram crops a post to (width / height); None keeps the creative's own.

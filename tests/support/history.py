@@ -24,7 +24,7 @@ from scorer.results import ModelInfo, Scored
 from scorer.settings import Settings
 from scorer.training.evaluate import spearman
 from scorer.training.labels import label
-from tests.imagegen import creative
+from tests.support.imagegen import creative
 
 CLASSES = ("Low", "Neutral", "High")
 INFO = ModelInfo(Path("/models/history.pkl"), "cd" * 32, CLASSES, "cpu", "onnxruntime", "crop to 224×224", {})

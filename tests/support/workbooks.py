@@ -13,8 +13,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from scorer.results import Lookalikes, Neighbour, Scored
-from tests.helpers import tool_or_warn
-from tests.imagegen import creative
+from tests.support.helpers import tool_or_warn
+from tests.support.imagegen import creative
 
 # Filter options: comma, quote, UTF-8, ..., last token -1 = every sheet into its own CSV.
 _EVERY_SHEET_AS_CSV = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,true,false,false,-1"

@@ -1,5 +1,5 @@
 """What more than one test file uses: the project folder, checking tools, a real `scorer watch` subprocess,
-the hot folder's settings and files, and the bulk campaign. Fakes are in tests/fakes.py; generators of
+the hot folder's settings and files, and the bulk campaign. Fakes are in tests/support/fakes.py; generators of
 images, posts, accounts and learners in their own modules (imagegen, postgen, contextgen, learners, ...)."""
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from scorer.ledger.store import Ledger
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
 from scorer.watch.lease import LEASE_NAME
-from tests.imagegen import CLASS_COLOURS, labelled_set, write_creative
+from tests.support.imagegen import CLASS_COLOURS, labelled_set, write_creative
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RENAMED = {"Low": "bronze", "Neutral": "silver", "High": "gold"}
 COLOURS = list(CLASS_COLOURS.values())
 
@@ -322,7 +322,7 @@ def wait_until_empty(project: Project, service: Service, timeout: float = 90) ->
     assert not inbox_files(project), f"left in the inbox: {inbox_files(project)}\n{service.log}"
 
 
-# A hot folder in this process (with the fake engine of tests/fakes.py).
+# A hot folder in this process (with the fake engine of tests/support/fakes.py).
 
 def hot_settings(root: Path, config: str) -> Settings:
     """Settings whose inbox, outbox and state are fresh folders under `root`, with `config` as config.yaml."""
@@ -354,7 +354,7 @@ def drop(settings: Settings, names: list[str]) -> None:
 
 def sheet(path: Path, name: str) -> list[str]:
     """The file names a report's sheet lists."""
-    from tests.workbooks import files_across  # workbooks.py uses tool_or_warn from here
+    from tests.support.workbooks import files_across  # workbooks.py uses tool_or_warn from here
 
     return files_across([path], name)
 

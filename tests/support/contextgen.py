@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from scorer.config import load_settings
-from tests.imagegen import CLASS_COLOURS, write_creative
-from tests.postgen import write_rows
+from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.postgen import write_rows
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 #: The hour that carries the signal, and the hours of every other post.

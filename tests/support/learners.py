@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tests.imagegen import CLASS_COLOURS, labelled_set
+from tests.support.imagegen import CLASS_COLOURS, labelled_set
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
