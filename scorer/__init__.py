@@ -41,6 +41,7 @@ Ground: plain data, settings and idioms that every floor uses.
     errors.py           the ScorerError tree
     results.py          what scoring produces: plain data shared by every room
     settings.py         typed settings: every key, its default and its documentation
+    settings_text.py    the settings as text: the start-up log's lines, every key for the reference
     config.py           reads config.yaml over settings.py's typed defaults; the only YAML reader
     fsutil.py           atomic write, free name, safe open, SHA-256: each idiom written once
     textsafe.py         untrusted text made safe for spreadsheets and logs

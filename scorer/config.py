@@ -174,6 +174,9 @@ def _check_relations(s: Settings, where: str) -> None:
         raise ConfigError(
             f"'model_sha256' in {where} must be 64 hex digits: run `scorer model pin` to write it"
         )
+    if s.video.hook_weight > 1:
+        raise ConfigError(f"'video.hook_weight' in {where} is the hook's share of a video's probabilities, "
+                          f"from 0 to 1, got {s.video.hook_weight:g}: lower it")
     if not 0 < s.train.valid_pct < 1:
         raise ConfigError(f"'train.valid_pct' in {where} must be between 0 and 1, like 0.2")
     try:

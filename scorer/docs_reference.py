@@ -11,7 +11,8 @@ import re
 import typing
 from typing import Any
 
-from scorer.settings import Settings, documented_keys
+from scorer.settings import Settings
+from scorer.settings_text import documented_keys
 
 COMMAND = "python -m scorer.docs_reference > docs/configuration.md"
 
@@ -43,6 +44,7 @@ GUIDES = {
     "bulk": "[Bulk](bulk.md)",
     "outcomes": "[Did the picks win?](outcomes.md)",
     "notify": "[Notifications](hot-folder.md#notifications)",
+    "video": "[Videos](video.md)",
 }
 
 

@@ -5,9 +5,6 @@ Defaults live here; config.yaml only overrides them (scorer.config reads it).
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +32,25 @@ class ImageSettings:
         "auto", "JPEG decoding: auto drafts only where a per-model check shows it harmless; exact: full size; "
         "fast: always draft"
     )
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What the scorer accepts as a video (MP4, MOV, M4V, WebM: by content), and how it samples one."""
+
+    max_seconds: float = _opt(900.0, "longer videos are rejected before any frame is decoded", minimum=0.1)
+    max_megapixels: float = _opt(9.0, "videos with larger frames are rejected before decoding (4K is 8.3 MP)",
+                                 minimum=0.001)
+    max_streams: int = _opt(8, "videos with more streams (video, audio, subtitles, data) are rejected", minimum=1)
+    max_file_mb: float = _opt(512.0, "larger video files are rejected unread", minimum=0.001)
+    frames: int = _opt(16, "frames sampled and scored per video: the cover, the hook, then evenly over the rest",
+                       minimum=1)
+    hook_seconds: float = _opt(3.0, "the hook: the first seconds, where half the frames are sampled", minimum=0)
+    hook_weight: float = _opt(0.6, "the hook's frames' share of a video's probabilities, the rest sharing the "
+                              "remainder; above 0.5 the hook weighs more than all the rest together", minimum=0)
+    max_memory_mb: int = _opt(1024, "memory a decoding worker may use for one video, beyond its file; more is "
+                              "rejected", minimum=64)
+    timeout: float = _opt(120.0, "seconds before a video that hangs a decoder is rejected", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,7 @@ class Settings:
     batch_size: int = _opt(16, "images per inference batch", minimum=1)
     half: bool = _opt(False, "half precision on CUDA")
     images: ImageSettings = _opt(ImageSettings(), "")
+    video: VideoSettings = _opt(VideoSettings(), "")
     report: ReportSettings = _opt(ReportSettings(), "")
     watch: WatchSettings = _opt(WatchSettings(), "")
     train: TrainSettings = _opt(TrainSettings(), "")
@@ -236,58 +253,3 @@ class Settings:
     def rejected_dir(self) -> Path:
         """Where `scorer watch` moves rejected files."""
         return self.watch.rejected or self.outbox / "rejected"
-
-    def describe(self, everything: bool = False) -> list[str]:
-        """The settings in effect, for the start-up log: where they come from, then a line per section of those
-        that differ from the defaults (paths as resolved against the config's folder), or of all of them."""
-        base = self.source.parent if self.source else Path.cwd()
-        defaults = dict(_flatten(Settings()))
-        rows = _flatten(self)
-        changed = [(key, value) for key, value in rows if value != _resolved(defaults[key], base)]
-        sections: dict[str, list[str]] = {}
-        for key, value in rows if everything else changed:
-            sections.setdefault(key.partition(".")[0] if "." in key else "", []).append(f"{key} = {value}")
-        where = f"from {self.source}" if self.source else "(no config.yaml)"
-        if everything:
-            head = f"settings {where}: all {len(rows)}, {len(changed)} of them not at their defaults"
-        elif changed:
-            head = f"settings {where}: {len(changed)} of {len(rows)} differ from the defaults (-v shows all)"
-        else:
-            head = f"settings {where}: all {len(rows)} at their defaults (-v shows them)"
-        return [head, *(f"settings: {'; '.join(items)}" for items in sections.values())]
-
-
-def _resolved(default: Any, base: Path) -> Any:
-    """A default as load_settings makes it: a relative path resolved against the config's folder."""
-    return (base / default).absolute() if isinstance(default, Path) else default
-
-
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("internal"):
-            continue
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            rows += _flatten(value, f"{prefix}{f.name}.")
-        elif f.metadata.get("secret") and value:
-            rows.append((f"{prefix}{f.name}", "(set, not shown)"))
-        else:
-            rows.append((f"{prefix}{f.name}", value))
-    return rows
-
-
-def documented_keys(cls: type = Settings, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """Every config key with its documentation and default, for docs and their tests."""
-    rows: list[tuple[str, str, Any]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += documented_keys(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            factory: Callable[[], Any] = f.default_factory  # type: ignore[assignment]
-            default = f.default if f.default is not dataclasses.MISSING else factory()
-            rows.append((f"{prefix}{f.name}", f.metadata["doc"], default))
-    return rows

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from scorer.cli import main
 from scorer.config import load_settings, set_top_level_keys
 from scorer.errors import ConfigError
-from scorer.settings import Settings, documented_keys
+from scorer.settings import Settings
+from scorer.settings_text import describe_settings, documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,20 +165,20 @@ def test_the_start_up_log_shows_what_differs_from_the_defaults_as_in_effect(tmp_
     config.write_text("model: models/demo.pkl\ninbox: inbox\nthreads: 2\nwatch:\n  polling: true\n"
                       "serve:\n  token: a-long-Secret-token-9\n  port: 8000\n")
     settings = load_settings(config, outbox=tmp_path / "reports")
-    assert settings.describe() == [
+    assert describe_settings(settings) == [
         f"settings from {config}: 4 of {len(documented_keys())} differ from the defaults (-v shows all)",
         f"settings: outbox = {tmp_path / 'reports'}; threads = 2",
         "settings: watch.polling = True",
         "settings: serve.token = (set, not shown)",
     ]
-    everything = settings.describe(everything=True)
+    everything = describe_settings(settings, everything=True)
     assert everything[0] == f"settings from {config}: all {len(documented_keys())}, 4 of them not at their defaults"
     assert len(everything) == 1 + len({key.split(".")[0] for key, _, _ in documented_keys() if "." in key}) + 1
     listed = "; ".join(line.removeprefix("settings: ") for line in everything[1:]).split("; ")
     assert [item.split(" = ")[0] for item in listed] == [key for key, _, _ in documented_keys()]
     assert "serve.port = 8000" in listed and "a-long-Secret" not in " ".join(everything)
     config.write_text("# nothing changed\n")
-    assert load_settings(config).describe() == [
+    assert describe_settings(load_settings(config)) == [
         f"settings from {config}: all {len(documented_keys())} at their defaults (-v shows them)"]
 
 

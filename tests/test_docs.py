@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import scorer
 from scorer.cli import main
 from scorer.docs_reference import COMMAND, reference_markdown
-from scorer.settings import documented_keys
+from scorer.settings_text import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "RESULTS.md"]

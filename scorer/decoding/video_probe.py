@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from av.container import InputContainer
     from av.video.stream import VideoStream
 
+    from scorer.settings import VideoSettings
+
 # ISO base media (MP4, MOV, M4V, 3GP) by the major brand of the `ftyp` box at offset 4. Only video
 # brands: HEIF and AVIF stills share the box (heic, mif1, avif) and are not videos.
 _BRANDS = {b"qt  ": "MOV", b"M4V ": "M4V", b"M4VH": "M4V", b"M4VP": "M4V", b"M4A ": "M4A",
@@ -64,6 +66,11 @@ class VideoLimits:
     max_memory_mb: int = 1024  # address space a decoding worker may add to decode one video, beyond its file
     timeout: float = 120.0  # seconds a decoding worker may spend on one video
     max_file_mb: float = 512.0  # read whole, as a still is, before anything else
+
+    @classmethod
+    def from_settings(cls, video: VideoSettings) -> VideoLimits:
+        """The limits that config.yaml's `video` section sets."""
+        return cls(**{f: getattr(video, f) for f in cls.__dataclass_fields__})
 
     @property
     def max_bytes(self) -> int:

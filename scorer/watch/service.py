@@ -35,6 +35,7 @@ from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine
 from scorer.sdnotify import Notifier
 from scorer.settings import Settings
+from scorer.settings_text import log_settings
 from scorer.watch.batch import BatchSummary, HotFolder
 from scorer.watch.intake import Intake, ObserverFactory, make_observer
 from scorer.watch.latest_rebuild import LatestRebuilder
@@ -131,8 +132,7 @@ def watch_inbox(settings: Settings, *, once: bool = False, on_status: Callable[[
             require_writable_dir(settings.outbox, "outbox")
         except ConfigError as exc:  # scoring goes on; reports and moves are written once it is fixed
             log.error("%s", exc)
-        for line in settings.describe(everything=log.isEnabledFor(logging.DEBUG)):  # all of them with -v
-            log.info("%s", line)
+        log_settings(settings, log)
         ledger = Ledger(settings.state)
         stack.callback(ledger.close)
         notices = Notices(settings)

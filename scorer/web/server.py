@@ -11,6 +11,7 @@ from collections.abc import Callable
 from scorer.config import require_writable_dir
 from scorer.errors import ConfigError
 from scorer.settings import Settings
+from scorer.settings_text import log_settings
 from scorer.web.auth import resolve_token
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def serve_page(settings: Settings, on_ready: Callable[[str], None] = lambda url:
     if settings.serve.keep_uploads:
         require_writable_dir(settings.outbox, "outbox")
     check_address(host, port)  # in a moment, before seconds of loading the model and the web libraries
-    for line in settings.describe(everything=log.isEnabledFor(logging.DEBUG)):  # all of them with -v
-        log.info("%s", line)
+    log_settings(settings, log)
     import uvicorn
 
     from scorer.scoring.assembly import open_engine

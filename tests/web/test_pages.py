@@ -28,7 +28,7 @@ from scorer.config import load_settings
 from scorer.score.run import score_paths
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine
-from scorer.settings import documented_keys
+from scorer.settings_text import describe_settings, documented_keys
 from scorer.web.app import create_app
 from scorer.web.auth import resolve_token
 from tests.support.helpers import Project, scorer_imports, tool_or_warn
@@ -164,7 +164,7 @@ def test_binding_beyond_loopback_needs_a_long_token(project: Project, tmp_path: 
     project.write_config(f"model: models/tiny.pkl\nserve:\n  token_file: {tmp_path / 'token'}\n")
     assert resolve_token(load_settings(project.config).serve, "0.0.0.0") == TOKEN
     project.write_config(f"model: models/tiny.pkl\nserve:\n  token: {TOKEN}\n")
-    described = load_settings(project.config).describe()
+    described = describe_settings(load_settings(project.config))
     assert "settings: serve.token = (set, not shown)" in described and TOKEN not in "".join(described), \
         "logs never show it"
     project.write_config("model: models/tiny.pkl\nserve:\n  token: short\n")
