@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Told of work as it is done: files scored, or bytes copied by a move; 0 says only "still alive" (the watchdog).
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ Decision = Literal["scored", "rejected", "duplicate"]
 
 @dataclass(frozen=True)
 class Candidate(Item):
-    """A settled inbox file and the content fingerprint it had when its batch began."""
+    """A settled inbox file (an Item) and what intake found of it: its SHA-256 (None unread), size and mtime."""
 
     sha: str | None = None
     size: int | None = None
@@ -109,14 +109,20 @@ class Candidate(Item):
 
 @dataclass(frozen=True)
 class Entry:
-    """One decided file, as the watch service records it."""
+    """One decided file: its Candidate, the decision, what the decision rests on, and where the file goes."""
 
-    file: Candidate
+    candidate: Candidate
     decision: Decision
-    sha: str | None = None
-    destination: Path | None = None
-    scored: Scored | None = None
-    reason: str = ""
+    scored: Scored | None = None  # scored: its result (None where read back for its move: see Ledger.undisposed)
+    original: Scored | None = None  # duplicate: the result of the content it repeats
+    reason: str = ""  # rejected and duplicate: why, in a marketer's words
+    destination: Path | None = None  # where it is moved; None when it stays in place
+
+    @property
+    def sha(self) -> str | None:
+        """The content decided: what the decoder read where it read the file (it may have changed since intake)."""
+        decided = self.scored if self.scored is not None else self.original
+        return decided.sha256 if decided is not None else self.candidate.sha
 
 
 # The destination is where a scored file can be found after the batch, so reports show it as its
@@ -128,6 +134,10 @@ SCORED_COLUMNS = (
 
 
 def scored_from_row(row: Sequence[Any]) -> Scored:
+    """A Scored read back from SCORED_COLUMNS: what `scored_json` kept, where the file is now, and its report.
+
+    The report rebuilt from the ledger shows this; prints and embedding live in the likeness table instead.
+    """
     name, location, sha, result, thumbnail, report = row
     data = json.loads(result)
     return Scored(
@@ -137,6 +147,16 @@ def scored_from_row(row: Sequence[Any]) -> Scored:
         report=report, evidence=_evidence(data.get("evidence")), overlay=_unpack(data.get("overlay")),
         advice=_advice(data.get("advice")),
     )
+
+
+def scored_json(s: Scored) -> str:
+    """What files.result keeps of a scored creative, for `scored_from_row` (its thumbnail has its own column)."""
+    return json.dumps({
+        "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
+        "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
+        "notes": s.notes, "evidence": _evidence_json(s.evidence), "overlay": _pack(s.overlay),
+        "advice": asdict(s.advice) if s.advice else None,
+    })
 
 
 # Evidence and advice came after the first ledgers: rows without them read as None. Images ride in the JSON as base64.
@@ -168,19 +188,11 @@ def _evidence_json(ev: Lookalikes | None) -> dict[str, Any] | None:
 
 
 def file_row(e: Entry, batch: int) -> tuple[Any, ...]:
-    result = thumbnail = None
-    if e.scored is not None:
-        s = e.scored
-        result = json.dumps({
-            "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
-            "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
-            "notes": s.notes, "evidence": _evidence_json(s.evidence), "overlay": _pack(s.overlay),
-            "advice": asdict(s.advice) if s.advice else None,
-        })
-        thumbnail = s.thumbnail
+    """An Entry as its row of the files table, in the order of Ledger.write_batch's INSERT."""
+    c, s = e.candidate, e.scored
+    result, thumbnail = (scored_json(s), s.thumbnail) if s is not None else (None, None)
     destination = str(e.destination) if e.destination else None
-    f = e.file
-    return (e.sha or f.sha, str(f.path), f.name, f.size, f.mtime_ns, e.decision, result, thumbnail, e.reason, batch,
+    return (e.sha, str(c.path), c.name, c.size, c.mtime_ns, e.decision, result, thumbnail, e.reason, batch,
             destination, int(e.destination is None))
 
 

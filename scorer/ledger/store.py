@@ -32,7 +32,7 @@ from scorer.ledger.schema import (
     SCHEMA,
     SCORED_COLUMNS,
     VERSION,
-    Decision,
+    Candidate,
     Entry,
     file_row,
     model_from_json,
@@ -45,16 +45,16 @@ from scorer.sqlitetx import immediate
 
 @dataclass(frozen=True)
 class Disposal:
-    """A recorded file that still has to reach its destination."""
+    """A recorded file that still has to reach its destination: its row's id and its Entry, read back for the move."""
 
     id: int
-    sha: str | None
-    path: Path
-    destination: Path
-    decision: Decision
-    reason: str
-    size: int | None = None
-    mtime_ns: int | None = None
+    entry: Entry
+
+    @property
+    def destination(self) -> Path:
+        """Where the file goes: every pending file has one (a file kept in place is done once recorded)."""
+        assert self.entry.destination is not None, f"file {self.id} is pending with nowhere to go"
+        return self.entry.destination
 
 
 class Ledger(OutcomeTables):
@@ -230,14 +230,18 @@ class Ledger(OutcomeTables):
                 result.duplicates.append(Duplicate(name, location, original))
         return result
 
-    # Dispositions.
+    # Disposals: decided files on their way out of the inbox.
 
     def undisposed(self) -> list[Disposal]:
         """Recorded files not yet at their destination, oldest first."""
         rows = self._db.execute(
-            "SELECT id, sha, path, destination, decision, reason, size, mtime_ns FROM files WHERE done = 0 ORDER BY id"
+            "SELECT id, path, name, sha, size, mtime_ns, decision, reason, destination FROM files WHERE done = 0 "
+            "ORDER BY id"
         ).fetchall()
-        return [Disposal(i, s, Path(p), Path(d), o, r or "", z, m) for i, s, p, d, o, r, z, m in rows]
+        # A move needs the file as intake saw it and the content decided, not its result. The row keeps one
+        # SHA-256, the content decided, and it stands as the candidate's.
+        return [Disposal(i, Entry(Candidate(Path(p), n, s, z, m), o, reason=r or "", destination=Path(d)))
+                for i, p, n, s, z, m, o, r, d in rows]
 
     def mark_done(self, moved: Sequence[tuple[int, Path]]) -> None:
         """These files reached their destinations (which may differ from the chosen ones after a clash)."""

@@ -14,9 +14,9 @@ from scorer.context.signals import zone
 from scorer.decoding.vet import find_candidates, is_creative_name
 from scorer.errors import ConfigError
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, Rejected
+from scorer.results import BatchResult, Progress, Rejected
 from scorer.scoring.assembly import open_engine
-from scorer.scoring.engine import Engine, Item, Progress
+from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
 from scorer.textsafe import log_text
 
@@ -64,8 +64,7 @@ def collect_items(paths: Sequence[Path], tz: ZoneInfo) -> tuple[list[Item], list
     """
     unique = _found(paths, is_creative_name)
     plans = find_plans([(path, root) for path, (_, root) in unique.items()], tz)
-    items = [Item(path, name, plan=plans.found.get(path), plan_note=plans.notes.get(path, ""))
-             for path, (name, _) in unique.items()]
+    items = [Item(path, name).planned(plans) for path, (name, _) in unique.items()]
     rejected = [Rejected(sidecar.name, str(sidecar), reason) for sidecar, reason in plans.rejected]
     return items, rejected, _sidecars(paths, unique, plans)
 

@@ -7,15 +7,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 import numpy as np
 
 from scorer.checks.decode_check import DecodeCheck
-from scorer.context.plan import Plan
+from scorer.context.plan import Plan, Plans
 from scorer.decoding.decode import Decoded, ItemGeometry
 from scorer.errors import ImageError, TransientImageError
-from scorer.results import Advice, BatchResult, Duplicate, Lookalikes, ModelInfo, Rejected, Scored, engagement_score
+from scorer.results import (
+    Advice,
+    BatchResult,
+    Duplicate,
+    Lookalikes,
+    ModelInfo,
+    Progress,
+    Rejected,
+    Scored,
+    engagement_score,
+)
 
 
 class Predictor(Protocol):
@@ -80,6 +90,9 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
+_ItemT = TypeVar("_ItemT", bound="Item")  # an Item or a subclass of it (ledger.schema.Candidate)
+
+
 @dataclass(frozen=True)
 class Item:
     """A file to score, the name the report shows for it, and its planned post (scorer.context.plan)."""
@@ -90,8 +103,9 @@ class Item:
     plan: Plan | None = None
     plan_note: str = ""  # why a plan that was given cannot be used (a rejected sidecar)
 
-
-Progress = Callable[[int], None]
+    def planned(self: _ItemT, plans: Plans) -> _ItemT:
+        """This item with its plan from `plans` (context.plan.find_plans), or the note that says why it has none."""
+        return replace(self, plan=plans.found.get(self.path), plan_note=plans.notes.get(self.path, ""))
 
 
 def score_items(

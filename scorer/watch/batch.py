@@ -35,13 +35,13 @@ from scorer.fsutil import free_name, remove_temps
 from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Ledger
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, Scored, TrackSummary
-from scorer.scoring.engine import Engine, Progress
+from scorer.results import BatchResult, Progress, Scored, TrackSummary
+from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.textsafe import log_text
 from scorer.watch.backoff import WriteBackoff
 from scorer.watch.disposal import dispose_pending, fitting, reason_path, reserved
-from scorer.watch.triage import Triage, duplicate_reason
+from scorer.watch.triage import Triage, duplicate
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class HotFolder:
         placed = []
         for e in entries:
             scored = e.decision == "scored"
-            name = e.file.name
+            name = e.candidate.name
             wanted = self.settings.archive_dir / day / name if scored else self.settings.rejected_dir / name
             # A reason file is reserved with its file, so `x.jpg.reason.txt` dropped beside `x.jpg` keeps its name.
             # A rejected file's name leaves room for its `.reason.txt`; a scored one keeps its name.
@@ -242,13 +242,7 @@ class HotFolder:
 
 def _entries(chunks: list[list[Candidate]], result: BatchResult) -> list[Entry]:
     by_path = {str(c.path): c for chunk in chunks for c in chunk}
-    entries = []
-    for s in result.scored:
-        # The decoder's hash is what was scored, should the file have changed since intake.
-        entries.append(Entry(by_path[s.location], "scored", sha=s.sha256, scored=s))
-    for r in result.rejected:
-        entries.append(Entry(by_path[r.location], "rejected", reason=r.reason))
-    for d in result.duplicates:
-        entries.append(Entry(by_path[d.location], "duplicate", sha=d.original.sha256,
-                             reason=duplicate_reason(d.original)))
-    return entries
+    # Each entry's content is what the decoder read (Entry.sha), should the file have changed since intake.
+    entries = [Entry(by_path[s.location], "scored", scored=s) for s in result.scored]
+    entries += [Entry(by_path[r.location], "rejected", reason=r.reason) for r in result.rejected]
+    return entries + [duplicate(by_path[d.location], d.original) for d in result.duplicates]

@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,9 @@ from scorer.fsutil import (
     shorten_name,
     temp_path,
 )
+from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Disposal, Ledger
+from scorer.results import Progress
 from scorer.settings import Settings
 from scorer.textsafe import log_text
 
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 REASON_SUFFIX = ".reason.txt"
 # Room kept in a destination's name for `-NN` after a clash and the reason file's suffix.
 _NAME_ROOM = len(REASON_SUFFIX) + 8
-
-Progress = Callable[[int], None]
 
 
 def reason_path(destination: Path) -> Path:
@@ -65,7 +65,7 @@ def reserved(destinations: Iterable[tuple[Path, bool]]) -> set[Path]:
     return names
 
 
-def move(source: Path, destination: Path, decided: Disposal, taken: Collection[Path], *, root: Path,
+def move(source: Path, destination: Path, decided: Entry, taken: Collection[Path], *, root: Path,
          with_reason: bool, progress: Progress = lambda n: None) -> Path | None:
     """Move the decided file to `destination` (or the next free name) under `root`; return where it is now.
 
@@ -83,13 +83,13 @@ def move(source: Path, destination: Path, decided: Disposal, taken: Collection[P
     ensure_dir(root, destination.parent)
     st = os.lstat(source)
     if not stat.S_ISREG(st.st_mode):
-        if not _unchanged(st, decided):
+        if not _unchanged(st, decided.candidate):
             return None
         return _rename_or_copy(source, destination, None, st, root, progress)
     with open_regular(source) as handle:
         opened = os.fstat(handle.fileno())
         # The hash decides when there is one (it is what was scored); size and mtime only when there is none.
-        if (sha256_handle(handle) != decided.sha) if decided.sha else not _unchanged(opened, decided):
+        if (sha256_handle(handle) != decided.sha) if decided.sha else not _unchanged(opened, decided.candidate):
             return None
         return _rename_or_copy(source, destination, handle, opened, root, progress)
 
@@ -127,34 +127,23 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
     """
     failed: OSError | None = None
     pending = ledger.undisposed()
-    taken = reserved((d.destination, d.decision != "scored") for d in pending)
+    taken = reserved((d.destination, d.entry.decision != "scored") for d in pending)
     moved: list[tuple[int, Path]] = []
     replaced: list[int] = []
     # A rejected sidecar is an entry of its own and goes to the rejected folder, not with its creative.
-    sidecars_decided = {d.path for d in pending}
+    sidecars_decided = {d.entry.candidate.path for d in pending}
     for d in pending:
-        rejected = d.decision != "scored"
-        root = settings.rejected_dir if rejected else settings.archive_dir
+        rejected = d.entry.decision != "scored"
         try:
-            if not os.path.lexists(d.path) and not os.path.lexists(d.destination):
-                log.warning("%s left the inbox before it could be moved to %s", log_text(str(d.path)), d.destination)
-                moved.append((d.id, d.destination))
-                continue
-            carry_sidecars(d.path, d.destination, root, skip=sidecars_decided)
-            own = reserved([(d.destination, rejected)])
-            final = move(d.path, d.destination, d, taken - own, root=root, with_reason=rejected, progress=progress)
-            if final is None:
-                log.warning("%s was replaced after it was decided: the new file stays in the inbox and gets its "
-                            "own result", log_text(str(d.path)))
-                replaced.append(d.id)
-                continue
-            if rejected:
-                write_reason(final, d.reason, root=root)
+            final = _dispose(d, settings, taken, sidecars_decided, progress)
         except OSError as exc:
             log.error("cannot move %s to %s (%s): give the service write access to both folders, or set "
-                      "'watch.after_scoring: keep' for a read-only inbox", log_text(str(d.path)), d.destination,
-                      exc.strerror or exc)
+                      "'watch.after_scoring: keep' for a read-only inbox", log_text(str(d.entry.candidate.path)),
+                      d.destination, exc.strerror or exc)
             failed = exc
+            continue
+        if final is None:
+            replaced.append(d.id)
             continue
         taken |= reserved([(final, rejected)])
         moved.append((d.id, final))
@@ -163,6 +152,25 @@ def dispose_pending(ledger: Ledger, settings: Settings, progress: Progress = lam
     if replaced:
         ledger.mark_replaced(replaced)
     return failed
+
+
+def _dispose(d: Disposal, settings: Settings, taken: set[Path], sidecars_decided: Collection[Path],
+             progress: Progress) -> Path | None:
+    """Move one decided file with its sidecars (and a rejected one's reason); where it is now, None if replaced."""
+    source, rejected = d.entry.candidate.path, d.entry.decision != "scored"
+    root = settings.rejected_dir if rejected else settings.archive_dir
+    if not os.path.lexists(source) and not os.path.lexists(d.destination):
+        log.warning("%s left the inbox before it could be moved to %s", log_text(str(source)), d.destination)
+        return d.destination
+    carry_sidecars(source, d.destination, root, skip=sidecars_decided)
+    own = reserved([(d.destination, rejected)])
+    final = move(source, d.destination, d.entry, taken - own, root=root, with_reason=rejected, progress=progress)
+    if final is None:
+        log.warning("%s was replaced after it was decided: the new file stays in the inbox and gets its own result",
+                    log_text(str(source)))
+    elif rejected:
+        write_reason(final, d.entry.reason, root=root)
+    return final
 
 
 def carry_sidecars(source: Path, destination: Path, root: Path, skip: Collection[Path] = ()) -> None:
@@ -185,13 +193,13 @@ def carry_sidecars(source: Path, destination: Path, root: Path, skip: Collection
             log.info("%s goes with its creative: %s", log_text(sidecar.name), moved)
 
 
-def _unchanged(st: os.stat_result, decided: Disposal) -> bool:
+def _unchanged(st: os.stat_result, decided: Candidate) -> bool:
     if decided.size is None or decided.mtime_ns is None:
         return True
     return (st.st_size, st.st_mtime_ns) == (decided.size, decided.mtime_ns)
 
 
-def _same(source: Path, destination: Path, decided: Disposal) -> bool:
+def _same(source: Path, destination: Path, decided: Entry) -> bool:
     """Whether `destination` already holds the decided file (an earlier try's copy or rename)."""
     try:
         if os.path.samefile(source, destination):
@@ -203,7 +211,8 @@ def _same(source: Path, destination: Path, decided: Disposal) -> bool:
         return False
     if decided.sha is None:
         # No hash (too large to read at intake): a copy keeps the size and mtime it was decided with.
-        return decided.size is not None and _unchanged(src, decided) and _unchanged(dst, decided)
+        file = decided.candidate
+        return file.size is not None and _unchanged(src, file) and _unchanged(dst, file)
     return sha256_file(destination) == decided.sha
 
 

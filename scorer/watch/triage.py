@@ -7,7 +7,6 @@ Files that were being scored when the service died are scored one at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
@@ -21,8 +20,7 @@ from scorer.context.signals import zone
 from scorer.fsutil import sha256_regular
 from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Ledger
-from scorer.results import Scored
-from scorer.scoring.engine import Progress
+from scorer.results import Progress, Scored
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,7 @@ class Triage:
             earlier = self.ledger.earlier(sha) if sha else None
             tries = self.ledger.attempts(sha) if sha else 0
             if earlier is not None:
-                entries.append(Entry(candidate, "duplicate", reason=duplicate_reason(earlier)))
+                entries.append(duplicate(candidate, earlier))
             elif tries >= self.settings.watch.max_attempts:
                 entries.append(Entry(candidate, "rejected", reason=(
                     f"the service stopped {tries} times while scoring it (watch.max_attempts): not scored "
@@ -101,11 +99,7 @@ class Triage:
             candidate = self.identify(sidecar)
             if candidate is not None:
                 entries.append(Entry(candidate, "rejected", reason=reason))
-
-        def attach(c: Candidate) -> Candidate:
-            return dataclasses.replace(c, plan=plans.found.get(c.path), plan_note=plans.notes.get(c.path, ""))
-
-        return [attach(c) for c in fresh], [attach(c) for c in suspects]
+        return [c.planned(plans) for c in fresh], [c.planned(plans) for c in suspects]
 
     def identify(self, path: Path) -> Candidate | None:
         """The file as intake found it, with its SHA-256 (None when it cannot be read); None when it is gone."""
@@ -122,11 +116,13 @@ class Triage:
         return Candidate(path, name, sha256_regular(path), st.st_size, st.st_mtime_ns)
 
 
-def duplicate_reason(original: Scored) -> str:
-    """Why a file is listed as a duplicate of content scored before."""
+def duplicate(candidate: Candidate, original: Scored) -> Entry:
+    """A file whose content was scored before (or earlier in its batch), with the reason it is not scored again."""
     if not original.report:
-        return f"same content as {original.name} in this batch: listed once"
-    return f"same content as {original.name}, scored {when(original)}: not scored again"
+        reason = f"same content as {original.name} in this batch: listed once"
+    else:
+        reason = f"same content as {original.name}, scored {when(original)}: not scored again"
+    return Entry(candidate, "duplicate", original=original, reason=reason)
 
 
 def when(scored: Scored) -> str:

@@ -112,7 +112,7 @@ def _recorded(tmp_path: Path) -> tuple[Settings, Ledger, Path]:
     candidate = Candidate(creative, "a.jpg", hashlib.sha256(b"jpeg bytes").hexdigest(), st.st_size, st.st_mtime_ns)
     ledger = Ledger(settings.state)
     destination = settings.archive_dir / "2026-12-01" / "a.jpg"
-    ledger.write_batch([Entry(candidate, "scored", sha=candidate.sha, destination=destination)],
+    ledger.write_batch([Entry(candidate, "scored", destination=destination)],
                         _info(), lambda n: settings.outbox / f"r{n}.xlsx")
     return settings, ledger, destination
 

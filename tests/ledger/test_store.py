@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
+import typing
 from pathlib import Path
 
 import pytest
 
 from scorer.errors import ServiceError
 from scorer.ledger.schema import LEDGER_NAME, MIGRATIONS, SCHEMA, VERSION, Candidate, Entry
-from scorer.ledger.store import Ledger
+from scorer.ledger.store import Disposal, Ledger
 from scorer.results import ModelInfo, Scored
+from scorer.scoring.engine import Item
 
 INFO = ModelInfo(path=Path("/models/m.pkl"), sha256="ab" * 32, classes=("Low", "High"), device="cpu",
                  runtime="onnxruntime", preprocessing="squish to 32×32", versions={"fastai": "2.8"},
@@ -26,8 +29,8 @@ def scored(name: str, sha: str, p_high: float = 0.7) -> Scored:
 
 def entry(name: str, sha: str | None, decision: str, *, result: Scored | None = None, reason: str = "",
           destination: Path | None = None) -> Entry:
-    file = Candidate(Path(f"/in/{name}"), name, sha, 10, 1000)
-    return Entry(file, decision, sha=sha, destination=destination, scored=result, reason=reason)  # type: ignore[arg-type]
+    candidate = Candidate(Path(f"/in/{name}"), name, sha, 10, 1000)
+    return Entry(candidate, decision, scored=result, reason=reason, destination=destination)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -60,6 +63,43 @@ def test_a_batch_round_trips_everything_its_report_shows(ledger: Ledger, tmp_pat
     assert ledger.earlier("2" * 64) is None, "rejected content is tried again, not called a duplicate"
 
 
+def test_each_stage_of_a_files_life_holds_the_one_before_and_repeats_none_of_its_fields() -> None:
+    # Item -> Candidate -> Entry -> Disposal: a stage extends the one before or holds it in a field, and adds
+    # only what it learns, so that no fact about a file is kept twice (and cannot disagree with itself).
+    stages = [Item, Candidate, Entry, Disposal]
+    known: set[str] = set()
+    for before, stage in zip(stages, stages[1:], strict=False):
+        hints = typing.get_type_hints(stage)
+        inherited = {f.name for f in dataclasses.fields(before)} if issubclass(stage, before) else set()
+        holders = {name for name, hint in hints.items() if hint is before}
+        assert inherited or len(holders) == 1, f"{stage.__name__} neither extends nor holds {before.__name__}"
+        known |= {f.name for f in dataclasses.fields(before)}
+        added = {f.name for f in dataclasses.fields(stage)} - inherited - holders
+        assert added.isdisjoint(known), f"{stage.__name__} repeats {sorted(added & known)} of an earlier stage"
+        known |= added
+
+
+def test_the_content_recorded_is_what_was_decided_whatever_intake_hashed(ledger: Ledger, tmp_path: Path) -> None:
+    # Intake hashed the file, then it changed before it was decoded: the ledger keeps the hash that was scored,
+    # and a duplicate the hash of the content it repeats, so its report row finds that original.
+    a = scored("a.jpg", "1" * 64)
+    seen_first = Candidate(Path("/in/a.jpg"), "a.jpg", "9" * 64, 10, 1000)
+    again = Candidate(Path("/in/b.jpg"), "b.jpg", "8" * 64, 10, 1000)
+    batch, _ = ledger.write_batch(
+        [Entry(seen_first, "scored", scored=a, destination=tmp_path / "a.jpg"),
+         Entry(again, "duplicate", original=a, reason="same content as a.jpg in this batch: listed once",
+               destination=tmp_path / "b.jpg")],
+        INFO, lambda n: tmp_path / f"r{n}.xlsx")
+    assert ledger.earlier(a.sha256) is not None and ledger.earlier("9" * 64) is None
+    (dup,) = ledger.batch_result(batch).duplicates
+    assert (dup.name, dup.original.name) == ("b.jpg", "a.jpg")
+    moves = ledger.undisposed()
+    assert [(d.entry.candidate.name, d.entry.sha, d.entry.decision) for d in moves] == [
+        ("a.jpg", a.sha256, "scored"), ("b.jpg", a.sha256, "duplicate")]
+    assert [(d.entry.candidate.size, d.entry.candidate.mtime_ns, d.entry.destination) for d in moves] == [
+        (10, 1000, tmp_path / "a.jpg"), (10, 1000, tmp_path / "b.jpg")], "a move checks the file as intake saw it"
+
+
 def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path) -> None:
     dest = tmp_path / "scored/a.jpg"
     a = scored("a.jpg", "1" * 64)
@@ -69,7 +109,8 @@ def test_reported_state_and_pending_dispositions(ledger: Ledger, tmp_path: Path)
     ledger.mark_reported(batch)
     assert ledger.unreported() == []
     (pending,) = ledger.undisposed()
-    assert (pending.path, pending.destination, pending.decision) == (Path("/in/a.jpg"), dest, "scored")
+    assert (pending.entry.candidate.path, pending.entry.destination, pending.entry.decision) == (
+        Path("/in/a.jpg"), dest, "scored")
     assert ledger.destinations() == [(dest, False)]
     assert ledger.in_place(a.sha256, Path("/in/a.jpg")), "recorded but not yet moved"
     assert ledger.known_here(Path("/in/a.jpg"), 10, 1000)

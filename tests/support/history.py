@@ -116,4 +116,4 @@ def _scored_entry(name: str, rng: random.Random, when: float, thumb: bytes | Non
     weights = [rng.random() ** 2 for _ in CLASSES]
     probs = tuple(w / sum(weights) for w in weights)
     s = Scored(name, f"/history/{name}", sha, CLASSES, probs, 1080, 1350, "JPEG", 200_000, when, when, thumb)
-    return Entry(_candidate(name, sha), "scored", sha=sha, scored=s)
+    return Entry(_candidate(name, sha), "scored", scored=s)

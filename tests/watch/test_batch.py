@@ -182,6 +182,11 @@ def test_a_file_that_keeps_killing_the_service_is_rejected_alone(settings: Setti
     assert sorted(rows["Ranking"]) == ["a.jpg", "b.jpg", "c.jpg"] and rows["Rejected"] == ["poison.jpg"]
     reason = reason_path(settings.rejected_dir / "poison.jpg").read_text()
     assert "stopped 3 times while scoring it" in reason
+    # As the reason says: check the file (here, what crashed is mended), then drop it in again. It is tried afresh.
+    monkeypatch.setattr(ColourModel, "poison_crashes", False)
+    os.rename(settings.rejected_dir / "poison.jpg", settings.inbox / "poison.jpg")
+    again = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
+    assert again is not None and sheet(again.report, "Ranking") == ["poison.jpg"]
 
 
 def test_latest_ranks_everything_recent_across_batches(settings: Settings, engine: Engine) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+import scorer
 from scorer import fsutil
 from scorer.fsutil import free_name, remove_temps
-from scorer.ledger.store import Disposal
+from scorer.ledger.schema import Candidate, Entry
 from scorer.watch import disposal
 from scorer.watch.disposal import move, reason_path, write_reason
 
@@ -20,11 +22,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decided(path: Path, *, hashed: bool = True) -> Disposal:
+def decided(path: Path, *, hashed: bool = True) -> Entry:
     """What the ledger holds for `path` as it is now: its SHA-256 (or none, as for a huge file), size and mtime."""
     st = os.lstat(path)
     digest = sha(path.read_bytes()) if hashed and path.is_file() and not path.is_symlink() else None
-    return Disposal(1, digest, path, path, "scored", "", st.st_size, st.st_mtime_ns)
+    return Entry(Candidate(path, path.name, digest, st.st_size, st.st_mtime_ns), "scored", destination=path)
 
 
 def test_free_name_never_reuses_a_name(tmp_path: Path) -> None:
@@ -103,10 +105,10 @@ def test_a_file_replaced_under_its_name_is_not_moved_as_the_decided_one(tmp_path
     assert src.read_bytes() == b"new export" and not dest.exists()
     # Same size and mtime as the decided file, different bytes: the hash tells them apart.
     src.write_bytes(b"old export")
-    os.utime(src, ns=(what.mtime_ns or 0, what.mtime_ns or 0))
+    os.utime(src, ns=(what.candidate.mtime_ns or 0, what.candidate.mtime_ns or 0))
     twin = decided(src)
     src.write_bytes(b"odd export")
-    os.utime(src, ns=(twin.mtime_ns or 0, twin.mtime_ns or 0))
+    os.utime(src, ns=(twin.candidate.mtime_ns or 0, twin.candidate.mtime_ns or 0))
     assert move(src, dest, twin, set(), root=tmp_path / "out", with_reason=False) is None
 
 
@@ -186,3 +188,11 @@ def test_names_near_the_limit_leave_room_for_temporaries(tmp_path: Path) -> None
     assert (tmp_path / name).read_bytes() == b"data"
     fitted = disposal.fitting(tmp_path / name)
     assert fitted.suffix == ".jpg" and len(os.fsencode(reason_path(fitted).name + "-99")) <= 255
+
+
+def test_moves_and_scoring_feed_the_watchdog_through_one_progress() -> None:
+    # Scoring tells of files done and a move of blocks copied, to the same heartbeat: one Progress, in results.py.
+    package = Path(scorer.__file__).parent
+    homes = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                   if re.search(r"^Progress\b.*=", p.read_text(encoding="utf-8"), re.M))
+    assert homes == ["results.py"]

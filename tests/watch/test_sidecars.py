@@ -20,12 +20,15 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.context.plan import is_plan_name
+from scorer.context.signals import zone
 from scorer.decoding.vet import find_candidates
 from scorer.ledger.store import Ledger
-from scorer.scoring.engine import Engine
+from scorer.score.run import collect_items
+from scorer.scoring.engine import Engine, Item
 from scorer.settings import Settings
 from scorer.watch.batch import HotFolder
 from scorer.watch.disposal import reason_path
+from scorer.watch.triage import Triage
 from tests.support.helpers import Project, Service, configure, hot_settings, reports, start, wait_until_empty
 from tests.support.imagegen import CLASS_COLOURS, write_creative
 
@@ -141,3 +144,33 @@ def test_with_keep_an_orphan_is_recorded_once_and_stays(settings: Settings, engi
     assert _decide(hot, keep, engine) == ["notes.json"]
     assert len(list(keep.outbox.glob("engagement-report-*.xlsx"))) == 1, "never reported twice"
     assert not keep.rejected_dir.exists()
+
+
+def test_the_hot_folder_and_scorer_score_give_each_creative_the_same_plan_and_note(settings: Settings) -> None:
+    inbox = settings.inbox
+    for name in ("a", "b", "c", "d"):
+        write_creative(inbox / f"{name}.jpg", COLOURS[0], (32, 32), seed=ord(name))
+    (inbox / "a.txt").write_text(PLANNED, encoding="utf-8")
+    (inbox / "b.json").write_text("{not json", encoding="utf-8")
+    (inbox / "plan.csv").write_text("file,posted_at,caption\nc.jpg,2026-12-04 09:00,From the plan\n"
+                                    "d.jpg,someday,Bad time\n", encoding="utf-8")
+    items, rejected, _ = collect_items([inbox], zone(settings.context.timezone))
+    ledger = Ledger(settings.state)
+    try:
+        entries, chunks = Triage(settings, ledger).split(sorted(inbox.glob("*.jpg")), lambda n: None)
+    finally:
+        ledger.close()
+
+    def plans(of: list[Item]) -> dict[str, tuple[str, str]]:
+        return {i.name: (i.plan.caption if i.plan else "", i.plan_note) for i in of}
+
+    (chunk,) = chunks
+    assert plans(items) == plans(list(chunk)) == {
+        "a.jpg": ("New colours for spring", ""),
+        "b.jpg": ("", "image-only: its sidecar b.json was rejected (see the Rejected sheet)"),
+        "c.jpg": ("From the plan", ""),
+        "d.jpg": ("", plans(items)["d.jpg"][1]),
+    }
+    assert plans(items)["d.jpg"][1].startswith("image-only: plan.csv line 3: the time 'someday' is not a date")
+    assert [(r.name, r.reason) for r in rejected] == [(e.candidate.name, e.reason) for e in entries]
+    assert [e.decision for e in entries] == ["rejected"]
