@@ -112,10 +112,11 @@ def demo(config_path: Path | None) -> None:
         scorer demo
     """
     from scorer.demo import NOTE, SERVE_NOTE, prepare_demo
+
+    demo = prepare_demo(load_settings(config_path))  # before fastai's seconds of importing: a bad config is told now
     from scorer.score.run import score_paths
     from scorer.training.train import train as train_model
 
-    demo = prepare_demo(load_settings(config_path))
     trained = train_model(demo.settings, demo.posts, progress=out.is_terminal)
     print_training(trained)
     with progress_bar("Scoring") as (start, advance):

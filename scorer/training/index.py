@@ -142,8 +142,9 @@ def _vote(labels: np.ndarray) -> int:
 
 def index_posts(settings: Settings, data: Path) -> IndexRun:
     """`scorer index`: build the configured model's evidence index from a posts.csv or Instaloader folder."""
+    table = prepare(settings, data).table  # before the model opens: a wrong folder is told at once, as in training
     classifier = scoring_classifier(settings, settings.model, settings.model_sha256)
-    run = build_index(settings, classifier, prepare(settings, data).table, settings.model)
+    run = build_index(settings, classifier, table, settings.model)
     card = settings.model.with_suffix(".card.json")
     if card.is_file():  # a model from `scorer train`: its card names the index it is pinned with
         facts = json.loads(card.read_text(encoding="utf-8"))

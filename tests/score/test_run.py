@@ -123,12 +123,6 @@ def test_formula_names_are_text_and_files_are_never_overwritten(project: Project
     assert not [p for p in os.listdir(project.outbox) if p.startswith(".")], "temporary files left behind"
 
 
-def test_missing_input_is_a_one_line_error(project: Project) -> None:
-    result = CliRunner().invoke(main, ["score", str(project.root / "nope.jpg"), "--config", str(project.config)])
-    assert result.exit_code == 2
-    assert "nope.jpg does not exist: check the path" in result.output
-
-
 @pytest.mark.slow
 def test_model_and_out_named_on_the_command_line(project: Project, renamed_learner: Path, tmp_path: Path) -> None:
     write_creative(project.inbox / "a.png", CLASS_COLOURS["High"], (64, 64))

@@ -1,6 +1,7 @@
-"""What more than one test file uses: the project folder, checking tools, a real `scorer watch` subprocess,
-the hot folder's settings and files, and the bulk campaign. Fakes are in tests/support/fakes.py; generators of
-images, posts, accounts and learners in their own modules (imagegen, postgen, contextgen, learners, ...)."""
+"""What more than one test file uses: the project folder, checking tools, a `scorer` command run in this process, a
+real `scorer watch` subprocess, the hot folder's settings and files, and the bulk campaign. Fakes are in
+tests/support/fakes.py; generators of images, posts, accounts and learners in their own modules (imagegen, postgen,
+contextgen, learners, ...)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner, Result
 
 from scorer.bulk.output import PART_GLOB
+from scorer.cli import main
 from scorer.config import load_settings
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
@@ -188,6 +191,12 @@ def scorer_imports(*args: str, cwd: Path) -> Imported:
     packages = frozenset(line.rsplit("|", 1)[1].strip().split(".")[0] for line in timed[1:])  # [0] is the header
     rest = "".join(line + "\n" for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return Imported(proc.returncode, proc.stdout, rest, packages, seconds)
+
+
+def invoke_scorer(*args: str) -> Result:
+    """`scorer ARGS` in this process (click's CliRunner), named `scorer` as on the command line, so that click's
+    usage text reads as a user sees it."""
+    return CliRunner().invoke(main, list(args), prog_name="scorer")
 
 
 # A real `scorer watch` subprocess.
