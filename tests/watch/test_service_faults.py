@@ -44,17 +44,22 @@ os.replace = _full_disk
 '''
 
 
-@pytest.mark.slow
-def test_a_full_disk_shows_in_status_the_inbox_keeps_flowing_and_reports_follow(
-        watched: Project, services: list[Service], tmp_path: Path) -> None:
+def _full_disk(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A flag that, while it exists, fills the disk for every report a service writes; the service's environment."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(DISK_FULL)
     flag = tmp_path / "disk-is-full"
     flag.touch()
+    return flag, {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+                  "SCORER_DISK_FULL": str(flag)}
+
+
+@pytest.mark.slow
+def test_a_full_disk_shows_in_status_the_inbox_keeps_flowing_and_reports_follow(
+        watched: Project, services: list[Service], tmp_path: Path) -> None:
+    flag, env = _full_disk(tmp_path)
     configure(watched)
-    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
-           "SCORER_DISK_FULL": str(flag)}
     service = start(watched, services, env=env)
     service.wait_message("READY=1")
     write_creative(watched.inbox / "first.jpg", COLOURS[0], (64, 48), seed=1)
@@ -81,11 +86,7 @@ def test_a_full_disk_shows_in_status_the_inbox_keeps_flowing_and_reports_follow(
 @pytest.mark.slow
 def test_trouble_that_cannot_be_queued_is_logged_and_the_service_keeps_scoring(
         watched: Project, services: list[Service], tmp_path: Path) -> None:
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(DISK_FULL)
-    flag = tmp_path / "disk-is-full"
-    flag.touch()
+    _, env = _full_disk(tmp_path)  # the disk stays full: trouble is told, and cannot be queued
     receiver = JsonReceiver()
     configure(watched)
     with open(watched.config, "a") as config:
@@ -93,8 +94,6 @@ def test_trouble_that_cannot_be_queued_is_logged_and_the_service_keeps_scoring(
     NotificationQueue(watched.root / "state", 1.0).close()
     holder = sqlite3.connect(watched.root / "state" / QUEUE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # the queue is locked by another process all along
-    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
-           "SCORER_DISK_FULL": str(flag)}
     try:
         service = start(watched, services, env=env)
         service.wait_message("READY=1")
