@@ -215,14 +215,14 @@ def measure_speed(model: Path, files: list[Path], warm: list[Path], work: Path, 
             engine.close()
         if runtime == "onnx":  # the ceiling: the model alone, on creatives decoded beforehand, batch by batch
             rows.append(model_only(engine, settings, files, label))
-        used = "int8" if engine.model.info.runtime.endswith("int8") else "fp32"
+        used = "int8" if engine.info.runtime.endswith("int8") else "fp32"
         got = {s.location: s.probs for s in run.result.scored}
         probs = np.array([got[str(f)] for f in files])
-        plan = engine.check.plan() if engine.check else None
+        plan = engine.check.geometry() if engine.check else None
         decode = "fastai path" if plan is None else "full size" if plan.max_scale == 1 else f"draft ≤1/{plan.max_scale}"
-        rows.append({"set": label, "path": f"scorer end to end ({engine.model.info.runtime}, precision: {precision})",
+        rows.append({"set": label, "path": f"scorer end to end ({engine.info.runtime}, precision: {precision})",
                      "n": len(files), "ips": len(files) / secs, "decode": decode, "precision": used,
-                     "decode_check": engine.model.info.decode, "precision_check": engine.model.info.precision,
+                     "decode_check": engine.info.decode, "precision_check": engine.info.precision,
                      **agreement(probs, ref)})
     for row in rows:
         row["ratio_to_get_preds"] = float(row["ips"]) / base  # type: ignore[arg-type]
@@ -238,12 +238,12 @@ def model_only(engine, settings, files: list[Path], label: str) -> dict[str, obj
     limits = ImageLimits.from_settings(settings.images)
     pixels = np.stack([decode_file(f, model.geometry, limits, 0).pixels for f in files])
     batch = model.batch_size
-    model.predict_pixels(pixels[:batch])  # warm-up
+    model.predict_with_embedding(pixels[:batch])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(pixels), batch):
         model.predict_with_embedding(pixels[i:i + batch])
     secs = time.perf_counter() - start
-    return {"set": label, "path": f"model forward only ({model.info.runtime}, decoded beforehand)",
+    return {"set": label, "path": f"model forward only ({engine.info.runtime}, decoded beforehand)",
             "n": len(files), "ips": len(files) / secs}
 
 

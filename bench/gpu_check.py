@@ -4,7 +4,7 @@
 
 Trains a small resnet34 learner (pretrained=False), then scores the same generated
 creatives with `device: cpu` (ONNX Runtime), `device: cuda` and `device: cuda` with
-`half: true`, and with fastai's get_preds on the GPU. Prints one JSON object.
+`precision: fp16`, and with fastai's get_preds on the GPU. Prints one JSON object.
 Without a GPU it says so and exits 1.
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
     base = load_settings(None, model=model, outbox=work / "outbox", state=work / "state")
     base = dataclasses.replace(base, classes=("Low", "Neutral", "High"))
     for name, overrides in (("cpu-onnx", {"device": "cpu", "runtime": "onnx"}),
-                            ("cuda", {"device": "cuda"}), ("cuda-half", {"device": "cuda", "half": True})):
+                            ("cuda", {"device": "cuda"}), ("cuda-half", {"device": "cuda", "precision": "fp16"})):
         settings = dataclasses.replace(base, **overrides)
         engine = open_engine(settings)
         try:
@@ -68,7 +68,7 @@ def main() -> None:
             engine.close()
         got = {s.location: s.probs for s in run.result.scored}
         probs[name] = np.array([got[str(f)] for f in files])
-        out[name] = {"device": engine.model.info.device, "runtime": engine.model.info.runtime,
+        out[name] = {"device": engine.info.device, "runtime": engine.info.runtime,
                      "images_per_s": round(len(files) / secs, 1)}
     learn = load_learner(model, cpu=False)
     vocab = list(learn.dls.vocab)

@@ -61,6 +61,7 @@ Floors, from the bottom up:
                         runs in worker processes)
         vet.py              what is ignored, read and opened (before any pixel is decoded)
         decode.py           decoding into the learner's input pixels; fastai's Resize, reproduced
+        reasons.py          why a file cannot be decoded: each reason of the workers, bulk and the video decoder, once
         video_probe.py      a video known by its content and probed within VideoLimits, before any frame is decoded
         video.py            a video's cover, hook and rest, decoded forward, each frame as a still; their weighted mean
         pool.py             decoding worker processes that survive poison files
@@ -71,7 +72,7 @@ Floors, from the bottom up:
     model/              the exported learner file: loaded, trusted and run
         learner.py          scoring's only fastai import: load an export, read its transforms and classes
         unpickle.py         loading a learner without its notebook's labelling functions
-        integrity.py        SHA-256 pins, trust on first use, for the model and the files beside it
+        integrity.py        SHA-256 pins, trust on first use, for the model and the files beside it; one pin check
         fast_start.py       the fast start in state/: what a later start needs to score without fastai or PyTorch
         runtime.py          ONNX Runtime, the device, the ONNX export cache's name: no PyTorch import
         torch_runtime.py    the PyTorch runtime and the ONNX export, checked against PyTorch

@@ -49,6 +49,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         data = loaded or {}
         base = path.parent
     where = str(path) if path else "the defaults"
+    _refuse_renamed(data, where)
     settings: Settings = _build(Settings, data, "", base, where)
     clean = {k: v for k, v in overrides.items() if v is not None}
     for key, value in clean.items():
@@ -61,6 +62,14 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     settings = dataclasses.replace(settings, source=path, **clean)
     _check_relations(settings, where)
     return settings
+
+
+def _refuse_renamed(data: dict[str, Any], where: str) -> None:
+    """A key that became another is refused with the key to write instead, not as merely unknown."""
+    if "half" in data:
+        fix = ("replace 'half: true' with 'precision: fp16'" if data["half"] is True
+               else "remove 'half: false' (fp32 on CUDA is the default)")
+        raise ConfigError(f"'half' in {where} is now 'precision': {fix}")
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, where: str) -> Any:

@@ -213,6 +213,11 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def sha256_bytes(data: bytes) -> str:
+    """The SHA-256 of bytes in memory, as hex: what every pin and content hash in the scorer is."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_handle(handle: BinaryIO) -> str:
     """The SHA-256 of what is left to read in an open binary file, read in blocks."""
     digest = hashlib.sha256()

@@ -226,12 +226,12 @@ class Settings:
     state: Path = _opt(Path("state"), "the ledger, model pins and the ONNX cache live here")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto picks CUDA when available")
     runtime: Literal["auto", "onnx", "torch"] = _opt("auto", "auto: PyTorch on CUDA, else ONNX Runtime, else PyTorch")
-    precision: Literal["auto", "fp32"] = _opt(
-        "auto", "auto: int8 on ONNX Runtime where a per-model check shows it harmless and faster; fp32")
+    precision: Literal["auto", "fp32", "fp16"] = _opt(
+        "auto", "auto: int8 on ONNX Runtime where a per-model check shows it harmless and faster, fp32 elsewhere; "
+        "fp32: never int8; fp16: half precision on CUDA (refused on the CPU)")
     classes: tuple[str, ...] | None = _opt(None, "the learner's classes, lowest engagement first; inferred when unset")
     threads: int = _opt(0, "CPU threads for inference and training; 0 means all cores", minimum=0)
     batch_size: int = _opt(16, "images per inference batch", minimum=1)
-    half: bool = _opt(False, "half precision on CUDA")
     images: ImageSettings = _opt(ImageSettings(), "")
     video: VideoSettings = _opt(VideoSettings(), "")
     report: ReportSettings = _opt(ReportSettings(), "")

@@ -193,3 +193,17 @@ def test_the_shipped_config_shows_defaults_with_a_comment_each_and_points_to_the
     for line in text.splitlines():
         if ":" in line and not line.lstrip().startswith("#") and line.split(":", 1)[1].split("#")[0].strip():
             assert " # " in line, f"config.yaml has no comment on: {line.strip()}"
+
+
+@pytest.mark.parametrize(("old", "said"), [
+    ("half: true", "'half' in {config} is now 'precision': replace 'half: true' with 'precision: fp16'"),
+    ("half: false", "'half' in {config} is now 'precision': remove 'half: false' (fp32 on CUDA is the default)"),
+])
+def test_the_old_half_key_is_refused_with_the_precision_key_to_use(tmp_path: Path, old: str, said: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"device: cpu\n{old}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert str(refused.value) == said.format(config=config)
+    config.write_text("precision: fp16\n")  # one key chooses the numeric precision, fp16 among them
+    assert load_settings(config).precision == "fp16"

@@ -80,6 +80,7 @@ def run_bulk(
     """Score every input under `sources` into Parquet parts in `dest` (see the module docstring)."""
     ray = require_ray()
     from scorer.checks.decode_check import load_or_measure_decode_check
+    from scorer.scoring.assembly import describe_model
     from scorer.scoring.classifier import Classifier
 
     listed = list_inputs(sources)
@@ -88,7 +89,7 @@ def run_bulk(
     dest.mkdir(parents=True, exist_ok=True)
     require_writable_dir(dest, "--out")
     classifier = Classifier(settings, explain=False)  # bulk draws no Grad-CAM
-    info, geometry = classifier.info, classifier.geometry
+    info, geometry = describe_model(classifier, settings), classifier.geometry
     if geometry is None:
         raise ModelError("this learner's transforms are not known to the fast engine, which scorer bulk needs: "
                          "score it with `scorer score`")

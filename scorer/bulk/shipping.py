@@ -18,7 +18,6 @@ export with the fast start, without fastai or PyTorch, as `scorer score` does on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import stat
@@ -26,10 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer.errors import ModelError
-from scorer.fsutil import atomic_write
+from scorer.fsutil import atomic_write, sha256_bytes
 from scorer.model.fast_start import FastStart, keep_fast_start
-from scorer.model.integrity import derived_pin, remember_derived
+from scorer.model.integrity import PinMismatch, derived_pin, model_pin_place, read_pinned, remember_derived
 from scorer.model.runtime import onnx_cache_path
 from scorer.settings import Settings
 
@@ -38,10 +36,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A learner's bytes, the SHA-256 the driver read and, when scoring runs on ONNX, the checked export."""
+    """A learner's bytes and, when scoring runs on ONNX, the checked export: no hash, since one inside would
+    vouch for nothing."""
 
     name: str
-    sha256: str
     learner: bytes
     onnx: bytes | None = None
     onnx_name: str = ""
@@ -51,9 +49,8 @@ class ShippedModel:
 
 def pack_model(settings: Settings, sha256: str) -> ShippedModel:
     """Read the model the driver has just verified (and its ONNX export, if one was made) for shipping."""
-    learner = settings.model.read_bytes()
-    if hashlib.sha256(learner).hexdigest() != sha256:
-        raise ModelError(f"model {settings.model} changed while it was being loaded: run again")
+    learner = read_pinned(settings.model, sha256, f"model {settings.model}",
+                          "it changed while it was being loaded: run again", where=model_pin_place(settings))
     onnx, name, kind = None, "", ""
     folders = (settings.model.parent, settings.state / "onnx")
     for folder, embedding in ((folder, embedding) for folder in folders for embedding in (True, False)):
@@ -61,12 +58,13 @@ def pack_model(settings: Settings, sha256: str) -> ShippedModel:
         kind = "onnx-embedding" if embedding else "onnx"
         pinned = derived_pin(settings, kind, sha256)
         if pinned is not None and path.is_file():
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() == pinned:  # the export the driver's Classifier just checked
-                onnx, name = data, path.name
+            try:  # the export the driver's Classifier just checked
+                onnx, name = read_pinned(path, pinned, f"ONNX cache {path}", "not shipped"), path.name
                 break
+            except PinMismatch:
+                continue
     card = settings.model.with_suffix(".card.json")
-    return ShippedModel(settings.model.name, sha256, learner, onnx, name, kind,
+    return ShippedModel(settings.model.name, learner, onnx, name, kind,
                         card.read_bytes() if card.is_file() else None)
 
 
@@ -79,12 +77,9 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
     as does the driver's `fast_start`, which is kept here only for the export it names.
     """
     pin = (settings.model_sha256 or verified).lower()
-    actual = hashlib.sha256(shipped.learner).hexdigest()
-    if actual != pin or shipped.sha256 != pin:
-        where = "model_sha256 in config.yaml" if settings.model_sha256 else "the model pin the driver checked"
-        raise ModelError(f"the model shipped to this worker (sha256 {actual[:12]}…) is not the pinned one "
-                         f"(sha256 {pin[:12]}…, {where}): refused unopened; run again, and if it happens again "
-                         "check the nodes and the network between them")
+    where = "model_sha256 in config.yaml" if settings.model_sha256 else "the driver's state folder"
+    read_pinned(shipped.learner, pin, "the model shipped to this worker", "refused unopened; run again, and if it "
+                "happens again check the nodes and the network between them", where=where)
     folder = _private_root() / pin[:16]
     folder.mkdir(exist_ok=True, mode=0o700)
     model = folder / shipped.name
@@ -95,7 +90,7 @@ def unpack_model(shipped: ShippedModel, settings: Settings, verified: str,
         _put(folder / shipped.onnx_name, shipped.onnx)  # the same cache name, since the model keeps its name
         # pinned in this worker's state folder; the Classifier still checks its outputs against PyTorch, or
         # against the logits this worker recorded when it checked these very bytes (scorer.model.fast_start)
-        onnx_sha = hashlib.sha256(shipped.onnx).hexdigest()
+        onnx_sha = sha256_bytes(shipped.onnx)
         remember_derived(local, shipped.onnx_kind, pin, onnx_sha)
         if fast_start is not None and fast_start.onnx_sha256 == onnx_sha:
             keep_fast_start(local.state, pin, fast_start)  # the export the driver checked: opened without fastai

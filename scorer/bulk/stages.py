@@ -7,7 +7,6 @@ probabilities. Ray passes batches between them as dicts of numpy columns.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +16,11 @@ import numpy as np
 
 from scorer.bulk.shipping import ShippedModel, unpack_model
 from scorer.bulk.source import read_input
+from scorer.decoding import reasons
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_bytes
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ImageError, ScorerError
+from scorer.fsutil import sha256_bytes
 from scorer.model.fast_start import FastStart
 from scorer.settings import Settings
 
@@ -54,7 +55,7 @@ class DecodeStage:
         for i, path in enumerate(paths):
             try:
                 data, modified = read_input(path, self.limits)
-                sha = hashlib.sha256(data).hexdigest()
+                sha = sha256_bytes(data)
                 out["sha256"][i] = sha
                 if sha in self.known:  # --resume: DEST already holds a result for this content
                     out["status"][i] = KNOWN
@@ -64,11 +65,11 @@ class DecodeStage:
                 out["status"][i], out["reason"][i] = REJECTED, str(exc)
                 continue
             except MemoryError:
-                out["status"][i], out["reason"][i] = REJECTED, "image needs more memory than is available to decode it"
+                out["status"][i], out["reason"][i] = REJECTED, reasons.out_of_memory()
                 continue
             except Exception as exc:  # a decoder bug must cost one file, not the job
                 log.exception("decoding %s failed", path)
-                out["status"][i], out["reason"][i] = REJECTED, f"cannot be decoded ({type(exc).__name__}: {exc})"
+                out["status"][i], out["reason"][i] = REJECTED, reasons.undecodable(exc)
                 continue
             _put_decoded(out, i, decoded)
         return out
@@ -113,6 +114,6 @@ class InferStage:
             batch["status"] = np.full(len(status), REFUSED, dtype=object)
             batch["reason"] = np.full(len(status), self._refusal, dtype=object)
         elif len(todo):
-            probs[todo] = self._classifier.predict_pixels(np.ascontiguousarray(pixels[todo]))
+            probs[todo] = self._classifier.predict_with_embedding(np.ascontiguousarray(pixels[todo]))[0]
         batch["probs"] = probs
         return batch

@@ -170,19 +170,18 @@ class DecodeCheck:
             return "exact: full-size decoding (images.decode), no check"
         return "fast: JPEG draft decoding down to 1/8 (images.decode), not checked against full decoding"
 
-    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]]) -> bool:
+    def observe(self, exact: np.ndarray, probes: Sequence[tuple[int, np.ndarray]]) -> None:
         """Add creatives decoded both ways: probabilities from full decodes, (scale, drafted pixels).
 
-        The drafted pixels are run through the exact predictor the check was opened with.
-        Returns True when the mode or its figures changed.
+        The drafted pixels are run through the exact predictor the check was opened with; `describe` tells
+        the mode and figures as they stand after them.
         """
         if self.finding is None or self.finding.final or not probes:
-            return False
+            return
         predict = self._predict
         if predict is None:
             raise ValueError("the decode check was opened without a predictor: "
                              "open it with load_or_measure_decode_check()")
-        before = self.describe()
         for scale in SCALES:
             rows = [i for i, (s, _) in enumerate(probes) if s == scale]
             if rows:
@@ -193,7 +192,6 @@ class DecodeCheck:
         if self.finding.final:
             log.info("decode check finished for model %s: %s", self.finding.sha256[:12], self.describe())
         self._save()
-        return self.describe() != before
 
     def _save(self) -> None:
         if self._store is not None and self.finding is not None:

@@ -24,7 +24,6 @@ for good.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import tempfile
 import time
@@ -38,7 +37,8 @@ import numpy as np
 from scorer.checks.agreement import Agreement, keep_finding, read_finding, speed_text
 from scorer.checks.quantize import quantize_int8
 from scorer.errors import ModelError
-from scorer.fsutil import atomic_write, read_regular
+from scorer.fsutil import atomic_write, sha256_bytes
+from scorer.model.integrity import PinMismatch, read_pinned
 from scorer.model.runtime import OnnxRuntime, Outputs, Runtime, ms_per_image
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,10 @@ class Int8File:
         pin = self.pinned()
         if pin is None or not self.path.is_file():
             return None
-        data = read_regular(self.path)
-        if hashlib.sha256(data).hexdigest() != pin:
-            log.warning("int8 copy %s does not match its pin in the state folder: checking the model again", self.path)
+        try:
+            data = read_pinned(self.path, pin, f"int8 copy {self.path}", "checking the model again")
+        except PinMismatch as exc:
+            log.warning("%s", exc)
             return None
         return OnnxRuntime(data, self.threads, "int8")
 
@@ -160,9 +161,8 @@ class Int8File:
 
         The fp32 session is closed meanwhile: the quantiser needs the memory more than an idle session does.
         """
-        data = read_regular(self.source)
-        if hashlib.sha256(data).hexdigest() != self.source_sha256:
-            raise ModelError(f"{self.source} changed since it was verified: delete it, and it is exported again")
+        data = read_pinned(self.source, self.source_sha256, f"ONNX export {self.source}",
+                           "delete it, and it is exported again")
         with tempfile.TemporaryDirectory(prefix="scorer-int8-") as tmp:
             export = Path(tmp, "export.onnx")  # a private copy of the verified bytes, which reopen fp32 too
             export.write_bytes(data)
@@ -175,7 +175,7 @@ class Int8File:
                 if isinstance(fp32, OnnxRuntime):
                     fp32.open(export.read_bytes())
         atomic_write(self.path, made)
-        self.remember(hashlib.sha256(made).hexdigest())
+        self.remember(sha256_bytes(made))
         return OnnxRuntime(made, self.threads, "int8")
 
 

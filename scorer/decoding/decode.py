@@ -7,7 +7,6 @@ worker processes, which must start fast and stay small.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image, ImageOps
 from scorer.decoding.prints import creative_prints
 from scorer.decoding.vet import ImageLimits, open_image, read_regular_file
 from scorer.errors import ImageError
+from scorer.fsutil import sha256_bytes
 
 _EXIF_ORIENTATION = 0x0112
 # fastai's pad modes in numpy's words
@@ -180,7 +180,7 @@ def decode_bytes(
     """
     if len(data) > limits.max_bytes:
         raise ImageError(f"file too large: {len(data) / 2**20:.0f} MB, limit {limits.max_bytes / 2**20:.0f} MB")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256_bytes(data)
     probing = geometry is not None and geometry.probe
     exact = dataclasses.replace(geometry, max_scale=1) if geometry is not None and probing else geometry
     # a scored image is also fingerprinted as people see it (upright), as the post of it will be

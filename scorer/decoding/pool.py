@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from scorer.decoding import reasons
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
 from scorer.decoding.vet import ImageLimits
 from scorer.decoding.video import decode_video
@@ -69,11 +70,10 @@ def _worker_main(conn: Connection) -> None:
         except ImageError as exc:
             reply = ("err", str(exc))
         except MemoryError:
-            reply = ("err", "image needs more memory than is available to decode it" if video is None else
-                     f"video needs more memory to decode than `video.max_memory_mb` ({video.max_memory_mb}) allows")
+            reply = ("err", reasons.out_of_memory(None if video is None else video.max_memory_mb))
         except Exception as exc:  # a decoder bug must cost one file, not the batch
             traceback.print_exc()
-            reply = ("err", f"cannot be decoded ({type(exc).__name__}: {exc})")
+            reply = ("err", reasons.undecodable(exc))
         conn.send(reply)
 
 
@@ -259,9 +259,7 @@ class DecodePool:
                 if not conn.poll(budget):
                     log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, budget)
                     slot.kill()
-                    return ImageError(f"video takes over {budget:g} s to decode: the limit is `video.timeout` "
-                                      f"({budget:g})" if video else
-                                      f"the file hangs the image decoder (no result in {budget:.0f} s)")
+                    return ImageError(reasons.video_hangs(budget) if video else reasons.hangs(budget))
                 status, payload = conn.recv()
                 if status != "video":
                     break
@@ -270,7 +268,7 @@ class DecodePool:
             code = slot.exitcode
             log.warning("decoding %s crashed the worker (exit code %s): worker restarted, file rejected", path, code)
             slot.kill()
-            return ImageError(f"the file crashes the {'video' if video else 'image'} decoder")
+            return ImageError(reasons.crashes(video))
         if status == "ok":
             assert isinstance(payload, Decoded)
             return payload

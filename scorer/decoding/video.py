@@ -12,7 +12,6 @@ is imported only here and in video_probe.py, and only once a video arrives.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from scorer.decoding import reasons
 from scorer.decoding.decode import Decoded, ItemGeometry, resize_like_fastai, thumbnail_bytes
 from scorer.decoding.prints import creative_prints
 from scorer.decoding.vet import read_regular_file
-from scorer.decoding.video_probe import CORRUPT, Probe, VideoLimits, probe, span, video_format
+from scorer.decoding.video_probe import Probe, VideoLimits, probe, video_format
 from scorer.errors import ImageError
+from scorer.fsutil import sha256_bytes
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -100,11 +101,10 @@ def decode_video(source: Path | bytes, geometry: ItemGeometry | None, limits: Vi
     else:
         data = source
     if len(data) > limits.max_bytes:
-        raise ImageError(f"file too large: {len(data) / 2**20:.0f} MB, limit {limits.max_file_mb:g} MB "
-                         "(`video.max_file_mb`)")
+        raise ImageError(reasons.video_file_too_large(len(data), limits.max_file_mb))
     fmt = video_format(data[:64])
     if fmt is None:
-        raise ImageError("not a video (MP4, MOV, M4V, WebM or Matroska)")
+        raise ImageError(reasons.NOT_A_VIDEO)
     import av
 
     frames = _Frames(geometry, thumb_px)
@@ -117,15 +117,15 @@ def decode_video(source: Path | bytes, geometry: ItemGeometry | None, limits: Vi
     except MemoryError:
         raise  # over the decoding worker's memory limit, which the pool names
     except (av.FFmpegError, ValueError, OverflowError, ZeroDivisionError):
-        raise ImageError(CORRUPT) from None
+        raise ImageError(reasons.CORRUPT_VIDEO) from None
     assert frames.size is not None  # the cover, or ImageError
     width, height = frames.size
-    notes = [f"video {span(facts.duration)}: {len(frames.times)} frames scored, {sum(frames.hook)} in the first "
-             f"{limits.hook_seconds:g} s"] if geometry is not None else []
+    notes = [f"video {reasons.span(facts.duration)}: {len(frames.times)} frames scored, {sum(frames.hook)} in the "
+             f"first {limits.hook_seconds:g} s"] if geometry is not None else []
     if facts.display != facts.stored:
         notes.append(f"non-square pixels: {facts.stored[0]}×{facts.stored[1]} stored, shown as {width}×{height}")
     return DecodedVideo(
-        sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt, file_bytes=len(data),
+        sha256=sha256_bytes(data), width=width, height=height, format=fmt, file_bytes=len(data),
         modified=modified, pixels=np.stack(frames.pixels) if frames.pixels else None,
         thumbnail=frames.thumbs[0] if frames.thumbs else None, notes=tuple(notes), prints=frames.prints,
         times=tuple(frames.times), in_hook=tuple(frames.hook), frame_thumbnails=tuple(frames.thumbs),
@@ -193,7 +193,7 @@ class _Cursor:
     def seconds(self, frame: VideoFrame) -> float:
         """A frame's time from the first frame."""
         if frame.time is None:
-            raise ImageError(CORRUPT)
+            raise ImageError(reasons.CORRUPT_VIDEO)
         return round(frame.time - self._start, 6)  # no 2.1999999999999997 for 2.2
 
     def at(self, target: float, near: float = 0.0) -> VideoFrame:
@@ -213,8 +213,7 @@ class _Cursor:
     def upright(self, frame: VideoFrame, limits: VideoLimits) -> Image.Image:
         """The frame as an RGB picture at its display size (sample aspect ratio), turned upright."""
         if frame.width * frame.height > limits.max_megapixels * 1e6:  # the size may change inside the stream
-            raise ImageError(f"video frames grow to {frame.width}×{frame.height}: the limit is "
-                             f"`video.max_megapixels` ({limits.max_megapixels:g})")
+            raise ImageError(reasons.frames_grow((frame.width, frame.height), limits.max_megapixels))
         (dw, _), (sw, _) = self._facts.display, self._facts.stored
         width = max(1, round(frame.width * dw / sw))
         rgb = frame.reformat(width=width, height=frame.height, format="rgb24", src_color_range=frame.color_range)
@@ -224,7 +223,7 @@ class _Cursor:
     def _first(self) -> VideoFrame:
         frame = self._pull()
         if frame is None:
-            raise ImageError(f"{CORRUPT}: no frame can be decoded")
+            raise ImageError(reasons.NO_FRAME)
         self._start = frame.time or 0.0
         self._turn = _UPRIGHT.get(round(frame.rotation))
         return frame
@@ -274,7 +273,7 @@ class _Cursor:
         self._frames, self._ahead = self._container.decode(self._stream), None
         frame = self._pull()
         if frame is None:
-            raise ImageError(f"{CORRUPT}: nothing can be decoded at {span(target)}")
+            raise ImageError(reasons.nothing_at(target))
         self._shown = frame
 
     def _check_end(self, target: float) -> None:
@@ -282,4 +281,4 @@ class _Cursor:
         assert self._shown is not None
         last = self.seconds(self._shown)
         if target - last > max(0.5, 2 / self._facts.fps if self._facts.fps else 0.0):
-            raise ImageError(f"{CORRUPT}: its frames stop at {span(last)} of {span(self._facts.duration)}")
+            raise ImageError(reasons.frames_stop(last, self._facts.duration))

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scorer.decoding import reasons
 from scorer.errors import ImageError
 from scorer.fsutil import open_regular
 
@@ -27,7 +28,6 @@ _BRANDS = {b"qt  ": "MOV", b"M4V ": "M4V", b"M4VH": "M4V", b"M4VP": "M4V", b"M4A
            **{brand: "MP4" for brand in (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1",
                                          b"mmp4", b"dash", b"MSNV", b"3gp4", b"3gp5", b"3gp6", b"3g2a")}}
 _EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM; the DocType element near the start says which
-CORRUPT = "video is incomplete or corrupt"
 
 
 def video_format(head: bytes) -> str | None:
@@ -94,20 +94,19 @@ def probe(container: InputContainer, limits: VideoLimits) -> tuple[VideoStream, 
     """The video stream to sample and its facts; ImageError naming the setting when over a limit."""
     streams = len(container.streams)
     if streams > limits.max_streams:
-        raise ImageError(f"video has {streams} streams: the limit is `video.max_streams` ({limits.max_streams})")
+        raise ImageError(reasons.too_many_streams(streams, limits.max_streams))
     stream = _picture_stream(container)
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
-        raise ImageError(CORRUPT)
+        raise ImageError(reasons.CORRUPT_VIDEO)
     sar = stream.sample_aspect_ratio
     display = (max(1, round(width * sar)), height) if sar and sar > 0 else (width, height)
     megapixels = max(width * height, display[0] * display[1]) / 1e6
     if megapixels > limits.max_megapixels:
-        raise ImageError(f"video frames are {display[0]}×{display[1]} ({megapixels:.3g} MP): the limit is "
-                         f"`video.max_megapixels` ({limits.max_megapixels:g})")
+        raise ImageError(reasons.frames_too_large(display, megapixels, limits.max_megapixels))
     duration = _duration(container, stream)
     if duration > limits.max_seconds:
-        raise ImageError(f"video is {span(duration)} long: the limit is `video.max_seconds` ({limits.max_seconds:g})")
+        raise ImageError(reasons.too_long(duration, limits.max_seconds))
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate and 0 < rate < 1000 else 0.0
     return stream, Probe(duration, (width, height), display, stream.codec_context.name, streams, fps)
@@ -121,8 +120,8 @@ def _picture_stream(container: InputContainer) -> VideoStream:
     if moving:
         return moving[0]
     if container.streams.audio:
-        raise ImageError("no video stream: the file holds only audio")
-    raise ImageError("no video stream: nothing in the file can be shown")
+        raise ImageError(reasons.ONLY_AUDIO)
+    raise ImageError(reasons.NO_PICTURE)
 
 
 def _duration(container: InputContainer, stream: VideoStream) -> float:
@@ -132,11 +131,11 @@ def _duration(container: InputContainer, stream: VideoStream) -> float:
         own = _clock(stream.metadata["DURATION"])
     whole = container.duration / 1e6 if container.duration is not None else None  # in AV_TIME_BASE
     if own is None and whole is None:
-        raise ImageError("video declares no duration (a live recording?): save it again as a finished file")
+        raise ImageError(reasons.NO_DURATION)
     # a fragmented MP4 may record 0 for the track: its fragments hold the frames, and the container their sum
     seconds = own if own is not None and own > 0 else whole
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise ImageError(CORRUPT)
+        raise ImageError(reasons.CORRUPT_VIDEO)
     return seconds
 
 
@@ -147,13 +146,3 @@ def _clock(text: str) -> float | None:
         return int(hours) * 3600 + int(minutes) * 60 + float(Fraction(seconds))
     except ValueError:
         return None
-
-
-def span(seconds: float) -> str:
-    """A length as people say it: 42.5 s, 15 min 3 s, 3 h 12 min."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"

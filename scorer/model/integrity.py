@@ -4,14 +4,14 @@ A file is trusted when its SHA-256 matches its pin: `model_sha256` in config.yam
 set, otherwise the pin kept in the state folder (set on first use, or by `scorer train`).
 The file is read once: the bytes that are hashed are the bytes that are unpickled, so the
 file cannot be swapped between the check and the load. Artefacts derived from a model
-(its ONNX export) are pinned in the state folder too (`remember_derived`, `derived_pin`).
+(its ONNX export, its int8 copy) are pinned in the state folder too (`remember_derived`, `derived_pin`).
+Every pin, whatever file it vouches for, is checked by `read_pinned`.
 The model's evidence index and combined model (scorer.context) are pinned beside it in the state folder;
 `scorer model pin` trusts all three.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -25,13 +25,31 @@ from scorer.config import set_top_level_keys
 from scorer.context.combined import context_path
 from scorer.errors import ConfigError, ModelError
 from scorer.evidence.index import index_path
-from scorer.fsutil import atomic_write, read_regular, sha256_file
+from scorer.fsutil import atomic_write, read_regular, sha256_bytes, sha256_file
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PINS_FILE = "model-pins.json"
 DERIVED_FILE = "derived-pins.json"
+
+
+class PinMismatch(ModelError):
+    """A file's bytes are not those its pin vouches for."""
+
+
+def read_pinned(source: Path | bytes, pin: str, what: str, fix: str, *, where: str = "the state folder") -> bytes:
+    """The bytes of a regular file, read once (or bytes already received), refused unless their SHA-256 is `pin`.
+
+    `what` names them in the refusal, `where` says where the pin is kept and `fix` what to do; the bytes
+    returned are the ones that were hashed, so nothing can be swapped between the check and the use.
+    """
+    data = read_regular(source) if isinstance(source, Path) else source
+    sha = sha256_bytes(data)
+    if sha != pin.lower():
+        raise PinMismatch(f"{what} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pin[:12]}… in "
+                          f"{where}): {fix}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -77,19 +95,24 @@ def verify_model(settings: Settings) -> TrustedModel:
             f"model {model} does not exist: run `scorer demo` or `scorer train`, or set 'model' in config.yaml"
         )
     real = _check_place(settings, model)
+    return _trust(settings, model, real, settings.model_sha256 or _read_pins(settings).get(str(real)), "model",
+                  f"if you trust the new file, run `scorer model pin {model}`", model_pin_place(settings))
+
+
+def model_pin_place(settings: Settings) -> str:
+    """Where the configured model's pin is kept, in a refusal's words."""
+    return "model_sha256 in config.yaml" if settings.model_sha256 else f"{_pins_path(settings)}"
+
+
+def _trust(settings: Settings, path: Path, real: Path, pinned: str | None, what: str, fix: str,
+           where: str) -> TrustedModel:
+    """A pinned file's bytes checked against `pinned`, or, with nothing pinned yet, pinned on first use."""
+    if pinned is not None:
+        return TrustedModel(pinned.lower(), read_pinned(real, pinned, f"{what} {path}", fix, where=where))
     data = read_regular(real)
-    sha = hashlib.sha256(data).hexdigest()
-    pinned = settings.model_sha256 or _read_pins(settings).get(str(real))
-    if pinned is None:
-        remember_pin(settings, model, sha)
-        log.warning("model %s pinned on first use: sha256 %s", model, sha)
-        return TrustedModel(sha, data)
-    if sha != pinned.lower():
-        where = "model_sha256 in config.yaml" if settings.model_sha256 else f"{_pins_path(settings)}"
-        raise ModelError(
-            f"model {model} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in {where}): "
-            f"if you trust the new file, run `scorer model pin {model}`"
-        )
+    sha = sha256_bytes(data)
+    remember_pin(settings, path, sha)
+    log.warning("%s %s pinned on first use: sha256 %s", what, path, sha)
     return TrustedModel(sha, data)
 
 
@@ -179,19 +202,8 @@ def verify_context(settings: Settings, path: Path) -> bytes:
 
 def _verify_pinned(settings: Settings, path: Path, what: str, rebuild: str) -> bytes:
     real = path.resolve()
-    data = read_regular(real)
-    sha = hashlib.sha256(data).hexdigest()
-    pinned = _read_pins(settings).get(str(real))
-    if pinned is None:
-        remember_pin(settings, path, sha)
-        log.warning("%s %s pinned on first use: sha256 %s", what, path, sha)
-        return data
-    if sha != pinned:
-        raise ModelError(
-            f"{what} {path} has changed since it was pinned (sha256 {sha[:12]}…, pinned {pinned[:12]}… in "
-            f"{_pins_path(settings)}): {rebuild}, or if you trust the new file, run `scorer model pin {settings.model}`"
-        )
-    return data
+    fix = f"{rebuild}, or if you trust the new file, run `scorer model pin {settings.model}`"
+    return _trust(settings, path, real, _read_pins(settings).get(str(real)), what, fix, f"{_pins_path(settings)}").data
 
 
 @dataclass(frozen=True)
@@ -215,7 +227,7 @@ def pin_model(settings: Settings, model: Path) -> Pinned:
     if (what := not_an_export(data)) is not None:
         raise ModelError(f"{model} is {what}, not a learner saved with fastai's learn.export(): pass the .pkl "
                          "file that learn.export() wrote")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256_bytes(data)
     values = {"model_sha256": sha}
     switched = real != settings.model.resolve()
     if switched:

@@ -10,7 +10,6 @@ live in model/torch_runtime.py, so a start that opens a kept export never import
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import sys
 import time
@@ -20,8 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from scorer.errors import ConfigError
-from scorer.fsutil import read_regular
 from scorer.memory import trim_heap
+from scorer.model.integrity import PinMismatch, read_pinned
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +122,10 @@ def open_kept_onnx(path: Path, pinned: str, threads: int, sample: np.ndarray, ex
                    against: str, otherwise: str) -> OnnxRuntime | None:
     """Open a kept ONNX export when its bytes match `pinned` and its logits on the prepared `sample` are within
     the export tolerance of `expected` (from `against`); else None, with a warning that ends in `otherwise`."""
-    data = read_regular(path)
-    if hashlib.sha256(data).hexdigest() != pinned:
-        log.warning("ONNX cache %s does not match its pin in the state folder: %s", path, otherwise)
+    try:
+        data = read_pinned(path, pinned, f"ONNX cache {path}", otherwise)
+    except PinMismatch as exc:
+        log.warning("%s", exc)
         return None
     runtime = OnnxRuntime(data, threads)
     diff = float(np.abs(runtime.run(sample)[0] - expected).max())

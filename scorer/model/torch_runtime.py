@@ -8,7 +8,6 @@ one only when it opens the learner itself, not when it opens a kept export (scor
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import warnings
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from scorer.errors import ModelError
-from scorer.fsutil import atomic_write, read_regular
+from scorer.fsutil import atomic_write, read_regular, sha256_bytes
 from scorer.model.runtime import EXPORT_TOLERANCE, OnnxRuntime, Outputs, open_kept_onnx
 
 log = logging.getLogger(__name__)
@@ -59,8 +58,8 @@ class TorchRuntime:
 
     def __init__(self, model: torch.nn.Module, device: str, half: bool = False) -> None:
         self.device = device
-        self.name = f"torch-{device}" + ("-fp16" if half else "")
         self._half = half and device == "cuda"
+        self.name = f"torch-{device}" + ("-fp16" if self._half else "")
         model = model.eval().to(device).to(memory_format=torch.channels_last)
         self._model = model.half() if self._half else model
 
@@ -101,7 +100,7 @@ def load_or_export_onnx(
         raise ModelError(f"the ONNX export differs from PyTorch by {diff:.2g}: set 'runtime: torch' in config.yaml")
     log.info("exported the model to ONNX (%s), max |logit diff| vs PyTorch %.2g", path, diff)
     runtime.export_diff = diff
-    return runtime, hashlib.sha256(data).hexdigest(), expected
+    return runtime, sha256_bytes(data), expected
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:

@@ -58,7 +58,7 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
     engine = engine or open_engine(settings, largest_batch=len(table))
     ledger = Ledger(settings.state)
     try:
-        sha = engine.model.info.sha256
+        sha = engine.opened.sha256
         if len(engine.model.classes) != len(settings.train.label.classes):
             raise DataError(f"the model has {len(engine.model.classes)} classes and train.label.classes "
                             f"{len(settings.train.label.classes)}: give train.label the rule the model was trained on")
@@ -122,7 +122,7 @@ def _post_likenesses(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Sco
 def _creative_likenesses(ledger: Ledger, engine: Engine, creatives: Sequence[tuple[Scored, str, Likeness | None]]
                     ) -> tuple[list[tuple[Scored, str, Likeness]], int]:
     """Each creative's likeness under the engine's model; one kept without it is computed from its archived file."""
-    sha = engine.model.info.sha256
+    sha = engine.opened.sha256
     wanted = [s for s, _, likeness in creatives
               if likeness is None or (likeness.model != sha and likeness.embedding is not None)]
     present = [s for s in wanted if Path(s.location).is_file()]

@@ -144,6 +144,6 @@ def score_paths(
     finally:
         if own:
             engine.close()
-    content = ReportContent(result, engine.model.info, settings.report)
+    content = ReportContent(result, engine.info, settings.report)
     report = save_report(outbox / report_name(datetime.now()), content)
     return ScoreRun(report, result, sidecars)

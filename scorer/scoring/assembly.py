@@ -6,21 +6,30 @@ never import each other.
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
-from scorer.checks.decode_check import load_or_measure_decode_check
+from scorer.checks.decode_check import DecodeCheck, load_or_measure_decode_check
+from scorer.checks.precision import PrecisionCheck
 from scorer.context.advice import Advisor
 from scorer.context.combined import context_path, read_context
 from scorer.decoding.decode import decode_file
 from scorer.decoding.pool import DecodeFn, DecodeJob, DecodePool
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import ModelError
-from scorer.evidence.index import load_evidence
+from scorer.evidence.index import EvidenceIndex, load_evidence
 from scorer.memory import trim_heap
 from scorer.model.integrity import verify_context, verify_index
+from scorer.model.runtime import OnnxRuntime
+from scorer.results import ModelInfo
 from scorer.scoring.classifier import Classifier
-from scorer.scoring.engine import Engine, Enrichment
+from scorer.scoring.engine import Engine, Enrichment, Explain
 from scorer.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_batch: int | None = None) -> Engine:
@@ -32,35 +41,54 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
     report = settings.report
     drawn = not (report.explain == "auto" and largest_batch is not None and largest_batch > report.explain_max)
     classifier = Classifier(settings, explain=drawn)
-    enrichment = open_enrichment(classifier, settings)
-    check = None
-    if classifier.geometry is not None:
-        check = load_or_measure_decode_check(classifier.geometry, settings.images.decode, classifier.info.sha256,
-                                             settings.state, classifier.predict_fp32)
-        classifier.info = dataclasses.replace(classifier.info, decode=check.describe())
-        decoding = check
-        trim_heap(collect=False)  # the calibration images' decodes, given back before the quantiser starts
-        classifier.load_or_measure_precision(settings, lambda: decoding.drafts)
-        trim_heap(collect=False)  # and what the precision check's images and timings used, before the workers start
+    index = None
+    if classifier.has_embedding:
+        index = load_evidence(settings.model, classifier.sha256, lambda path: verify_index(settings, path))
+    advisor = open_advisor(settings, classifier.sha256, classifier.has_embedding)
+    enrichment = Enrichment(index, *_explainer(classifier, settings), advisor)
+    check, precision = _open_checks(classifier, settings)
+    # the one ModelInfo of this engine: what its checks learn later is read from them (Engine.info)
+    opened = describe_model(classifier, settings, evidence=_evidence_note(classifier, settings, index),
+                            explain=_explain_note(classifier, settings), context=advisor.describe(),
+                            decode=check.describe() if check is not None else "",
+                            precision=precision.describe() if precision is not None else "")
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
     job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
     pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)
-    return Engine(classifier, pool, enrichment, check)
+    return Engine(classifier, pool, opened, enrichment, check, precision)
 
 
-def open_enrichment(classifier: Classifier, settings: Settings) -> Enrichment:
-    """The model's evidence index (verified) and Grad-CAM explainer, as `report.explain` asks; noted in its info."""
-    index = None
-    if classifier.has_embedding:
-        index = load_evidence(settings.model, classifier.info.sha256, lambda path: verify_index(settings, path))
-    if index is not None:
-        note = f"{len(index)} past posts in {index.path}: nearest posts, their median and the account percentile"
-    elif classifier.has_embedding:
-        note = (f"no evidence index beside the model: build one with `scorer index DATA --model {settings.model}` "
-                "(DATA: a posts.csv or Instaloader folder) to see report-alike past posts")
-    else:
-        note = "none: the model is not shaped as fastai's vision_learner builds it, so it gives no embedding"
+def _open_checks(classifier: Classifier, settings: Settings) -> tuple[DecodeCheck | None, PrecisionCheck | None]:
+    """The model's decode check, then its precision check, which int8 passes only where JPEGs are drafted."""
+    if classifier.geometry is None:
+        return None, None
+    check = load_or_measure_decode_check(classifier.geometry, settings.images.decode, classifier.sha256,
+                                         settings.state, classifier.predict_fp32)
+    trim_heap(collect=False)  # the calibration images' decodes, given back before the quantiser starts
+    precision = classifier.check_precision(settings, lambda: check.drafts)
+    trim_heap(collect=False)  # and what the precision check's images and timings used, before the workers start
+    return check, precision
+
+
+def describe_model(classifier: Classifier, settings: Settings, *, evidence: str = "", explain: str = "",
+                   context: str = "", decode: str = "", precision: str = "") -> ModelInfo:
+    """What the report's Model sheet says of a classifier as it was opened, with the notes of what was opened
+    beside it; `precision`: the precision check's finding, when there is one."""
+    runtime = classifier.runtime
+    if not precision:
+        precision = "fp32" if isinstance(runtime, OnnxRuntime) else (
+            "fp16 (half precision, on CUDA)" if settings.precision == "fp16" else "fp32 (PyTorch)")
+    return ModelInfo(
+        path=settings.model, sha256=classifier.sha256, classes=classifier.classes, device=runtime.device,
+        runtime=runtime.name, preprocessing=classifier.preprocessing,
+        versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")}, card=read_card(settings.model),
+        evidence=evidence, explain=explain, decode=decode, export_check=classifier.export_check, context=context,
+        precision=precision)
+
+
+def _explainer(classifier: Classifier, settings: Settings) -> tuple[Explain | None, int]:
+    """Grad-CAM as `report.explain` asks, and the most creatives a call may have for it to draw their overlays."""
     explain = settings.report.explain
     explainer = None
     if explain != "never" and classifier.torch_model is not None and classifier.has_embedding:
@@ -68,18 +96,29 @@ def open_enrichment(classifier: Classifier, settings: Settings) -> Enrichment:
 
         explainer = Explainer(classifier.torch_model, classifier.prepare, classifier.threads,
                               settings.report.thumbnail_px)
-    up_to = settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
+    return explainer, settings.report.explain_max if explain == "auto" else (1 << 62 if explainer else 0)
+
+
+def _evidence_note(classifier: Classifier, settings: Settings, index: EvidenceIndex | None) -> str:
+    """What the Model sheet says of the evidence index."""
+    if index is not None:
+        return f"{len(index)} past posts in {index.path}: nearest posts, their median and the account percentile"
+    if classifier.has_embedding:
+        return (f"no evidence index beside the model: build one with `scorer index DATA --model {settings.model}` "
+                "(DATA: a posts.csv or Instaloader folder) to see report-alike past posts")
+    return "none: the model is not shaped as fastai's vision_learner builds it, so it gives no embedding"
+
+
+def _explain_note(classifier: Classifier, settings: Settings) -> str:
+    """What the Model sheet says of Grad-CAM."""
+    explain = settings.report.explain
     if explain == "never":
-        looked = "never (report.explain: never)"
-    elif not classifier.has_embedding:
-        looked = "none: the model is not shaped as fastai's vision_learner builds it"
-    elif explain == "auto":  # also when this run's batch was larger, and the PyTorch copy was not kept
-        looked = f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
-    else:
-        looked = "Grad-CAM for the predicted class, for every creative"
-    advisor = open_advisor(settings, classifier.info.sha256, classifier.has_embedding)
-    classifier.info = dataclasses.replace(classifier.info, evidence=note, explain=looked, context=advisor.describe())
-    return Enrichment(index, explainer, up_to, advisor)
+        return "never (report.explain: never)"
+    if not classifier.has_embedding:
+        return "none: the model is not shaped as fastai's vision_learner builds it"
+    if explain == "auto":  # also when this run's batch was larger, and the PyTorch copy was not kept
+        return f"Grad-CAM for the predicted class, for batches of at most {settings.report.explain_max} creatives"
+    return "Grad-CAM for the predicted class, for every creative"
 
 
 def open_advisor(settings: Settings, model_sha256: str, has_embedding: bool) -> Advisor:
@@ -97,3 +136,23 @@ def open_advisor(settings: Settings, model_sha256: str, has_embedding: bool) -> 
     if not context.use:
         return Advisor(context, f"the model card kept image-only: {context.verdict}")
     return Advisor(context, context.verdict)
+
+
+def read_card(model: Path) -> dict[str, Any]:
+    """The headline of the model card that `scorer train` writes beside the model, if there is one."""
+    card = model.with_suffix(".card.json")
+    if not card.is_file():
+        return {}
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("model card %s is not valid JSON: ignored", card)
+        return {}
+    return {"verdict": data.get("verdict", ""), **data.get("headline", {})}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

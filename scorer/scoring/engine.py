@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from scorer.checks.decode_check import DecodeCheck
+from scorer.checks.precision import PrecisionCheck
 from scorer.context.plan import Plan, Plans
 from scorer.decoding.decode import Decoded, ItemGeometry
 from scorer.errors import ImageError, TransientImageError
@@ -29,22 +30,20 @@ from scorer.results import (
 
 
 class Predictor(Protocol):
-    """What the engine needs from a classifier (see scorer.scoring.classifier.Classifier)."""
+    """What the engine needs from a classifier: scorer.scoring.classifier.Classifier, or a test's fake."""
 
     classes: tuple[str, ...]
-    geometry: ItemGeometry | None
+    geometry: ItemGeometry | None  # None: transforms the fast engine does not know, so files go to predict_files
     batch_size: int
-    info: ModelInfo
 
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
+    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K), lowest class first, for uint8 pixels (N, H, W, 3), and the embedding (N, D) of
+        the same forward pass, None for a model that gives none."""
+        ...
 
-    def predict_files(self, files: list[Path]) -> np.ndarray: ...
-
-
-class EmbeddingPredictor(Predictor, Protocol):
-    """A model that also returns the embedding of the same forward pass (see Classifier)."""
-
-    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def predict_files(self, files: list[Path]) -> np.ndarray:
+        """Probabilities (N, K) for files, the learner decoding them itself (geometry None)."""
+        ...
 
 
 class LookalikeSearch(Protocol):
@@ -206,11 +205,9 @@ class _Batcher:
 
     def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Lookalikes | None]]:
         """One forward pass: probabilities, and the embedding that evidence and advice need, from the same pass."""
+        # the embedding is kept whenever the model gives one, so a launched post can be matched back (scorer.outcomes)
+        probs, embedding = self._model.predict_with_embedding(pixels)
         index = self._enrichment.index
-        # embedding are kept whenever the model gives them, so a launched post can be matched back (scorer.outcomes)
-        if not hasattr(self._model, "predict_with_embedding"):
-            return self._model.predict_pixels(pixels), None, [None] * len(pixels)
-        probs, embedding = cast(EmbeddingPredictor, self._model).predict_with_embedding(pixels)
         if embedding is None or index is None:
             return probs, embedding, [None] * len(pixels)
         return probs, embedding, index.lookup(embedding, np.array([engagement_score(p) for p in probs]))
@@ -224,14 +221,13 @@ class _Batcher:
         return [(adv, item.plan_note or note) for (item, _), (adv, note) in zip(self._waiting, answers, strict=True)]
 
     def _observe(self, probs: np.ndarray) -> None:
-        """Hand creatives decoded both ways to the decode check; the Model sheet follows its finding."""
+        """Hand creatives decoded both ways to the decode check, which learns from them (Engine.info reads it)."""
         rows = [i for i, (_, decoded) in enumerate(self._waiting) if decoded.probe is not None]
         if self._check is None or not rows:
             return
         probes = [self._waiting[i][1].probe for i in rows]
         # the check runs the drafted pixels through the predictor it was opened with (Classifier.predict_fp32)
-        if self._check.observe(probs[rows], [p for p in probes if p is not None]):
-            self._model.info = dataclasses.replace(self._model.info, decode=self._check.describe())
+        self._check.observe(probs[rows], [p for p in probes if p is not None])
 
 
 
@@ -258,14 +254,27 @@ def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.nd
 
 
 class Engine:
-    """A classifier and a decoding pool, kept together for the life of the process."""
+    """A classifier and a decoding pool, kept together for the life of the process, with what reports say of them."""
 
-    def __init__(self, model: Predictor, pool: Decoder, enrichment: Enrichment = Enrichment(),
-                 check: DecodeCheck | None = None) -> None:
+    def __init__(self, model: Predictor, pool: Decoder, opened: ModelInfo, enrichment: Enrichment = Enrichment(),
+                 check: DecodeCheck | None = None, precision: PrecisionCheck | None = None) -> None:
+        """`opened`: the model as it was opened (scoring.assembly); `check` and `precision`: its decode and
+        precision checks, which choose how its creatives are decoded and run, and learn from the first ones."""
         self.model = model
         self.pool = pool
+        self.opened = opened
         self.enrichment = enrichment
         self.check = check
+        self.precision = precision
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the Model sheet of a report made now says: the model as opened, with the modes its checks are in
+        now (they change as the first creatives are checked), read from the checks and never kept."""
+        opened, check, precision = self.opened, self.check, self.precision
+        return replace(opened, decode=check.describe() if check is not None else opened.decode,
+                       runtime=precision.runtime.name if precision is not None else opened.runtime,
+                       precision=precision.describe() if precision is not None else opened.precision)
 
     def score(
         self,

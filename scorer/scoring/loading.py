@@ -52,6 +52,10 @@ class Opened:
 
 def open_model(settings: Settings, data: bytes, sha: str, device: str, threads: int, explain: bool) -> Opened:
     """Open the learner whose verified bytes are `data` (SHA-256 `sha`); `explain`: Grad-CAM may be drawn."""
+    if settings.precision == "fp16" and device != "cuda":
+        raise ConfigError(f"'precision: fp16' is half precision on CUDA, and this run is on the CPU (device: "
+                          f"{settings.device}): set 'precision: auto' (int8 where the precision check allows it, "
+                          "else fp32) or 'precision: fp32'")
     if device == "cpu" and settings.runtime != "torch":
         fast_start = read_fast_start(settings.state, sha)
         if fast_start is not None and not (fast_start.embedding and explain):
@@ -151,7 +155,7 @@ def _runtime(settings: Settings, sha: str, device: str, threads: int, net: Any, 
     if runtime == "onnx" and device == "cuda":
         raise ConfigError("'runtime: onnx' runs on the CPU: set 'device: cpu', or 'runtime: auto' to use CUDA")
     if device == "cuda" or runtime == "torch" or sample is None:
-        return TorchRuntime(net, device, settings.half), None, None
+        return TorchRuntime(net, device, half=settings.precision == "fp16"), None, None
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

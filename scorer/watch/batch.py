@@ -146,7 +146,7 @@ class HotFolder:
             return None
         now = datetime.now()
         batch, report = self.ledger.write_batch(
-            entries, engine.model.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
+            entries, engine.info, lambda n: self.settings.outbox / report_name(now, f"-batch{n}"))
         log.debug("batch %d recorded (%d files): writing %s", batch, len(entries), report)
         progress(0)
         if self._write_report(batch, report):

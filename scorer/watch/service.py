@@ -142,8 +142,8 @@ def watch_inbox(settings: Settings, *, once: bool = False, on_status: Callable[[
         _guarded(hot, hot.recover)
         current = _Current(open_engine(settings))
         stack.callback(current.close)
-        _guarded(hot, partial(hot.track_record, current.engine.model.info.sha256))  # its warning, before any batch
-        latest = LatestRebuilder(settings, current.engine.model.info)
+        _guarded(hot, partial(hot.track_record, current.engine.opened.sha256))  # its warning, before any batch
+        latest = LatestRebuilder(settings, current.engine.info)
         latest.start()
         stack.callback(latest.close)  # after intake stops: the last batch is in latest.xlsx before exit
         intake = Intake(inbox, settings.watch, skip=hot.waits, observer_factory=observer_factory)
@@ -198,7 +198,7 @@ _FIXED_AT_START = ("inbox", "outbox", "state", "watch", "notify")
 def _reload(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuilder) -> None:
     """Re-read config.yaml and load its model; the old one serves on if the new one fails in any way."""
     loop.reloading.clear()
-    old = current.engine.model.info
+    old = current.engine.opened
     log.info("reloading %s and its model", hot.settings.source or "the defaults")
     loop.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
     try:
@@ -218,8 +218,8 @@ def _reload(loop: _Loop, hot: HotFolder, current: _Current, latest: LatestRebuil
     else:
         current.close()
         current.engine, hot.settings = engine, kept
-        latest.use_model(engine.model.info)
-        log.info("reloaded: now serving %s (sha256 %s)", engine.model.info.path, engine.model.info.sha256)
+        latest.use_model(engine.info)
+        log.info("reloaded: now serving %s (sha256 %s)", engine.opened.path, engine.opened.sha256)
     loop.notifier.send("READY=1")
 
 

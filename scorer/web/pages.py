@@ -113,7 +113,7 @@ def _add_status(app: FastAPI, web: Web) -> None:
 
     @app.get("/model")
     async def model(request: Request) -> Response:
-        view = await run_in_threadpool(model_view, settings, web.engine.model.info)  # reads the ledger
+        view = await run_in_threadpool(model_view, settings, web.engine.info)  # reads the ledger
         return web.page(request, "model.html", view=view)
 
     @app.get("/health")

@@ -116,7 +116,7 @@ class Runs:
             shutil.rmtree(folder / "uploads", ignore_errors=True)
         result = _uploaded(result)
         now = datetime.now()
-        report = save_report(folder / report_name(now), ReportContent(result, engine.model.info, settings.report))
+        report = save_report(folder / report_name(now), ReportContent(result, engine.info, settings.report))
         run = Run(run_id, now, result, report)
         self._runs[run_id] = run
         while len(self._runs) > _KEPT_RUNS:

@@ -67,16 +67,16 @@ def test_workers_refuse_a_tampered_model_whose_own_sha256_was_recomputed(
     other = renamed_learner.read_bytes()  # a real learner, just not the pinned one
 
     def tampered(settings: Settings, sha256: str) -> ShippedModel:
-        """What reaches the workers when the object is altered on its way, its SHA-256 recomputed to match."""
-        return dataclasses.replace(pack_model(settings, sha256), learner=other,
-                                   sha256=hashlib.sha256(other).hexdigest())
+        """What reaches the workers when the object is altered on its way."""
+        return dataclasses.replace(pack_model(settings, sha256), learner=other)
 
     monkeypatch.setattr("scorer.bulk.pipeline.pack_model", tampered)
     with pytest.raises(ModelError) as caught:
         run_bulk(bulk_settings(project), [str(project.inbox)], tmp_path / "dest")
     message = str(caught.value)
     assert "\n" not in message
-    assert f"is not the pinned one (sha256 {pin[:12]}…, model_sha256 in config.yaml)" in message
+    assert (f"the model shipped to this worker has changed since it was pinned (sha256 "
+            f"{hashlib.sha256(other).hexdigest()[:12]}…, pinned {pin[:12]}… in model_sha256 in config.yaml)") in message
     assert not parquet_rows(tmp_path / "dest")
 
 

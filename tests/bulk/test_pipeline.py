@@ -191,33 +191,34 @@ def test_workers_check_the_shipped_bytes_against_the_pin_beside_them(project: Pr
     from scorer.scoring.classifier import Classifier
 
     settings = bulk_settings(project)
-    sha = Classifier(settings).info.sha256
+    sha = Classifier(settings).sha256
     if configured:
         settings = dataclasses.replace(settings, model_sha256=sha)
     shipped = pack_model(settings, sha)
     middle = len(shipped.learner) // 2
     flipped = shipped.learner[:middle] + bytes([shipped.learner[middle] ^ 1]) + shipped.learner[middle + 1:]
-    # altered on its way, with the SHA-256 inside the object recomputed to match
-    tampered = dataclasses.replace(shipped, learner=flipped, sha256=hashlib.sha256(flipped).hexdigest())
+    tampered = dataclasses.replace(shipped, learner=flipped)  # altered on its way
     # with model_sha256 configured, even a driver that vouched for the altered bytes is not believed
-    verified = tampered.sha256 if configured else sha
-    where = "model_sha256 in config.yaml" if configured else "the model pin the driver checked"
-    with pytest.raises(ModelError, match=f"is not the pinned one \\(sha256 {sha[:12]}…, {where}\\)"):
+    actual = hashlib.sha256(flipped).hexdigest()
+    verified = actual if configured else sha
+    where = "model_sha256 in config.yaml" if configured else "the driver's state folder"
+    with pytest.raises(ModelError, match=f"^the model shipped to this worker has changed since it was pinned "
+                                         f"\\(sha256 {actual[:12]}…, pinned {sha[:12]}… in {where}\\): refused"):
         unpack_model(tampered, settings, verified)
-    assert Classifier(unpack_model(shipped, settings, sha)).info.sha256 == sha
+    assert Classifier(unpack_model(shipped, settings, sha)).sha256 == sha
 
 
 def test_a_worker_given_the_drivers_serving_record_opens_the_export_without_fastai(project: Project) -> None:
     from scorer.scoring.classifier import Classifier
 
     settings = bulk_settings(project)
-    sha = Classifier(settings, explain=False).info.sha256
+    sha = Classifier(settings, explain=False).sha256
     fast_start = read_fast_start(settings.state, sha)
     assert fast_start is not None, "the watched project holds the tiny learner's fast start"
     shipped = pack_model(settings, sha)
     local = unpack_model(shipped, settings, sha, fast_start)
     assert read_fast_start(local.state, sha) == fast_start
-    assert "recorded logits" in Classifier(local, explain=False).info.export_check, "opened with the fast start"
+    assert "recorded logits" in Classifier(local, explain=False).export_check, "opened with the fast start"
 
     # a fast start that names another export than the one shipped beside it is not kept: that worker opens the learner
     fast_start_path(local.state, sha).unlink()

@@ -144,8 +144,9 @@ def test_probation_decodes_at_full_size_until_enough_creatives_were_checked(tmp_
     assert len(re.findall(r"decoding [0-9.]+× (faster|slower)|decoding as fast", check.describe())) == 3
     pixels = np.full((PROBE_CREATIVES, 32, 32, 3), 128, np.uint8)
     exact = predict(pixels)
-    assert check.observe(exact[:4], [(2, p) for p in pixels[:4]])
-    assert check.geometry().probe  # 4 of 16
+    before = check.describe()
+    check.observe(exact[:4], [(2, p) for p in pixels[:4]])
+    assert check.geometry().probe and check.describe() != before and "(4 of 16)" in check.describe()
     shifted = pixels + 3  # drafting moved every pixel: too far for this model
     check.observe(exact[4:], [(2, p) for p in shifted[4:]])
     assert check.finding.final and check.finding.max_scale == 1
@@ -243,7 +244,7 @@ def test_sensitive_learner_falls_back_to_full_decoding_with_fastai_parity(
     assert finding.final and finding.max_scale == 1, finding.describe()
     half = finding.scales[2]
     assert half.mean_abs_dp > MEAN_DP_LIMIT or half.flips > 0
-    assert engine.model.info.decode.startswith("auto: full-size decoding")
+    assert engine.info.decode.startswith("auto: full-size decoding")
     later = _write(tmp_path / "later", striped, [(200, 150), (400, 300), (800, 600)], 9, 100)
     caplog.clear()  # only what the second engine logs
     with caplog.at_level(logging.INFO):
@@ -274,11 +275,11 @@ def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_find
     ours, ref = np.array([got[str(f)] for f in files]), _get_preds(robust_learner, files)
     assert (ours.argmax(1) == ref.argmax(1)).all() and np.abs(ours - ref).mean() <= 0.01
     book = io.BytesIO()
-    build_workbook(ReportContent(BatchResult(), engine.model.info, settings.report), datetime.now()).save(book)
+    build_workbook(ReportContent(BatchResult(), engine.info, settings.report), datetime.now()).save(book)
     sheet = dict(load_workbook(book)["Model"].iter_rows(min_row=2, values_only=True))
     assert str(sheet["Decoding"]).startswith("auto: JPEG draft decoding down to 1/8")
     assert str(sheet["ONNX export check"]).startswith("max |logit diff| ONNX Runtime vs PyTorch")
-    robust = tmp_path / "state" / "decode" / f"{engine.model.info.sha256}.json"
+    robust = tmp_path / "state" / "decode" / f"{engine.info.sha256}.json"
     kept = robust.read_bytes()
     caplog.clear()  # only what the second engine logs
     with caplog.at_level(logging.INFO):
@@ -286,7 +287,7 @@ def test_robust_learner_keeps_draft_decoding_and_another_model_gets_its_own_find
         other.close()
     assert "measured in" in caplog.text  # not the robust learner's finding
     assert isinstance(other.check, DecodeCheck) and other.check.finding is not None
-    assert other.check.finding.sha256 == other.model.info.sha256 != engine.model.info.sha256
+    assert other.check.finding.sha256 == other.info.sha256 != engine.info.sha256
     assert sorted(p.name for p in robust.parent.iterdir()) == sorted(
-        f"{sha}.json" for sha in (engine.model.info.sha256, other.model.info.sha256))
+        f"{sha}.json" for sha in (engine.info.sha256, other.info.sha256))
     assert robust.read_bytes() == kept

@@ -96,12 +96,11 @@ def test_a_confident_learner_scores_in_int8_once_its_first_creatives_agree(
     # at 32 px the decode check keeps JPEGs at full size; `fast` leaves the choice to int8's own check
     settings = _settings(tmp_path, confident_learner, decode="fast")
     engine = _open(settings, engines)
-    model = engine.model
-    assert model.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
+    assert engine.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
     first = _creatives(tmp_path / "first", precision.PROBE_CREATIVES)
     probation = _probs(engine, first)
-    assert model.info.runtime.endswith("int8") and model.info.precision.startswith("auto: int8.")
-    kept = json.loads((settings.state / "precision" / f"{model.info.sha256}.json").read_text())
+    assert engine.info.runtime.endswith("int8") and engine.info.precision.startswith("auto: int8.")
+    kept = json.loads((settings.state / "precision" / f"{engine.opened.sha256}.json").read_text())
     assert kept["use_int8"] and kept["creatives"] == precision.PROBE_CREATIVES and kept["agreement"]["flips"] == 0
     full = _open(dataclasses.replace(settings, precision="fp32"), engines)
     # on probation the creatives were scored in fp32, exactly as the full-precision runtime scores them
@@ -125,7 +124,7 @@ def test_a_confident_learner_scores_in_int8_once_its_first_creatives_agree(
 
     monkeypatch.setattr(precision, "quantize_int8", refuse)
     again = _open(settings, engines)
-    assert again.model.info.runtime.endswith("int8")
+    assert again.info.runtime.endswith("int8")
     assert np.allclose(_probs(again, later), int8, atol=1e-6)
 
 
@@ -135,12 +134,12 @@ def test_a_soft_learner_keeps_fp32_and_gets_exactly_its_fp32_answers(
     # `fast` drafts every JPEG, so only int8's own figures can keep it out
     settings = _settings(tmp_path, soft_learner, decode="fast")
     engine = _open(settings, engines)
-    finding = json.loads((settings.state / "precision" / f"{engine.model.info.sha256}.json").read_text())
+    finding = json.loads((settings.state / "precision" / f"{engine.info.sha256}.json").read_text())
     assert not finding["use_int8"]
     assert finding["agreement"]["flips"] > 0 or finding["agreement"]["sum_abs_dp"] / finding["agreement"][
         "values"] > precision.MEAN_DP_LIMIT
-    assert engine.model.info.precision.startswith("auto: fp32, int8 failed the check.")
-    assert not engine.model.info.runtime.endswith("int8")
+    assert engine.info.precision.startswith("auto: fp32, int8 failed the check.")
+    assert not engine.info.runtime.endswith("int8")
     items = _creatives(tmp_path / "in", 20)
     scored = _probs(engine, items)
     fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), items)
@@ -150,12 +149,12 @@ def test_a_soft_learner_keeps_fp32_and_gets_exactly_its_fp32_answers(
 def test_int8_is_not_tried_where_it_cannot_help_or_exact_answers_are_asked_for(
         tmp_path: Path, tiny_learner: Path, engines: list[Engine]) -> None:
     cheap = _open(_settings(tmp_path / "a", tiny_learner, decode="fast"), engines)
-    assert "ms per image here, too little for int8 to matter" in cheap.model.info.precision
+    assert "ms per image here, too little for int8 to matter" in cheap.info.precision
     exact = _open(_settings(tmp_path / "b", tiny_learner, decode="exact"), engines)
-    assert "decoded at full size" in exact.model.info.precision
+    assert "decoded at full size" in exact.info.precision
     assert not (tmp_path / "b" / "state" / "precision").exists()
     off = _open(_settings(tmp_path / "c", tiny_learner, mode="fp32"), engines)
-    assert off.model.info.precision == "fp32 (precision: fp32), int8 not tried"
+    assert off.info.precision == "fp32 (precision: fp32), int8 not tried"
     for folder in ("a", "b", "c"):
         assert not list((tmp_path / folder / "models").glob("*.int8.onnx"))
 
@@ -166,12 +165,12 @@ def test_an_int8_file_that_is_not_the_pinned_one_is_made_and_checked_again(
     settings = _settings(tmp_path, confident_learner, decode="fast")
     first = _open(settings, engines)
     first.score(_creatives(tmp_path / "first", precision.PROBE_CREATIVES))
-    assert first.model.info.runtime.endswith("int8")
+    assert first.info.runtime.endswith("int8")
     (made,) = (tmp_path / "models").glob("*.int8.onnx")
     made.write_bytes(made.read_bytes() + b"\0")
     second = _open(settings, engines)
     # checked again from the start: fp32 on probation, and the file made anew
-    assert second.model.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
+    assert second.info.precision.startswith("auto: fp32 while the first creatives are checked (0 of 16)")
     assert not made.read_bytes().endswith(b"\0")
 
 
@@ -215,7 +214,7 @@ def test_a_model_the_quantiser_cannot_take_is_scored_in_fp32_with_the_reason(
     monkeypatch.setattr(precision, "quantize_int8", fails)
     settings = _settings(tmp_path, confident_learner, decode="fast")
     engine = _open(settings, engines)
-    assert engine.model.info.precision == "auto: fp32, int8 not tried: int8 quantisation failed (RuntimeError)"
+    assert engine.info.precision == "auto: fp32, int8 not tried: int8 quantisation failed (RuntimeError)"
     items = _creatives(tmp_path / "in", 6)
     scored = _probs(engine, items)  # the fp32 session, closed while the quantiser ran, is open again
     fp32 = _probs(_open(dataclasses.replace(settings, precision="fp32"), engines), items)

@@ -17,9 +17,10 @@ from PIL import Image
 from scorer.config import load_settings
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
 from scorer.decoding.pool import DecodeJob, DecodePool
+from scorer.decoding.reasons import CORRUPT_VIDEO
 from scorer.decoding.vet import ImageLimits
 from scorer.decoding.video import DecodedVideo, decode_video, sample_times, video_probabilities
-from scorer.decoding.video_probe import CORRUPT, VideoLimits, sniff_video_file, video_format
+from scorer.decoding.video_probe import VideoLimits, sniff_video_file, video_format
 from scorer.errors import ImageError
 from scorer.scoring.classifier import Classifier
 from tests.support.helpers import Project
@@ -131,7 +132,7 @@ def test_a_malformed_duration_is_corrupt_not_a_crash(value: int) -> None:
     data = encode(Reel(tuple(HOOK_RED), faststart=True), "mp4")
     for box in (b"mvhd", b"mdhd"):  # version 0: the duration follows type, version, two dates and the timescale
         data = _patched(data, box, 20, value)
-    with pytest.raises(ImageError, match=f"^{CORRUPT}$"):
+    with pytest.raises(ImageError, match=f"^{CORRUPT_VIDEO}$"):
         decode_video(data, SQUISH, VideoLimits(), 24)
 
 
@@ -139,14 +140,14 @@ def test_a_video_that_stops_before_its_declared_end_is_incomplete() -> None:
     data = encode(Reel(((1.0, RED), (2.0, BLUE)), codec="vp9"), "webm")
     assert data.count(b"00:00:03.000000000") == 1  # the track's DURATION tag
     longer = data.replace(b"00:00:03.000000000", b"00:00:09.000000000")
-    with pytest.raises(ImageError, match=rf"^{CORRUPT}: its frames stop at 2\.9 s of 9\.0 s$"):
+    with pytest.raises(ImageError, match=rf"^{CORRUPT_VIDEO}: its frames stop at 2\.9 s of 9\.0 s$"):
         decode_video(longer, SQUISH, VideoLimits(), 24)
 
 
 def test_a_half_copied_video_is_rejected() -> None:
     for faststart in (False, True):  # the index after the frames (cut off), or before them
         data = encode(Reel(tuple(HOOK_RED), faststart=faststart), "mp4")
-        with pytest.raises(ImageError, match=f"^{CORRUPT}"):
+        with pytest.raises(ImageError, match=f"^{CORRUPT_VIDEO}"):
             decode_video(data[: len(data) // 2], SQUISH, VideoLimits(), 24)
 
 
@@ -272,12 +273,12 @@ def test_the_hook_weighs_more_than_all_the_rest_together() -> None:
 def test_the_same_frames_in_opposite_order_score_higher_with_the_stronger_hook(watched: Project) -> None:
     classifier = Classifier(load_settings(watched.config), explain=False)
     assert classifier.geometry is not None
-    high = classifier.info.classes.index("High")
+    high = classifier.classes.index("High")
     scores = {}
     for name, segments in {"red first": HOOK_RED, "red last": HOOK_RED[::-1]}.items():
         video = decode_video(encode(Reel(tuple(segments), size=(96, 160))), classifier.geometry, VideoLimits(), 0)
         assert video.pixels is not None
-        scores[name] = video_probabilities(classifier.predict_pixels(video.pixels), video.in_hook)
+        scores[name] = video_probabilities(classifier.predict_with_embedding(video.pixels)[0], video.in_hook)
     assert scores["red first"][high] > scores["red last"][high] + 0.3, scores
     assert not np.allclose(scores["red first"], scores["red last"])
 

@@ -58,7 +58,7 @@ def test_gradcam_hot_region_overlaps_the_patch(patch_learner: Path, patch_state:
     explainer = Explainer(classifier.torch_model, classifier.prepare, 1, 96)
     images = [patch_image(colour, 5000 + 10 * j + k) for j in range(3) for k, colour in enumerate(COLOURS.values())]
     pixels = np.stack([p for p, _ in images])
-    probs = classifier.predict_pixels(pixels)
+    probs = classifier.predict_with_embedding(pixels)[0]
     assert [classifier.classes[i] for i in probs.argmax(axis=1)] == ["Low", "Neutral", "High"] * 3
     heat = explainer.heatmaps(pixels)
     assert heat.shape == (9, SIZE, SIZE)
@@ -70,7 +70,7 @@ def test_gradcam_hot_region_overlaps_the_patch(patch_learner: Path, patch_state:
     for image, (_, corner) in zip(hidden, images, strict=True):
         image[patch_mask(corner)] = noise[patch_mask(corner)]
     predicted = probs.argmax(axis=1)
-    after = classifier.predict_pixels(hidden)[np.arange(len(images)), predicted]
+    after = classifier.predict_with_embedding(hidden)[0][np.arange(len(images)), predicted]
     rests = after < probs[np.arange(len(images)), predicted] - 0.5
     ious = []
     for h, (_, corner) in zip(heat, images, strict=True):
@@ -122,6 +122,6 @@ def test_a_run_too_large_for_overlays_does_not_keep_the_pytorch_copy(tmp_path: P
     try:
         assert (engine.model.torch_model is not None) is kept  # ONNX scores; PyTorch stays only for Grad-CAM
         assert (engine.enrichment.explainer is not None) is kept
-        assert engine.model.info.explain == "Grad-CAM for the predicted class, for batches of at most 2 creatives"
+        assert engine.info.explain == "Grad-CAM for the predicted class, for batches of at most 2 creatives"
     finally:
         engine.close()

@@ -170,7 +170,7 @@ def test_one_forward_pass_per_batch_with_evidence(trained: Trained) -> None:
     # exact decoding: a new model's decode check runs extra passes on its first creatives, evidence none
     settings = dataclasses.replace(settings, images=dataclasses.replace(settings.images, decode="exact"))
     engine = open_engine(settings)
-    runtime = engine.model._runtime  # type: ignore[attr-defined]
+    runtime = engine.model.runtime  # type: ignore[attr-defined]
     calls: list[int] = []
     original = runtime.run
 
@@ -187,7 +187,7 @@ def test_one_forward_pass_per_batch_with_evidence(trained: Trained) -> None:
     assert all(s.evidence is not None for s in result.scored)
     assert sum(calls) == len(items)
     assert len(calls) == math.ceil(len(items) / engine.model.batch_size)
-    assert engine.model.info.runtime.startswith("onnxruntime")
+    assert engine.info.runtime.startswith("onnxruntime")
     assert list((trained.root / "models").glob("engagement.*.embedding.onnx"))
 
 

@@ -237,7 +237,7 @@ def test_the_bytes_that_are_hashed_are_the_bytes_that_are_loaded(project: Projec
         opens = _SWAP["opens"]
         _SWAP.clear()
     assert opens == 1, "the model file is read once"
-    assert classifier.info.sha256 == pinned and classifier.classes == ("Low", "Neutral", "High")
+    assert classifier.sha256 == pinned and classifier.classes == ("Low", "Neutral", "High")
 
 
 def _onnx_classifier(project: Project, extra: str = ""):  # type: ignore[no-untyped-def]
@@ -255,7 +255,7 @@ def test_a_swapped_onnx_cache_is_refused_even_with_its_sidecar(
     first = _onnx_classifier(project)
     (cache,) = project.models.glob("*.onnx")
     pixels = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    honest = first.predict_pixels(pixels)
+    honest = first.predict_with_embedding(pixels)[0]
     # Another model's export put in its place, with a matching sidecar, as the old cache trusted.
     other = Project(tmp_path / "other")
     other.models.mkdir(parents=True)
@@ -263,19 +263,50 @@ def test_a_swapped_onnx_cache_is_refused_even_with_its_sidecar(
     _onnx_classifier(other)
     (forged,) = other.models.glob("*.onnx")
     shutil.copy(forged, cache)
-    sidecar = {"learner_sha256": first.info.sha256, "onnx_sha256": _sha(cache)}
+    sidecar = {"learner_sha256": first.sha256, "onnx_sha256": _sha(cache)}
     cache.with_suffix(".json").write_text(json.dumps(sidecar))
-    assert not np.allclose(_onnx_classifier(other).predict_pixels(pixels), honest, atol=1e-3)
+    assert not np.allclose(_onnx_classifier(other).predict_with_embedding(pixels)[0], honest, atol=1e-3)
     second = _onnx_classifier(project)
-    assert "does not match its pin in the state folder" in caplog.text
-    assert np.allclose(second.predict_pixels(pixels), honest, atol=1e-5)
+    assert f"ONNX cache {cache} has changed since it was pinned" in caplog.text and "exporting again" in caplog.text
+    assert np.allclose(second.predict_with_embedding(pixels)[0], honest, atol=1e-5)
     # Forging the state's pin as well: the outputs, checked against PyTorch at load, give it away.
     shutil.copy(forged, cache)
     pins_file = project.root / "state" / "derived-pins.json"
     pins = json.loads(pins_file.read_text())
-    (key,) = [k for k in pins if k.endswith(f":{first.info.sha256}")]  # the export's kind, then the model's SHA
+    (key,) = [k for k in pins if k.endswith(f":{first.sha256}")]  # the export's kind, then the model's SHA
     pins[key] = _sha(cache)
     pins_file.write_text(json.dumps(pins))
     third = _onnx_classifier(project)
     assert "differs from PyTorch" in caplog.text
-    assert np.allclose(third.predict_pixels(pixels), honest, atol=1e-5)
+    assert np.allclose(third.predict_with_embedding(pixels)[0], honest, atol=1e-5)
+
+
+def test_a_pinned_file_is_read_once_and_refused_by_its_pin_with_what_it_is_and_the_fix(tmp_path: Path) -> None:
+    from scorer.model.integrity import PinMismatch, read_pinned
+
+    path = tmp_path / "export.onnx"
+    path.write_bytes(b"the pinned bytes")
+    pin = _sha(path)
+    assert read_pinned(path, pin.upper(), "ONNX export", "delete it") == b"the pinned bytes"  # a pin in capitals too
+    assert read_pinned(b"the pinned bytes", pin, "the shipped model", "run again") == b"the pinned bytes"
+    path.write_bytes(b"other bytes")
+    with pytest.raises(PinMismatch) as refused:
+        read_pinned(path, pin, f"ONNX export {path}", "delete it, and it is exported again", where="derived-pins.json")
+    assert str(refused.value) == (f"ONNX export {path} has changed since it was pinned (sha256 {_sha(path)[:12]}…, "
+                                  f"pinned {pin[:12]}… in derived-pins.json): delete it, and it is exported again")
+    path.unlink()
+    path.symlink_to(tmp_path)
+    with pytest.raises(OSError):  # only a regular file is read: a link is not followed
+        read_pinned(path, pin, "ONNX export", "delete it")
+
+
+def test_content_is_hashed_only_through_fsutil() -> None:
+    # the pin is verified in one function (integrity.read_pinned) on fsutil's one SHA-256 of content
+    package = Path(__file__).resolve().parents[2] / "scorer"
+    hashing = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                     if "hashlib.sha256" in path.read_text(encoding="utf-8"))
+    # the login cookie's HMAC and a destination's short key are not content hashes
+    assert hashing == ["fsutil.py", "notify/destinations.py", "web/auth.py"]
+    pinning = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                     if "has changed since it was pinned" in path.read_text(encoding="utf-8"))
+    assert pinning == ["model/integrity.py"]

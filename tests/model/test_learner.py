@@ -1,4 +1,4 @@
-"""Loading any exported learner, ordering its classes, and matching fastai's own predictions."""
+"""Loading any exported learner, and matching fastai's own predictions."""
 
 from __future__ import annotations
 
@@ -15,42 +15,11 @@ import numpy as np
 import pytest
 
 from scorer.config import load_settings
-from scorer.errors import ConfigError
 from scorer.scoring.assembly import open_engine
-from scorer.scoring.classifier import order_classes
 from scorer.scoring.engine import Item
 from tests.support.helpers import Project
 from tests.support.imagegen import CLASS_COLOURS, labelled_set, write_creative
 from tests.support.learners import colour_design, set_design
-
-
-@pytest.mark.parametrize(
-    ("vocab", "expected"),
-    [
-        (["High", "Low", "Neutral"], ["Low", "Neutral", "High"]),
-        (["high_engagement", "LOW_engagement", "medium"], ["LOW_engagement", "medium", "high_engagement"]),
-        (["Mid", "low", "HIGH"], ["low", "Mid", "HIGH"]),
-        (["high", "low"], ["low", "high"]),
-    ],
-)
-def test_class_order_is_inferred_from_names(vocab: list[str], expected: list[str]) -> None:
-    assert order_classes(vocab, None, None) == expected
-
-
-@pytest.mark.parametrize("vocab", [["bronze", "silver", "gold"], ["low", "lower", "high"], ["mid-high", "low", "x"]])
-def test_unclear_class_names_ask_for_the_classes_key(vocab: list[str]) -> None:
-    with pytest.raises(ConfigError, match="set 'classes' in config.yaml, lowest engagement first"):
-        order_classes(vocab, None, None)
-
-
-def test_configured_classes_must_match_the_learner() -> None:
-    assert order_classes(["b", "a", "c"], ("c", "a", "b"), None) == ["c", "a", "b"]
-    with pytest.raises(ConfigError, match=r"lists \['a', 'b'\] but the learner's classes are \['a', 'b', 'c'\]"):
-        order_classes(["b", "a", "c"], ("a", "b"), None)
-
-
-def test_order_saved_by_training_is_used() -> None:
-    assert order_classes(["x", "y", "z"], None, ["z", "x", "y"]) == ["z", "x", "y"]
 
 
 def _build(folder: Path, out: Path, item_tfms: object, batch_tfms: object = None,
@@ -170,7 +139,7 @@ def test_engine_matches_fastai_get_preds(project: Project, trained_learner: Path
     fallback = "is not one the fast engine knows: using fastai's own test_dl path" in caplog.text
     assert fallback == (variant == "unknown")
     if variant != "unknown":
-        assert engine.model.info.runtime.startswith("onnxruntime" if runtime == "onnx" else "torch")
+        assert engine.info.runtime.startswith("onnxruntime" if runtime == "onnx" else "torch")
 
 
 @pytest.mark.slow

@@ -105,11 +105,11 @@ def test_a_crash_at_any_step_then_restart_scores_each_file_exactly_once(
         _arm(patch, step, hot, settings)
         with pytest.raises(Crash):
             if hot.process(files_in_inbox(settings), engine, stop=lambda: False) is not None:
-                rebuild_latest(hot.ledger, settings, engine.model.info)
+                rebuild_latest(hot.ledger, settings, engine.info)
     hot = restart(settings, ledger)
     hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     if latest_is_stale(hot.ledger):
-        rebuild_latest(hot.ledger, settings, engine.model.info)
+        rebuild_latest(hot.ledger, settings, engine.info)
 
     rows = all_rows(settings)
     assert sorted(rows["Ranking"]) == names, "each file exactly once across every report"
@@ -194,12 +194,12 @@ def test_latest_ranks_everything_recent_across_batches(settings: Settings, engin
     drop(settings, ["a.jpg", "b.jpg"])
     hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert latest_is_stale(hot.ledger)
-    rebuild_latest(hot.ledger, settings, engine.model.info)
+    rebuild_latest(hot.ledger, settings, engine.info)
     assert not latest_is_stale(hot.ledger)
     write_creative(settings.inbox / "c.jpg", (220, 50, 40), (48, 40), seed=9)
     (settings.inbox / "junk.jpg").write_bytes(b"junk")
     hot.process(files_in_inbox(settings), engine, stop=lambda: False)
-    rebuild_latest(hot.ledger, settings, engine.model.info)
+    rebuild_latest(hot.ledger, settings, engine.info)
     latest = settings.outbox / LATEST_NAME
     ranking = load_workbook(latest)["Ranking"]
     header = [c.value for c in ranking[1]]

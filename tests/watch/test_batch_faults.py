@@ -29,7 +29,7 @@ from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.watch.batch import PASSING_TRIES
 from scorer.watch.disposal import reason_path
-from tests.support.fakes import ColourModel
+from tests.support.fakes import COLOUR_INFO, ColourModel
 from tests.support.helpers import drop, files_in_inbox, hot_settings, restart, sheet
 from tests.support.imagegen import CLASS_COLOURS, write_creative
 
@@ -145,7 +145,7 @@ def flaky_decode(path: Path, geometry: ItemGeometry | None, limits: ImageLimits,
 @pytest.fixture
 def share_engine() -> Iterator[Engine]:
     pool = DecodePool(DecodeJob(ColourModel.geometry, ImageLimits(), 24, flaky_decode), workers=1, timeout=20)
-    eng = Engine(ColourModel(), pool)
+    eng = Engine(ColourModel(), pool, COLOUR_INFO)
     yield eng
     eng.close()
 
@@ -197,8 +197,7 @@ def test_unicode_noncharacters_in_names_and_class_names_keep_the_workbook_readab
         settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     write_creative(settings.inbox / "sale\ufffe\uffff.jpg", RED, (48, 40), seed=3)
     monkeypatch.setattr(ColourModel, "classes", ("Low", "=cmd|' /C calc'!A0", "High\ufffe"))
-    monkeypatch.setattr(ColourModel, "info", ColourModel.info.__class__(
-        **{**ColourModel.info.__dict__, "classes": ColourModel.classes}))
+    monkeypatch.setattr(engine, "opened", dataclasses.replace(engine.opened, classes=ColourModel.classes))
     hot = restart(settings)
     summary = hot.process(files_in_inbox(settings), engine, stop=lambda: False)
     assert summary is not None

@@ -207,7 +207,7 @@ def test_reports_model_and_health_pages_show_the_watch_service(project: Project,
     assert batch.count('class="card"') == 3 and "high.jpg" in batch
     assert download.content == report.read_bytes()
     assert "better than always answering Neutral" in model and "80% (95% CI 60% to 95%)" in model
-    assert "<td>4</td>" in model and engine.model.info.sha256 in model
+    assert "<td>4</td>" in model and engine.opened.sha256 in model
     assert report.name in health and "Files waiting in the inbox</th><td>0" in health
 
 
@@ -215,7 +215,7 @@ def test_model_page_shows_the_track_record_or_how_to_make_one(project: Project, 
     with _client(project, engine) as client:
         before = client.get("/model").text
     assert "No track record for this model yet" in before and "<svg" not in before
-    sha, state = engine.model.info.sha256, project.root / "state"
+    sha, state = engine.opened.sha256, project.root / "state"
     state.mkdir(exist_ok=True)
     made = fill_history(state, 30, per_batch=30, days=2, info=replace(INFO, sha256=sha))
     record = record_launches(state, made[:24], [int(4000 + 100 * s.score) for s in made[:24]], model=sha,
