@@ -82,13 +82,12 @@ def test_creatives_go_to_the_model_in_batches_of_its_size_and_progress_counts_ea
     assert sum(told) == len(result.scored) == 20
 
 
-def test_a_stop_abandons_the_batch_with_what_was_decided_and_the_engine_scores_on(
-        fresh: Engine, tmp_path: Path) -> None:
+def test_a_stop_abandons_the_batch_with_what_was_decided(fresh: Engine, tmp_path: Path) -> None:
     items = _items(tmp_path, ["High", "Low"] * 12)
     told: list[int] = []
     partial = fresh.score(items, progress=told.append, stop=lambda: sum(told) >= 8)
-    assert 8 <= len(partial.scored) < len(items) and not partial.rejected
-    assert len(fresh.score(items).scored) == len(items)
+    assert 8 <= len(partial.scored) == sum(told) < len(items) and not partial.rejected and not partial.duplicates
+    assert isinstance(fresh.model, ColourModel) and len(fresh.model.batches) == len(partial.scored) // 8
 
 
 @pytest.mark.parametrize("embeds", [True, False])
