@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from scorer.decoding.prints import BYTES_PER_PRINT, CROPS
-from scorer.outcomes.match import looks_of, match
+from scorer.outcomes.match import likenesses_of, match
 
 DIMS = 1024
 
@@ -57,7 +57,7 @@ def main() -> None:
     posts, creatives = (1000, 3000) if args.quick else (10_000, 30_000)
     c_prints, c_feats, p_prints, p_feats, truth = generate(posts, creatives)
     start = time.perf_counter()
-    pairs = match(looks_of(p_prints, p_feats), looks_of(c_prints, c_feats), args.threshold)
+    pairs = match(likenesses_of(p_prints, p_feats), likenesses_of(c_prints, c_feats), args.threshold)
     took = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     right = sum(truth[p] == c for p, c, _ in pairs)

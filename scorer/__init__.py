@@ -40,6 +40,7 @@ Ground: plain data, settings and idioms that every floor uses.
 
     errors.py           the ScorerError tree
     results.py          what scoring produces: plain data shared by every room
+    track_record.py     a launch and a track record: what the ledger keeps, the reports and the web page show
     settings.py         typed settings: every key, its default and its documentation
     settings_text.py    the settings as text: the start-up log's lines, every key for the reference
     config.py           reads config.yaml over settings.py's typed defaults; the only YAML reader
@@ -101,7 +102,7 @@ Floors, from the bottom up:
     ledger/             the ledger: what was decided for each file, written by `scorer watch`, read by the others
         schema.py           the ledger's tables, and how a row becomes a result and back
         store.py            Ledger: what was scored, so a restart never rescores or loses a file
-        outcome_tables.py   the ledger's likenesses, launches and track records (scorer outcomes)
+        outcome_tables.py   Launches: the likenesses, launches and track records, on the Ledger's connection
         latest_window.py    what latest.xlsx shows, read from one snapshot of the ledger
         history.py          the ledger read-only, for those who only look (the web page)
     service_units.py    the systemd units for `scorer watch` and `scorer serve`, rendered from deploy/
@@ -152,7 +153,7 @@ Rooms, one per command:
         train.py            fit -> evaluate -> publish (export, archive, pin, index, card)
     outcomes/           `scorer outcomes` (reads posts and writes the card through training's [shared] modules)
         match.py            launched posts matched to scored creatives, one to one, by hash and embedding
-        track_record.py     the track record: Spearman, accuracy, lift, calibration, intervals, the verdict
+        figures.py          a track record's figures: Spearman, accuracy, lift, calibration, intervals; the verdict
         run.py              import the posts, match, keep the launches in the ledger and the track record on the card
     demo.py             `scorer demo`'s generated posts and creatives
     cli/                the commands: thin, one module per kind of user

@@ -159,32 +159,21 @@ def rank(scored: Sequence[Scored]) -> list[Scored]:
 
 
 
-
 @dataclass(frozen=True)
-class Launch:
-    """A launched post beside the creative it was matched to (scorer.outcomes), as the reports and the web show it."""
+class Interval:
+    """A figure and its bootstrap 95% interval (None where undefined, e.g. a constant score): cards, track records."""
 
-    post: str
-    creative: str
-    posted_at: float | None
-    predicted_class: str
-    predicted_score: float
-    total: int  # real likes + comments
-    real_class: str  # the class the account's labelling rule gives the real engagement
-    counted: bool  # forward and mature: one of the pairs the figures are computed on
-    post_thumbnail: bytes | None = None
-    creative_thumbnail: bytes | None = None
+    value: float | None
+    low: float | None
+    high: float | None
 
 
-@dataclass(frozen=True)
-class TrackSummary:
-    """A model's latest track record on launched creatives, as the reports and the web page show it."""
-
-    lines: dict[str, str]  # the headline, "Verdict" first
-    guess: bool  # "no better than a guess" on enough mature pairs: whoever reads the scores must be told
-    launches: tuple[Launch, ...] = ()
-
-    @property
-    def verdict(self) -> str:
-        """The record in words."""
-        return self.lines["Verdict"]
+def show_interval(iv: Interval, *, percent: bool = False, interval: bool = True) -> str:
+    """A figure and its 95% interval as the card and the reports show it ("n/a" where undefined)."""
+    if iv.value is None or iv.low is None or iv.high is None:
+        return "n/a"
+    if percent:
+        text, low, high = f"{iv.value:.0%}", f"{iv.low:.0%}", f"{iv.high:.0%}"
+    else:
+        text, low, high = f"{iv.value:.2f}", f"{iv.low:.2f}", f"{iv.high:.2f}"
+    return f"{text} (95% CI {low} to {high})" if interval else text

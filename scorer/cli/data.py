@@ -94,7 +94,7 @@ def outcomes(data: Path, config_path: Path | None, json_out: Path | None) -> Non
     run = run_outcomes(load_settings(config_path), data)
     print_outcomes(run)
     if json_out is not None:
-        atomic_write(json_out, json.dumps(run.record.as_dict(), indent=2, default=str))
+        atomic_write(json_out, json.dumps(run.track.as_dict(), indent=2, default=str))
         out.print(f"Track record: {json_out}", highlight=False, soft_wrap=True)
 
 
@@ -150,13 +150,11 @@ def print_training(run: TrainRun) -> None:
 
 def print_outcomes(run: OutcomesRun) -> None:
     """The track record's figures and verdict, and the posts that could not be read."""
-    from scorer.outcomes.track_record import headline
-
-    rec = run.record
+    rec = run.track
     table = Table(title=f"Track record of model {rec.model_sha256[:12]}…", title_justify="left")
     table.add_column("Figure")
     table.add_column("Value", justify="right")
-    for key, value in headline(rec).items():
+    for key, value in rec.headline.items():
         if key != "Verdict":
             table.add_row(key, value)
     out.print(table)

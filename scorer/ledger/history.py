@@ -17,8 +17,9 @@ from typing import TypeVar
 from scorer.ledger.latest_window import read_window
 from scorer.ledger.schema import LEDGER_NAME
 from scorer.ledger.store import Ledger
-from scorer.results import BatchResult, TrackSummary
+from scorer.results import BatchResult
 from scorer.settings import Settings
+from scorer.track_record import TrackRecord
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ def window_rows(settings: Settings) -> BatchResult | None:
     return _read(settings.state, read, None)
 
 
-def track_record(settings: Settings, model: str, *, thumbnails: bool) -> TrackSummary | None:
-    """A model's track record, with as many pairs as latest.xlsx lists (thumbnails only when asked)."""
-    return _read(settings.state, lambda ledger: ledger.track_record(
-        model, launches=settings.watch.latest_rows, thumbnails=thumbnails), None)
+def track_record(settings: Settings, model: str, *, thumbnails: bool) -> TrackRecord | None:
+    """A model's track record, with as many launches as latest.xlsx lists (thumbnails only when asked)."""
+    return _read(settings.state, lambda ledger: ledger.launches.track_record(
+        model, newest=settings.watch.latest_rows, thumbnails=thumbnails), None)

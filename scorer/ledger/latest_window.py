@@ -42,7 +42,7 @@ def read_window(ledger: Ledger, settings: Settings, info: ModelInfo, now: float)
             f"SELECT files.name, coalesce(files.destination, files.path), files.reason, files.sha {_JOIN} "
             "WHERE decision = 'rejected' AND batches.created >= ? ORDER BY files.id DESC LIMIT ?", (since, limit))]
         duplicates = _duplicates(ledger, db, since, limit)
-        track = ledger.track_record(info.sha256, launches=limit)
+        track = ledger.launches.track_record(info.sha256, newest=limit)
     seen = {name for counts in tally.values() for kind, name in counts if kind == "class"}
     classes = (*info.classes, *sorted(seen - set(info.classes)))
     per_day = tuple(

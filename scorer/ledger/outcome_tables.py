@@ -1,36 +1,40 @@
-"""The ledger's outcome tables: likenesses kept at scoring time, launched posts paired with creatives, track records.
+"""The ledger's outcome tables: likenesses kept at scoring time, launches, and each model's track record.
 
 `scorer outcomes` writes them; latest.xlsx, the batch reports' Model sheet and the web page read them.
-Part of scorer.ledger.store.Ledger, which owns the connection and the meta table.
+Launches works on the connection of the Ledger that holds it (scorer.ledger.store), within its transactions;
+the track records sit in the ledger's meta table, one JSON each.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import Any
 
 from scorer.ledger.schema import (
-    LAUNCH_KEYS,
-    PAIR_COLUMNS,
+    LAUNCH_COLUMNS,
     SCORED_COLUMNS,
     TRACK_RECORD,
     Likeness,
-    Pair,
+    meta_value,
     scored_from_row,
+    set_meta,
 )
-from scorer.results import Launch, Scored, TrackSummary
+from scorer.results import Scored
 from scorer.sqlitetx import immediate
+from scorer.track_record import Launch, TrackRecord
+
+# A launch's creative is the first scored row of its content, as `Launches.creatives` lists them.
+_FIRST_SCORED = ("files.id = (SELECT min(id) FROM files AS first WHERE first.sha = outcomes.creative "
+                 "AND first.decision = 'scored')")
 
 
-class OutcomeTables:
-    """Launched posts matched back to the creatives scored before them (scorer.outcomes)."""
+class Launches:
+    """Launched posts paired with the creatives scored before them, and the track records made of them."""
 
-    _db: sqlite3.Connection
-    get: Callable[[str], str | None]  # the meta table (Ledger.get and Ledger.put)
-    put: Callable[[str, str], None]
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
 
     def creatives(self) -> list[tuple[Scored, str, Likeness | None]]:
         """Every creative scored, once per content: its result, the scoring model's SHA-256 and its likeness."""
@@ -56,64 +60,63 @@ class OutcomeTables:
                 [(k.sha, k.prints, k.embedding, k.model) for k in likenesses],
             )
 
-    def put_pairs(self, pairs: Sequence[Pair]) -> None:
-        """Record pairs found in one download: a post or a creative paired before is paired anew, never twice."""
+    def put(self, launches: Sequence[Launch]) -> None:
+        """Keep launches found in one download: a post or a creative paired before is paired anew, never twice."""
         with immediate(self._db):
-            self._db.executemany("DELETE FROM outcomes WHERE post = ?", [(post,) for post in self._base_named(pairs)])
+            older = self._base_named(launches)
+            self._db.executemany("DELETE FROM outcomes WHERE post = ?", [(post,) for post in older])
             self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
-                                 [(p.post, p.creative) for p in pairs])
+                                 [(launch.post, launch.creative.sha256) for launch in launches])
             self._db.executemany(
-                f"INSERT INTO outcomes ({PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p.post, p.post_sha, p.creative, p.model, p.similarity, p.posted_at, p.likes, p.comments, p.value,
-                  p.label, p.thumbnail) for p in pairs],
+                f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(k.post, k.post_sha256, k.creative.sha256, k.model, k.similarity, k.posted_at, k.likes, k.comments,
+                  k.value, k.real_class, k.post_thumbnail) for k in launches],
             )
 
-    def _base_named(self, pairs: Sequence[Pair]) -> list[str]:
-        """These posts as a version that keyed a post by its image's base name alone recorded them: a row under
+    def _base_named(self, launches: Sequence[Launch]) -> list[str]:
+        """These posts as a version that keyed a post by its image's base name alone kept them: a row under
         the base name with the very same picture (SHA-256), unless that name is a post of this download too."""
-        keys = {p.post for p in pairs}
-        older = {(PurePosixPath(p.post).name, p.post_sha) for p in pairs if "/" in p.post}
+        keys = {k.post for k in launches}
+        older = {(PurePosixPath(k.post).name, k.post_sha256) for k in launches if "/" in k.post}
         rows = self._db.execute("SELECT post, post_sha FROM outcomes WHERE instr(post, '/') = 0")
         return [post for post, sha in rows if (post, sha) in older and post not in keys]
 
-    def pairs(self, model: str | None = None) -> list[Pair]:
-        """The recorded pairs (of one scoring model's creatives, when given), oldest post first."""
-        where, args = ("WHERE model = ?", (model,)) if model else ("", ())
-        rows = self._db.execute(f"SELECT {PAIR_COLUMNS} FROM outcomes {where} ORDER BY posted_at, post", args)
-        return [Pair(*row) for row in rows.fetchall()]
+    def of(self, model: str, *, posts: Sequence[str] | None = None, thumbnails: bool = True) -> list[Launch]:
+        """The launches of one model's creatives (only these posts', when given), oldest post first.
 
-    def put_track_record(self, model: str, record: dict[str, Any]) -> None:
-        """Keep a model's latest track record (TrackRecord.as_dict), replacing the one before."""
-        self.put(TRACK_RECORD + model, json.dumps(record, default=str))
-
-    def track_record(self, model: str, *, launches: int = 0, thumbnails: bool = True) -> TrackSummary | None:
-        """A model's latest track record as reports show it (None before `scorer outcomes` made one).
-
-        With `launches`, that many of its pairs too, newest post first, with the post's and the creative's
-        thumbnails unless `thumbnails` is False (a plot needs only the figures).
+        Each creative is read as scored, less its evidence, overlay and advice, which a launch never shows;
+        without `thumbnails` neither picture is read (a plot or the figures need none).
         """
-        text = self.get(TRACK_RECORD + model)
+        picture, post_picture = ("thumbnail", "outcomes.thumbnail") if thumbnails else ("NULL", "NULL")
+        # the files table as SCORED_COLUMNS reads it, with only what a launch needs of each row
+        files = (f"SELECT id, sha, name, path, destination, done, batch, {picture} AS thumbnail, "
+                 "json_remove(result, '$.evidence', '$.overlay', '$.advice') AS result FROM files")
+        only = "AND outcomes.post IN (SELECT value FROM json_each(?))" if posts is not None else ""
+        rows = self._db.execute(
+            "SELECT outcomes.post, outcomes.post_sha, outcomes.model, outcomes.similarity, outcomes.posted_at, "
+            f"outcomes.likes, outcomes.comments, outcomes.value, outcomes.label, {post_picture}, {SCORED_COLUMNS} "
+            f"FROM outcomes JOIN ({files}) AS files ON {_FIRST_SCORED} "
+            f"JOIN batches ON batches.id = files.batch WHERE outcomes.model = ? {only} "
+            "ORDER BY outcomes.posted_at, outcomes.post",
+            (model, *([json.dumps(list(posts))] if posts is not None else [])),
+        )
+        return [Launch(post, post_sha, scored_from_row(creative), model_sha, similarity, posted_at, likes, comments,
+                       value, label, thumbnail)
+                for post, post_sha, model_sha, similarity, posted_at, likes, comments, value, label, thumbnail,
+                *creative in rows]
+
+    def put_track_record(self, track: TrackRecord) -> None:
+        """Keep a model's latest track record, replacing the one before."""
+        set_meta(self._db, TRACK_RECORD + track.model_sha256, json.dumps(track.as_dict(), default=str))
+
+    def track_record(self, model: str, *, newest: int = 0, thumbnails: bool = True) -> TrackRecord | None:
+        """A model's latest track record (None before `scorer outcomes` made one), with its `newest` launches.
+
+        Those launches carry the post's and the creative's thumbnails unless `thumbnails` is False.
+        """
+        text = meta_value(self._db, TRACK_RECORD + model)
         if text is None:
             return None
-        record = json.loads(text)
-        rows = record["pairs"][::-1][:launches]  # kept oldest post first
-        return TrackSummary(record["headline"], bool(record["no_better_than_guess"]),
-                            self._launches(model, rows, thumbnails) if rows else ())
-
-    def _launches(self, model: str, rows: list[dict[str, Any]], thumbnails: bool) -> tuple[Launch, ...]:
-        """A record's pairs, with their thumbnails when asked: the post as launched, the creative as scored."""
-        post_thumbs, creative_thumbs = self._launch_thumbnails(model, rows) if thumbnails else ({}, {})
-        return tuple(Launch(**{key: row[key] for key in LAUNCH_KEYS}, post_thumbnail=post_thumbs.get(row["post"]),
-                            creative_thumbnail=creative_thumbs.get(row["creative_sha256"])) for row in rows)
-
-    def _launch_thumbnails(self, model: str, rows: list[dict[str, Any]]
-                           ) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """The thumbnails of these pairs' posts (by post) and creatives (by SHA-256)."""
-        posts, creatives = {row["post"] for row in rows}, {row["creative_sha256"] for row in rows}
-        # streamed and filtered here, so memory holds only the thumbnails that will be shown
-        post_thumbs = {post: thumb for post, thumb in self._db.execute(
-            "SELECT post, thumbnail FROM outcomes WHERE model = ?", (model,)) if post in posts}
-        creative_thumbs = {sha: thumb for sha, thumb in self._db.execute(
-            "SELECT files.sha, files.thumbnail FROM outcomes JOIN files ON files.sha = outcomes.creative "
-            "WHERE outcomes.model = ? AND files.decision = 'scored'", (model,)) if sha in creatives}
-        return post_thumbs, creative_thumbs
+        data = json.loads(text)
+        posts = [row["post"] for row in data["pairs"][::-1][:newest]]  # kept oldest post first
+        return TrackRecord.kept(data, tuple(self.of(model, posts=posts, thumbnails=thumbnails)) if posts else ())

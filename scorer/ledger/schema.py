@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from scorer.results import Advice, Lookalikes, ModelInfo, Neighbour, Scored
 from scorer.scoring.engine import Item
+from scorer.sqlitetx import immediate
 
 LEDGER_NAME = "ledger.sqlite"
 VERSION = 3
@@ -75,8 +77,6 @@ CREATE TABLE outcomes (
 """
 # + a model's SHA-256: the meta key of its latest track record (scorer.outcomes), as JSON
 TRACK_RECORD = "track_record:"
-# The keys of a track record's pair that the reports show (scorer.results.Launch, less the thumbnails)
-LAUNCH_KEYS = ("post", "creative", "posted_at", "predicted_class", "predicted_score", "total", "real_class", "counted")
 # What turns a ledger of each earlier version into the next one: each step as it was written for its version,
 # so that a ledger of any age arrives at the current schema.
 MIGRATIONS = {
@@ -218,26 +218,18 @@ class Likeness:
     model: str
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A launched post matched to the creative scored before it, as the outcomes table keeps it."""
-
-    post: str
-    post_sha: str
-    creative: str
-    model: str
-    similarity: float
-    posted_at: float | None
-    likes: int
-    comments: int
-    value: float
-    label: str
-    thumbnail: bytes | None = None
-
-    @property
-    def total(self) -> int:
-        """Likes + comments."""
-        return self.likes + self.comments
+# The outcomes table's columns, in the order Launches.put writes them (scorer.ledger.outcome_tables)
+LAUNCH_COLUMNS = "post, post_sha, creative, model, similarity, posted_at, likes, comments, value, label, thumbnail"
 
 
-PAIR_COLUMNS = "post, post_sha, creative, model, similarity, posted_at, likes, comments, value, label, thumbnail"
+def meta_value(db: sqlite3.Connection, key: str) -> str | None:
+    """A value from the meta table, None where it has none."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    """Set a value in the meta table, in a transaction of its own."""
+    with immediate(db):
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                   (key, value))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import ServiceError
-from scorer.ledger.outcome_tables import OutcomeTables
+from scorer.ledger.outcome_tables import Launches
 from scorer.ledger.schema import (
     LEDGER_NAME,
     MIGRATIONS,
@@ -35,9 +35,11 @@ from scorer.ledger.schema import (
     Candidate,
     Entry,
     file_row,
+    meta_value,
     model_from_json,
     model_json,
     scored_from_row,
+    set_meta,
 )
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored
 from scorer.sqlitetx import immediate
@@ -57,8 +59,8 @@ class Disposal:
         return self.entry.destination
 
 
-class Ledger(OutcomeTables):
-    """The watch service's SQLite ledger; use from one thread."""
+class Ledger:
+    """The watch service's SQLite ledger; use from one thread. Its `launches` share its connection."""
 
     def __init__(self, state: Path) -> None:
         self.path = state / LEDGER_NAME
@@ -81,6 +83,7 @@ class Ledger(OutcomeTables):
             raise ServiceError(f"ledger {self.path} cannot be opened ({exc}): {fix}") from None
         if version > VERSION:
             raise ServiceError(f"ledger {self.path} was written by a newer scorer: upgrade this one")
+        self.launches = Launches(self._db)  # the outcome tables (scorer outcomes), in this ledger's transactions
 
     def close(self) -> None:
         """Close the database."""
@@ -270,13 +273,8 @@ class Ledger(OutcomeTables):
 
     def get(self, key: str) -> str | None:
         """A value from the meta table."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        return meta_value(self._db, key)
 
     def put(self, key: str, value: str) -> None:
         """Set a value in the meta table."""
-        with immediate(self._db):
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        set_meta(self._db, key, value)

@@ -19,6 +19,7 @@ from scorer.notify.sender import Sender
 from scorer.results import BatchResult
 from scorer.settings import Settings
 from scorer.textsafe import log_text
+from scorer.track_record import TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ class Notices:
                                "is lost; reports and moves are written once this is fixed (free space, close "
                                "the file, or fix the permissions)."))
 
-    def track_record_guess(self, model: str, verdict: str) -> None:
+    def track_record_guess(self, track: TrackRecord) -> None:
         """A model's track record on launched creatives turned to "no better than a guess" (once per model)."""
+        model = track.model_sha256
         self.queue(Message(f"guess-{model}", "Scorer: the model is no better than a guess on launched creatives",
-                           f"Model {model[:12]}…: {verdict}. Every batch report's Model sheet says so too."))
+                           f"Model {model[:12]}…: {track.verdict}. Every batch report's Model sheet says so too."))
 
     def model_refused(self, why: str, serving: str) -> None:
         """A reload's new model failed its pin or its load; the old one keeps serving."""

@@ -2,9 +2,9 @@
 
     import_posts + label      the posts, their likes + comments and the class the labelling rule gives them
     score_items               each post's prints and embedding, through the same engine that scored the creatives
-    _creative_likenesses           each creative's prints and embedding, computed on first need from its archived file
+    _creative_likenesses      each creative's prints and embedding, computed on first need from its archived file
     match                     one to one, most similar first, above outcomes.min_similarity
-    Ledger.put_pairs          recorded: a re-run changes nothing, grown likes update the values
+    Launches.put              the launches kept in the ledger: a re-run changes nothing, grown likes update them
     track_record              the configured model's figures and verdict, kept in the ledger and its card
 """
 
@@ -24,15 +24,17 @@ from scorer.config import require_writable_dir
 from scorer.context.signals import zone
 from scorer.decoding.vet import ImageLimits
 from scorer.errors import DataError
-from scorer.ledger.schema import Likeness, Pair
+from scorer.ledger.outcome_tables import Launches
+from scorer.ledger.schema import Likeness
 from scorer.ledger.store import Ledger
+from scorer.outcomes.figures import figures, verdict
 from scorer.outcomes.match import likenesses_of, match
-from scorer.outcomes.track_record import Launched, TrackRecord, figures, pair_row, verdict
 from scorer.results import Scored
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Engine, Item, score_items
 from scorer.settings import Settings
 from scorer.textsafe import log_text
+from scorer.track_record import Launch, TrackRecord
 from scorer.training.card import keep_track_record
 from scorer.training.labels import label
 from scorer.training.posts import BadRow, import_posts
@@ -40,9 +42,9 @@ from scorer.training.posts import BadRow, import_posts
 
 @dataclass(frozen=True)
 class OutcomesRun:
-    """What one `scorer outcomes` found, and the configured model's record after it."""
+    """What one `scorer outcomes` found, and the configured model's track record after it."""
 
-    record: TrackRecord
+    track: TrackRecord
     found: int
     unreadable: list[BadRow]
     unmatchable: int  # creatives with no likeness and no archived file to compute one from
@@ -50,7 +52,7 @@ class OutcomesRun:
 
 def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None, now: float | None = None
                  ) -> OutcomesRun:
-    """Match the posts in DATA to scored creatives, record the pairs and return the track record."""
+    """Match the posts in DATA to scored creatives, keep the launches and return the track record."""
     require_writable_dir(settings.state, "state")
     now = time.time() if now is None else now
     table, unreadable = _posts(settings, data)
@@ -63,18 +65,18 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
             raise DataError(f"the model has {len(engine.model.classes)} classes and train.label.classes "
                             f"{len(settings.train.label.classes)}: give train.label the rule the model was trained on")
         posts, rejected = _post_likenesses(engine, table)
-        creatives = ledger.creatives()
-        usable, unmatchable = _creative_likenesses(ledger, engine, creatives)
-        pairs = _pairs(posts, table, usable, settings.outcomes.min_similarity)
-        ledger.put_pairs(pairs)
-        record = track_record(ledger, creatives, sha, settings, now, len(posts) - len(pairs))
-        ledger.put_track_record(sha, record.as_dict())
+        creatives = ledger.launches.creatives()
+        usable, unmatchable = _creative_likenesses(ledger.launches, engine, creatives)
+        launches = _launches(posts, table, usable, settings.outcomes.min_similarity)
+        ledger.launches.put(launches)
+        track = track_record(ledger.launches, creatives, sha, settings, now, len(posts) - len(launches))
+        ledger.launches.put_track_record(track)
     finally:
         ledger.close()
         if own:
             engine.close()
-    keep_track_record(settings.model, {k: v for k, v in record.as_dict().items() if k != "pairs"})
-    return OutcomesRun(record, len(pairs), unreadable + rejected, unmatchable)
+    keep_track_record(settings.model, {k: v for k, v in track.as_dict().items() if k != "pairs"})
+    return OutcomesRun(track, len(launches), unreadable + rejected, unmatchable)
 
 
 def _posts(settings: Settings, data: Path) -> tuple[pd.DataFrame, list[BadRow]]:
@@ -112,15 +114,15 @@ def _posted(when: pd.Timestamp, date_only: bool, tz: ZoneInfo) -> float:
 
 def _post_likenesses(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
     """Each readable post's prints and embedding (by table row), and the posts that could not be decoded."""
-    items = [Item(Path(image), str(row)) for row, image in enumerate(table["image"])]
+    items = [Item(Path(image), str(post)) for image, post in zip(table["image"], table["post"], strict=True)]
+    rows = {str(item.path): row for row, item in enumerate(items)}  # a result's location is its item's path
     result = score_items(items, engine.model, engine.pool, check=engine.check)
-    likenesses = {int(s.name): s for s in result.scored if s.prints is not None}
-    bad = [BadRow(log_text(str(table["post"][int(r.name)])), r.reason) for r in result.rejected]
-    return likenesses, bad
+    likenesses = {rows[s.location]: s for s in result.scored if s.prints is not None}
+    return likenesses, [BadRow(log_text(r.name), r.reason) for r in result.rejected]
 
 
-def _creative_likenesses(ledger: Ledger, engine: Engine, creatives: Sequence[tuple[Scored, str, Likeness | None]]
-                    ) -> tuple[list[tuple[Scored, str, Likeness]], int]:
+def _creative_likenesses(store: Launches, engine: Engine, creatives: Sequence[tuple[Scored, str, Likeness | None]]
+                         ) -> tuple[list[tuple[Scored, str, Likeness]], int]:
     """Each creative's likeness under the engine's model; one kept without it is computed from its archived file."""
     sha = engine.opened.sha256
     wanted = [s for s, _, likeness in creatives
@@ -128,11 +130,12 @@ def _creative_likenesses(ledger: Ledger, engine: Engine, creatives: Sequence[tup
     present = [s for s in wanted if Path(s.location).is_file()]
     fresh: list[Likeness] = []
     if present:
-        items = [Item(Path(s.location), s.sha256) for s in present]
-        for got in score_items(items, engine.model, engine.pool, check=engine.check).scored:
-            if got.sha256 == got.name:  # the archived file is still the content that was scored
-                fresh.append(Likeness(got.sha256, got.prints, got.embedding, sha))
-        ledger.put_likenesses(fresh)
+        shas = {s.sha256 for s in present}
+        items = [Item(Path(s.location), s.name) for s in present]
+        fresh = [Likeness(got.sha256, got.prints, got.embedding, sha)
+                 for got in score_items(items, engine.model, engine.pool, check=engine.check).scored
+                 if got.sha256 in shas]  # an archived file that is still content that was scored
+        store.put_likenesses(fresh)
     by_sha = {likeness.sha: likeness for likeness in fresh}
     usable = []
     for s, model, likeness in creatives:
@@ -144,41 +147,39 @@ def _creative_likenesses(ledger: Ledger, engine: Engine, creatives: Sequence[tup
     return usable, len(creatives) - len(usable)
 
 
-def _pairs(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tuple[Scored, str, Likeness]],
-           threshold: float) -> list[Pair]:
-    """The posts matched one to one to creatives, as pairs to record."""
+def _launches(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence[tuple[Scored, str, Likeness]],
+              threshold: float) -> list[Launch]:
+    """The posts matched one to one to creatives, as launches to keep."""
     rows = sorted(posts)
     post_likenesses = likenesses_of([posts[r].prints or b"" for r in rows], [posts[r].embedding for r in rows])
     creative_likenesses = likenesses_of([k.prints or b"" for _, _, k in creatives],
                                         [k.embedding for _, _, k in creatives])
-    pairs = []
+    launches = []
     for p, c, similarity in match(post_likenesses, creative_likenesses, threshold):
         row = table.iloc[rows[p]]
         posted = row["posted"]
-        pairs.append(Pair(
-            post=str(row["post"]), post_sha=str(row["sha256"]), creative=creatives[c][0].sha256,
-            model=creatives[c][1], similarity=similarity,
-            posted_at=None if pd.isna(posted) else float(posted), likes=int(row["likes"]),
-            comments=int(row["comments"]), value=float(row["value"]), label=str(row["label"]),
-            thumbnail=posts[rows[p]].thumbnail,
+        creative, model, _ = creatives[c]
+        launches.append(Launch(
+            post=str(row["post"]), post_sha256=str(row["sha256"]), creative=creative, model=model,
+            similarity=similarity, posted_at=None if pd.isna(posted) else float(posted), likes=int(row["likes"]),
+            comments=int(row["comments"]), value=float(row["value"]), real_class=str(row["label"]),
+            post_thumbnail=posts[rows[p]].thumbnail,
         ))
-    return pairs
+    return launches
 
 
-def track_record(ledger: Ledger, creatives: Sequence[tuple[Scored, str, Likeness | None]], model: str,
+def track_record(store: Launches, creatives: Sequence[tuple[Scored, str, Likeness | None]], model: str,
                  settings: Settings, now: float, unmatched_posts: int) -> TrackRecord:
-    """One model's record from every pair recorded for its creatives; only mature forward pairs count."""
-    by_sha = {s.sha256: s for s, _, _ in creatives}
-    launched = [Launched(p, by_sha[p.creative]) for p in ledger.pairs(model) if p.creative in by_sha]
+    """One model's track record from every launch kept for its creatives; only mature forward launches count."""
+    launches = store.of(model, thumbnails=False)
     settled = now - settings.outcomes.min_age_days * 86400
-    mature = [item for item in launched if item.counted and (item.pair.posted_at or now) <= settled]
-    counted = {id(item) for item in mature}
+    counted = [launch for launch in launches if launch.counted(settled)]
     train = settings.train
-    found = figures(mature, train.label.classes, train.bootstrap, train.seed)
+    found = figures(counted, train.label.classes, train.bootstrap, train.seed)
     return TrackRecord(
-        model_sha256=model, matched=len(launched), mature=len(mature),
-        early=sum(not item.counted for item in launched),
-        not_posted=sum(m == model for _, m, _ in creatives) - len(launched), unmatched_posts=unmatched_posts,
-        verdict=verdict(len(mature), found["spearman"], settings.outcomes.min_pairs),
-        pairs=[pair_row(item, id(item) in counted) for item in launched], **found,
+        model_sha256=model, settled=settled, matched=len(launches), mature=len(counted),
+        early=sum(not launch.forward for launch in launches),
+        not_posted=sum(m == model for _, m, _ in creatives) - len(launches), unmatched_posts=unmatched_posts,
+        verdict=verdict(len(counted), found["spearman"], settings.outcomes.min_pairs), launches=tuple(launches),
+        **found,
     )

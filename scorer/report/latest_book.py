@@ -24,7 +24,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from scorer.fsutil import atomic_write
 from scorer.report.layout import BOLD, WARNING_FONT, WRAP, cell, header_row, printed, wrapped_height
 from scorer.report.workbook import ReportContent, add_sheets
-from scorer.results import Launch
+from scorer.track_record import Launch
 
 LATEST_NAME = "latest.xlsx"  # in outbox/: the whole window of the watch service, rebuilt in the background
 _MIDDLE = Alignment(vertical="center")
@@ -149,8 +149,8 @@ def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> N
     if track is None:
         _sentences(ws, [NO_RECORD], widths, start=2)
         return
-    last = get_column_letter(len(widths))
-    for row, (key, value) in enumerate(track.lines.items(), start=2):
+    last, lines = get_column_letter(len(widths)), track.headline
+    for row, (key, value) in enumerate(lines.items(), start=2):
         # the figures over every other column: a long verdict wraps on the page
         ws.merged_cells.add(f"B{row}:{last}{row}")
         ws.row_dimensions[row].height = wrapped_height([(key, widths[0]), (value, sum(widths[1:]))])
@@ -158,32 +158,33 @@ def track_sheet(ws: WriteOnlyWorksheet, content: ReportContent, limit: int) -> N
         for c in line:
             c.alignment = WRAP
             if key == "Verdict":
-                c.font = WARNING_FONT if track.guess else BOLD
+                c.font = WARNING_FONT if track.no_better_than_guess else BOLD
         ws.append(line)
     _sentences(ws, [f"Below: the newest {len(track.launches):,} launched creatives (at most {limit:,}, "
                     "watch.latest_rows). Counted: posted after the creative was scored and at least "
-                    "outcomes.min_age_days old; only those make the figures above."], widths, len(track.lines) + 2)
+                    "outcomes.min_age_days old; only those make the figures above."], widths, len(lines) + 2)
     ws.append([])
-    first = len(track.lines) + 5  # title, the lines, the note, a blank row and the header come first
+    first = len(lines) + 5  # title, the lines, the note, a blank row and the header come first
     ws.row_dimensions[first - 1].height = 30
     ws.append(header_row(ws, LAUNCH_HEADERS))
-    for row, launch in enumerate(track.launches, start=first):
+    for row, launch in enumerate(reversed(track.launches), start=first):  # the newest post first
         # Images and row heights must be known before the row is streamed out.
-        pictures = [(launch.post_thumbnail, "C"), (launch.creative_thumbnail, "E")] if style.thumbnails else []
+        pictures = [(launch.post_thumbnail, "C"), (launch.creative.thumbnail, "E")] if style.thumbnails else []
         for picture, column in pictures:
             if picture:
                 ws.add_image(SheetImage(io.BytesIO(picture)), f"{column}{row}")
         if any(picture for picture, _ in pictures):
             ws.row_dimensions[row].height = style.thumbnail_px * 0.75 + 4
-        ws.append(_launch_row(ws, launch))
+        ws.append(_launch_row(ws, launch, launch.counted(track.settled)))
 
 
-def _launch_row(ws: WriteOnlyWorksheet, launch: Launch) -> list[Cell]:
+def _launch_row(ws: WriteOnlyWorksheet, launch: Launch, counted: bool) -> list[Cell]:
     posted = (cell(ws, datetime.fromtimestamp(launch.posted_at), "yyyy-mm-dd hh:mm") if launch.posted_at is not None
               else cell(ws, "no date"))
-    cells = [posted, cell(ws, launch.post), cell(ws, None), cell(ws, launch.creative), cell(ws, None),
-             cell(ws, launch.predicted_class), cell(ws, launch.predicted_score, "0.0"), cell(ws, launch.total, "#,##0"),
-             cell(ws, launch.real_class), cell(ws, "yes" if launch.counted else "no")]
+    creative = launch.creative
+    cells = [posted, cell(ws, launch.post), cell(ws, None), cell(ws, creative.name), cell(ws, None),
+             cell(ws, creative.predicted), cell(ws, creative.score, "0.0"), cell(ws, launch.total, "#,##0"),
+             cell(ws, launch.real_class), cell(ws, "yes" if counted else "no")]
     for c in cells:
         c.alignment = _MIDDLE
     return cells

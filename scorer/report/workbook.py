@@ -33,9 +33,10 @@ from scorer.report.evidence_columns import (
     evidence_widths,
 )
 from scorer.report.layout import WARNING_FONT, WRAP, WRAP_MIDDLE, append_fitted, cell, header
-from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, TrackSummary, rank
+from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, rank
 from scorer.settings import ReportSettings
 from scorer.textsafe import display_text
+from scorer.track_record import TrackRecord
 
 REPORT_PREFIX = "engagement-report-"
 FIXED_HEADERS = ("Rank", "File", "Predicted class", "Confidence", "Engagement score")
@@ -59,7 +60,7 @@ class ReportContent:
     result: BatchResult
     info: ModelInfo
     style: ReportSettings = ReportSettings()
-    track: TrackSummary | None = None  # the model's record on launched creatives, where `scorer outcomes` made one
+    track: TrackRecord | None = None  # its track record on launched creatives, once `scorer outcomes` made one
 
 
 def headers(classes: Sequence[str], evidence: Sequence[str] = ()) -> list[str]:
@@ -182,7 +183,7 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
     info, track = content.info, content.track
     # first, so nobody reads the scores without them
     warnings = [("Demo model", DEMO_LINE)] if demo_model(info.path) else []
-    if track is not None and track.guess:
+    if track is not None and track.no_better_than_guess:
         warnings.append(("Warning", f"Track record: {track.verdict}"))
     rows: list[tuple[str, str]] = [
         ("Model file", str(info.path)),
@@ -201,7 +202,7 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
     ]
     rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]
-    rows += [(f"Track record: {key}", value) for key, value in (track.lines.items() if track else ())]
+    rows += [(f"Track record: {key}", value) for key, value in (track.headline.items() if track else ())]
     for row, (key, value) in enumerate([*warnings, *rows], start=2):
         line = _wrapped([cell(ws, key), cell(ws, value)])
         if row < 2 + len(warnings):

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from scorer.fsutil import atomic_write
+from scorer.results import show_interval
 from scorer.textsafe import csv_text
 from scorer.training.evaluate import Evaluation, Interval
 
@@ -57,17 +58,6 @@ def headline(ev: Evaluation, split: str) -> dict[str, str]:
         "Spearman (score vs total)": show_interval(ev.spearman),
         "Validation posts": f"{ev.n}, {how}",
     }
-
-
-def show_interval(iv: Interval, *, percent: bool = False, interval: bool = True) -> str:
-    """A metric and its 95% interval as the card and the reports show it ("n/a" where undefined)."""
-    if iv.value is None or iv.low is None or iv.high is None:
-        return "n/a"
-    if percent:
-        text, low, high = f"{iv.value:.0%}", f"{iv.low:.0%}", f"{iv.high:.0%}"
-    else:
-        text, low, high = f"{iv.value:.2f}", f"{iv.low:.2f}", f"{iv.high:.2f}"
-    return f"{text} (95% CI {low} to {high})" if interval else text
 
 
 def write_card(model: Path, card: dict[str, Any], predictions: pd.DataFrame, counts: pd.DataFrame) -> Path:

@@ -15,19 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scorer.results import Interval as Interval  # re-exported: the training room takes it from here
 from scorer.results import engagement_score
 
 # Resamples processed together: bounds memory at about chunk × rows integers.
 _CHUNK = 100
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A metric and its bootstrap 95% interval (None where undefined, e.g. a constant score)."""
-
-    value: float | None
-    low: float | None
-    high: float | None
 
 
 @dataclass(frozen=True)

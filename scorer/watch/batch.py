@@ -35,10 +35,11 @@ from scorer.fsutil import free_name, remove_temps
 from scorer.ledger.schema import Candidate, Entry
 from scorer.ledger.store import Ledger
 from scorer.report.workbook import ReportContent, report_name, save_report
-from scorer.results import BatchResult, Progress, Scored, TrackSummary
+from scorer.results import BatchResult, Progress, Scored
 from scorer.scoring.engine import Engine
 from scorer.settings import Settings
 from scorer.textsafe import log_text
+from scorer.track_record import TrackRecord
 from scorer.watch.backoff import WriteBackoff
 from scorer.watch.disposal import dispose_pending, fitting, reason_path, reserved
 from scorer.watch.triage import Triage, duplicate
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Told of each batch whose report is on disk: its id, the report and its rows (scorer.notify.notices.Notices).
 Announce = Callable[[int, Path, BatchResult], None]
-#: Told once of a model whose track record says "no better than a guess": its SHA-256 and the verdict.
-Warn = Callable[[str, str], None]
+#: Told once of a model whose track record says "no better than a guess", with that track record.
+Warn = Callable[[TrackRecord], None]
 
 # A file unreadable for a moment (EACCES, ENOENT on a share) is tried in this many batches before it is rejected.
 PASSING_TRIES = 3
@@ -70,7 +71,7 @@ class HotFolder:
     """The inbox, the outbox and the ledger that keeps them consistent."""
 
     def __init__(self, settings: Settings, ledger: Ledger, announce: Announce = lambda batch, report, result: None,
-                 warn: Warn = lambda model, verdict: None) -> None:
+                 warn: Warn = lambda track: None) -> None:
         self.settings = settings
         self.ledger = ledger
         self._announce = announce
@@ -199,13 +200,13 @@ class HotFolder:
             placed.append(dataclasses.replace(e, destination=destination))
         return placed
 
-    def track_record(self, model: str) -> TrackSummary | None:
+    def track_record(self, model: str) -> TrackRecord | None:
         """A model's track record (scorer outcomes) for its reports; the first "no better than a guess" is logged."""
-        track = self.ledger.track_record(model)
-        if track is not None and track.guess and model not in self._warned:
+        track = self.ledger.launches.track_record(model)
+        if track is not None and track.no_better_than_guess and model not in self._warned:
             self._warned.add(model)
             log.warning("the track record of model %s… on launched creatives: %s", model[:12], track.verdict)
-            self._warn(model, track.verdict)
+            self._warn(track)
         return track
 
     def _write_report(self, batch: int, report: Path) -> bool:

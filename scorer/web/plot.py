@@ -7,20 +7,20 @@ Content-Security-Policy; colours are SVG attributes, which the policy's style ru
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-from scorer.results import Launch
+from scorer.track_record import TrackRecord
 
 WIDTH, HEIGHT = 640, 380
 _LEFT, _RIGHT, _TOP, _BOTTOM = 72, 16, 16, 52  # margins, in SVG units, for the axes and their labels
 _INK, _LINE, _ACCENT = "#1d2733", "#dde3ea", "#1f4e78"
 
 
-def scatter(launches: Sequence[Launch]) -> Markup:
-    """An SVG of predicted score (across, 0-100) against likes + comments (up); counted pairs filled, others hollow."""
-    top = _ceiling(max((launch.total for launch in launches), default=0))
+def scatter(track: TrackRecord) -> Markup:
+    """An SVG of predicted score (across, 0-100) against likes + comments (up) of the track record's launches:
+    the counted ones filled, the others hollow."""
+    top = _ceiling(max((launch.total for launch in track.launches), default=0))
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
 
     def x(score: float) -> float:
@@ -43,12 +43,12 @@ def scatter(launches: Sequence[Launch]) -> Markup:
     parts.append(_text(_LEFT + plot_w / 2, HEIGHT - 10, "Engagement score predicted before launch", "middle"))
     parts.append(f'<text x="16" y="{_TOP + plot_h / 2:.1f}" fill="{_INK}" font-size="13" text-anchor="middle" '
                  f'transform="rotate(-90 16 {_TOP + plot_h / 2:.1f})">Real likes + comments</text>')
-    for launch in launches:
-        fill = _ACCENT if launch.counted else "none"
-        parts.append(f'<circle class="launch{" counted" if launch.counted else ""}" '
-                     f'cx="{x(launch.predicted_score):.1f}" cy="{y(launch.total):.1f}" r="5" fill="{fill}" '
+    for launch in track.launches:
+        counted, score = launch.counted(track.settled), launch.creative.score
+        parts.append(f'<circle class="launch{" counted" if counted else ""}" '
+                     f'cx="{x(score):.1f}" cy="{y(launch.total):.1f}" r="5" fill="{_ACCENT if counted else "none"}" '
                      f'stroke="{_ACCENT}" stroke-width="1.5"><title>{escape(launch.post)}: score '
-                     f'{launch.predicted_score:.1f}, {launch.total:,} likes + comments</title></circle>')
+                     f'{score:.1f}, {launch.total:,} likes + comments</title></circle>')
     parts.append("</svg>")
     return Markup("".join(parts))  # safe: the only outside text, the post names, went through escape()
 

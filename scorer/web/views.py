@@ -21,9 +21,10 @@ from scorer.decoding.vet import is_ignored_name
 from scorer.fsutil import open_regular
 from scorer.ledger import history
 from scorer.report.latest_book import LATEST_NAME
-from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, TrackSummary, rank
+from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, rank
 from scorer.settings import Settings
 from scorer.textsafe import display_text
+from scorer.track_record import TrackRecord
 from scorer.web.plot import scatter
 
 _REPORT = re.compile(r"^engagement-report-[0-9]{8}-[0-9]{6}[A-Za-z0-9-]*\.xlsx$")
@@ -69,7 +70,7 @@ class ModelView:
     pinned: str | None
     card: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # the card's headline, less what the ways' table shows
-    track: TrackSummary | None = None  # its record on launched creatives, once `scorer outcomes` made one
+    track: TrackRecord | None = None  # its track record on launched creatives, once `scorer outcomes` made one
     plot: Markup = Markup()  # the record's scatter plot, predicted score against real engagement
 
 
@@ -174,7 +175,7 @@ def model_view(settings: Settings, info: ModelInfo) -> ModelView:
             card = {}
     track = _track_record(settings, info.sha256)
     return ModelView(info, settings.model_sha256, card, _metrics(card), track,
-                     scatter(track.launches) if track else Markup())
+                     scatter(track) if track else Markup())
 
 
 def _metrics(card: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def _metrics(card: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in headline.items() if key not in shown}
 
 
-def _track_record(settings: Settings, model: str) -> TrackSummary | None:
-    """The model's track record from the watch service's ledger, with as many pairs as latest.xlsx lists."""
+def _track_record(settings: Settings, model: str) -> TrackRecord | None:
+    """The model's track record from the watch service's ledger, with as many launches as latest.xlsx lists."""
     # the plot needs the figures only: reading every pair's two thumbnails per page view would be waste
     return history.track_record(settings, model, thumbnails=False)

@@ -23,7 +23,7 @@ from PIL import Image
 from scorer.cli import main
 from scorer.config import load_settings
 from scorer.decoding.prints import phash_bits
-from scorer.ledger.schema import PAIR_COLUMNS
+from scorer.ledger.schema import LAUNCH_COLUMNS
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import run_outcomes
 from tests.support.helpers import after_first_start
@@ -68,7 +68,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory, tiny_learner: Path, first_s
     assert done.returncode == 0, done.stderr
     ledger = Ledger(root / "state")
     try:
-        creatives = ledger.creatives()
+        creatives = ledger.launches.creatives()
     finally:
         ledger.close()
     assert len(creatives) == SCORED
@@ -139,13 +139,13 @@ def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: P
         db.execute("DELETE FROM likeness WHERE rowid IN (SELECT rowid FROM likeness LIMIT 6)")
     data = write_account(account, tmp_path / "shop", following(account))
     run = run_outcomes(load_settings(account.config), data, now=time.time() + LATER)
-    rec = run.record
+    rec = run.track
     truth = {f"post-{n:02}.jpg": name for n, name in enumerate(posted_names(account))}
-    right = [p for p in rec.pairs if truth.get(p["post"]) == p["creative"]]
-    false = [p for p in rec.pairs if p["post"].startswith("other-")]
-    assert len(right) >= 0.95 * POSTED, rec.pairs
+    right = [k for k in rec.launches if truth.get(k.post) == k.creative.name]
+    false = [k.post for k in rec.launches if k.post.startswith("other-")]
+    assert len(right) >= 0.95 * POSTED, [(k.post, k.creative.name) for k in rec.launches]
     assert len(false) < 0.01 * NEVER, false
-    assert rec.matched == len(rec.pairs) and rec.unmatched_posts == POSTED + NEVER - rec.matched
+    assert rec.matched == len(rec.launches) and rec.unmatched_posts == POSTED + NEVER - rec.matched
     assert rec.early == EARLY and rec.mature == rec.matched - EARLY
     assert rec.not_posted == SCORED - rec.matched
     assert [b.source for b in run.unreadable] == ["posts.csv line 102"]
@@ -155,14 +155,14 @@ def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: P
 
     # the same download again changes nothing
     before = outcomes_rows(account.root)
-    again = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    again = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).track
     assert outcomes_rows(account.root) == before
     assert (again.matched, again.mature, again.verdict) == (rec.matched, rec.mature, rec.verdict)
 
     # a later download with grown likes: new values, the same counts
     grown = {k: v * 3 // 2 for k, v in following(account).items()}
     later = write_account(account, tmp_path / "later", grown)
-    third = run_outcomes(load_settings(account.config), later, now=time.time() + LATER).record
+    third = run_outcomes(load_settings(account.config), later, now=time.time() + LATER).track
     after = outcomes_rows(account.root)
     assert len(after) == len(before) and (third.matched, third.mature) == (rec.matched, rec.mature)
     assert [r[4] for r in after] != [r[4] for r in before]
@@ -172,7 +172,7 @@ def test_matches_posts_through_instagram_transforms(scored: Account, tmp_path: P
 def test_unrelated_likes_are_no_better_than_a_guess(scored: Account, tmp_path: Path) -> None:
     account = copy_of(scored, tmp_path / "proj")
     data = write_account(account, tmp_path / "shop", unrelated(account))
-    rec = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    rec = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).track
     assert rec.mature >= 20
     assert rec.spearman.low is not None and rec.spearman.high is not None
     assert rec.spearman.low <= 0 <= rec.spearman.high
@@ -244,10 +244,10 @@ def sha_of(path: Path) -> str:
 
 
 def old_row(root: Path, post: str, post_sha: str, creative: Path) -> None:
-    """A pair as an older version recorded it, keyed by the post's base name."""
+    """A launch as an older version kept it, keyed by the post's base name."""
     with sqlite3.connect(root / "state" / "ledger.sqlite") as db:
         model = db.execute("SELECT DISTINCT json_extract(model, '$.sha256') FROM batches").fetchone()[0]
-        db.execute(f"INSERT INTO outcomes ({PAIR_COLUMNS}) VALUES (?, ?, ?, ?, 0.9, 0, 5000, 50, 5050, 'Low', NULL)",
+        db.execute(f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, 0.9, 0, 5000, 50, 5050, 'Low', NULL)",
                    (post, post_sha, sha_of(creative), model))
 
 
@@ -293,11 +293,12 @@ def test_a_date_without_a_time_is_the_end_of_that_day_in_the_account_zone(scored
         days.append(scored_day - timedelta(days=n))  # the first posted the day it was scored, the second the day before
     write_rows(data / "posts.csv", [{"file": f"post-{n}.jpg", "likes": 5000, "comments": 50,
                                      "posted_at": day.isoformat()} for n, day in enumerate(days)])
-    record = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).record
+    record = run_outcomes(load_settings(account.config), data, now=time.time() + LATER).track
     assert (record.matched, record.early) == (2, 1)
     ends = [datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone)).timestamp() - 1
             for day in days]
-    assert [(p["post"], p["posted_at"], p["counted"]) for p in sorted(record.pairs, key=lambda p: p["post"])] == [
+    launches = sorted(record.launches, key=lambda k: k.post)
+    assert [(k.post, k.posted_at, k.counted(record.settled)) for k in launches] == [
         ("post-0.jpg", ends[0], True), ("post-1.jpg", ends[1], False)]
 
 

@@ -10,7 +10,6 @@ import pytest
 from openpyxl import load_workbook
 
 from scorer.ledger.store import Ledger
-from scorer.outcomes.track_record import headline
 from scorer.report.workbook import ReportContent, headers, report_name, save_report
 from scorer.results import BatchResult, Duplicate, ModelInfo, Rejected, Scored, engagement_score
 from tests.support.history import INFO, fill_history, record_launches, unrelated_to
@@ -122,7 +121,7 @@ def test_model_sheet_carries_the_track_record_and_opens_with_a_guess(tmp_path: P
     assert record.no_better_than_guess == (likes == "unrelated"), f"precondition not reached: {record.verdict}"
     ledger = Ledger(tmp_path)
     try:
-        track = ledger.track_record(INFO.sha256)
+        track = ledger.launches.track_record(INFO.sha256)
     finally:
         ledger.close()
     content = ReportContent(BatchResult(made[:3]), INFO, track=track)
@@ -130,7 +129,7 @@ def test_model_sheet_carries_the_track_record_and_opens_with_a_guess(tmp_path: P
     warning = [("Warning", f"Track record: {record.verdict}")] if likes == "unrelated" else []
     assert rows[1:1 + len(warning)] == warning, "a guess is said first"
     assert rows[1 + len(warning)][0] == "Model file"
-    lines = headline(record)
+    lines = record.headline
     assert rows[-len(lines):] == [(f"Track record: {key}", value) for key, value in lines.items()]
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry, Pair
+from scorer.ledger.schema import LEDGER_NAME, Candidate, Entry
 from scorer.ledger.store import Ledger
 from scorer.outcomes.run import track_record
-from scorer.outcomes.track_record import TrackRecord
 from scorer.results import ModelInfo, Scored
 from scorer.settings import Settings
+from scorer.track_record import Launch, TrackRecord
 from scorer.training.evaluate import spearman
 from scorer.training.labels import label
 from tests.support.imagegen import creative
@@ -74,28 +74,28 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
 
 def record_launches(state: Path, launched: Sequence[Scored], totals: Sequence[int], *, after_days: float = 1.0,
                     now: float | None = None, thumb: bytes | None = None, model: str = INFO.sha256) -> TrackRecord:
-    """Record each creative as posted `after_days` after scoring with these likes, and keep the model's record.
+    """Keep each creative as launched `after_days` after scoring with these likes, and the model's track record.
 
-    The pairs go through the real labelling rule and Ledger.put_pairs, and the record is computed and
+    The launches go through the real labelling rule and Launches.put, and the track record is computed and
     kept as `scorer outcomes` does after matching; `now` defaults to a month on, when every post is mature.
     """
     settings = Settings()
     posted = [s.scored_at + after_days * 86400 for s in launched]
     table = label(pd.DataFrame({"likes": list(totals), "comments": [0] * len(totals), "posted_at": posted}),
                   settings.train.label)
-    pairs = [Pair(f"post-{i:03}.jpg", f"{i:064x}", s.sha256, model, 0.97, when, int(total), 0, float(value),
-                  str(cls), thumb)
-             for i, (s, when, total, value, cls) in enumerate(
-                 zip(launched, posted, totals, table["value"], table["label"], strict=True))]
+    launches = [Launch(f"post-{i:03}.jpg", f"{i:064x}", s, model, 0.97, when, int(total), 0, float(value), str(cls),
+                       thumb)
+                for i, (s, when, total, value, cls) in enumerate(
+                    zip(launched, posted, totals, table["value"], table["label"], strict=True))]
     ledger = Ledger(state)
     try:
-        ledger.put_pairs(pairs)
+        ledger.launches.put(launches)
         now = time.time() + 30 * 86400 if now is None else now
-        record = track_record(ledger, ledger.creatives(), model, settings, now, 0)
-        ledger.put_track_record(model, record.as_dict())
+        track = track_record(ledger.launches, ledger.launches.creatives(), model, settings, now, 0)
+        ledger.launches.put_track_record(track)
     finally:
         ledger.close()
-    return record
+    return track
 
 
 def unrelated_to(scores: Sequence[float], values: Sequence[int]) -> list[int]:

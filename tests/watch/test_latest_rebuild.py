@@ -20,7 +20,6 @@ from openpyxl import load_workbook
 from scorer.config import load_settings
 from scorer.ledger.schema import LEDGER_NAME
 from scorer.ledger.store import Ledger
-from scorer.outcomes.track_record import headline
 from scorer.report.latest_book import LAUNCH_HEADERS, NO_RECORD
 from scorer.results import Scored, rank
 from scorer.settings import Settings
@@ -124,18 +123,19 @@ def test_latest_has_a_track_record_sheet_that_libreoffice_opens(tmp_path: Path) 
     assert wb.sheetnames[-1] == "Track record"
     ws = wb["Track record"]
     rows = [row[:10] for row in ws.iter_rows(values_only=True)]
-    lines = list(headline(record).items())
+    lines = list(record.headline.items())
     assert str(rows[0][0]).startswith(f"Track record of model {INFO.sha256[:12]}")
     assert [row[:2] for row in rows[1:1 + len(lines)]] == lines, "the figures, the verdict first"
     assert "the newest 20 launched creatives (at most 20" in str(rows[1 + len(lines)][0])
     assert rows[3 + len(lines)] == LAUNCH_HEADERS
     listed = rows[4 + len(lines):]
-    newest = record.pairs[::-1][:20]
-    assert [row[1] for row in listed] == [p["post"] for p in newest], "each pair, newest post first"
-    for row, pair in zip(listed, newest, strict=True):
-        assert abs(row[0].timestamp() - pair["posted_at"]) < 1
-        assert row[3:] == (pair["creative"], None, pair["predicted_class"], pair["predicted_score"], pair["total"],
-                           pair["real_class"], "yes")
+    newest = record.launches[::-1][:20]
+    assert [row[1] for row in listed] == [k.post for k in newest], "each launch, newest post first"
+    for row, launch in zip(listed, newest, strict=True):
+        assert launch.posted_at is not None and abs(row[0].timestamp() - launch.posted_at) < 1
+        creative = launch.creative
+        assert row[3:] == (creative.name, None, creative.predicted, pytest.approx(creative.score), launch.total,
+                           launch.real_class, "yes")
     assert len(ws._images) == 40, "both thumbnails of each pair: the post as launched, the creative as scored"
 
     read = as_libreoffice_reads(path, tmp_path / "csv")
@@ -143,7 +143,7 @@ def test_latest_has_a_track_record_sheet_that_libreoffice_opens(tmp_path: Path) 
         shown = read["Track record"]
         assert shown[1][:2] == ["Verdict", record.verdict]
         start = next(i for i, row in enumerate(shown) if row[:2] == ["Posted", "Post"]) + 1
-        assert [row[1] for row in shown[start:]] == [p["post"] for p in newest]
+        assert [row[1] for row in shown[start:]] == [k.post for k in newest]
 
 
 def test_the_rebuilder_coalesces_retries_a_failed_write_and_finishes_on_close(

@@ -208,8 +208,8 @@ def test_the_model_page_plots_the_track_record(server: tuple[str, Project], brow
     # higher scores sit further right: the points are where the data puts them
     x = {float(p.get_attribute("cx")): p.find_element(By.TAG_NAME, "title").get_attribute("textContent")
          for p in points}
-    lowest = min(record.pairs, key=lambda p: p["predicted_score"])
-    assert x[min(x)].startswith(f"{lowest['post']}: score")
+    lowest = min(record.launches, key=lambda k: k.creative.score)
+    assert x[min(x)].startswith(f"{lowest.post}: score")
 
 
 def test_the_server_refuses_requests_without_the_token(server: tuple[str, Project]) -> None:

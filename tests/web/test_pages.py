@@ -224,7 +224,7 @@ def test_model_page_shows_the_track_record_or_how_to_make_one(project: Project, 
         page = client.get("/model").text
     assert f"<strong>Verdict:</strong> {record.verdict}" in page
     assert page.count('<svg class="scatter"') == 1 and page.count("<circle ") == 24
-    assert page.count('<circle class="launch counted"') == 0 and f"{record.pairs[0]['post']}: score" in page
+    assert page.count('<circle class="launch counted"') == 0 and f"{record.launches[0].post}: score" in page
 
 
 def test_each_heat_map_on_a_card_has_a_caption(project: Project, engine: Engine, tmp_path: Path) -> None:
