@@ -92,6 +92,7 @@ Floors, from the bottom up:
         layout.py           cells, the header row, and how each sheet prints: A4 pages, print titles, wrapped rows
         workbook.py         Ranking, Rejected, Duplicates and Model sheets, streamed (write-only mode)
         evidence_columns.py the report's evidence columns: where the model looked, look-alikes, how they did
+        filmstrip.py        a video's filmstrip: about six sampled frames, each with its time and score, the hook marked
         latest_book.py      latest.xlsx: a Summary of the whole window, then the bounded sheets
     notify/             notifications through Apprise (the only apprise import)
         destinations.py     the Apprise URLs from config, urls_file or LoadCredential=, masked in logs
@@ -143,7 +144,9 @@ Rooms, one per command:
         posts.py            [shared] import posts.csv and Instaloader folders
         instaloader.py      Instaloader's metadata files read as untrusted JSON, within a bound, every type checked
         labels.py           [shared] the cleaning funnel, the classes and the held-out split
+        formats.py          post formats: their counts, do videos engage unlike images, labels and accuracy per format
         prepare.py          posts imported, cleaned, labelled and split, or refused as too few
+        frames.py           a video post's frames as training images; held-out video posts judged as scoring judges them
         fit.py              training's fastai import: fit a vision learner, export it
         evaluate.py         [shared] metrics next to the majority baseline, bootstrap intervals, the verdict
         index.py            the evidence index built from past posts, and its kNN estimate judged

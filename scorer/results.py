@@ -72,6 +72,45 @@ class Advice:
         return ", ".join(f"{slot} ({score:.1f})" for slot, score in self.best)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame of a video: when it is shown, whether it is in the hook, its own score and thumbnail."""
+
+    time: float  # seconds from the first frame
+    in_hook: bool
+    score: float  # the frame's own Engagement score, as a still of it would get
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Video:
+    """What a video creative adds to its result: its length and its sampled frames, in time order."""
+
+    duration: float
+    frames: tuple[Frame, ...]
+    codec: str = ""
+
+
+# Shapes people name a frame by: within 3% of one of these, it is called by its name.
+_SHAPES = ((9, 16), (4, 5), (1, 1), (16, 9), (4, 3), (3, 4), (2, 3), (3, 2), (21, 9))
+
+
+def shape_text(width: int, height: int) -> str:
+    """A frame's shape as people name it: 9:16, 1:1, 16:9, ...; otherwise its width to a height of 1."""
+    ratio = width / height if height else 0.0
+    for w, h in _SHAPES:
+        if abs(ratio / (w / h) - 1) <= 0.03:
+            return f"{w}:{h}"
+    return f"{ratio:.2f}:1"
+
+
+def duration_text(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 def engagement_score(probs: Sequence[float]) -> float:
     """100 × Σ pᵢ·i/(K−1): 0 when surely the lowest class, 100 when surely the highest."""
     k = len(probs)
@@ -103,11 +142,19 @@ class Scored:
     # model's embedding of the same forward pass as float16 bytes
     prints: bytes | None = None
     embedding: bytes | None = None
+    video: Video | None = None  # its frames and length, when the creative is a video
 
     @property
     def score(self) -> float:
         """The Engagement score, 0–100."""
         return engagement_score(self.probs)
+
+    @property
+    def media(self) -> str:
+        """What kind of creative it is, as the report's Format column says: image, or video 0:09 · 9:16."""
+        if self.video is None:
+            return "image"
+        return f"video {duration_text(self.video.duration)} · {shape_text(self.width, self.height)}"
 
     @property
     def predicted(self) -> str:
@@ -156,7 +203,6 @@ class BatchResult:
 def rank(scored: Sequence[Scored]) -> list[Scored]:
     """Sort by Engagement score, highest first, then by name."""
     return sorted(scored, key=lambda s: (-round(s.score, 9), s.name))
-
 
 
 @dataclass(frozen=True)
