@@ -27,7 +27,7 @@ from scorer.training.evaluate import Evaluation, Interval
 
 _SUFFIXES = (".card.json", ".card.md", ".confusion.png", ".classes.png", ".predictions.csv")
 _VERSIONS = ("scorer", "fastai", "torch", "torchvision", "timm", "numpy", "pandas", "pillow")
-_MAX_BAD_ROWS_SHOWN = 50
+_MAX_ROWS_SHOWN = 50
 
 
 def card_files(model: Path) -> list[Path]:
@@ -137,9 +137,10 @@ def _markdown(card: dict[str, Any]) -> str:
     bad = card["bad_rows"]
     if bad:
         lines += ["", "## Skipped rows", "", "| Row | Reason |", "| --- | --- |",
-                  *(f"| {_cell(row['source'])} | {_cell(row['reason'])} |" for row in bad[:_MAX_BAD_ROWS_SHOWN])]
-        if len(bad) > _MAX_BAD_ROWS_SHOWN:
-            lines.append(f"\n…and {len(bad) - _MAX_BAD_ROWS_SHOWN} more: see the card's JSON.")
+                  *(f"| {_cell(row['source'])} | {_cell(row['reason'])} |" for row in bad[:_MAX_ROWS_SHOWN])]
+        if len(bad) > _MAX_ROWS_SHOWN:
+            lines.append(f"\n…and {len(bad) - _MAX_ROWS_SHOWN} more: see the card's JSON.")
+    lines += _formats(card)
     lines += _comparison(card)
     lines += _context(card)
     lines += [
@@ -185,6 +186,36 @@ def _context(card: dict[str, Any]) -> list[str]:
                     for name, acc in comparison["accuracy"].items())]
     use = "Scoring uses the combined model." if context["use"] else "Scoring stays image-only."
     return [*lines, "", f"**Verdict: {context['verdict']}. {use}**"]
+
+
+def _formats(card: dict[str, Any]) -> list[str]:
+    """Posts per format and how each fared, once an account has more than images (a card of images stays as it was)."""
+    formats = card.get("formats")
+    if not formats or not any(sum(formats["counts"][fmt].values()) for fmt in ("video", "carousel")):
+        return []
+    accuracy, labelling = formats["accuracy"], card["labelling"]
+    lines = ["", "## Formats", "", "| Format | Training | Validation | Accuracy | Baseline |",
+             "| --- | --- | --- | --- | --- |"]
+    for fmt, n in formats["counts"].items():
+        figures = accuracy.get(fmt)
+        judged = (f"{show_interval(Interval(**figures['accuracy']), percent=True)} | "
+                  f"{show_interval(Interval(**figures['baseline']), percent=True, interval=False)} (always "
+                  f"{figures['majority_class']})") if figures else "no held-out posts | "
+        lines.append(f"| {fmt} | {n['train']} | {n['valid']} | {judged} |")
+    lines += ["", "Carousels train on their first picture" + (", and are labelled with the images" if
+                                                               labelling.get("by_format") else "")
+              + ". Each format's baseline always answers that format's most common training class.", "",
+              f"**Video against image engagement: {formats['engagement']['verdict']}"
+              + (f": {labelling['how']}" if labelling.get("by_format") else "") + ".**"]
+    videos = [(row["source"], f"its cover only: {row['why']}") for row in formats["cover"]] + [
+        (source, "its frames") for source in formats["frames"]]
+    if videos:
+        lines += ["", f"Video posts trained on their frames: {len(formats['frames'])}; on their cover only: "
+                      f"{len(formats['cover'])}.", "", "| Video post | Trained on |", "| --- | --- |",
+                  *(f"| {_cell(source)} | {_cell(on)} |" for source, on in videos[:_MAX_ROWS_SHOWN])]
+        if len(videos) > _MAX_ROWS_SHOWN:
+            lines.append(f"\n…and {len(videos) - _MAX_ROWS_SHOWN} more: see the card's JSON.")
+    return lines
 
 
 def _range(span: list[float] | None) -> str:

@@ -112,7 +112,7 @@ def fit_classifier(table: pd.DataFrame, classes: Sequence[str], train: TrainSett
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=list(classes), sort=False)),
         get_x=ColReader("image"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-        item_tfms=Resize(train.image_size), batch_tfms=batch_tfms,
+        item_tfms=Resize(train.image_size), batch_tfms=batch_tfms,  # frames.training_geometry says it for scoring
     )
     n_train = int((~table["is_valid"]).sum())
     with warnings.catch_warnings():

@@ -1,7 +1,8 @@
 """Build the evidence index of a model from past posts (`scorer train` and `scorer index`), and judge its kNN estimate.
 
 Each post is decoded and preprocessed exactly as scoring does it (the scoring Classifier's own
-geometry, batch transforms and runtime), so its embedding is comparable with a creative's.
+geometry, batch transforms and runtime), so its embedding is comparable with a creative's. A video
+post with its video is its frames, their probabilities and embeddings weighed by video_probabilities.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scorer.decoding.decode import decode_file
+from scorer.decoding.decode import Decoded, decode_file
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video import DecodedVideo, decode_video, video_probabilities
+from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import ImageError, ModelError
 from scorer.evidence.index import NEIGHBOURS, EvidenceIndex, index_path, write_index
 from scorer.fsutil import atomic_write, sha256_file
@@ -70,10 +73,10 @@ def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame,
     # Checked before the slow embedding: labels that cannot be told in the learner's classes stop here.
     as_class = learner_classes(settings.train.label.classes, classifier.classes)
     table = table.assign(label=table["label"].map(as_class))
-    limits = ImageLimits.from_settings(settings.images)
+    limits = ImageLimits.from_settings(settings.images), VideoLimits.from_settings(settings.video)
     rows: list[dict[str, object]] = []
     for start in range(0, len(table), classifier.batch_size):
-        rows += _embed(classifier, table.iloc[start:start + classifier.batch_size], limits)
+        rows += _embed(classifier, table.iloc[start:start + classifier.batch_size], limits, settings.video.hook_weight)
     frame = pd.DataFrame(rows)
     path = index_path(model)
     write_index(path, frame, classifier.sha256)
@@ -85,24 +88,54 @@ def build_index(settings: Settings, classifier: Classifier, table: pd.DataFrame,
     return IndexRun(path, sha, len(frame), comparison, classifier.classes, frame)
 
 
-def _embed(classifier: Classifier, posts: pd.DataFrame, limits: ImageLimits) -> list[dict[str, object]]:
-    decoded, kept = [], []
+def _embed(classifier: Classifier, posts: pd.DataFrame, limits: tuple[ImageLimits, VideoLimits],
+           hook_weight: float) -> list[dict[str, object]]:
+    decoded: list[Decoded] = []
+    kept = []
     for post in posts.itertuples():
         try:
-            decoded.append(decode_file(Path(post.image), classifier.geometry, limits, THUMB_PX))
+            decoded.append(decode_video(Path(post.video), classifier.geometry, limits[1], THUMB_PX) if post.video
+                           else decode_file(Path(post.image), classifier.geometry, limits[0], THUMB_PX))
             kept.append(post)
         except ImageError as exc:  # vetted at import, so only a file changed since then lands here
             log.warning("left out of the index: %s (%s)", post.source, exc)
     if not decoded:
         return []
-    probs, embedding = classifier.predict_with_embedding(np.stack([d.pixels for d in decoded if d.pixels is not None]))
-    assert embedding is not None
+    probs, embedding = _predict(classifier, decoded, hook_weight)
     return [{"source": post.source, "date": _date(post.posted_at), "likes": int(post.likes),
              "comments": int(post.comments), "total": int(post.total), "label": str(post.label),
              "split": "valid" if post.is_valid else "train", "thumbnail": d.thumbnail,
              "embedding": feature.astype(np.float32), "score": engagement_score(p),
              "predicted": classifier.classes[int(np.argmax(p))]}
             for post, d, p, feature in zip(kept, decoded, probs, embedding, strict=True)]
+
+
+def _predict(classifier: Classifier, decoded: list[Decoded], hook_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each post's probabilities and embedding: a still's own, a video's frames' weighed as scoring weighs them."""
+    frames: list[np.ndarray] = []
+    hooks: list[tuple[bool, ...]] = []
+    for d in decoded:
+        assert d.pixels is not None
+        if isinstance(d, DecodedVideo):
+            frames.append(d.pixels)
+            hooks.append(d.in_hook)
+        else:  # a still: one frame, with the whole weight
+            frames.append(d.pixels[None])
+            hooks.append((True,))
+    pixels = np.concatenate(frames)
+    probs, embedding = [], []
+    for start in range(0, len(pixels), classifier.batch_size):
+        p, e = classifier.predict_with_embedding(pixels[start:start + classifier.batch_size])
+        assert e is not None
+        probs.append(p)
+        embedding.append(e)
+    ends = np.cumsum([len(f) for f in frames])[:-1]
+
+    def weigh(values: np.ndarray) -> np.ndarray:
+        return np.stack([video_probabilities(v, h, hook_weight) for v, h in zip(np.split(values, ends), hooks,
+                                                                                 strict=True)])
+
+    return weigh(np.concatenate(probs)), weigh(np.concatenate(embedding))
 
 
 def _date(value: object) -> str:

@@ -1,4 +1,4 @@
-"""Instaloader's metadata files, read as untrusted JSON: a post's counts, date, caption, sponsor and picture.
+"""Instaloader's metadata files, read as untrusted JSON: a post's counts, date, caption, sponsor, format and files.
 
 A metadata file costs at most its own post. It is opened as a regular file only, inflated to at most
 MAX_METADATA bytes, parsed with deep nesting refused, and walked with every type checked; each way it can
@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from scorer.decoding.vet import is_ignored_name
 from scorer.errors import DataError
 from scorer.fsutil import open_regular
+from scorer.textsafe import log_text
 
 # A post's metadata is a few KB, a carousel's some tens: far more is not a post's, and would only fill memory
 # (a 39 KB .json.xz can expand to hundreds of MiB).
@@ -25,6 +26,8 @@ _BLOCK = 64 * 1024
 TOO_LARGE = f"metadata file holds more than {MAX_METADATA // 2**20} MiB of JSON: a post's is a few KB"
 # Instaloader saves pictures with the extension of the server's Content-Type.
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# A post's __typename, as older Instaloader wrote it and as newer Instagram answers (the XDT prefix).
+FORMATS = {"GraphImage": "image", "GraphVideo": "video", "GraphSidecar": "carousel"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class PostNode:
     stamp: Any
     caption: str
     sponsored: bool
+    format: str = "image"  # image, video (a Reel, a clip) or carousel
 
 
 def metadata_files(folder: Path) -> list[Path]:
@@ -88,7 +92,33 @@ def post_node(structure: Any) -> PostNode | None:
         raise _malformed("edge_media_to_sponsor_user.edges is not a list")
     return PostNode(likes=_member(node, "edge_media_preview_like", "count"), comments=comments,
                     stamp=node.get("date", node.get("taken_at_timestamp")), caption=_caption(node),
-                    sponsored=bool(sponsors))
+                    sponsored=bool(sponsors), format=_format(node))
+
+
+def _format(node: dict[str, Any]) -> str:
+    """image, video or carousel, by __typename, is_video and product_type (clips: a Reel), which must agree."""
+    typename, is_video, product = node.get("__typename"), node.get("is_video"), node.get("product_type")
+    if typename is not None and (not isinstance(typename, str) or typename.removeprefix("XDT") not in FORMATS):
+        raise _malformed(f"__typename is not {', '.join(FORMATS)}: {_clipped(typename)}")
+    if is_video is not None and not isinstance(is_video, bool):
+        raise _malformed("is_video is not true or false")
+    if product is not None and not isinstance(product, str):
+        raise _malformed("product_type is not text")
+    video = is_video is True or product == "clips"
+    if typename is None:
+        return "video" if video else "image"
+    found = FORMATS[typename.removeprefix("XDT")]
+    if found != "video" and video:
+        raise _malformed(f"__typename is {typename}, but " + ("is_video is true" if is_video else
+                                                              "product_type is clips (a Reel)"))
+    if found == "video" and is_video is False:
+        raise _malformed(f"__typename is {typename}, but is_video is false")
+    return found
+
+
+def _clipped(value: Any) -> str:
+    text = repr(value)
+    return log_text(text if len(text) <= 40 else f"{text[:40]}…")
 
 
 def _caption(node: dict[str, Any]) -> str:
@@ -122,6 +152,12 @@ def _malformed(what: str) -> DataError:
 
 
 def picture(folder: Path, stem: str) -> Path | None:
-    """A post's picture: <stem>.jpg for a single one, <stem>_1.jpg (the first) for a carousel."""
+    """A post's picture: <stem>.jpg for a single one or a video's cover, <stem>_1.jpg (the first) for a carousel."""
     candidates = [folder / f"{base}{suffix}" for base in (stem, f"{stem}_1") for suffix in _IMAGE_SUFFIXES]
     return next((c for c in candidates if os.path.lexists(c)), None)
+
+
+def video_file(folder: Path, stem: str) -> Path | None:
+    """A video post's <stem>.mp4 beside its cover, None where it was downloaded with --no-videos."""
+    found = folder / f"{stem}.mp4"
+    return found if os.path.lexists(found) else None

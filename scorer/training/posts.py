@@ -1,10 +1,14 @@
 """Import past posts for training: a posts.csv folder or an Instaloader profile folder, into one table.
 
-Every row that cannot be used (missing or unreadable image, a count that is not a
+Every row that cannot be used (missing or unreadable image or video, a count that is not a
 number, a malformed row or metadata file, an image already seen) is counted and kept
 with its reason, never dropped silently: bad input costs its own post, never the run.
 Nothing here goes to the network: Instaloader's files are read as plain JSON
 (scorer.training.instaloader).
+
+Each post has a format (image, video or carousel), its `image` (the picture, a video's cover, or
+the video itself where no cover was downloaded) and its `video` (the file whose frames it trains
+on, "" where there is none).
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ import pandas as pd
 
 from scorer.decoding.decode import decode_file
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video import decode_video
+from scorer.decoding.video_probe import VideoLimits, sniff_video_file
 from scorer.errors import DataError, ImageError
 from scorer.textsafe import log_text
-from scorer.training.instaloader import metadata_files, picture, post_node, read_metadata
+from scorer.training.instaloader import FORMATS, metadata_files, picture, post_node, read_metadata, video_file
 
 CSV_NAME = "posts.csv"
 CSV_REQUIRED = ("file", "likes", "comments")
-CSV_OPTIONAL = ("posted_at", "is_ad", "caption")
+CSV_OPTIONAL = ("posted_at", "is_ad", "caption", "format")
 # date_only: posted_at was a date without a time of day (read as that day's midnight UTC)
-COLUMNS = ("image", "source", "likes", "comments", "posted_at", "is_ad", "caption", "sha256", "date_only")
+COLUMNS = ("image", "source", "likes", "comments", "posted_at", "is_ad", "caption", "sha256", "date_only", "format",
+           "video")
+POST_FORMATS = tuple(FORMATS.values())  # image, video, carousel
 
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f", ""}
@@ -69,25 +77,28 @@ class _Raw:
     posted_at: Any = None
     is_ad: Any = False
     caption: str = ""
+    format: Any = None  # None: a video if its file is one, else an image
+    video: Path | None = None
     unreadable: str = ""  # why the row or file cannot be read at all
     no_image: str = ""  # why it names no image, said once its values are found good
 
 
-def import_posts(data: Path, limits: ImageLimits) -> Posts:
-    """Read a posts.csv folder (or the CSV itself) or an Instaloader profile folder."""
+def import_posts(data: Path, limits: ImageLimits, video: VideoLimits | None = None) -> Posts:
+    """Read a posts.csv folder (or the CSV itself) or an Instaloader profile folder; videos vetted within `video`."""
+    video = video or VideoLimits()
     if data.is_file() and data.suffix.lower() == ".csv":
-        return _vet(_read_csv(data), "posts.csv", limits)
+        return _vet(_read_csv(data), "posts.csv", limits, video)
     if not data.is_dir():
         raise DataError(f"{data} does not exist: give a folder with posts.csv, or an Instaloader profile folder")
     if (data / CSV_NAME).is_file():
-        return _vet(_read_csv(data / CSV_NAME), "posts.csv", limits)
+        return _vet(_read_csv(data / CSV_NAME), "posts.csv", limits, video)
     raws = list(_read_instaloader(data))
     if not raws:
         raise DataError(
             f"{data} has neither {CSV_NAME} nor Instaloader post metadata (*.json, *.json.xz): "
             f"add a {CSV_NAME} with columns {', '.join(CSV_REQUIRED)}, or download the profile with instaloader"
         )
-    return _vet(raws, "instaloader", limits)
+    return _vet(raws, "instaloader", limits, video)
 
 
 def _read_csv(path: Path) -> list[_Raw]:
@@ -131,7 +142,8 @@ def _csv_rows(reader: Any, header: list[str], path: Path) -> Iterator[_Raw]:
         name = row["file"].strip()
         yield _Raw(source, image=(path.parent / name) if name else None, likes=row["likes"],
                    comments=row["comments"], posted_at=row.get("posted_at", "").strip() or None,
-                   is_ad=row.get("is_ad", ""), caption=row.get("caption", ""), no_image="no file name")
+                   is_ad=row.get("is_ad", ""), caption=row.get("caption", ""), format=row.get("format") or None,
+                   no_image="no file name")
 
 
 def _read_instaloader(folder: Path) -> Iterator[_Raw]:
@@ -145,17 +157,21 @@ def _read_instaloader(folder: Path) -> Iterator[_Raw]:
         if node is None:  # profile, story and comment files sit beside the posts
             continue
         stem = meta.name.removesuffix(".xz").removesuffix(".json")
-        yield _Raw(source, picture(meta.parent, stem), node.likes, node.comments, node.stamp, node.sponsored,
-                   node.caption, no_image=f"image not found (expected {stem}.jpg or {stem}_1.jpg)")
+        video = video_file(meta.parent, stem) if node.format == "video" else None
+        # A video downloaded with --no-video-thumbnails has no cover: the video stands for the post.
+        yield _Raw(source, picture(meta.parent, stem) or video, node.likes, node.comments, node.stamp,
+                   node.sponsored, node.caption, node.format, video,
+                   no_image=f"image not found (expected {stem}.jpg" + (f" or {stem}.mp4)" if node.format == "video"
+                                                                       else f" or {stem}_1.jpg)"))
 
 
-def _vet(raws: list[_Raw], fmt: str, limits: ImageLimits) -> Posts:
+def _vet(raws: list[_Raw], fmt: str, limits: ImageLimits, video: VideoLimits) -> Posts:
     rows: list[dict[str, Any]] = []
     bad: list[BadRow] = []
     seen: dict[str, str] = {}
     for raw in raws:
         try:
-            row = _vet_one(raw, limits)
+            row = _vet_one(raw, limits, video)
         except DataError as exc:
             bad.append(BadRow(raw.source, str(exc)))
             continue
@@ -170,27 +186,52 @@ def _vet(raws: list[_Raw], fmt: str, limits: ImageLimits) -> Posts:
     return Posts(table, fmt, bad)
 
 
-def _vet_one(raw: _Raw, limits: ImageLimits) -> dict[str, Any]:
-    """The row's values, then its image; the first thing wrong is the reason (a DataError)."""
+def _vet_one(raw: _Raw, limits: ImageLimits, video_limits: VideoLimits) -> dict[str, Any]:
+    """The row's values, then its image and video; the first thing wrong is the reason (a DataError)."""
     if raw.unreadable:
         raise DataError(raw.unreadable)
     likes, comments = _count(raw.likes, "likes"), _count(raw.comments, "comments")
     posted_at, date_only = _date(raw.posted_at)
     is_ad = _flag(raw.is_ad)
+    fmt = _post_format(raw.format)
     if raw.image is None:
         raise DataError(raw.no_image)
     if not os.path.lexists(raw.image):  # lexists: a name too long or with a NUL byte is not found, not an error
         raise DataError(f"image {_clip(raw.image.name)} not found")
-    try:
-        # Training reads each image again with fastai: vet it here with the scorer's own rules, pixels unkept.
-        decoded = decode_file(raw.image, None, limits, thumb_px=0)
-    except ImageError as exc:
-        raise DataError(f"image {_clip(raw.image.name)}: {exc}") from None
+    # A video is known by its content, as scoring knows it, whatever the name posts.csv gives it.
+    video = raw.video or (raw.image if sniff_video_file(raw.image) else None)
+    if video is not None and fmt in ("image", "carousel"):
+        raise DataError(f"format is {fmt}, but {_clip(video.name)} is a video: set format to video, "
+                        "or name the post's picture")
+    fmt = fmt or ("video" if video else "image")
+    sha = _vetted(raw.image, limits, video_limits, is_video=raw.image == video)
+    if video is not None and video != raw.image:
+        _vetted(video, limits, video_limits, is_video=True)
     return {
         "image": str(raw.image.absolute()), "source": raw.source, "likes": likes, "comments": comments,
-        "posted_at": posted_at, "is_ad": is_ad, "caption": str(raw.caption or ""), "sha256": decoded.sha256,
-        "date_only": date_only,
+        "posted_at": posted_at, "is_ad": is_ad, "caption": str(raw.caption or ""), "sha256": sha,
+        "date_only": date_only, "format": fmt, "video": str(video.absolute()) if video else "",
     }
+
+
+def _vetted(path: Path, limits: ImageLimits, video_limits: VideoLimits, *, is_video: bool) -> str:
+    """A file's SHA-256 once it decodes by the scorer's own rules (a video's cover only), pixels unkept."""
+    try:
+        # Training reads each file again: vet it here, as scoring would, so that a bad one costs its post alone.
+        if is_video:
+            return decode_video(path, None, video_limits, thumb_px=0).sha256
+        return decode_file(path, None, limits, thumb_px=0).sha256
+    except ImageError as exc:
+        raise DataError(f"{'video' if is_video else 'image'} {_clip(path.name)}: {exc}") from None
+
+
+def _post_format(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text not in POST_FORMATS and text:
+        raise DataError(f"format must be {', '.join(POST_FORMATS[:-1])} or {POST_FORMATS[-1]}, got {_shown(value)}")
+    return text or None
 
 
 def _count(value: Any, name: str) -> int:

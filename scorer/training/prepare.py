@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import DataError
 from scorer.settings import Settings
-from scorer.training.labels import FunnelStep, clean, label, split
+from scorer.training.formats import Engagement, compare_engagement, label_posts
+from scorer.training.labels import FunnelStep, clean, split
 from scorer.training.posts import Posts, import_posts
 
 log = logging.getLogger(__name__)
@@ -23,19 +25,20 @@ MIN_POSTS = 20
 
 @dataclass(frozen=True)
 class Prepared:
-    """Posts imported, cleaned, labelled and split, ready to fit."""
+    """Posts imported, cleaned, labelled (per format where video posts engage differently) and split, ready to fit."""
 
     posts: Posts
     funnel: list[FunnelStep]
     table: pd.DataFrame
     split: str
     counts: pd.DataFrame
+    engagement: Engagement
 
 
 def prepare(settings: Settings, data: Path) -> Prepared:
     """Import, clean, label and split the posts; refuse data too small to train and judge."""
     t = settings.train
-    posts = import_posts(data, ImageLimits.from_settings(settings.images))
+    posts = import_posts(data, ImageLimits.from_settings(settings.images), VideoLimits.from_settings(settings.video))
     for row in posts.bad:
         log.warning("skipped %s: %s", row.source, row.reason)
     kept, steps = clean(posts.table, t.clean)
@@ -44,11 +47,14 @@ def prepare(settings: Settings, data: Path) -> Prepared:
     for step in funnel:
         log.info("funnel: %-32s removed %5d, left %5d", step.rule, step.removed, step.left)
     _check_count(len(kept))  # before labelling: an empty table has nothing to class or split
-    table, how = split(label(kept, t.label), t.valid_pct, t.seed)
+    engagement = compare_engagement(kept, t.bootstrap, t.seed)
+    if engagement.videos:
+        log.info("formats: %s", engagement.line())
+    table, how = split(label_posts(kept, t.label, engagement), t.valid_pct, t.seed)
     table = table.reset_index(drop=True)
     counts = _class_counts(table, t.label.classes)
     _check_enough(table, counts)
-    return Prepared(posts, funnel, table, how, counts)
+    return Prepared(posts, funnel, table, how, counts, engagement)
 
 
 def _class_counts(table: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:

@@ -25,6 +25,8 @@ from scorer.training import fit
 from scorer.training.ablation import ablate
 from scorer.training.card import card_files, headline, versions, write_card
 from scorer.training.evaluate import Evaluation, evaluate, scores_of
+from scorer.training.formats import FormatFacts, accuracy_by_format, format_facts, labelling
+from scorer.training.frames import FRAMES, FitRows, fit_rows, per_post
 from scorer.training.index import IndexRun, build_index, scoring_classifier
 from scorer.training.labels import FunnelStep, class_numbers, class_ranges
 from scorer.training.posts import BadRow
@@ -57,18 +59,21 @@ def train(settings: Settings, data: Path, *, out: Path | None = None, progress: 
     seconds to import, and a wrong folder or CSV is then told at once.
     """
     prep = prepared or prepare(settings, data)
-    fitted = _fit(settings, prep, progress)
+    with fit_rows(prep.table, settings) as rows:  # a video post's frames, in a folder that lasts the fit
+        fitted = _fit(settings, prep, rows, progress)
     evaluated = _evaluate(settings, prep, fitted)
     return _publish(settings, data, (out or settings.model).absolute(), prep, fitted, evaluated)
 
 
 @dataclass(frozen=True)
 class _Fitted:
-    """What fitting gave (the learner with its validation predictions), where and how long it ran."""
+    """What fitting gave (the learner with its validation predictions, one row per post), where and how long it ran,
+    and what each post trained on."""
 
     result: fit.Fitted
     device: str
     seconds: float
+    rows: FitRows
 
 
 @dataclass(frozen=True)
@@ -78,16 +83,21 @@ class _Evaluated:
     valid: pd.DataFrame
     evaluation: Evaluation
     headline: dict[str, str]
+    formats: FormatFacts
 
 
-def _fit(settings: Settings, prep: Prepared, progress: bool) -> _Fitted:
+def _fit(settings: Settings, prep: Prepared, rows: FitRows, progress: bool) -> _Fitted:
     t, table = settings.train, prep.table
     device = choose_device(settings.device)
     log.info("training %s (pretrained: %s) on %d posts, validating on %d (%s split), on %s", t.arch,
              t.pretrained, int((~table["is_valid"]).sum()), int(table["is_valid"].sum()), prep.split, device)
+    if rows.has_frames:
+        log.info("%d video posts train on their %d frames", rows.trained_on.count(FRAMES), rows.frame_count)
     started = time.perf_counter()
-    fitted = fit.fit_classifier(table, t.label.classes, t, device, settings.threads, progress)
-    return _Fitted(fitted, device, time.perf_counter() - started)
+    fitted = fit.fit_classifier(rows.table, t.label.classes, t, device, settings.threads, progress)
+    posts, probs = per_post(rows, fitted.valid_rows, fitted.valid_probs, settings.video.hook_weight)
+    return _Fitted(dataclasses.replace(fitted, valid_probs=probs, valid_rows=posts), device,
+                   time.perf_counter() - started, rows)
 
 
 def _evaluate(settings: Settings, prep: Prepared, fitted: _Fitted) -> _Evaluated:
@@ -98,7 +108,10 @@ def _evaluate(settings: Settings, prep: Prepared, fitted: _Fitted) -> _Evaluated
     ev = evaluate(y_true, fitted.result.valid_probs, valid["total"].to_numpy(), classes, majority, t.bootstrap,
                   t.seed)
     log.info("verdict: %s", ev.verdict)
-    return _Evaluated(valid, ev, headline(ev, prep.split))
+    formats = format_facts(prep.table, fitted.rows.trained_on, fitted.rows.why_cover, prep.engagement,
+                           accuracy_by_format(prep.table, valid, fitted.result.valid_probs, classes, t.bootstrap,
+                                              t.seed))
+    return _Evaluated(valid, ev, {**headline(ev, prep.split), **formats.headline()}, formats)
 
 
 def _publish(settings: Settings, data: Path, model: Path, prep: Prepared, fitted: _Fitted,
@@ -129,9 +142,11 @@ def _publish(settings: Settings, data: Path, model: Path, prep: Prepared, fitted
         "index": index.card_entry(),
         "comparison": index.comparison.as_dict() if index.comparison else None,
         "context": context.as_dict(),
+        "formats": evaluated.formats.as_dict(),
         "versions": versions(),
     }
     predictions = _predictions(evaluated.valid, fitted.result.valid_probs, classes)
+    predictions["trained on"] = [fitted.rows.trained_on[i] for i in fitted.result.valid_rows]
     card = write_card(model, facts, predictions, prep.counts)
     return TrainRun(model, sha, card, card_files(model)[1], archived, prep.posts.bad, prep.funnel, ev, top)
 
@@ -149,7 +164,8 @@ def _data_card(prep: Prepared, data: Path, t: TrainSettings) -> dict[str, object
     return {
         "labelling": {"method": t.label.method, "thresholds": list(t.label.thresholds),
                       "normalize": t.label.normalize, "window": t.label.window,
-                      "ranges": class_ranges(prep.table, t.label.classes)},
+                      "ranges": class_ranges(prep.table, t.label.classes),
+                      **labelling(prep.table, t.label, prep.engagement)},
         "cleaning": {"rules": dataclasses.asdict(t.clean), "funnel": [dataclasses.asdict(s) for s in prep.funnel]},
         "bad_rows": [dataclasses.asdict(b) for b in prep.posts.bad],
         "data": _data_facts(data, prep.posts.format, prep.table, prep.split, prep.counts),
@@ -205,7 +221,7 @@ def _data_facts(data: Path, fmt: str, table: pd.DataFrame, how: str, counts: pd.
 
 
 def _predictions(valid: pd.DataFrame, probs: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
-    frame = valid[["source", "image", "posted_at", "likes", "comments", "total", "value", "label"]].rename(
+    frame = valid[["source", "image", "format", "posted_at", "likes", "comments", "total", "value", "label"]].rename(
         columns={"label": "true"}).reset_index(drop=True)
     frame["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
     for i, name in enumerate(classes):

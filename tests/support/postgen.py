@@ -22,14 +22,18 @@ from instaloader import Instaloader, Post, get_json_structure, save_structure_to
 
 
 def media(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "",
-          slides: int = 0) -> dict[str, Any]:
-    """A post as Instagram's web API returns it (Polaris media), which instaloader 4.16 normalises."""
+          slides: int = 0, video: bool = False) -> dict[str, Any]:
+    """A post as Instagram's web API returns it (Polaris media), which instaloader 4.16 normalises; `video`: a Reel."""
     item: dict[str, Any] = {
-        "code": code, "pk": str(abs(hash(code)) % 10**12), "media_type": 8 if slides else 1,
+        "code": code, "pk": str(abs(hash(code)) % 10**12), "media_type": 8 if slides else 2 if video else 1,
         "taken_at": int(taken_at.timestamp()), "user": {"pk": "42", "username": "shop"},
         "image_versions2": {"candidates": [{"url": f"https://example.invalid/{code}.jpg"}]},
         "like_count": likes, "comment_count": comments, "caption": {"text": caption} if caption else None,
+        "product_type": "carousel_container" if slides else "clips" if video else "feed",
     }
+    if video:
+        item["video_versions"] = [{"url": f"https://example.invalid/{code}.mp4"}]
+        item["video_duration"] = 2.0
     if slides:
         item["carousel_media"] = [
             {"media_type": 1, "image_versions2": {"candidates": [{"url": f"https://example.invalid/{code}_{i}.jpg"}]}}
@@ -39,9 +43,9 @@ def media(code: str, taken_at: datetime, likes: int, comments: int, caption: str
 
 
 def post_node(code: str, taken_at: datetime, likes: int, comments: int, caption: str = "", *,
-              slides: int = 0, sponsored: bool | None = False) -> dict[str, Any]:
+              slides: int = 0, video: bool = False, sponsored: bool | None = False) -> dict[str, Any]:
     """The node instaloader keeps for a post; `sponsored=None` leaves the sponsor field out, as many nodes do."""
-    node = Post._normalize_post_data(media(code, taken_at, likes, comments, caption, slides))
+    node = Post._normalize_post_data(media(code, taken_at, likes, comments, caption, slides, video))
     if sponsored is not None:
         node["edge_media_to_sponsor_user"] = {"edges": [{"node": {"sponsor": {"username": "brand"}}}] if sponsored
                                                         else []}
@@ -59,17 +63,22 @@ def legacy_node(code: str, taken_at: datetime, likes: int, comments: int, captio
     }
 
 
-def save_post(folder: Path, node: dict[str, Any], images: list[Path], *, compress: bool = True) -> Path:
-    """Write a post as `instaloader <profile>` does: <date>_UTC.json[.xz] and its picture(s); returns the JSON path."""
+def save_post(folder: Path, node: dict[str, Any], images: list[Path], *, compress: bool = True,
+              video: Path | None = None) -> Path:
+    """Write a post as `instaloader <profile>` does: <date>_UTC.json[.xz], its picture(s) (a video's cover) and
+    a video post's <date>_UTC.mp4 beside its cover (none, as with --no-videos, when `video` is None); returns the
+    JSON path. A carousel's slide given as an .mp4 is saved as <date>_UTC_<n>.mp4."""
     loader = Instaloader(quiet=True)
     post = Post(loader.context, node)
     base = folder / loader.format_filename(post, target="shop")
     folder.mkdir(parents=True, exist_ok=True)
-    if post.typename == "GraphSidecar":
+    if str(node.get("__typename", "")).removeprefix("XDT") == "GraphSidecar":
         for number, image in enumerate(images, start=1):
-            shutil.copy(image, f"{base}_{number}.jpg")
+            shutil.copy(image, f"{base}_{number}{image.suffix}")
     elif images:
         shutil.copy(images[0], f"{base}.jpg")
+    if video is not None:
+        shutil.copy(video, f"{base}.mp4")
     metadata = Path(f"{base}.json.xz" if compress else f"{base}.json")
     save_structure_to_file(post, str(metadata))
     return metadata

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from scorer.errors import DataError
 from scorer.training.posts import import_posts
 from tests.support.imagegen import write_creative
 from tests.support.postgen import TOO_LARGE, legacy_node, post_node, save_post, write_malformed
+from tests.support.videogen import reel
 
 LIMITS = ImageLimits()
 
@@ -233,3 +235,107 @@ def test_train_on_nothing_usable_exits_2_with_one_line(tmp_path: Path) -> None:
         "relax the rules under 'train.clean' in config.yaml"]
     for name, reason in reasons.items():
         assert sum(f"skipped {name}: {reason}" in line for line in lines) == 1, (name, lines)
+
+
+@pytest.fixture
+def video_profile(tmp_path: Path) -> Path:
+    """A profile folder with video posts as Instaloader leaves them: the cover .jpg with the .mp4 beside it, the
+    cover alone (--no-videos), the .mp4 alone (--no-video-thumbnails), the XDT typenames, and a carousel."""
+    src = tmp_path / "src"
+    covers = [write_creative(src / f"{n}.jpg", (30 * n, 90, 160), seed=n) for n in range(8)]
+    clip = reel(src / "clip.mp4", [(1.0, (200, 40, 40)), (1.0, (40, 40, 200))], size=(64, 64), fps=5)
+    folder = tmp_path / "shop"
+    day = [datetime(2024, 6, d, 9, 15, tzinfo=timezone.utc) for d in range(1, 20)]
+    save_post(folder, post_node("V1", day[0], 9000, 90, video=True), [covers[0]], video=clip)
+    save_post(folder, post_node("V2", day[1], 9000, 90, video=True), [covers[1]])
+    save_post(folder, post_node("V3", day[2], 9000, 90, video=True), [], video=clip)
+    save_post(folder, {**post_node("V4", day[3], 9000, 90, video=True), "__typename": "XDTGraphVideo"}, [covers[2]])
+    save_post(folder, {**post_node("V5", day[4], 9000, 90), "__typename": "XDTGraphImage"}, [covers[3]])
+    save_post(folder, {**post_node("V6", day[5], 9000, 90, slides=2), "__typename": "XDTGraphSidecar"},
+              [covers[4], clip])
+    older = {k: v for k, v in post_node("V7", day[6], 9000, 90, video=True).items() if k != "__typename"}
+    save_post(folder, older, [covers[5]])  # no __typename: is_video and product_type say it is a Reel
+    return folder
+
+
+def test_instaloader_video_posts_are_read_with_their_format_cover_and_video(video_profile: Path) -> None:
+    posts = import_posts(video_profile, LIMITS)
+    assert posts.bad == []
+    table = posts.table.set_index("source")
+    base = [f"2024-06-0{d}_09-15-00_UTC" for d in range(1, 8)]
+    formats = {f"{b}.json.xz": fmt for b, fmt in zip(base, ["video"] * 4 + ["image", "carousel", "video"],
+                                                      strict=True)}
+    assert table["format"].to_dict() == formats
+    assert table["video"].to_dict() == {f"{b}.json.xz": str(video_profile / f"{b}.mp4") if n in (0, 2) else ""
+                                        for n, b in enumerate(base)}
+    assert table.loc[f"{base[0]}.json.xz", "image"] == str(video_profile / f"{base[0]}.jpg"), "the cover"
+    assert table.loc[f"{base[2]}.json.xz", "image"] == str(video_profile / f"{base[2]}.mp4"), "no cover: the video"
+    assert table.loc[f"{base[5]}.json.xz", "image"] == str(video_profile / f"{base[5]}_1.jpg"), "the first picture"
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"__typename": 7}, "metadata file is malformed: __typename is not GraphImage, GraphVideo, GraphSidecar: 7"),
+    ({"__typename": "GraphStoryVideo"},
+     "metadata file is malformed: __typename is not GraphImage, GraphVideo, GraphSidecar: 'GraphStoryVideo'"),
+    ({"is_video": "yes"}, "metadata file is malformed: is_video is not true or false"),
+    ({"product_type": ["clips"]}, "metadata file is malformed: product_type is not text"),
+    ({"__typename": "GraphImage"}, "metadata file is malformed: __typename is GraphImage, but is_video is true"),
+    ({"is_video": False}, "metadata file is malformed: __typename is GraphVideo, but is_video is false"),
+    ({"__typename": "GraphSidecar", "is_video": False},
+     "metadata file is malformed: __typename is GraphSidecar, but product_type is clips (a Reel)"),
+])
+def test_a_malformed_format_costs_its_post_alone(video_profile: Path, change: dict, reason: str) -> None:
+    node = {**post_node("W1", datetime(2024, 7, 1, tzinfo=timezone.utc), 100, 1, video=True), **change}
+    # written by hand: instaloader itself cannot name a file for a typename it does not know
+    (video_profile / "2024-07-01_00-00-00_UTC.json").write_text(json.dumps(
+        {"node": node, "instaloader": {"node_type": "Post", "version": "4.16"}}))
+    write_creative(video_profile / "2024-07-01_00-00-00_UTC.jpg", (1, 2, 3))
+    posts = import_posts(video_profile, LIMITS)
+    assert [(b.source, b.reason) for b in posts.bad] == [("2024-07-01_00-00-00_UTC.json", reason)]
+    assert len(posts.table) == 7
+
+
+@pytest.mark.parametrize(("spoil", "reason"), [
+    (lambda data: data[: len(data) // 2], "video is incomplete or corrupt"),
+    (lambda data: b"<html>rate limited</html>", "not a video (MP4, MOV, M4V, WebM or Matroska)"),
+])
+def test_a_broken_video_costs_its_post_and_names_the_file(video_profile: Path, spoil: Callable[[bytes], bytes],
+                                                          reason: str) -> None:
+    mp4 = video_profile / "2024-06-01_09-15-00_UTC.mp4"
+    mp4.write_bytes(spoil(mp4.read_bytes()))
+    posts = import_posts(video_profile, LIMITS)
+    assert [(b.source, b.reason) for b in posts.bad] == [
+        ("2024-06-01_09-15-00_UTC.json.xz", f"video {mp4.name}: {reason}")]
+
+
+def test_posts_csv_reads_a_format_column_and_knows_a_video_by_its_content(tmp_path: Path) -> None:
+    folder = tmp_path / "posts"
+    for n in range(3):
+        write_creative(folder / f"p{n}.jpg", (40 * n, 100, 200), seed=n)
+    reel(folder / "clip.mp4", [(1.0, (200, 40, 40))], size=(64, 64), fps=5)
+    shutil.copy(folder / "clip.mp4", folder / "clip-named.jpg")
+    _csv(folder, "\n".join([
+        "file,likes,comments,format",
+        "p0.jpg,100,1,image",
+        "p1.jpg,100,1, Video ",  # a video post whose cover alone is given
+        "p2.jpg,100,1,carousel",
+        "clip.mp4,100,1,",
+        "clip-named.jpg,100,1,reel",
+        "clip-named.jpg,100,1,image",
+        "clip-named.jpg,100,1,carousel",
+    ]) + "\n")
+    posts = import_posts(folder, LIMITS)
+    assert list(posts.table["format"]) == ["image", "video", "carousel", "video"]
+    assert list(posts.table["video"]) == ["", "", "", str(folder / "clip.mp4")]
+    assert [(b.source, b.reason) for b in posts.bad] == [
+        ("posts.csv line 6", "format must be image, video or carousel, got 'reel'"),
+        ("posts.csv line 7", "format is image, but clip-named.jpg is a video: set format to video, or name the "
+                             "post's picture"),
+        ("posts.csv line 8", "format is carousel, but clip-named.jpg is a video: set format to video, or name the "
+                             "post's picture"),
+    ]
+
+
+def test_posts_without_a_format_column_are_images_as_before(csv_folder: Path) -> None:
+    table = import_posts(csv_folder, LIMITS).table
+    assert list(table["format"]) == ["image"] * 3 and list(table["video"]) == [""] * 3

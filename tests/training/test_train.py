@@ -386,7 +386,20 @@ def test_posts_that_cannot_train_are_refused_before_fastai_loads(tmp_path: Path,
         "images only": f"error: {data} has neither posts.csv nor Instaloader post metadata (*.json, *.json.xz): "
                        "add a posts.csv with columns file, likes, comments, or download the profile with instaloader\n",
         "a CSV with no likes": f"error: {data / 'posts.csv'} has no column likes: the header needs file, likes, "
-                               "comments (optional: posted_at, is_ad, caption)\n",
+                               "comments (optional: posted_at, is_ad, caption, format)\n",
         "nothing": f"error: {data} does not exist: give a folder with posts.csv, or an Instaloader profile folder\n",
     }[made]
     assert not run.packages & {"fastai", "torch", "torchvision"}, "told before seconds of importing fastai"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["visual", "shuffled"])
+def test_a_download_without_videos_trains_and_reads_as_before(run: str, request: pytest.FixtureRequest) -> None:
+    trained: Trained = request.getfixturevalue(run)
+    card = trained.card
+    assert card["formats"]["counts"] == {"image": {"train": card["data"]["train"], "valid": card["data"]["valid"]},
+                                         "video": {"train": 0, "valid": 0}, "carousel": {"train": 0, "valid": 0}}
+    assert card["labelling"]["by_format"] is False and card["formats"]["frames"] == card["formats"]["cover"] == []
+    assert not [key for key in card["headline"] if key.startswith(("Formats", "Video", "Accuracy, "))]
+    assert set(trained.predictions["trained on"]) == {"picture"}
+    assert "## Formats" not in trained.model.with_name("engagement.card.md").read_text()
