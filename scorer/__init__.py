@@ -86,6 +86,8 @@ Floors, from the bottom up:
     scoring/            a batch of files into results, the same in every room
         loading.py          opening a learner: from its fast start and pinned export, or through fastai
         classifier.py       Classifier: a trusted learner + class order + runtime -> probabilities and embedding
+        protocols.py        what the engine needs from the classifier, evidence, advice, Grad-CAM and the decoding pool
+        frames.py           a batch's frames stacked for one pass; a video's frames combined into its one answer
         engine.py           Engine and score_items: where decoding, the classifier and the evidence meet
         assembly.py         open_engine: the classifier, its checks, evidence, advice and decoding workers
     report/             the Excel workbooks (the only openpyxl imports)

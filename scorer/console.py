@@ -76,10 +76,12 @@ def print_summary(result: BatchResult, report: Path, top: int = 10, rejected: in
     ranked = result.ranked()
     if ranked:
         table = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} creatives", title_justify="left")
-        for name in ("Rank", "File", "Predicted", "Confidence", "Score"):
-            table.add_column(name, justify="left" if name in ("File", "Predicted") else "right")
+        videos = any(s.video is not None for s in ranked)  # then each row says which creatives are videos
+        for name in ("Rank", "File", *(("Format",) if videos else ()), "Predicted", "Confidence", "Score"):
+            table.add_column(name, justify="left" if name in ("File", "Format", "Predicted") else "right")
         for n, s in enumerate(ranked[:top], start=1):
-            table.add_row(str(n), Text(log_text(s.name)), s.predicted, f"{s.confidence:.0%}", f"{s.score:.1f}")
+            table.add_row(str(n), Text(log_text(s.name)), *((s.media,) if videos else ()), s.predicted,
+                          f"{s.confidence:.0%}", f"{s.score:.1f}")
         out.print(table)
     counts = [f"{len(ranked)} scored", f"{len(result.rejected)} rejected"]
     if result.duplicates:

@@ -29,6 +29,7 @@ class ModelInfo:
     export_check: str = ""  # how far the ONNX export's logits are from PyTorch's, checked at export
     context: str = ""  # whether posting time and caption are used (scorer.context), and why
     precision: str = ""  # fp32 or int8, and the precision check's figures (scorer.checks.precision)
+    video: str = ""  # how a video's frames are sampled and weighed into its answer (scorer.decoding.video)
 
 
 @dataclass(frozen=True)

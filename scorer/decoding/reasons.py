@@ -9,6 +9,8 @@ ONLY_AUDIO = "no video stream: the file holds only audio"
 NO_PICTURE = "no video stream: nothing in the file can be shown"
 NO_DURATION = "video declares no duration (a live recording?): save it again as a finished file"
 NO_FRAME = f"{CORRUPT_VIDEO}: no frame can be decoded"
+VIDEO_NEEDS_KNOWN_RESIZE = ("video not scored: this learner's item transforms are not ones the scorer reproduces, "
+                            "so its frames cannot be prepared as stills are; export it with fastai's Resize")
 
 
 def span(seconds: float) -> str:

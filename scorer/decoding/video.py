@@ -13,7 +13,7 @@ is imported only here and in video_probe.py, and only once a video arrives.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +46,8 @@ class DecodedVideo(Decoded):
     """A vetted video: Decoded's facts (display size, upright), and per sampled frame its pixels, time and thumbnail.
 
     `pixels` is (F, H, W, 3): frame i's model input, as decode_file gives a still's. `thumbnail` is
-    the cover's; `prints` are the cover's perceptual hashes (a launched post shows its cover).
+    the cover's; `prints` are every sampled frame's prints, one frame after another (a launched video's
+    cover may be any of its frames, and its re-encoded copy is sampled the same way).
     """
 
     times: tuple[float, ...] = ()  # seconds from the first frame, ascending
@@ -71,20 +72,22 @@ def sample_times(duration: float, limits: VideoLimits) -> list[tuple[float, bool
     return hook + [(limits.hook_seconds + (j + 0.5) * rest / rest_count, False) for j in range(rest_count)]
 
 
-def video_probabilities(frame_probs: np.ndarray, in_hook: np.ndarray | tuple[bool, ...],
-                        hook_weight: float = 0.6) -> np.ndarray:
-    """A video's class probabilities: the weighted mean of its frames' (F, K) probabilities.
-
-    The hook's frames share `hook_weight` equally and the other frames share the rest equally, so by
-    default the first seconds weigh more than all the rest together: what people see before they
-    scroll on decides. With frames in only one group, that group takes the whole weight.
+def frame_weights(in_hook: np.ndarray | Sequence[bool], hook_weight: float = 0.6) -> np.ndarray:
+    """Each frame's weight in its video's answer: the hook's frames share `hook_weight` equally and the other
+    frames share the rest equally, so by default the first seconds weigh more than all the rest together: what
+    people see before they scroll on decides. With frames in only one group, that group takes the whole weight.
     """
     hook = np.asarray(in_hook, dtype=bool)
     if hook.all() or not hook.any():
-        weights = np.full(len(hook), 1.0 / len(hook))
-    else:
-        weights = np.where(hook, hook_weight / hook.sum(), (1.0 - hook_weight) / (~hook).sum())
-    mean: np.ndarray = weights @ np.asarray(frame_probs, dtype=np.float64)
+        return np.full(len(hook), 1.0 / len(hook))
+    weights: np.ndarray = np.where(hook, hook_weight / hook.sum(), (1.0 - hook_weight) / (~hook).sum())
+    return weights
+
+
+def video_probabilities(frame_probs: np.ndarray, in_hook: np.ndarray | Sequence[bool],
+                        hook_weight: float = 0.6) -> np.ndarray:
+    """A video's class probabilities: its frames' (F, K) probabilities, weighed by frame_weights."""
+    mean: np.ndarray = frame_weights(in_hook, hook_weight) @ np.asarray(frame_probs, dtype=np.float64)
     return mean
 
 
@@ -160,7 +163,8 @@ class _Frames:
     def _add(self, when: float, in_hook: bool, image: Image.Image) -> None:
         if self.size is None:
             self.size = image.size
-            self.prints = creative_prints(image) if self._geometry is not None else None
+        if self._geometry is not None:  # every sampled frame's prints, in order: a launch shows any of them
+            self.prints = (self.prints or b"") + creative_prints(image)
         self.times.append(when)
         self.hook.append(in_hook)
         if self._geometry is not None:

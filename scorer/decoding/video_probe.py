@@ -72,6 +72,15 @@ class VideoLimits:
         """The limits that config.yaml's `video` section sets."""
         return cls(**{f: getattr(video, f) for f in cls.__dataclass_fields__})
 
+    def describe(self) -> str:
+        """How videos are sampled and weighed, for the report's Model sheet."""
+        hook = max(1, self.frames // 2) if self.hook_seconds > 0 else 1
+        return (f"{self.frames} frames per video: the cover, {hook} in all through the first {self.hook_seconds:g} s "
+                f"(the hook), then the rest evenly over what follows; each frame scored as a still of it would be. "
+                f"A video's probabilities: the hook's frames share {self.hook_weight:.0%}, the others "
+                f"{1 - self.hook_weight:.0%} (video.hook_weight). Limits: {self.max_seconds:g} s, "
+                f"{self.max_megapixels:g} MP frames, {self.max_streams} streams, {self.max_file_mb:g} MB")
+
     @property
     def max_bytes(self) -> int:
         """max_file_mb in bytes."""

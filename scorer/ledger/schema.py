@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scorer.results import Advice, Lookalikes, ModelInfo, Neighbour, Scored
+from scorer.results import Advice, Frame, Lookalikes, ModelInfo, Neighbour, Scored, Video
 from scorer.scoring.engine import Item
 from scorer.sqlitetx import immediate
 
@@ -145,7 +145,7 @@ def scored_from_row(row: Sequence[Any]) -> Scored:
         width=data["width"], height=data["height"], format=data["format"], file_bytes=data["file_bytes"],
         modified=data["modified"], scored_at=data["scored_at"], thumbnail=thumbnail, notes=data["notes"],
         report=report, evidence=_evidence(data.get("evidence")), overlay=_unpack(data.get("overlay")),
-        advice=_advice(data.get("advice")),
+        advice=_advice(data.get("advice")), video=_video(data.get("video")),
     )
 
 
@@ -155,17 +155,31 @@ def scored_json(s: Scored) -> str:
         "classes": list(s.classes), "probs": list(s.probs), "width": s.width, "height": s.height,
         "format": s.format, "file_bytes": s.file_bytes, "modified": s.modified, "scored_at": s.scored_at,
         "notes": s.notes, "evidence": _evidence_json(s.evidence), "overlay": _pack(s.overlay),
-        "advice": asdict(s.advice) if s.advice else None,
+        "advice": asdict(s.advice) if s.advice else None, "video": _video_json(s.video),
     })
 
 
-# Evidence and advice came after the first ledgers: rows without them read as None. Images ride in the JSON as base64.
+# Evidence, advice and video came after the first ledgers: rows without them read as None. Images ride in the
+# JSON as base64.
 def _pack(blob: bytes | None) -> str | None:
     return base64.b64encode(blob).decode("ascii") if blob else None
 
 
 def _unpack(text: str | None) -> bytes | None:
     return base64.b64decode(text) if text else None
+
+
+def _video(data: dict[str, Any] | None) -> Video | None:
+    if not data:
+        return None
+    frames = tuple(Frame(f["time"], f["in_hook"], f["score"], _unpack(f.get("thumbnail"))) for f in data["frames"])
+    return Video(data["duration"], frames, data.get("codec", ""))
+
+
+def _video_json(video: Video | None) -> dict[str, Any] | None:
+    if video is None:
+        return None
+    return {**asdict(video), "frames": [{**asdict(f), "thumbnail": _pack(f.thumbnail)} for f in video.frames]}
 
 
 def _evidence(data: dict[str, Any] | None) -> Lookalikes | None:

@@ -124,10 +124,12 @@ def batch_message(batch: int, report: Path, result: BatchResult) -> Message:
     """Counts, the top three with class and score, and the report's path; the report itself attached."""
     counts = (f"{len(result.scored)} scored, {len(result.rejected)} rejected, "
               f"{len(result.duplicates)} duplicates")
-    lines = [f"Batch {batch}: {counts}."]
+    videos = sum(s.video is not None for s in result.scored)
+    lines = [f"Batch {batch}: {counts}" + (f" ({videos} of the scored are videos)." if videos else ".")]
     best = result.ranked()[:TOP]
     if best:
         lines.append(f"Top {len(best)}:")
-        lines += [f"{n}. {log_text(s.name)}: {s.predicted}, score {s.score:.0f}" for n, s in enumerate(best, 1)]
+        lines += [f"{n}. {log_text(s.name)}{f' ({s.media})' if s.video else ''}: {s.predicted}, score {s.score:.0f}"
+                  for n, s in enumerate(best, 1)]
     lines.append(f"Report: {report}")
     return Message(f"batch-{batch}-{report.name}", f"Scorer: {counts}", "\n".join(lines), attach=report)

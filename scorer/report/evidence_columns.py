@@ -1,7 +1,8 @@
-"""The report's evidence columns: where the model looked, the past posts a creative looks like, and how they did.
+"""The report's evidence columns: a video's filmstrip, where the model looked, the past posts a creative looks
+like, and how they did.
 
-They appear only when some creative has them: overlays when Grad-CAM ran, look-alikes when
-the model has an evidence index.
+They appear only when some creative has them: the filmstrip when a video was scored, overlays when
+Grad-CAM ran, look-alikes when the model has an evidence index.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from openpyxl.utils import get_column_letter
 from openpyxl.utils.units import pixels_to_EMU
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
+from scorer.report.filmstrip import filmstrip
 from scorer.report.layout import LINE_PT
 from scorer.results import Neighbour, Scored
 
+FILMSTRIP = "Filmstrip"
+FILMSTRIP_PX = 64  # a filmstrip frame's height: six of them across one column
+FILMSTRIP_ROW_PT = (FILMSTRIP_PX + 19) * 0.75 + 4  # the frames, their borders and their captions
 LOOKED = "Where the model looked"
 LOOKS_LIKE = ("Looks like 1", "Looks like 2", "Looks like 3")
 MEDIAN = "Neighbours' median"
@@ -36,7 +41,8 @@ _EMU_PER_PT = 12700
 
 def evidence_headers(scored: Sequence[Scored]) -> list[str]:
     """The evidence columns this report has, in order."""
-    names = [LOOKED] if any(s.overlay for s in scored) else []
+    names = [FILMSTRIP] if any(s.video for s in scored) else []
+    names += [LOOKED] if any(s.overlay for s in scored) else []
     if any(s.evidence for s in scored):
         names += [*LOOKS_LIKE, MEDIAN, PERCENTILE]
     return names
@@ -44,8 +50,8 @@ def evidence_headers(scored: Sequence[Scored]) -> list[str]:
 
 def evidence_widths(names: Sequence[str], thumb_width: float) -> list[float]:
     """Column widths for `evidence_headers`."""
-    return [thumb_width if name == LOOKED else 20 if name in LOOKS_LIKE else 24 if name == PERCENTILE else 12
-            for name in names]
+    return [thumb_width if name == LOOKED else 20 if name in LOOKS_LIKE else 24 if name == PERCENTILE else
+            58 if name == FILMSTRIP else 12 for name in names]
 
 
 def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequence[str], s: Scored) -> list[Cell]:
@@ -53,7 +59,10 @@ def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequ
     cells = []
     for col, name in enumerate(names, start=first_col):
         c = WriteOnlyCell(ws)
-        if name == LOOKED and s.overlay:
+        strip = filmstrip(s.video.frames, FILMSTRIP_PX) if name == FILMSTRIP and s.video is not None else None
+        if strip is not None:
+            ws.add_image(SheetImage(io.BytesIO(strip)), f"{get_column_letter(col)}{row}")
+        elif name == LOOKED and s.overlay:
             ws.add_image(SheetImage(io.BytesIO(s.overlay)), f"{get_column_letter(col)}{row}")
         elif s.evidence is not None and name in LOOKS_LIKE:
             index = LOOKS_LIKE.index(name)
@@ -64,7 +73,7 @@ def evidence_cells(ws: WriteOnlyWorksheet, row: int, first_col: int, names: Sequ
             c.number_format = "#,##0"
         elif s.evidence is not None and name == PERCENTILE:
             c.value = s.evidence.percentile_text
-        if name != LOOKED and not (name in LOOKS_LIKE and c.value):
+        if name not in (LOOKED, FILMSTRIP) and not (name in LOOKS_LIKE and c.value):
             c.alignment = Alignment(vertical="center")
         cells.append(c)
     return cells

@@ -45,16 +45,17 @@ def filmstrip(frames: Sequence[Frame], height_px: int) -> bytes | None:
 
 
 def _tile(frame: Frame, im: Image.Image, height_px: int) -> Image.Image:
-    """One frame at the strip's height, framed and labelled in the hook's colour when in the hook, its time and
-    score below."""
-    width = max(1, round(im.width * height_px / im.height))
-    picture = im.resize((width, height_px), Image.Resampling.BILINEAR)
-    colour = HOOK_COLOUR if frame.in_hook else (255, 255, 255)
-    inner = max(width, _MIN_TILE_PX)
-    tile = Image.new("RGB", (inner + 2 * _BORDER, height_px + 2 * _BORDER + _CAPTION_PX), "white")
+    """One frame fitted in a box as high as the strip and as wide as a portrait frame of it (landscape frames are
+    shrunk, so that every strip has the same width), framed and labelled in orange in the hook, time and score below."""
+    box = max(round(height_px * 9 / 16), _MIN_TILE_PX)
+    scale = min(box / im.width, height_px / im.height)
+    width, height = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+    picture = im.resize((width, height), Image.Resampling.BILINEAR)
+    tile = Image.new("RGB", (box + 2 * _BORDER, height_px + 2 * _BORDER + _CAPTION_PX), "white")
     draw = ImageDraw.Draw(tile)
-    draw.rectangle((0, 0, tile.width - 1, height_px + 2 * _BORDER - 1), fill=colour)
-    tile.paste(picture, (_BORDER + (inner - width) // 2, _BORDER))
+    draw.rectangle((0, 0, tile.width - 1, height_px + 2 * _BORDER - 1),
+                   fill=HOOK_COLOUR if frame.in_hook else (255, 255, 255))
+    tile.paste(picture, (_BORDER + (box - width) // 2, _BORDER + (height_px - height) // 2))
     font = ImageFont.load_default(size=10)
     if frame.in_hook:
         draw.rectangle((_BORDER, _BORDER, _BORDER + 26, _BORDER + 12), fill=HOOK_COLOUR)

@@ -26,6 +26,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scorer.fsutil import atomic_write, create_temp, numbered
 from scorer.report.evidence_columns import (
+    FILMSTRIP_ROW_PT,
     NEIGHBOUR_ROW_PT,
     evidence_cells,
     evidence_headers,
@@ -90,7 +91,7 @@ def _ranking_row(ws: WriteOnlyWorksheet, position: int, s: Scored, evidence: lis
     values: list[tuple[object, str | None]] = [
         (position, None), (display_text(s.name), None), (s.predicted, None), (s.confidence, "0.0%"),
         (round(s.score, 2), "0.0"), *((p, "0.0%") for p in s.probs), (None, None)]
-    rest: list[tuple[object, str | None]] = [(f"{s.width} × {s.height}", None), (s.format, None),
+    rest: list[tuple[object, str | None]] = [(f"{s.width} × {s.height}", None), (s.media, None),
         (round(s.file_bytes / 1024, 1), "#,##0.0"), (datetime.fromtimestamp(s.modified), "yyyy-mm-dd hh:mm"),
         (datetime.fromtimestamp(s.scored_at), "yyyy-mm-dd hh:mm"), (s.notes, None), (s.location, None),
         (s.sha256, None),
@@ -126,17 +127,18 @@ def _ranking(ws: WriteOnlyWorksheet, content: ReportContent) -> None:
     thumb_width = content.style.thumbnail_px / 6.5 + 2 if thumbs else 10
     widths = [6, 36, 16, 12, 17, *([11] * k), thumb_width,
               *evidence_widths(extra, content.style.thumbnail_px / 6.5 + 2),
-              *([26, 12, 44] if advice else []), 13, 8, 14, 18, 18, 26, 40, 34]  # SHA-256: two lines
+              *([26, 12, 44] if advice else []), 13, 17, 14, 18, 18, 26, 40, 34]  # SHA-256: two lines
     top = header(ws, names, widths, DEMO_NOTE if demo_model(content.info.path) else "", _PAGES_WIDE)
     thumb_col = len(FIXED_HEADERS) + k + 1
     # A row with pictures is as tall as the thumbnail (and the overlay, drawn the same size) and the look-alikes.
-    height = max(content.style.thumbnail_px * 0.75 + 4, NEIGHBOUR_ROW_PT if any(s.evidence for s in scored) else 0)
+    height = max(content.style.thumbnail_px * 0.75 + 4, NEIGHBOUR_ROW_PT if any(s.evidence for s in scored) else 0,
+                 FILMSTRIP_ROW_PT if any(s.video for s in scored) else 0)
     for row, s in enumerate(scored, start=top + 1):
         # Images and row heights must be known before the row is streamed out.
         if thumbs and s.thumbnail:
             ws.add_image(SheetImage(io.BytesIO(s.thumbnail)), f"{get_column_letter(thumb_col)}{row}")
         evidence = evidence_cells(ws, row, thumb_col + 1, extra, s)
-        pictures = (thumbs and s.thumbnail) or s.overlay or s.evidence
+        pictures = (thumbs and s.thumbnail) or s.overlay or s.evidence or s.video
         cells = _ranking_row(ws, row - top, s, evidence + (_advice_cells(ws, s) if advice else []))
         append_fitted(ws, row, cells, widths, height if pictures else 0.0)
     last = len(scored) + top
@@ -199,6 +201,7 @@ def _model(ws: WriteOnlyWorksheet, content: ReportContent, generated: datetime) 
         ("Report written", f"{generated:%Y-%m-%d %H:%M:%S}"),
         ("Engagement score", "100 × Σ P(class i) × i/(K−1), classes numbered 0 (lowest) to K−1 (highest)"),
         ("Posting time and caption", info.context or "image-only"),
+        ("Videos", info.video or "–"),
     ]
     rows += evidence_rows(info.evidence, info.explain)
     rows += [(f"Model card: {key}", str(value)) for key, value in info.card.items()]

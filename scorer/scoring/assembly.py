@@ -19,6 +19,7 @@ from scorer.context.combined import context_path, read_context
 from scorer.decoding.decode import decode_file
 from scorer.decoding.pool import DecodeFn, DecodeJob, DecodePool
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import ModelError
 from scorer.evidence.index import EvidenceIndex, load_evidence
 from scorer.memory import trim_heap
@@ -26,7 +27,8 @@ from scorer.model.integrity import verify_context, verify_index
 from scorer.model.runtime import OnnxRuntime
 from scorer.results import ModelInfo
 from scorer.scoring.classifier import Classifier
-from scorer.scoring.engine import Engine, Enrichment, Explain
+from scorer.scoring.engine import Engine
+from scorer.scoring.protocols import Enrichment, Explain
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,10 @@ def open_engine(settings: Settings, decode: DecodeFn | None = None, *, largest_b
                             precision=precision.describe() if precision is not None else "")
     limits = ImageLimits.from_settings(settings.images)
     thumb_px = settings.report.thumbnail_px if settings.report.thumbnails else 0
-    job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file)
+    job = DecodeJob(classifier.geometry, limits, thumb_px, decode or decode_file,
+                    video=VideoLimits.from_settings(settings.video))
     pool = DecodePool(job, settings.images.decode_workers, settings.images.decode_timeout)
-    return Engine(classifier, pool, opened, enrichment, check, precision)
+    return Engine(classifier, pool, opened, enrichment, check, precision, settings.video.hook_weight)
 
 
 def _open_checks(classifier: Classifier, settings: Settings) -> tuple[DecodeCheck | None, PrecisionCheck | None]:
@@ -84,7 +87,7 @@ def describe_model(classifier: Classifier, settings: Settings, *, evidence: str 
         runtime=runtime.name, preprocessing=classifier.preprocessing,
         versions={name: _version(name) for name in ("fastai", "torch", "onnxruntime")}, card=read_card(settings.model),
         evidence=evidence, explain=explain, decode=decode, export_check=classifier.export_check, context=context,
-        precision=precision)
+        precision=precision, video=VideoLimits.from_settings(settings.video).describe())
 
 
 def _explainer(classifier: Classifier, settings: Settings) -> tuple[Explain | None, int]:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from scorer.checks.decode_check import DecodeCheck
 from scorer.checks.precision import PrecisionCheck
 from scorer.context.plan import Plan, Plans
-from scorer.decoding.decode import Decoded, ItemGeometry
+from scorer.decoding import reasons
+from scorer.decoding.decode import Decoded
+from scorer.decoding.video import DecodedVideo
 from scorer.errors import ImageError, TransientImageError
 from scorer.results import (
     Advice,
@@ -25,70 +26,13 @@ from scorer.results import (
     Progress,
     Rejected,
     Scored,
+    Video,
     engagement_score,
 )
+from scorer.scoring.frames import combine, stack
+from scorer.scoring.protocols import Decoder, Enrichment, Predictor
 
-
-class Predictor(Protocol):
-    """What the engine needs from a classifier: scorer.scoring.classifier.Classifier, or a test's fake."""
-
-    classes: tuple[str, ...]
-    geometry: ItemGeometry | None  # None: transforms the fast engine does not know, so files go to predict_files
-    batch_size: int
-
-    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N, K), lowest class first, for uint8 pixels (N, H, W, 3), and the embedding (N, D) of
-        the same forward pass, None for a model that gives none."""
-        ...
-
-    def predict_files(self, files: list[Path]) -> np.ndarray:
-        """Probabilities (N, K) for files, the learner decoding them itself (geometry None)."""
-        ...
-
-
-class LookalikeSearch(Protocol):
-    """What the engine needs from an evidence index (see scorer.evidence.index.EvidenceIndex)."""
-
-    def lookup(self, embedding: np.ndarray, scores: np.ndarray) -> list[Lookalikes]: ...
-
-
-class AdviceSource(Protocol):
-    """What the engine needs for posting-time advice (see scorer.context.advice.Advisor)."""
-
-    @property
-    def in_use(self) -> bool: ...
-
-    def advise(self, embedding: np.ndarray | None, plans: Sequence[Plan | None]) -> list[tuple[Advice | None, str]]: ...
-
-
-class Explain(Protocol):
-    """What the engine needs from Grad-CAM (see scorer.evidence.gradcam.Explainer)."""
-
-    def overlays(self, pixels: np.ndarray, classes: Sequence[int] | None = None) -> list[bytes]: ...
-
-
-@dataclass(frozen=True)
-class Enrichment:
-    """Evidence for the report, beyond the prediction: look-alike past posts and where the model looked."""
-
-    index: LookalikeSearch | None = None
-    explainer: Explain | None = None
-    #: Grad-CAM runs for calls of score_items with at most this many items.
-    explain_up_to: int = 0
-    advisor: AdviceSource | None = None
-
-
-class Decoder(Protocol):
-    """What the engine needs from a decoding pool (see scorer.decoding.pool.DecodePool)."""
-
-    def imap(
-        self, paths: Sequence[Path], ahead: int = ..., stop: Callable[[], bool] = ...,
-        geometry: Callable[[], ItemGeometry | None] | None = ...,
-    ) -> Iterator[tuple[Path, Decoded | ImageError]]: ...
-
-    def close(self) -> None: ...
-
-
+NO_ENRICHMENT = Enrichment()  # neither evidence, Grad-CAM nor advice
 _ItemT = TypeVar("_ItemT", bound="Item")  # an Item or a subclass of it (ledger.schema.Candidate)
 
 
@@ -115,18 +59,20 @@ def score_items(
     known: Callable[[str], Scored | None] = lambda sha: None,
     progress: Progress = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
-    enrichment: Enrichment = Enrichment(),
+    enrichment: Enrichment = NO_ENRICHMENT,
     check: DecodeCheck | None = None,
+    hook_weight: float = 0.6,
 ) -> BatchResult:
     """Decode, vet and score items in bounded batches; every item ends up scored, rejected or a duplicate.
 
     `known` looks up content scored earlier (the watch service's ledger). When `stop`
     turns true the batch is abandoned and the partial result returned. `check`, the model's
-    decode check, decides how each JPEG is decoded.
+    decode check, decides how each JPEG is decoded. `hook_weight`: a video's hook's share of its answer
+    (video.hook_weight).
     """
     if enrichment.explainer is not None and len(items) > enrichment.explain_up_to:
         enrichment = replace(enrichment, explainer=None)
-    run = _Batcher(model, known, progress, enrichment, check)
+    run = _Batcher(model, known, progress, enrichment, check, hook_weight)
     by_path = {item.path: item for item in items}
     geometry = check.geometry if check is not None and model.geometry is not None else None
     paths = [item.path for item in items]
@@ -142,12 +88,13 @@ class _Batcher:
     """One call of score_items: decoded items wait here until a model batch is full."""
 
     def __init__(self, model: Predictor, known: Callable[[str], Scored | None], progress: Progress,
-                 enrichment: Enrichment, check: DecodeCheck | None) -> None:
+                 enrichment: Enrichment, check: DecodeCheck | None, hook_weight: float) -> None:
         self.result = BatchResult()
         self._model, self._known, self._progress = model, known, progress
-        self._enrichment, self._check = enrichment, check
+        self._enrichment, self._check, self._hook_weight = enrichment, check, hook_weight
         self._first_seen: set[str] = set()
         self._waiting: list[tuple[Item, Decoded]] = []
+        self._frames = 0  # frames waiting: a still's one, a video's sampled ones
         self._duplicates_of_new: list[tuple[Item, str]] = []
 
     def take(self, item: Item, reply: Decoded | ImageError) -> None:
@@ -165,7 +112,8 @@ class _Batcher:
         else:
             self._first_seen.add(reply.sha256)
             self._waiting.append((item, reply))
-            if len(self._waiting) >= self._model.batch_size:
+            self._frames += len(reply.times) if isinstance(reply, DecodedVideo) else 1
+            if self._frames >= self._model.batch_size:
                 self._flush()
 
     def finish(self) -> None:
@@ -178,39 +126,53 @@ class _Batcher:
     def _flush(self) -> None:
         if not self._waiting:
             return
-        model = self._model
-        n = len(self._waiting)
-        evidence: Sequence[Lookalikes | None] = [None] * n
-        overlays: Sequence[bytes | None] = [None] * n
-        embedding = None
-        if model.geometry is not None:
-            pixels = np.stack([decoded.pixels for _, decoded in self._waiting if decoded.pixels is not None])
-            probs, embedding, evidence = self._predict(pixels)
-            self._observe(probs)
-            if self._enrichment.explainer is not None:
-                overlays = self._enrichment.explainer.overlays(pixels, probs.argmax(axis=1).tolist())
-        else:
-            probs = model.predict_files([item.path for item, _ in self._waiting])
-        now = time.time()
-        advice = self._advise(embedding)
-        kept: Sequence[bytes | None] = [None] * n if embedding is None else [
-            row.astype(np.float16).tobytes() for row in embedding]
-        for (item, decoded), p, ev, overlay, (adv, note), feats in zip(self._waiting, probs, evidence, overlays,
-                                                                        advice, kept, strict=True):
-            scored = _scored(item, decoded, model.classes, p, now, ev, overlay)
-            notes = "; ".join(text for text in (scored.notes, note) if text)
-            self.result.scored.append(dataclasses.replace(scored, advice=adv, notes=notes, embedding=feats))
-        self._progress(n)
-        self._waiting.clear()
+        if self._model.geometry is None:
+            self._flush_files()
+            return
+        decoded = [d for _, d in self._waiting]
+        pixels, starts = stack(decoded)
+        frame_probs, frame_embedding = self._model.predict_with_embedding(pixels)
+        answers = combine(decoded, starts, frame_probs, frame_embedding, self._hook_weight)
+        self._observe(answers.probs)
+        overlays: Sequence[bytes | None] = [None] * len(decoded)
+        if self._enrichment.explainer is not None:
+            overlays = self._enrichment.explainer.overlays(pixels[answers.explained],
+                                                            answers.probs.argmax(axis=1).tolist())
+        self._append(answers.probs, answers.embedding, overlays, answers.videos)
 
-    def _predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Sequence[Lookalikes | None]]:
-        """One forward pass: probabilities, and the embedding that evidence and advice need, from the same pass."""
-        # the embedding is kept whenever the model gives one, so a launched post can be matched back (scorer.outcomes)
-        probs, embedding = self._model.predict_with_embedding(pixels)
+    def _flush_files(self) -> None:
+        """A learner whose transforms the engine does not know decodes its stills itself (fastai's test_dl)."""
+        stills = []
+        for item, decoded in self._waiting:
+            if isinstance(decoded, DecodedVideo):  # test_dl opens images only
+                self.result.rejected.append(Rejected(item.name, str(item.path), reasons.VIDEO_NEEDS_KNOWN_RESIZE))
+                self._progress(1)
+            else:
+                stills.append((item, decoded))
+        self._waiting = stills
+        if stills:
+            probs = self._model.predict_files([item.path for item, _ in stills])
+            self._append(probs, None, [None] * len(stills), [None] * len(stills))
+
+    def _append(self, probs: np.ndarray, embedding: np.ndarray | None, overlays: Sequence[bytes | None],
+                videos: Sequence[Video | None]) -> None:
+        """The waiting creatives as scored, with their evidence and advice; then the next batch waits."""
         index = self._enrichment.index
-        if embedding is None or index is None:
-            return probs, embedding, [None] * len(pixels)
-        return probs, embedding, index.lookup(embedding, np.array([engagement_score(p) for p in probs]))
+        evidence: Sequence[Lookalikes | None] = [None] * len(probs)
+        if embedding is not None and index is not None:
+            evidence = index.lookup(embedding, np.array([engagement_score(p) for p in probs]))
+        # the embedding is kept whenever the model gives one, so a launched post can be matched back (scorer.outcomes)
+        kept: Sequence[bytes | None] = [None] * len(probs) if embedding is None else [
+            row.astype(np.float16).tobytes() for row in embedding]
+        now = time.time()
+        for (item, decoded), p, ev, overlay, (adv, note), emb, video in zip(
+                self._waiting, probs, evidence, overlays, self._advise(embedding), kept, videos, strict=True):
+            notes = "; ".join(text for text in (*decoded.notes, note) if text)
+            self.result.scored.append(_scored(item, decoded, self._model.classes, p, now, notes,
+                                              Enrichments(ev, overlay, adv, emb, video)))
+        self._progress(len(probs))
+        self._waiting.clear()
+        self._frames = 0
 
     def _advise(self, embedding: np.ndarray | None) -> list[tuple[Advice | None, str]]:
         """Each waiting creative's posting-time advice, or the note that says it was scored image-only."""
@@ -231,41 +193,44 @@ class _Batcher:
 
 
 
-def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float,
-            evidence: Lookalikes | None, overlay: bytes | None) -> Scored:
+@dataclass(frozen=True)
+class Enrichments:
+    """What one creative's result gains beside its probabilities."""
+
+    evidence: Lookalikes | None
+    overlay: bytes | None
+    advice: Advice | None
+    embedding: bytes | None
+    video: Video | None
+
+
+def _scored(item: Item, decoded: Decoded, classes: tuple[str, ...], probs: np.ndarray, now: float, notes: str,
+            more: Enrichments) -> Scored:
     return Scored(
-        name=item.name,
-        location=str(item.path),
-        sha256=decoded.sha256,
-        classes=classes,
-        probs=tuple(float(p) for p in probs),
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        file_bytes=decoded.file_bytes,
-        modified=decoded.modified,
-        scored_at=now,
-        thumbnail=decoded.thumbnail,
-        notes="; ".join(decoded.notes),
-        evidence=evidence,
-        overlay=overlay,
-        prints=decoded.prints,
+        name=item.name, location=str(item.path), sha256=decoded.sha256, classes=classes,
+        probs=tuple(float(p) for p in probs), width=decoded.width, height=decoded.height, format=decoded.format,
+        file_bytes=decoded.file_bytes, modified=decoded.modified, scored_at=now, thumbnail=decoded.thumbnail,
+        notes=notes, evidence=more.evidence, overlay=more.overlay, advice=more.advice, prints=decoded.prints,
+        embedding=more.embedding, video=more.video,
     )
 
 
 class Engine:
     """A classifier and a decoding pool, kept together for the life of the process, with what reports say of them."""
 
-    def __init__(self, model: Predictor, pool: Decoder, opened: ModelInfo, enrichment: Enrichment = Enrichment(),
-                 check: DecodeCheck | None = None, precision: PrecisionCheck | None = None) -> None:
+    def __init__(self, model: Predictor, pool: Decoder, opened: ModelInfo, enrichment: Enrichment = NO_ENRICHMENT,
+                 check: DecodeCheck | None = None, precision: PrecisionCheck | None = None,
+                 hook_weight: float = 0.6) -> None:
         """`opened`: the model as it was opened (scoring.assembly); `check` and `precision`: its decode and
-        precision checks, which choose how its creatives are decoded and run, and learn from the first ones."""
+        precision checks, which choose how its creatives are decoded and run, and learn from the first ones;
+        `hook_weight`: a video's hook's share of its answer (video.hook_weight)."""
         self.model = model
         self.pool = pool
         self.opened = opened
         self.enrichment = enrichment
         self.check = check
         self.precision = precision
+        self.hook_weight = hook_weight
 
     @property
     def info(self) -> ModelInfo:
@@ -286,7 +251,7 @@ class Engine:
     ) -> BatchResult:
         """Score items with this engine's model and workers (see `score_items`)."""
         return score_items(items, self.model, self.pool, known=known, progress=progress, stop=stop,
-                           enrichment=self.enrichment, check=self.check)
+                           enrichment=self.enrichment, check=self.check, hook_weight=self.hook_weight)
 
     def close(self) -> None:
         """Stop the decoding workers."""

@@ -108,7 +108,7 @@ class Triage:
         except FileNotFoundError:
             return None
         name = path.relative_to(self.settings.inbox).as_posix()
-        limit = self.settings.images.max_file_mb * 2**20
+        limit = max(self.settings.images.max_file_mb, self.settings.video.max_file_mb) * 2**20  # a still's or a video's
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             # Rejected unread by the decoder; reading a pipe would block, a huge file is wasted time.
             return Candidate(path, name, None, st.st_size, st.st_mtime_ns)
