@@ -169,23 +169,40 @@ Rooms, one per command:
     __main__.py         `python -m scorer` runs the CLI
     docs_reference.py   docs/configuration.md, rendered from settings.py
 
-One creative's path from the inbox to the report, going down the floors and back up:
+One creative's path from the inbox to the report, function by function as it is called, down the floors and back
+up (tests/test_docs.py imports every step and fails when one no longer exists):
 
     watch.intake:Intake.poll               events and rescans -> a settled batch of paths
     watch.service:_run                     hands the batch to the hot folder
     watch.batch:HotFolder.process          the batch's five steps, in order
-    watch.triage:Triage.split              hashes each path into a Candidate (ledger.schema), with its plan
-                                           (context.plan: a sidecar or plan.csv row; a bad sidecar is rejected)
-    scoring.engine:score_items             decoding.pool -> decoding.decode:decode_file -> Decoded
-    scoring.classifier:Classifier.predict_with_embedding  batch transforms + one runtime pass (fp32, or int8
-                                           where checks.precision allows it) -> probs, embedding
+    watch.triage:Triage.split              decides what needs no scoring (duplicates, orphans, repeat crashers)
+    watch.triage:Triage.identify           each path -> a Candidate (ledger.schema): size, mtime, SHA-256
+    context.plan:find_plans                its plan: a sidecar or plan.csv row (a bad sidecar is rejected)
+    scoring.engine:Item.planned            the Candidate with its plan, or the note that says why it has none
+    watch.batch:HotFolder._score_chunks    the Candidates to the engine, in chunks
+    scoring.engine:Engine.score            the engine's model, decoding workers, checks and evidence
+    scoring.engine:score_items             every Candidate ends up scored, rejected or a duplicate
+    decoding.pool:DecodePool.imap          each file to a decoding worker, in order, at most `ahead` waiting
+    checks.decode_check:DecodeCheck.geometry  how this file is decoded (JPEG drafting, as the check allows)
+    decoding.decode:decode_file            a still -> Decoded: the learner's input pixels, thumbnail, prints
+    decoding.video:decode_video            or a video -> DecodedVideo: its sampled frames, each as a still's
+    scoring.frames:stack                   a model batch's frames, stills' and videos', as one uint8 batch
+    scoring.classifier:Classifier.predict_with_embedding  one runtime pass (fp32, or int8 where
+                                           checks.precision allows it) -> probabilities, embedding
+    scoring.frames:combine                 each video's frames weighed into its one answer (the hook first)
+    checks.decode_check:DecodeCheck.observe  creatives decoded both ways teach the decode check
     evidence.index:EvidenceIndex.lookup    embedding -> nearest past posts, their median, the percentile
     context.advice:Advisor.advise          the same embedding + the plan -> score at the planned time, best slots
     evidence.gradcam:Explainer.overlays    Grad-CAM for the predicted class (small batches) -> Scored
-    ledger.store:Ledger.write_batch        every decision as an Entry, in one transaction
-    report.workbook:save_report            the batch's BatchResult as a ReportContent -> .xlsx
+    watch.batch:_entries                   each Scored, Rejected or Duplicate -> the Entry of its Candidate
+    watch.batch:HotFolder._place           each Entry's destination in the archive or rejected folder
+    ledger.store:Ledger.write_batch        every decision, in one transaction (ledger.schema:scored_json)
+    watch.batch:HotFolder._write_report    the report, rebuilt from the ledger, never from the engine's Scored:
+    ledger.store:Ledger.batch_result       the batch's rows read back (ledger.schema:scored_from_row)
+    report.workbook:save_report            the BatchResult as a ReportContent -> .xlsx, atomically
     notify.notices:Notices.batch_reported  its message queued in state/notify.sqlite; sent in the background
-    watch.disposal:dispose_pending         its sidecar, then the file, move to outbox/scored/<date>/ (or rejected/)
+    watch.disposal:dispose_pending         the Disposals (ledger.store:Ledger.undisposed) leave the inbox:
+    watch.disposal:move                    its sidecars, then the file, to outbox/scored/<date>/ (or rejected/)
     watch.latest_rebuild:LatestRebuilder   later, off this path: latest.xlsx from the ledger (ledger.latest_window)
 """
 

@@ -19,7 +19,7 @@ MAX_FUNCTION_LINES = 50
 
 
 @dataclass(frozen=True)
-class Plan:
+class House:
     """Where the map puts each part: the ground, the floors in order, the rooms, and the top (the commands)."""
 
     ground: set[str]
@@ -34,7 +34,7 @@ class Plan:
         return head if head in self.rooms or head in self.floors or head in self.top else module
 
 
-def read_plan(doc: str) -> Plan:
+def read_house(doc: str) -> House:
     """The parts of the house, read from the map's three sections."""
     ground: set[str] = set()
     floors: list[str] = []
@@ -58,7 +58,7 @@ def read_plan(doc: str) -> Plan:
             {"Ground": ground.add, "Floors": floors.append, "Rooms": top.add}.get(section, top.add)(name)
         elif (found := re.match(r" {8}(\w+)\.py\s+\[shared\]", line)) and package:
             shared.add(f"{package}.{found[1]}")
-    return Plan(ground, floors, rooms, top, shared)
+    return House(ground, floors, rooms, top, shared)
 
 
 def modules() -> dict[str, Path]:
@@ -130,34 +130,34 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def wrong_imports(plan: Plan, edges: dict[str, set[str]]) -> list[str]:
+def wrong_imports(house: House, edges: dict[str, set[str]]) -> list[str]:
     """Imports that break the map's rules, each as `a -> b (why)`."""
     wrong = []
-    order = {name: i for i, name in enumerate(plan.floors)}
+    order = {name: i for i, name in enumerate(house.floors)}
     for a, targets in sorted(edges.items()):
-        pa = plan.part(a)
+        pa = house.part(a)
         for b in sorted(targets):
-            pb = plan.part(b)
-            if pa == pb or pa in plan.top or pa == "__main__" or pb in plan.ground:
+            pb = house.part(b)
+            if pa == pb or pa in house.top or pa == "__main__" or pb in house.ground:
                 continue
-            if pa in plan.ground:
+            if pa in house.ground:
                 wrong.append(f"{a} -> {b} (the ground imports only the ground)")
             elif pa in order and pb not in order:
                 wrong.append(f"{a} -> {b} (a floor imports no room)")
             elif pa in order and order[pb] > order[pa]:
                 wrong.append(f"{a} -> {b} (a floor imports only the floors before it)")
-            elif pa in plan.rooms and pb in plan.rooms and b not in plan.shared:
+            elif pa in house.rooms and pb in house.rooms and b not in house.shared:
                 wrong.append(f"{a} -> {b} (a room imports a room beside it only through a [shared] module)")
-            elif pa in plan.rooms and pb in plan.top:
+            elif pa in house.rooms and pb in house.top:
                 wrong.append(f"{a} -> {b} (a room imports no command)")
     return wrong
 
 
 def test_the_map_places_every_module() -> None:
-    plan = read_plan(scorer.__doc__ or "")
-    assert plan.floors[:3] == ["context", "decoding", "evidence"] and "scoring" in plan.floors
-    assert {"score", "watch", "web", "bulk", "training", "outcomes"} <= plan.rooms
-    unplaced = [m for m in modules() if plan.part(m) not in {*plan.ground, *plan.floors, *plan.rooms, *plan.top}]
+    house = read_house(scorer.__doc__ or "")
+    assert house.floors[:3] == ["context", "decoding", "evidence"] and "scoring" in house.floors
+    assert {"score", "watch", "web", "bulk", "training", "outcomes"} <= house.rooms
+    unplaced = [m for m in modules() if house.part(m) not in {*house.ground, *house.floors, *house.rooms, *house.top}]
     assert unplaced == ["__main__"] or unplaced == [], unplaced
 
 
@@ -166,7 +166,7 @@ def test_no_import_forms_a_circle() -> None:
 
 
 def test_imports_go_down_the_floors_and_never_sideways_between_rooms() -> None:
-    assert wrong_imports(read_plan(scorer.__doc__ or ""), graph()) == []
+    assert wrong_imports(read_house(scorer.__doc__ or ""), graph()) == []
 
 
 def test_no_module_is_over_300_lines_and_no_function_over_50() -> None:
@@ -184,7 +184,7 @@ def test_no_module_is_over_300_lines_and_no_function_over_50() -> None:
 
 
 def test_the_checks_catch_a_circle_a_sideways_import_and_an_upward_one() -> None:
-    plan = Plan({"errors", "textsafe"}, ["decoding", "scoring"], {"watch", "web", "training", "outcomes"}, {"cli"},
+    house = House({"errors", "textsafe"}, ["decoding", "scoring"], {"watch", "web", "training", "outcomes"}, {"cli"},
                 {"training.card"})
     edges = {
         "decoding.vet": {"scoring.engine", "errors"},  # upward
@@ -195,7 +195,7 @@ def test_the_checks_catch_a_circle_a_sideways_import_and_an_upward_one() -> None
         "cli.data": {"training.train", "outcomes.run"},  # the commands may import any room
     }
     assert circles(edges) == [["decoding.vet", "scoring.engine"]]
-    assert wrong_imports(plan, edges) == [
+    assert wrong_imports(house, edges) == [
         "decoding.vet -> scoring.engine (a floor imports only the floors before it)",
                 "outcomes.run -> training.train (a room imports a room beside it only through a [shared] module)",
         "textsafe -> decoding.vet (the ground imports only the ground)",

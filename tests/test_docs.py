@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
+import tokenize
 from pathlib import Path
 
 import click
@@ -12,6 +15,7 @@ from click.testing import CliRunner
 import scorer
 from scorer.cli import main
 from scorer.docs_reference import COMMAND, reference_markdown
+from scorer.ledger.schema import MIGRATIONS
 from scorer.settings_text import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,11 +175,50 @@ def test_the_package_map_names_every_module_and_no_other() -> None:
 
 
 def test_the_path_in_the_map_names_real_modules_and_names() -> None:
-    steps = re.findall(r"^ {4}([\w.]+):([\w.]+)\s", scorer.__doc__ or "", re.M)
-    assert len(steps) >= 10, "the map has lost one creative's path from the inbox to the report"
-    for module, names in steps:
-        path = module.replace(".", "/") + ".py"
-        assert path in _map_names(), f"the path's step {module} is not a module the map names"
-        source = (ROOT / "scorer" / path).read_text(encoding="utf-8")
+    doc = scorer.__doc__ or ""
+    path = doc[doc.index("One creative's path"):]
+    steps = re.findall(r"^ {4}([\w.]+):([\w.]+)\s", path, re.M)
+    assert len(steps) >= 20, "the map has lost one creative's path from the inbox to the report"
+    # every module:function the path names, its steps and those in their descriptions, is imported and resolved
+    for module, names in re.findall(r"\b((?:\w+\.)*\w+):((?:\w+\.)*\w+)", path):
+        assert module.replace(".", "/") + ".py" in _map_names(), f"the path names {module}, which the map does not"
+        found: object = importlib.import_module(f"scorer.{module}")
         for name in names.split("."):
-            assert re.search(rf"^\s*(class|def) {name}\b", source, re.M), f"{module} defines no {name}"
+            assert hasattr(found, name), f"scorer.{module} has no {names}: the map's path is out of date"
+            found = getattr(found, name)
+        assert callable(found), f"scorer.{module}:{names} is not a class or a function"
+
+
+# Names the glossary retired, each with the word that has that meaning now (scorer/__init__.py's glossary).
+RETIRED = {
+    "Outbox": "NotificationQueue (outbox is the reports folder)", "OUTBOX_NAME": "QUEUE_NAME",
+    "features": "embedding (the learner's vector) or signals (posting time and caption)",
+    "predict_with_features": "predict_with_embedding", "has_features": "has_embedding",
+    "ServingRecord": "FastStart", "record_batch": "write_batch", "batch_view": "batch_result",
+    "Look": "Likeness", "looks": "likenesses", "model_and_view": "model_and_shown", "VIEWS": "CROPS",
+    "Outcome": "Decision (a file's), Reply (a decoder's) or SendResult (a send's)",
+    "DecodeDecision": "DecodeFinding", "PrecisionDecision": "PrecisionFinding",
+    "TrackSummary": "TrackRecord", "Launched": "Launch", "Pair": "Launch",
+}
+
+
+def _names_a_retired_table(literal: str, history: set[str]) -> bool:
+    try:
+        text = ast.literal_eval(literal)
+    except ValueError:  # an f-string: its text as written
+        text = literal
+    return text not in history and re.search(r"(?i)\b(TABLE|FROM|JOIN|INTO)\s+looks\b", str(text)) is not None
+
+
+def test_no_name_in_the_package_is_one_the_glossary_retired() -> None:
+    history = set(MIGRATIONS.values())  # the ledger's migration steps name the tables as those versions wrote them
+    found = []
+    for path in sorted((ROOT / "scorer").rglob("*.py")):
+        with path.open("rb") as handle:
+            for token in tokenize.tokenize(handle.readline):
+                where = f"{path.relative_to(ROOT)}:{token.start[0]}"
+                if token.type == tokenize.NAME and token.string in RETIRED:
+                    found.append(f"{where} {token.string}: use {RETIRED[token.string]}")
+                elif token.type == tokenize.STRING and _names_a_retired_table(token.string, history):
+                    found.append(f"{where} table looks: use likeness")
+    assert found == []
