@@ -121,6 +121,9 @@ class _Slot:
 
     def __init__(self, job: DecodeJob) -> None:
         self._job = job
+        # Held from a request to its reply: a run abandoned mid-decode leaves its feeder waiting on this pipe,
+        # and the next run's request must not be sent until that reply is read, or the two would swap answers.
+        self.busy = threading.Lock()
         self.process: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
 
@@ -251,6 +254,10 @@ class DecodePool:
             queue.put(index, (path, self._decode_in(slot, path, geometry())))
 
     def _decode_in(self, slot: _Slot, path: Path, geometry: ItemGeometry | None) -> Decoded | ImageError:
+        with slot.busy:
+            return self._request(slot, path, geometry)
+
+    def _request(self, slot: _Slot, path: Path, geometry: ItemGeometry | None) -> Decoded | ImageError:
         conn = slot.ensure_started()
         video, budget = False, self._timeout
         try:

@@ -16,8 +16,10 @@ from scorer.decoding.video_probe import VideoLimits
 
 
 def poison_decode(path: Path, geometry: ItemGeometry | None, limits: ImageLimits, thumb_px: int) -> Decoded:
-    """Like decode_file, but a name containing 'hang' never returns, 'crash' kills the worker and 'hog' asks for
-    2 GiB of address space (untouched: without a limit the kernel grants it)."""
+    """Like decode_file, but a name containing 'hang' never returns, 'slow' takes a second, 'crash' kills the
+    worker and 'hog' asks for 2 GiB of address space (untouched: without a limit the kernel grants it)."""
+    if "slow" in path.name:
+        time.sleep(1.0)
     if "hang" in path.name:
         time.sleep(3600)
     if "crash" in path.name:
