@@ -2,7 +2,7 @@
 
 Each post is decoded and preprocessed exactly as scoring does it (the scoring Classifier's own
 geometry, batch transforms and runtime), so its embedding is comparable with a creative's. A video
-post with its video is its frames, their probabilities and embeddings weighed by video_probabilities.
+post with its video is its frames, their probabilities and embeddings weighed as scoring weighs them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from scorer.decoding.decode import Decoded, decode_file
 from scorer.decoding.vet import ImageLimits
-from scorer.decoding.video import DecodedVideo, decode_video, video_probabilities
+from scorer.decoding.video import decode_video
 from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import ImageError, ModelError
 from scorer.evidence.index import NEIGHBOURS, EvidenceIndex, index_path, write_index
@@ -27,6 +27,7 @@ from scorer.fsutil import atomic_write, sha256_file
 from scorer.model.integrity import remember_pin
 from scorer.results import engagement_score
 from scorer.scoring.classifier import Classifier
+from scorer.scoring.frames import combine, stack
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
 from scorer.training.labels import class_numbers, learner_classes
@@ -111,31 +112,16 @@ def _embed(classifier: Classifier, posts: pd.DataFrame, limits: tuple[ImageLimit
 
 
 def _predict(classifier: Classifier, decoded: list[Decoded], hook_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each post's probabilities and embedding: a still's own, a video's frames' weighed as scoring weighs them."""
-    frames: list[np.ndarray] = []
-    hooks: list[tuple[bool, ...]] = []
-    for d in decoded:
-        assert d.pixels is not None
-        if isinstance(d, DecodedVideo):
-            frames.append(d.pixels)
-            hooks.append(d.in_hook)
-        else:  # a still: one frame, with the whole weight
-            frames.append(d.pixels[None])
-            hooks.append((True,))
-    pixels = np.concatenate(frames)
-    probs, embedding = [], []
-    for start in range(0, len(pixels), classifier.batch_size):
-        p, e = classifier.predict_with_embedding(pixels[start:start + classifier.batch_size])
-        assert e is not None
-        probs.append(p)
-        embedding.append(e)
-    ends = np.cumsum([len(f) for f in frames])[:-1]
-
-    def weigh(values: np.ndarray) -> np.ndarray:
-        return np.stack([video_probabilities(v, h, hook_weight) for v, h in zip(np.split(values, ends), hooks,
-                                                                                 strict=True)])
-
-    return weigh(np.concatenate(probs)), weigh(np.concatenate(embedding))
+    """Each post's probabilities and embedding as scoring gives a creative's: a still's own, a video's frames'
+    weighed (scorer.scoring.frames), in batches of the classifier's size."""
+    pixels, starts = stack(decoded)
+    parts = [classifier.predict_with_embedding(pixels[i:i + classifier.batch_size])
+             for i in range(0, len(pixels), classifier.batch_size)]
+    embeddings = [e for _, e in parts if e is not None]
+    assert len(embeddings) == len(parts)  # scoring_classifier refused a model without one
+    answers = combine(decoded, starts, np.concatenate([p for p, _ in parts]), np.concatenate(embeddings), hook_weight)
+    assert answers.embedding is not None
+    return answers.probs, answers.embedding
 
 
 def _date(value: object) -> str:

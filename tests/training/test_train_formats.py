@@ -16,6 +16,7 @@ import pytest
 from scorer.config import load_settings
 from scorer.decoding.video import decode_video, video_probabilities
 from scorer.decoding.video_probe import VideoLimits
+from scorer.results import engagement_score
 from scorer.training.formats import groups_of
 from scorer.training.frames import training_geometry
 from scorer.training.index import scoring_classifier
@@ -113,6 +114,7 @@ def test_held_out_reels_are_judged_on_their_frames_as_scoring_scores_them(reels_
     reels = predictions[predictions["trained on"] == "frames"]
     assert len(reels) >= 3, "some held-out Reels trained on their frames"
     data = Path(card["data"]["source"])
+    index = pd.read_parquet(reels_engage_more.model.with_name(card["index"]["file"])).set_index("source")
     for _, row in reels.iterrows():
         video = decode_video(data / row["source"].replace(".json.xz", ".mp4"), classifier.geometry,
                              VideoLimits.from_settings(settings.video), 0)
@@ -120,6 +122,7 @@ def test_held_out_reels_are_judged_on_their_frames_as_scoring_scores_them(reels_
         frames, _ = classifier.predict_with_embedding(video.pixels)
         scored = video_probabilities(frames, video.in_hook, settings.video.hook_weight)
         assert np.allclose(row[["P(Low)", "P(High)"]].to_numpy(dtype=float), scored, atol=1e-4), row["source"]
+        assert index.loc[row["source"], "score"] == pytest.approx(engagement_score(scored), abs=1e-3), "the index too"
     assert set(predictions["trained on"]) == {"frames", "cover", "picture"}
 
 
