@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def verify_model(settings: Settings) -> TrustedModel:
         )
     real = _check_place(settings, model)
     return _trust(settings, model, real, settings.model_sha256 or _read_pins(settings).get(str(real)), "model",
-                  f"if you trust the new file, run `scorer model pin {model}`", model_pin_place(settings))
+                  f"if you trust the new file, run `scorer model pin {model}`", model_pin_place(settings),
+                  lambda data: refuse_unless_export(model, data))
 
 
 def model_pin_place(settings: Settings) -> str:
@@ -105,11 +107,13 @@ def model_pin_place(settings: Settings) -> str:
 
 
 def _trust(settings: Settings, path: Path, real: Path, pinned: str | None, what: str, fix: str,
-           where: str) -> TrustedModel:
-    """A pinned file's bytes checked against `pinned`, or, with nothing pinned yet, pinned on first use."""
+           where: str, vet: Callable[[bytes], None] = lambda data: None) -> TrustedModel:
+    """A pinned file's bytes checked against `pinned`, or, with nothing pinned yet, `vet`ted and pinned on first
+    use (a file that is not what it should be is refused before it is pinned)."""
     if pinned is not None:
         return TrustedModel(pinned.lower(), read_pinned(real, pinned, f"{what} {path}", fix, where=where))
     data = read_regular(real)
+    vet(data)
     sha = sha256_bytes(data)
     remember_pin(settings, path, sha)
     log.warning("%s %s pinned on first use: sha256 %s", what, path, sha)
@@ -224,9 +228,7 @@ def pin_model(settings: Settings, model: Path) -> Pinned:
         raise ConfigError("no config.yaml to write the pin to: run from the project folder or pass --config")
     real = _check_place(settings, model)
     data = read_regular(real)
-    if (what := not_an_export(data)) is not None:
-        raise ModelError(f"{model} is {what}, not a learner saved with fastai's learn.export(): pass the .pkl "
-                         "file that learn.export() wrote")
+    refuse_unless_export(model, data)
     sha = sha256_bytes(data)
     values = {"model_sha256": sha}
     switched = real != settings.model.resolve()
@@ -246,6 +248,13 @@ _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF
           (b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
            "a PyTorch file in the format before PyTorch 1.6"),
           (b"\x80", "a plain pickle, not a PyTorch file"))
+
+
+def refuse_unless_export(model: Path, data: bytes) -> None:
+    """Refuse a file that is not a learner saved with learn.export(), saying what it is."""
+    if (what := not_an_export(data)) is not None:
+        raise ModelError(f"{model} is {what}, not a learner saved with fastai's learn.export(): pass the .pkl "
+                         "file that learn.export() wrote")
 
 
 def not_an_export(data: bytes) -> str | None:

@@ -136,6 +136,21 @@ def test_pin_refuses_a_file_that_is_not_a_learner_and_says_what_it_is(project: P
     assert project.config.read_text() == before and not (project.root / "state").exists(), "nothing is pinned"
 
 
+def test_a_file_that_is_not_a_learner_is_refused_at_first_use_and_never_pinned(project: Project) -> None:
+    learner = project.models / "tiny.pkl"
+    saved = learner.read_bytes()
+    _not_a_learner(learner, "text")
+    (project.inbox / "a.jpg").write_bytes(b"")
+    args = ["score", str(project.inbox), "--config", str(project.config)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output == (f"error: {learner} is a text file, not a learner saved with fastai's learn.export(): "
+                             "pass the .pkl file that learn.export() wrote\n")
+    assert not (project.root / "state").exists(), "nothing is pinned on a refused first use"
+    learner.write_bytes(saved)  # the real learner copied in under that name is trusted on its own first use
+    assert CliRunner().invoke(main, args).exit_code == 0
+
+
 @pytest.mark.parametrize("mode", [0o664, 0o646])
 def test_model_writable_by_others_is_refused(creative_in: Project, mode: int) -> None:
     model = creative_in.models / "tiny.pkl"
