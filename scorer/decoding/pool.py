@@ -11,8 +11,6 @@ import logging
 import os
 import resource
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import traceback
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from scorer.child import Child
 from scorer.decoding import reasons
 from scorer.decoding.decode import Decoded, ItemGeometry, decode_file
 from scorer.decoding.vet import ImageLimits
@@ -113,54 +112,23 @@ def _address_space_limit(extra: int) -> Iterator[None]:
 
 
 class _Slot:
-    """One worker process and the pipe to it; restarted after a crash or hang.
-
-    Workers are plain `python -m scorer.decoding.pool` subprocesses rather than multiprocessing
-    children, so they never re-import the caller's __main__ and start with only Pillow loaded.
-    """
+    """One worker process (scorer.child: `python -m scorer.decoding.pool`, started with only Pillow loaded) and
+    the pipe to it; restarted after a crash or hang."""
 
     def __init__(self, job: DecodeJob) -> None:
         self._job = job
         # Held from a request to its reply: a run abandoned mid-decode leaves its feeder waiting on this pipe,
         # and the next run's request must not be sent until that reply is read, or the two would swap answers.
         self.busy = threading.Lock()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.conn: Connection | None = None
+        self.child = Child("scorer.decoding.pool")
 
     def ensure_started(self) -> Connection:
-        if self.process is None or self.process.poll() is not None:
-            ours, theirs = socket.socketpair()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "scorer.decoding.pool", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-            )
-            theirs.close()
-            self.conn = Connection(ours.detach())
-            self.conn.send(sys.path)
-            self.conn.send(self._job)
-        assert self.conn is not None
-        return self.conn
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.process.poll() if self.process is not None else None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-        if self.conn is not None:
-            self.conn.close()
-        self.process, self.conn = None, None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None and self.conn is not None:
-            try:
-                self.conn.send(None)
-                self.process.wait(2)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
+        if not self.child.alive or self.child.conn is None:
+            conn = self.child.start()
+            conn.send(sys.path)
+            conn.send(self._job)
+        assert self.child.conn is not None
+        return self.child.conn
 
 
 Reply = tuple[Path, "Decoded | ImageError"]
@@ -265,16 +233,16 @@ class DecodePool:
             while True:
                 if not conn.poll(budget):
                     log.warning("decoding %s took over %.0f s: worker restarted, file rejected", path, budget)
-                    slot.kill()
+                    slot.child.kill()
                     return ImageError(reasons.video_hangs(budget) if video else reasons.hangs(budget))
                 status, payload = conn.recv()
                 if status != "video":
                     break
                 video, budget = True, float(payload)  # the worker found a video: its time budget from now
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            code = slot.exitcode
+            code = slot.child.exitcode
             log.warning("decoding %s crashed the worker (exit code %s): worker restarted, file rejected", path, code)
-            slot.kill()
+            slot.child.kill()
             return ImageError(reasons.crashes(video))
         if status == "ok":
             assert isinstance(payload, Decoded)
@@ -284,7 +252,7 @@ class DecodePool:
     def close(self) -> None:
         """Stop every worker process."""
         for slot in self._slots:
-            slot.stop()
+            slot.child.stop()
 
     def __enter__(self) -> DecodePool:
         return self

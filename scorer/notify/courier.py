@@ -13,8 +13,6 @@ import logging
 import math
 import re
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from scorer.child import Child
 from scorer.notify.destinations import SECRETS, Destination
 from scorer.notify.queue import Message
 
@@ -51,8 +50,7 @@ class Courier:
     def __init__(self, destination: Destination, timeout: float) -> None:
         self.destination = destination
         self.timeout = timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._child = Child("scorer.notify.courier", quiet=True)
 
     def warm(self, stop: threading.Event) -> None:
         """Start the child now (Apprise loads its plugins), so that the first send does not wait for it."""
@@ -87,37 +85,24 @@ class Courier:
 
     def close(self) -> None:
         """Kill the child, whatever it is doing."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(5)
-        if self._conn is not None:
-            self._conn.close()
-        self._process, self._conn = None, None
+        self._child.kill()
 
     def _ready(self, stop: threading.Event) -> Connection | str | None:
         """The pipe to a child ready to send; else why not, or None when told to stop while it started."""
-        if self._conn is not None and self._process is not None and self._process.poll() is None:
-            return self._conn
-        self.close()
-        ours, theirs = socket.socketpair()
+        if self._child.alive and self._child.conn is not None:
+            return self._child.conn
         try:
-            self._process = subprocess.Popen([sys.executable, "-m", "scorer.notify.courier", str(theirs.fileno())],
-                                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL)
+            conn = self._child.start()
         except OSError as exc:  # out of processes or memory: this send fails, and is retried
-            ours.close()
             return f"its sending process cannot start ({exc.strerror or exc})"
-        finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
         deadline = time.monotonic() + _START_S
         try:
-            self._conn.send((self.destination.url, self.timeout))
-            while not self._conn.poll(_POLL_S):
+            conn.send((self.destination.url, self.timeout))
+            while not conn.poll(_POLL_S):
                 if stop.is_set() or time.monotonic() >= deadline:
                     self.close()
                     return None if stop.is_set() else f"its sending process did not start within {_START_S:g} s"
-            accepted, records = self._conn.recv()
+            accepted, records = conn.recv()
         except (EOFError, OSError):
             self.close()
             return "its sending process ended as it started"
@@ -125,7 +110,7 @@ class Courier:
         if not accepted:
             self.close()
             return "not a URL Apprise understands: fix it in notify.urls or notify.urls_file"
-        return self._conn
+        return conn
 
 
 def try_destinations(destinations: Sequence[Destination], timeout: float) -> list[tuple[Destination, SendResult]]:
