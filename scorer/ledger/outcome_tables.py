@@ -68,9 +68,9 @@ class Launches:
             self._db.executemany("DELETE FROM outcomes WHERE post = ? OR creative = ?",
                                  [(launch.post, launch.creative.sha256) for launch in launches])
             self._db.executemany(
-                f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(k.post, k.post_sha256, k.creative.sha256, k.model, k.similarity, k.posted_at, k.likes, k.comments,
-                  k.value, k.real_class, k.post_thumbnail) for k in launches],
+                  k.value, k.real_class, k.post_thumbnail, k.format) for k in launches],
             )
 
     def _base_named(self, launches: Sequence[Launch]) -> list[str]:
@@ -85,7 +85,8 @@ class Launches:
         """The launches of one model's creatives (only these posts', when given), oldest post first.
 
         Each creative is read as scored, less its evidence, overlay and advice, which a launch never shows;
-        without `thumbnails` neither picture is read (a plot or the figures need none).
+        without `thumbnails` neither picture is read (a plot or the figures need none). A launch kept before
+        formats were has its creative's (a video's post was a video, a still's an image).
         """
         picture, post_picture = ("thumbnail", "outcomes.thumbnail") if thumbnails else ("NULL", "NULL")
         # the files table as SCORED_COLUMNS reads it, with only what a launch needs of each row
@@ -94,16 +95,19 @@ class Launches:
         only = "AND outcomes.post IN (SELECT value FROM json_each(?))" if posts is not None else ""
         rows = self._db.execute(
             "SELECT outcomes.post, outcomes.post_sha, outcomes.model, outcomes.similarity, outcomes.posted_at, "
-            f"outcomes.likes, outcomes.comments, outcomes.value, outcomes.label, {post_picture}, {SCORED_COLUMNS} "
+            f"outcomes.likes, outcomes.comments, outcomes.value, outcomes.label, {post_picture}, outcomes.format, "
+            f"{SCORED_COLUMNS} "
             f"FROM outcomes JOIN ({files}) AS files ON {_FIRST_SCORED} "
             f"JOIN batches ON batches.id = files.batch WHERE outcomes.model = ? {only} "
             "ORDER BY outcomes.posted_at, outcomes.post",
             (model, *([json.dumps(list(posts))] if posts is not None else [])),
         )
-        return [Launch(post, post_sha, scored_from_row(creative), model_sha, similarity, posted_at, likes, comments,
-                       value, label, thumbnail)
-                for post, post_sha, model_sha, similarity, posted_at, likes, comments, value, label, thumbnail,
-                *creative in rows]
+        launches = []
+        for post, post_sha, model, similarity, posted_at, likes, comments, value, label, thumbnail, fmt, *row in rows:
+            creative = scored_from_row(row)
+            launches.append(Launch(post, post_sha, creative, model, similarity, posted_at, likes, comments, value,
+                                   label, thumbnail, fmt or ("image" if creative.video is None else "video")))
+        return launches
 
     def put_track_record(self, track: TrackRecord) -> None:
         """Keep a model's latest track record, replacing the one before."""

@@ -15,7 +15,7 @@ from scorer.scoring.engine import Item
 from scorer.sqlitetx import immediate
 
 LEDGER_NAME = "ledger.sqlite"
-VERSION = 3
+VERSION = 4
 
 SCHEMA = """
 CREATE TABLE batches (
@@ -72,7 +72,8 @@ CREATE TABLE outcomes (
     comments   INTEGER NOT NULL,
     value      REAL NOT NULL,     -- likes + comments, normalised as the labelling rule does
     label      TEXT NOT NULL,     -- the class the account's labelling rule gives it
-    thumbnail  BLOB               -- the post as launched, for the Track record sheet
+    thumbnail  BLOB,              -- the post as launched, for the Track record sheet
+    format     TEXT               -- the post's: image, video or carousel; NULL if kept before version 4
 );
 """
 # + a model's SHA-256: the meta key of its latest track record (scorer.outcomes), as JSON
@@ -92,6 +93,10 @@ CREATE TABLE outcomes (
 ALTER TABLE files RENAME COLUMN outcome TO decision;
 ALTER TABLE looks RENAME TO likeness;
 ALTER TABLE likeness RENAME COLUMN features TO embedding;
+""",
+    # 4: a launch knows its post's format, for the track record per format
+    3: """
+ALTER TABLE outcomes ADD COLUMN format TEXT;
 """,
 }
 
@@ -233,7 +238,8 @@ class Likeness:
 
 
 # The outcomes table's columns, in the order Launches.put writes them (scorer.ledger.outcome_tables)
-LAUNCH_COLUMNS = "post, post_sha, creative, model, similarity, posted_at, likes, comments, value, label, thumbnail"
+LAUNCH_COLUMNS = ("post, post_sha, creative, model, similarity, posted_at, likes, comments, value, label, thumbnail, "
+                  "format")
 
 
 def meta_value(db: sqlite3.Connection, key: str) -> str | None:

@@ -2,7 +2,7 @@
 
 The figures reuse the card's evaluation (scorer.training.evaluate): Spearman of the Engagement score
 against real engagement, and accuracy against the majority baseline. Lift and calibration are
-resampled the same way, from the same launches.
+resampled the same way, from the same launches. Each format's launches get the same figures of their own.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from scorer.results import Interval
-from scorer.track_record import GUESS, Launch
+from scorer.track_record import GUESS, FormatRecord, Launch
 from scorer.training.evaluate import evaluate, interval
+from scorer.training.posts import POST_FORMATS
 
 _BINS = np.linspace(0, 1, 6)  # reliability table: predicted-class probability in fifths
 _NONE = Interval(None, None, None)
@@ -38,6 +39,20 @@ def figures(counted: Sequence[Launch], classes: Sequence[str], bootstrap: int, s
     lift = interval(float(_lift(scores[None, :], values[None, :])[0]), _lift(scores[idx], values[idx]))
     return {"spearman": ev.spearman, "accuracy": ev.accuracy, "baseline_accuracy": ev.baseline_accuracy,
             "lift": lift, "calibration": _calibration(probs, truth, idx)}
+
+
+def by_format(launches: Sequence[Launch], settled: float, classes: Sequence[str], bootstrap: int, seed: int
+              ) -> dict[str, FormatRecord]:
+    """Each launched format's figures on its own counted launches (image, video, carousel, those launched)."""
+    found = {}
+    for fmt in POST_FORMATS:
+        own = [launch for launch in launches if launch.format == fmt]
+        if own:
+            counted = [launch for launch in own if launch.counted(settled)]
+            ours = figures(counted, classes, bootstrap, seed)
+            found[fmt] = FormatRecord(len(own), len(counted), ours["spearman"], ours["accuracy"],
+                                      ours["baseline_accuracy"], ours["lift"])
+    return found
 
 
 def _lift(scores: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -1,5 +1,12 @@
 """Which launched post is which scored creative: perceptual hashes and embedding, one to one.
 
+A still has one set of prints; a video has one per sampled frame (its likeness keeps them one frame
+after another), and a launched video is sampled as scoring sampled it. Each of a post's frames is
+compared with every frame of a creative and counts its most alike one; the post's hash agreement is
+the mean over its frames. So a re-encoded, resized Reel agrees frame by frame with the video scored,
+whatever keyframes its encoder chose, and a Reel's cover alone (a post of one frame) finds the frame
+of the video it was taken from, which may be any; stills compare as one frame against one.
+
 Every post is compared with every creative as matrices, a chunk of posts at a time, so 10,000 posts
 against 30,000 creatives stay within seconds and a bounded amount of memory.
 """
@@ -14,34 +21,51 @@ import numpy as np
 from scorer.decoding.prints import BITS_PER_PRINT, BYTES_PER_PRINT, CROPS
 
 _WORDS = BYTES_PER_PRINT // 8
+_FRAME_BYTES = len(CROPS) * BYTES_PER_PRINT
 # How much the embedding weigh against the hashes where both sides have them: the hashes carry the
 # match (they see the whole picture, the embedding only the model's crop of it), the embedding break
 # ties between near-identical variants and keep likeness-alike pictures from passing on the hashes alone.
 FEATURE_WEIGHT = 0.3
-_CHUNK = 256  # posts compared at once: about 256 × creatives × 8 bytes in flight
+_CHUNK = 256  # post frames compared at once: about 256 × creatives' frames × 17 bytes in flight...
+_CELLS = _CHUNK * 32768  # ...and at most this many (post frame, creative frame) pairs, however many frames
 _KEEP = 4  # best creatives kept per post for the assignment
 
 
 @dataclass(frozen=True)
 class Likenesses:
-    """The prints and embedding of many images, as matrices ready to compare."""
+    """The prints and embedding of many stills and videos, as matrices ready to compare."""
 
-    prints: np.ndarray  # (N, views, words) uint64
+    prints: np.ndarray  # (frames, views, words) uint64: every frame of each, one after another (a still: one)
+    starts: np.ndarray  # (N,) int64: where each one's frames begin in prints
     embedding: np.ndarray  # (N, D) float32 unit rows; zeros where unknown
     known: np.ndarray  # (N,) bool: whether the row has embedding
 
     def __len__(self) -> int:
-        return len(self.prints)
+        return len(self.starts)
+
+    def frames(self) -> np.ndarray:
+        """How many frames each one has."""
+        counts: np.ndarray = np.diff(self.starts, append=len(self.prints))
+        return counts
+
+    def rows(self, start: int, stop: int) -> Likenesses:
+        """Those from `start` up to `stop`, with their frames."""
+        first = int(self.starts[start])
+        end = int(self.starts[stop]) if stop < len(self) else len(self.prints)
+        return Likenesses(self.prints[first:end], self.starts[start:stop] - first, self.embedding[start:stop],
+                          self.known[start:stop])
 
 
 def likenesses_of(prints: Sequence[bytes], embedding: Sequence[bytes | None]) -> Likenesses:
-    """Stack prints (one per image, every view) and float16 embedding (None where unknown) into Likenesses."""
+    """Stack prints (one per still or video: every view of each frame) and float16 embedding (None where unknown)."""
     n = len(prints)
-    packed = np.frombuffer(b"".join(prints), dtype=np.uint64).reshape(n, len(CROPS), _WORDS)
+    packed = np.frombuffer(b"".join(prints), dtype=np.uint64).reshape(-1, len(CROPS), _WORDS)
+    starts = np.zeros(n, np.int64)
+    np.cumsum([len(p) // _FRAME_BYTES for p in prints[:-1]], out=starts[1:])
     known = np.array([f is not None for f in embedding], dtype=bool)
     dims = {len(f) // 2 for f in embedding if f is not None}
     if len(dims) != 1:  # none known, or embedding of different models: compare prints only
-        return Likenesses(packed, np.zeros((n, 1), np.float32), np.zeros(n, bool))
+        return Likenesses(packed, starts, np.zeros((n, 1), np.float32), np.zeros(n, bool))
     (d,) = dims
     feats = np.zeros((n, d), np.float32)
     for i, f in enumerate(embedding):
@@ -49,15 +73,31 @@ def likenesses_of(prints: Sequence[bytes], embedding: Sequence[bytes | None]) ->
             feats[i] = np.frombuffer(f, dtype=np.float16)
     norms = np.linalg.norm(feats, axis=1, keepdims=True)
     feats /= np.where(norms > 0, norms, 1)
-    return Likenesses(packed, feats, known)
+    return Likenesses(packed, starts, feats, known)
 
 
 def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
-    """(posts, creatives) similarity, 0-1: the closest view's hash agreement, joined by feature cosine where known."""
+    """(posts, creatives) similarity, 0-1: the frames' hash agreement, joined by feature cosine where known."""
+    sim = _frame_agreement(posts.prints[:, 0, :], creatives.prints)  # a post as launched, against every view
+    if len(creatives.prints) > len(creatives):  # a video among them: each post frame's most alike frame of each
+        sim = np.maximum.reduceat(sim, creatives.starts, axis=1)
+    if len(posts.prints) > len(posts):  # a video post: the mean over its frames
+        sim = np.add.reduceat(sim, posts.starts, axis=0)
+        sim /= posts.frames()[:, None].astype(np.float32)
+    if posts.known.any() and creatives.known.any() and posts.embedding.shape[1] == creatives.embedding.shape[1]:
+        joined = posts.embedding @ creatives.embedding.T  # cosine: the rows are unit vectors
+        joined *= FEATURE_WEIGHT
+        joined += (1 - FEATURE_WEIGHT) * sim
+        np.copyto(sim, joined, where=posts.known[:, None] & creatives.known[None, :])
+    return sim
+
+
+def _frame_agreement(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """(post frames, creative frames) hash agreement, 0-1, of each post frame with the closest view of each frame."""
     # one contiguous row per (view, word): the XOR and popcount then stream through memory
-    theirs = np.ascontiguousarray(creatives.prints.transpose(1, 2, 0))
-    ours = np.ascontiguousarray(posts.prints[:, 0, :].T)  # a post as launched, against each view of each creative
-    shape = (len(posts), len(creatives))
+    theirs = np.ascontiguousarray(theirs.transpose(1, 2, 0))
+    ours = np.ascontiguousarray(ours.T)
+    shape = (ours.shape[1], theirs.shape[2])
     dist, d = np.full(shape, BITS_PER_PRINT, np.uint16), np.empty(shape, np.uint16)
     xor, count = np.empty(shape, np.uint64), np.empty(shape, np.uint8)
     for v in range(len(CROPS)):
@@ -70,11 +110,6 @@ def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
     sim = dist.astype(np.float32)
     sim *= -1 / BITS_PER_PRINT
     sim += 1
-    if posts.known.any() and creatives.known.any() and posts.embedding.shape[1] == creatives.embedding.shape[1]:
-        joined = posts.embedding @ creatives.embedding.T  # cosine: the rows are unit vectors
-        joined *= FEATURE_WEIGHT
-        joined += (1 - FEATURE_WEIGHT) * sim
-        np.copyto(sim, joined, where=posts.known[:, None] & creatives.known[None, :])
     return sim
 
 
@@ -88,9 +123,8 @@ def match(posts: Likenesses, creatives: Likenesses, threshold: float) -> list[tu
         return []
     keep = min(_KEEP, len(creatives))
     found: list[tuple[float, int, int]] = []
-    for start in range(0, len(posts), _CHUNK):
-        chunk = Likenesses(*(a[start:start + _CHUNK] for a in (posts.prints, posts.embedding, posts.known)))
-        sim = similarities(chunk, creatives)
+    for start, stop in _chunks(posts, max(1, min(_CHUNK, _CELLS // len(creatives.prints)))):
+        sim = similarities(posts.rows(start, stop), creatives)
         best = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
         values = np.take_along_axis(sim, best, axis=1)
         rows, cols = np.nonzero(values >= threshold)
@@ -104,3 +138,14 @@ def match(posts: Likenesses, creatives: Likenesses, threshold: float) -> list[tu
             used_creatives.add(c)
             pairs.append((p, c, value))
     return pairs
+
+
+def _chunks(posts: Likenesses, frames: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive posts holding at most `frames` frames together, or one post where it has more."""
+    ends = posts.starts + posts.frames()
+    spans, start = [], 0
+    while start < len(posts):
+        stop = max(start + 1, int(np.searchsorted(ends, posts.starts[start] + frames, side="right")))
+        spans.append((start, stop))
+        start = stop
+    return spans

@@ -23,11 +23,12 @@ import pandas as pd
 from scorer.config import require_writable_dir
 from scorer.context.signals import zone
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import DataError
 from scorer.ledger.outcome_tables import Launches
 from scorer.ledger.schema import Likeness
 from scorer.ledger.store import Ledger
-from scorer.outcomes.figures import figures, verdict
+from scorer.outcomes.figures import by_format, figures, verdict
 from scorer.outcomes.match import likenesses_of, match
 from scorer.results import Scored
 from scorer.scoring.assembly import open_engine
@@ -82,7 +83,7 @@ def run_outcomes(settings: Settings, data: Path, *, engine: Engine | None = None
 def _posts(settings: Settings, data: Path) -> tuple[pd.DataFrame, list[BadRow]]:
     """The posts with their labelled engagement, each keyed by its image's path in DATA, with its posting time."""
     tz = zone(settings.context.timezone)
-    imported = import_posts(data, ImageLimits.from_settings(settings.images))
+    imported = import_posts(data, ImageLimits.from_settings(settings.images), VideoLimits.from_settings(settings.video))
     if imported.table.empty:
         raise DataError(f"{data} has no usable post: see the reasons listed, and download the profile again")
     table = label(imported.table, settings.train.label).reset_index(drop=True)
@@ -113,8 +114,12 @@ def _posted(when: pd.Timestamp, date_only: bool, tz: ZoneInfo) -> float:
 
 
 def _post_likenesses(engine: Engine, table: pd.DataFrame) -> tuple[dict[int, Scored], list[BadRow]]:
-    """Each readable post's prints and embedding (by table row), and the posts that could not be decoded."""
-    items = [Item(Path(image), str(post)) for image, post in zip(table["image"], table["post"], strict=True)]
+    """Each readable post's prints and embedding (by table row), and the posts that could not be decoded.
+
+    A video post is decoded as scoring decodes a video, frames sampled alike, where its video was downloaded;
+    its cover alone where it was not."""
+    items = [Item(Path(video or image), str(post))
+             for image, video, post in zip(table["image"], table["video"], table["post"], strict=True)]
     rows = {str(item.path): row for row, item in enumerate(items)}  # a result's location is its item's path
     result = score_items(items, engine.model, engine.pool, check=engine.check)
     likenesses = {rows[s.location]: s for s in result.scored if s.prints is not None}
@@ -163,7 +168,7 @@ def _launches(posts: dict[int, Scored], table: pd.DataFrame, creatives: Sequence
             post=str(row["post"]), post_sha256=str(row["sha256"]), creative=creative, model=model,
             similarity=similarity, posted_at=None if pd.isna(posted) else float(posted), likes=int(row["likes"]),
             comments=int(row["comments"]), value=float(row["value"]), real_class=str(row["label"]),
-            post_thumbnail=posts[rows[p]].thumbnail,
+            post_thumbnail=posts[rows[p]].thumbnail, format=str(row["format"]),
         ))
     return launches
 
@@ -181,5 +186,5 @@ def track_record(store: Launches, creatives: Sequence[tuple[Scored, str, Likenes
         early=sum(not launch.forward for launch in launches),
         not_posted=sum(m == model for _, m, _ in creatives) - len(launches), unmatched_posts=unmatched_posts,
         verdict=verdict(len(counted), found["spearman"], settings.outcomes.min_pairs), launches=tuple(launches),
-        **found,
+        formats=by_format(launches, settled, train.label.classes, train.bootstrap, train.seed), **found,
     )

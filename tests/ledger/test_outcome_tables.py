@@ -77,3 +77,17 @@ def test_a_track_record_kept_by_an_earlier_version_reads_back(tmp_path: Path, ve
     start = rows.index(LAUNCH_HEADERS) + 1
     assert [row[1] for row in rows[start:]] == [row["post"] for row in data["pairs"][::-1]]
     assert [row[-1] for row in rows[start:]] == counted, "the launches the figures counted, and only those"
+
+
+def test_the_track_record_sheet_gives_the_figures_per_format_beside_the_whole(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    made = fill_history(settings.state, 30, per_batch=10, days=20)
+    formats = ["video" if n % 2 else "image" for n in range(30)]
+    track = record_launches(settings.state, made, [int(4000 + 100 * s.score) for s in made], formats=formats)
+    rows = _track_sheet(settings)
+    lines = {row[0]: row[1] for row in rows[1:1 + len(track.headline)]}
+    assert lines == track.headline
+    assert lines["Image launches"] == track.formats["image"].line() and lines["Video launches"].startswith(
+        "15 matched, 15 counted: Spearman ")
+    start = rows.index(LAUNCH_HEADERS) + 1
+    assert len(rows) - start == 30

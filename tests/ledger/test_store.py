@@ -195,7 +195,7 @@ def test_a_damaged_or_newer_ledger_is_a_clear_error(tmp_path: Path) -> None:
         Ledger(newer)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_ledger_comes_up_current_with_every_decision_it_held(tmp_path: Path, version: int) -> None:
     # The schemas as those versions wrote them: files.outcome, and from version 2 looks (sha, prints, features, model)
     older = SCHEMA.replace("decision    TEXT NOT NULL CHECK (decision IN",
@@ -204,8 +204,8 @@ def test_an_older_ledger_comes_up_current_with_every_decision_it_held(tmp_path: 
     with sqlite3.connect(tmp_path / LEDGER_NAME) as db:
         db.executescript(f"{older} {steps} PRAGMA user_version={version};")
         db.execute("INSERT INTO batches (id, state, report, model, created) VALUES (1, 'reported', 'r.xlsx', '{}', 0)")
-        db.execute("INSERT INTO files (sha, path, name, outcome, reason, batch, done) "
-                   "VALUES ('cd', '/in/b.jpg', 'b.jpg', 'rejected', 'not an image', 1, 1)")
+        db.execute(f"INSERT INTO files (sha, path, name, {'outcome' if version < 3 else 'decision'}, reason, batch, "
+                   "done) VALUES ('cd', '/in/b.jpg', 'b.jpg', 'rejected', 'not an image', 1, 1)")
         if version == 2:
             db.execute("INSERT INTO looks (sha, prints, features, model) VALUES ('cd', x'00', x'01', 'ab')")
     led = Ledger(tmp_path)
@@ -214,8 +214,9 @@ def test_an_older_ledger_comes_up_current_with_every_decision_it_held(tmp_path: 
     finally:
         led.close()
     with sqlite3.connect(tmp_path / LEDGER_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 4
         assert db.execute("SELECT decision FROM files").fetchall() == [("rejected",)]
         kept = db.execute("SELECT sha, prints, embedding, model FROM likeness").fetchall()
         assert kept == ([("cd", b"\x00", b"\x01", "ab")] if version == 2 else [])
         assert db.execute("SELECT count(*) FROM outcomes").fetchone() == (0,)
+        assert [column[1] for column in db.execute("PRAGMA table_info(outcomes)")][-1] == "format"

@@ -247,7 +247,8 @@ def old_row(root: Path, post: str, post_sha: str, creative: Path) -> None:
     """A launch as an older version kept it, keyed by the post's base name."""
     with sqlite3.connect(root / "state" / "ledger.sqlite") as db:
         model = db.execute("SELECT DISTINCT json_extract(model, '$.sha256') FROM batches").fetchone()[0]
-        db.execute(f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, 0.9, 0, 5000, 50, 5050, 'Low', NULL)",
+        db.execute(f"INSERT INTO outcomes ({LAUNCH_COLUMNS}) VALUES (?, ?, ?, ?, 0.9, 0, 5000, 50, 5050, 'Low', NULL, "
+                   "NULL)",
                    (post, post_sha, sha_of(creative), model))
 
 

@@ -73,8 +73,10 @@ def fill_history(state: Path, scored: int, *, rejected_every: int = 0, per_batch
 
 
 def record_launches(state: Path, launched: Sequence[Scored], totals: Sequence[int], *, after_days: float = 1.0,
-                    now: float | None = None, thumb: bytes | None = None, model: str = INFO.sha256) -> TrackRecord:
-    """Keep each creative as launched `after_days` after scoring with these likes, and the model's track record.
+                    now: float | None = None, thumb: bytes | None = None, model: str = INFO.sha256,
+                    formats: Sequence[str] | None = None) -> TrackRecord:
+    """Keep each creative as launched `after_days` after scoring with these likes (as posts of these formats, all
+    images by default), and the model's track record.
 
     The launches go through the real labelling rule and Launches.put, and the track record is computed and
     kept as `scorer outcomes` does after matching; `now` defaults to a month on, when every post is mature.
@@ -84,9 +86,10 @@ def record_launches(state: Path, launched: Sequence[Scored], totals: Sequence[in
     table = label(pd.DataFrame({"likes": list(totals), "comments": [0] * len(totals), "posted_at": posted}),
                   settings.train.label)
     launches = [Launch(f"post-{i:03}.jpg", f"{i:064x}", s, model, 0.97, when, int(total), 0, float(value), str(cls),
-                       thumb)
-                for i, (s, when, total, value, cls) in enumerate(
-                    zip(launched, posted, totals, table["value"], table["label"], strict=True))]
+                       thumb, fmt)
+                for i, (s, when, total, value, cls, fmt) in enumerate(
+                    zip(launched, posted, totals, table["value"], table["label"], formats or ["image"] * len(launched),
+                        strict=True))]
     ledger = Ledger(state)
     try:
         ledger.launches.put(launches)
