@@ -1,11 +1,14 @@
 """Which launched post is which scored creative: perceptual hashes and embedding, one to one.
 
 A still has one set of prints; a video has one per sampled frame (its likeness keeps them one frame
-after another), and a launched video is sampled as scoring sampled it. Each of a post's frames is
-compared with every frame of a creative and counts its most alike one; the post's hash agreement is
-the mean over its frames. So a re-encoded, resized Reel agrees frame by frame with the video scored,
-whatever keyframes its encoder chose, and a Reel's cover alone (a post of one frame) finds the frame
-of the video it was taken from, which may be any; stills compare as one frame against one.
+after another), and a launched video is sampled as scoring sampled it. A post's hash agreement with a
+creative is the mean over the post's frames of each one's agreement with the creative's most alike
+frame among those it is compared with. A Reel sampled into as many frames as a scored video is
+compared in order: its frame i with the video's frames i - 1, i and i + 1 (a frame the decoder took
+once for two samples shifts the rest), so a re-encoded, resized Reel agrees frame by frame whatever
+keyframes its encoder chose, and the same shots in another order are another video. Otherwise (a
+cover alone, which may be any frame of its video, or frames sampled differently) each frame is
+compared with every frame. Stills compare as one frame against one, as they always did.
 
 Every post is compared with every creative as matrices, a chunk of posts at a time, so 10,000 posts
 against 30,000 creatives stay within seconds and a bounded amount of memory.
@@ -48,6 +51,11 @@ class Likenesses:
         counts: np.ndarray = np.diff(self.starts, append=len(self.prints))
         return counts
 
+    def stacked(self, rows: np.ndarray, frames: int) -> np.ndarray:
+        """(rows, frames, views, words): the prints of these rows, each of which has `frames` frames."""
+        stacked: np.ndarray = self.prints[self.starts[rows][:, None] + np.arange(frames)]
+        return stacked
+
     def rows(self, start: int, stop: int) -> Likenesses:
         """Those from `start` up to `stop`, with their frames."""
         first = int(self.starts[start])
@@ -78,12 +86,14 @@ def likenesses_of(prints: Sequence[bytes], embedding: Sequence[bytes | None]) ->
 
 def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
     """(posts, creatives) similarity, 0-1: the frames' hash agreement, joined by feature cosine where known."""
-    sim = _frame_agreement(posts.prints[:, 0, :], creatives.prints)  # a post as launched, against every view
-    if len(creatives.prints) > len(creatives):  # a video among them: each post frame's most alike frame of each
-        sim = np.maximum.reduceat(sim, creatives.starts, axis=1)
-    if len(posts.prints) > len(posts):  # a video post: the mean over its frames
-        sim = np.add.reduceat(sim, posts.starts, axis=0)
-        sim /= posts.frames()[:, None].astype(np.float32)
+    sim = np.empty((len(posts), len(creatives)), np.float32)
+    p_frames, c_frames = posts.frames(), creatives.frames()
+    for fp in np.unique(p_frames):  # a block per (post frames, creative frames): one for an account of stills
+        rows = np.flatnonzero(p_frames == fp)
+        ours = posts.stacked(rows, int(fp))[:, :, 0, :]  # a post as launched, against every view of a creative
+        for fc in np.unique(c_frames):
+            cols = np.flatnonzero(c_frames == fc)
+            sim[np.ix_(rows, cols)] = _agreement(ours, creatives.stacked(cols, int(fc)), aligned=fp == fc > 1)
     if posts.known.any() and creatives.known.any() and posts.embedding.shape[1] == creatives.embedding.shape[1]:
         joined = posts.embedding @ creatives.embedding.T  # cosine: the rows are unit vectors
         joined *= FEATURE_WEIGHT
@@ -92,8 +102,26 @@ def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
     return sim
 
 
+def _agreement(ours: np.ndarray, theirs: np.ndarray, *, aligned: bool) -> np.ndarray:
+    """(posts, creatives) hash agreement of posts of f frames (n, f, words) with creatives of g (m, g, views, words):
+    the mean over a post's frames of each one's agreement with its most alike frame of the creative, in order
+    (frame i with i - 1, i and i + 1) where `aligned`, else among all of them."""
+    (n, f, _), (m, g) = ours.shape, theirs.shape[:2]
+    if aligned:
+        total = np.zeros((n, m), np.float32)
+        for i in range(f):
+            total += np.maximum.reduce([_frame_agreement(ours[:, i], theirs[:, j])
+                                        for j in range(max(0, i - 1), min(g, i + 2))])
+        total /= f
+        return total
+    every = _frame_agreement(ours.reshape(n * f, -1), theirs.reshape(m * g, *theirs.shape[2:]))
+    best = every.reshape(n * f, m, g).max(axis=2) if g > 1 else every
+    mean: np.ndarray = best.reshape(n, f, m).mean(axis=1) if f > 1 else best
+    return mean
+
+
 def _frame_agreement(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
-    """(post frames, creative frames) hash agreement, 0-1, of each post frame with the closest view of each frame."""
+    """(n, m) hash agreement, 0-1, of n prints (n, words) each with the closest view of m (m, views, words)."""
     # one contiguous row per (view, word): the XOR and popcount then stream through memory
     theirs = np.ascontiguousarray(theirs.transpose(1, 2, 0))
     ours = np.ascontiguousarray(ours.T)

@@ -43,11 +43,26 @@ def test_a_reel_is_matched_to_its_video_whatever_keyframes_its_encoder_chose() -
         assert _pairs([_launched(rng, frames)], [other, still, reel]) == [(0, 2)]
 
 
+def test_the_same_shots_in_another_order_are_another_video() -> None:
+    rng = np.random.default_rng(5)
+    reel = _video(rng)
+    variant = np.concatenate([reel[:8], reel[8:][::-1]])  # the same hook, then the rest the other way round
+    post = _launched(rng, reel)
+    assert _pairs([post], [variant]) == [], "only the hook agrees"
+    assert _pairs([post], [variant, reel]) == [(0, 1)]
+
+
 def test_a_cover_alone_finds_the_frame_it_was_taken_from() -> None:
     rng = np.random.default_rng(2)
     reels = [_video(rng) for _ in range(3)]
     covers = [_launched(rng, reels[1][9:10]), _launched(rng, reels[2][0:1])]  # any frame: the cover people chose
     assert _pairs(covers, reels) == [(0, 1), (1, 2)]
+
+
+def test_a_still_posted_as_a_reel_is_matched_to_the_still() -> None:
+    rng = np.random.default_rng(6)
+    still, reel = _video(rng, 1), _video(rng)
+    assert _pairs([_launched(rng, np.repeat(still, FRAMES, axis=0))], [reel, still]) == [(0, 1)]
 
 
 def test_a_reel_that_shares_a_few_frames_with_a_scored_one_is_not_it() -> None:
