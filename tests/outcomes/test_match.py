@@ -59,6 +59,13 @@ def test_a_cover_alone_finds_the_frame_it_was_taken_from() -> None:
     assert _pairs(covers, reels) == [(0, 1), (1, 2)]
 
 
+def test_a_reel_sampled_into_fewer_frames_is_compared_with_every_frame() -> None:
+    rng = np.random.default_rng(7)
+    reel, other = _video(rng), _video(rng)
+    fewer = np.delete(reel, [3, 11], axis=0)  # two samples fell on one frame each: the rest shift
+    assert _pairs([_launched(rng, fewer)], [other, reel]) == [(0, 1)]
+
+
 def test_a_still_posted_as_a_reel_is_matched_to_the_still() -> None:
     rng = np.random.default_rng(6)
     still, reel = _video(rng, 1), _video(rng)
