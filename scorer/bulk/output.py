@@ -5,6 +5,9 @@ A run writes a part at least every `bulk.flush_rows` rows, each renamed into pla
 that is killed loses at most that many and `--resume` carries on from there (removing the
 temporary part a kill may leave). The driver is the only writer: it drops a second result
 for a path (a retried task) and marks content seen before as a duplicate.
+
+The schema only grows: columns added later (a video's `media`, `duration_s`, `frames_scored`) go at
+its end, so a part written before them holds a prefix of the columns, and reads as null there.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scorer import __version__
-from scorer.bulk.stages import DUPLICATE, KNOWN, REFUSED, SCORED
+from scorer.bulk.stages import DUPLICATE, KNOWN, REFUSED, SCORED, VIDEO
 from scorer.errors import ConfigError, ModelError
 from scorer.fsutil import atomic_write, remove_temps
 from scorer.results import engagement_score
@@ -29,7 +32,7 @@ PART_GLOB = "part-*.parquet"
 
 
 def schema(classes: tuple[str, ...]) -> pa.Schema:
-    """The columns of every part, in order; one `p_<class>` per class, lowest engagement first."""
+    """The columns of every part, in order; one `p_<class>` per class, lowest engagement first; new ones last."""
     stamp = pa.timestamp("us", tz="UTC")
     return pa.schema([
         ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -38,6 +41,7 @@ def schema(classes: tuple[str, ...]) -> pa.Schema:
         ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()), ("file_bytes", pa.int64()),
         ("modified", stamp), ("notes", pa.string()), ("scored_at", stamp),
         ("model_sha256", pa.string()), ("scorer_version", pa.string()),
+        ("media", pa.string()), ("duration_s", pa.float64()), ("frames_scored", pa.int32()),
     ])
 
 
@@ -133,9 +137,11 @@ class PartWriter:
             row.update(predicted=self._classes[best], confidence=probs[best],
                        engagement_score=engagement_score(probs), scored_at=now,
                        **{f"p_{c}": p for c, p in zip(self._classes, probs, strict=True)})
+        video = batch["media"][i] == VIDEO
         row.update(width=int(batch["width"][i]), height=int(batch["height"][i]), format=str(batch["format"][i]),
                    file_bytes=int(batch["file_bytes"][i]), modified=float(batch["modified"][i]),
-                   notes=str(batch["notes"][i]) or None)
+                   notes=str(batch["notes"][i]) or None, media=str(batch["media"][i]),
+                   duration_s=float(batch["duration"][i]) if video else None, frames_scored=int(batch["frames"][i]))
         return row
 
     def flush(self) -> None:

@@ -24,7 +24,10 @@ from scorer.bulk.source import list_inputs
 from scorer.bulk.stages import DecodeBytes, DecodeStage, InferStage
 from scorer.config import require_writable_dir
 from scorer.decoding.decode import decode_bytes
+from scorer.decoding.pool import VideoDecodeFn
 from scorer.decoding.vet import ImageLimits
+from scorer.decoding.video import decode_video
+from scorer.decoding.video_probe import VideoLimits
 from scorer.errors import ConfigError, ModelError, ScorerError
 from scorer.model.fast_start import FastStart, read_fast_start
 from scorer.results import ModelInfo
@@ -74,8 +77,8 @@ def ray_session(ray: ModuleType, address: str | None) -> Iterator[None]:
 
 def run_bulk(
     settings: Settings, sources: list[str], dest: Path, *, address: str | None = None, resume: bool = False,
-    decode: DecodeBytes = decode_bytes, on_start: Callable[[int], None] = lambda n: None,
-    progress: Callable[[int], None] = lambda n: None,
+    decode: DecodeBytes = decode_bytes, decode_video: VideoDecodeFn = decode_video,
+    on_start: Callable[[int], None] = lambda n: None, progress: Callable[[int], None] = lambda n: None,
 ) -> BulkRun:
     """Score every input under `sources` into Parquet parts in `dest` (see the module docstring)."""
     ray = require_ray()
@@ -108,20 +111,27 @@ def run_bulk(
     writer = PartWriter(dest, info.classes, info.sha256, done, settings.bulk.flush_rows)
     if not inputs:  # everything is in DEST already
         return BulkRun(writer.counts, len(listed), [], info)
-    stage = DecodeStage(geometry, ImageLimits.from_settings(settings.images), frozenset(done.by_sha), decode)
+    stage = DecodeStage(geometry, ImageLimits.from_settings(settings.images), VideoLimits.from_settings(settings.video),
+                        settings.images.decode_timeout, frozenset(done.by_sha), decode, decode_video)
     with ray_session(ray, address):
-        shipped = ray.put(pack_model(settings, info.sha256))  # held here until the actors are done with it
-        fast_start = read_fast_start(settings.state, info.sha256)  # beside the shipped object, as the pin is
-        dataset = _pipeline(ray, settings, inputs, stage, shipped, info.sha256, fast_start)
-        try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                progress(writer.take(batch))
-        finally:  # Ctrl-C, SIGTERM, a lost actor or node: every row decided so far reaches DEST
-            writer.flush()
+        _decide(ray, settings, inputs, stage, writer, info.sha256, progress)
     missing = len(inputs) - len(writer.seen)
     if missing:
         raise ScorerError(f"{missing} inputs got no result: run the same command with --resume to score them")
     return BulkRun(writer.counts, len(listed) - len(inputs), writer.parts, info)
+
+
+def _decide(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, writer: PartWriter,
+            verified: str, progress: Callable[[int], None]) -> None:
+    """Every input through the two stages, its row into `writer`."""
+    shipped = ray.put(pack_model(settings, verified))  # held here until the actors are done with it
+    fast_start = read_fast_start(settings.state, verified)  # beside the shipped object, as the pin is
+    dataset = _pipeline(ray, settings, inputs, stage, shipped, verified, fast_start)
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            progress(writer.take(batch))
+    finally:  # Ctrl-C, SIGTERM, a lost actor or node: every row decided so far reaches DEST
+        writer.flush()
 
 
 def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: DecodeStage, shipped: Any,
@@ -137,11 +147,10 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
     actors = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // (2 * threads)))
     return (
         ray.data.from_arrow(blocks)
-        # Each decoding task reserves the decode memory bound; giving it resources of its own also keeps
-        # Ray from fusing it into the inference actors. Ray spreads these tasks over the nodes and runs
-        # one again (up to 3 times) when its worker process dies.
-        .map_batches(stage, batch_size=settings.batch_size, num_cpus=1,
-                     memory=settings.images.decode_memory_mb * 2**20)
+        # Each decoding task reserves the decode memory bound, a still's or a video's (its bytes, once, and
+        # what its decoding worker may add); giving it resources of its own also keeps Ray from fusing it into
+        # the inference actors. Ray spreads these tasks over the nodes and runs one again when its worker dies.
+        .map_batches(stage, batch_size=settings.batch_size, num_cpus=1, memory=_decode_memory(settings))
         # the pin (and the fast start) go beside the shipped object, never inside it: each actor checks the
         # bytes against the pin
         .map_batches(InferStage, fn_constructor_args=(settings, shipped, verified, fast_start),
@@ -149,3 +158,8 @@ def _pipeline(ray: ModuleType, settings: Settings, inputs: list[str], stage: Dec
                      num_gpus=1 if gpu else 0)
     )
 
+
+def _decode_memory(settings: Settings) -> int:
+    """Bytes a decoding task reserves: the most a still or a video may take to decode."""
+    video = settings.video.max_file_mb + settings.video.max_memory_mb
+    return int(max(settings.images.decode_memory_mb, video) * 2**20)

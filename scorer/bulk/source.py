@@ -2,7 +2,9 @@
 
 Local paths go through the same vetting as `scorer score` (hidden and temporary names skipped,
 links and pipes rejected unopened); a URI (`s3://`, `gs://`, `hdfs://`, `file://`) is listed
-and read with pyarrow's filesystems, which is what Ray Data itself reads them with.
+and read with pyarrow's filesystems, which is what Ray Data itself reads them with. An input is
+read within its kind's limit, as the decoding workers read it: a video's (video.max_file_mb) when
+its first bytes are a video's, else a still's (images.max_file_mb).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scorer.decoding.vet import ImageLimits, find_candidates, is_ignored_name, read_regular_file
+from scorer.decoding.video_probe import VideoLimits, sniff_video_file, video_format
 from scorer.errors import ConfigError, ImageError
 
 
@@ -54,10 +57,11 @@ def _list_uri(uri: str) -> list[str]:
     return [prefix + i.path for i in sorted(files, key=lambda i: i.path)]
 
 
-def read_input(source: str, limits: ImageLimits) -> tuple[bytes, float]:
+def read_input(source: str, limits: ImageLimits, video: VideoLimits) -> tuple[bytes, float]:
     """The bytes of one input and its modification time; ImageError when it cannot be read."""
     if not is_uri(source):
-        data, st = read_regular_file(Path(source), limits.max_bytes)
+        limit = video.max_bytes if sniff_video_file(Path(source)) else limits.max_bytes
+        data, st = read_regular_file(Path(source), limit)
         return data, st.st_mtime
     import pyarrow.fs as pafs
 
@@ -66,10 +70,12 @@ def read_input(source: str, limits: ImageLimits) -> tuple[bytes, float]:
         info = fs.get_file_info(path)
         if info.type != pafs.FileType.File:
             raise ImageError("file disappeared before it could be read")
-        if info.size is not None and info.size > limits.max_bytes:
-            raise ImageError(f"file too large: {info.size / 2**20:.0f} MB, limit {limits.max_bytes / 2**20:.0f} MB")
         with fs.open_input_stream(path) as handle:
-            data = handle.read(limits.max_bytes + 1)
+            data = handle.read(64)
+            limit = video.max_bytes if video_format(data) else limits.max_bytes
+            if info.size is not None and info.size > limit:
+                raise ImageError(f"file too large: {info.size / 2**20:.0f} MB, limit {limit / 2**20:.0f} MB")
+            data += handle.read(limit + 1 - len(data))
     except OSError as exc:
         raise ImageError(f"cannot be read: {exc}") from None
     if not data:

@@ -1,5 +1,5 @@
 """`scorer bulk` when things go wrong, on a real local Ray: a tampered model, a stopped driver, a damaged DEST,
-a worker folder planted by someone else."""
+a worker folder planted by someone else, a video that crashes or hangs FFmpeg."""
 
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ import pytest
 from scorer.bulk.output import PART_GLOB, schema
 from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import ShippedModel, pack_model
+from scorer.decoding import reasons
 from scorer.errors import ModelError
 from scorer.settings import Settings
 from tests.support.helpers import ROOT, Project, bulk_settings, campaign, parquet_rows
+from tests.support.imagegen import CLASS_COLOURS
+from tests.support.poison import poison_video_decode
+from tests.support.videogen import reel
 
 # `scorer bulk` itself, with one test hook: the content named in GATE is held back in decoding (tests.support.helpers'
 # gated_decode) and each count of newly decided inputs is appended to DECIDED once the driver has taken them.
@@ -182,3 +186,23 @@ def test_a_worker_folder_planted_first_is_never_written_and_bulk_still_scores(
         assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
         assert list(folder.glob("*/tiny.pkl")), "the model was written there"
         assert list(folder.glob("*/state/fast-start/*.json")), "with the driver's fast start: no fastai there"
+
+
+@pytest.mark.slow
+def test_a_video_that_crashes_or_hangs_ffmpeg_costs_its_row_and_the_job_goes_on(
+        local_ray: str, project: Project, tmp_path: Path) -> None:
+    """poison_video_decode segfaults on a name with 'crash' and never returns on one with 'hang': in the Ray task
+    itself, either would have it started again without end; in its decoding worker, each costs its own row."""
+    stills = campaign(project.inbox, range(1))
+    hook_red = [(3.0, CLASS_COLOURS["High"]), (3.0, CLASS_COLOURS["Low"])]
+    for name in ("crash.mp4", "hang.mp4", "clip.mp4"):
+        reel(project.inbox / name, hook_red)
+    project.write_config("model: models/tiny.pkl\nvideo:\n  timeout: 3\n")
+    run = run_bulk(bulk_settings(project), [str(project.inbox)], tmp_path / "dest", decode_video=poison_video_decode)
+
+    rows = {Path(str(r["path"])).name: r for r in parquet_rows(tmp_path / "dest")}
+    assert len(rows) == len(stills) + 3
+    assert (rows["crash.mp4"]["status"], rows["crash.mp4"]["reason"]) == ("rejected", reasons.crashes(video=True))
+    assert (rows["hang.mp4"]["status"], rows["hang.mp4"]["reason"]) == ("rejected", reasons.video_hangs(3))
+    assert (rows["clip.mp4"]["status"], rows["clip.mp4"]["media"]) == ("scored", "video")
+    assert run.counts == {"scored": len(stills) + 1, "rejected": 2, "duplicate": 0}

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
+from scorer.bulk.output import PART_GLOB
 from scorer.bulk.pipeline import run_bulk
 from scorer.bulk.shipping import pack_model, unpack_model
 from scorer.cli import main
@@ -29,6 +30,8 @@ from scorer.model.fast_start import fast_start_path, read_fast_start
 from scorer.score.run import score_paths
 from tests.support.helpers import Project, bulk_settings, campaign, gated_decode, parquet_rows
 from tests.support.hostile import make_corpus
+from tests.support.imagegen import CLASS_COLOURS
+from tests.support.videogen import hostile_videos, reel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +43,9 @@ SCHEMA = [
     ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()), ("file_bytes", pa.int64()),
     ("modified", pa.timestamp("us", tz="UTC")), ("notes", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
     ("model_sha256", pa.string()), ("scorer_version", pa.string()),
+    ("media", pa.string()), ("duration_s", pa.float64()), ("frames_scored", pa.int32()),
 ]
+ADDED_FOR_VIDEOS = ["media", "duration_s", "frames_scored"]  # after the columns of earlier parts
 
 # Each project starts as the tiny learner's first start leaves it, so a driver or an actor that has the
 # fast start opens the export without fastai (bulk draws no Grad-CAM).
@@ -69,6 +74,7 @@ def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
         assert row["engagement_score"] == pytest.approx(s.score, abs=1e-4)
         assert (row["width"], row["height"], row["format"], row["notes"] or "") == (s.width, s.height, s.format,
                                                                                      s.notes)
+        assert (row["media"], row["duration_s"], row["frames_scored"]) == ("image", None, 0)
     assert {r.location: r.reason for r in reference.rejected} == {
         p: r["reason"] for p, r in rows.items() if r["status"] == "rejected"}
     assert all(expect[Path(p).relative_to(project.inbox).as_posix()].text in str(r["reason"])
@@ -78,6 +84,58 @@ def test_bulk_matches_score_on_hostile_input_and_writes_the_documented_schema(
     assert dup["path"] in pair and dup["reason"] == f"same content as {(pair - {dup['path']}).pop()}"
     model_sha = hashlib.sha256((project.models / "tiny.pkl").read_bytes()).hexdigest()
     assert {r["model_sha256"] for r in rows.values()} == {run.info.sha256} == {model_sha}
+
+
+@pytest.mark.slow
+def test_each_video_gets_one_row_with_the_answer_scorer_score_gives_it(
+        local_ray: str, project: Project, tmp_path: Path) -> None:
+    expect = hostile_videos(project.inbox / "videos")
+    stills = campaign(project.inbox / "stills", range(1))
+    project.write_config("model: models/tiny.pkl\nreport:\n  explain: never\n")
+    settings = bulk_settings(project)
+    reference = score_paths(settings, [project.inbox]).result
+
+    run = run_bulk(settings, [str(project.inbox)], tmp_path / "dest")
+    rows = {str(r["path"]): r for r in parquet_rows(tmp_path / "dest")}
+    assert len(rows) == len(expect) + len(stills) == sum(run.counts.values())
+    videos = [s for s in reference.scored if s.video is not None]
+    assert {Path(s.location).name for s in videos} == {n for n, e in expect.items() if e.text == "video"}
+    for s in reference.scored:
+        row = rows[s.location]
+        assert row["status"] == "scored" and row["sha256"] == s.sha256 and row["predicted"] == s.predicted
+        assert max(abs(row[f"p_{c}"] - p) for c, p in zip(s.classes, s.probs, strict=True)) <= 1e-6  # type: ignore
+        assert (row["width"], row["height"], row["format"], row["notes"] or "") == (s.width, s.height, s.format,
+                                                                                     s.notes)
+        if s.video is None:
+            assert (row["media"], row["duration_s"], row["frames_scored"]) == ("image", None, 0)
+        else:
+            assert (row["media"], row["duration_s"], row["frames_scored"]) == ("video", s.video.duration,
+                                                                               len(s.video.frames))
+    assert {r.location: r.reason for r in reference.rejected} == {
+        p: r["reason"] for p, r in rows.items() if r["status"] == "rejected"}
+    assert all(r["media"] is None for r in rows.values() if r["status"] == "rejected")
+
+
+@pytest.mark.slow
+def test_resume_reads_parts_written_before_videos_and_the_report_shows_a_video(
+        local_ray: str, project: Project, tmp_path: Path) -> None:
+    dest, stills = tmp_path / "dest", campaign(project.inbox, range(1))
+    run_bulk(bulk_settings(project), [str(project.inbox)], dest)
+    for part in dest.glob(PART_GLOB):  # as a scorer before videos wrote them
+        pq.write_table(pq.read_table(part).drop_columns(ADDED_FOR_VIDEOS), part)
+    clip = reel(project.inbox / "clip.mp4", [(3.0, CLASS_COLOURS["High"]), (3.0, CLASS_COLOURS["Low"])])
+    report = tmp_path / "top.xlsx"
+    result = CliRunner().invoke(main, ["bulk", str(project.inbox), "--out", str(dest), "--resume", "--config",
+                                       str(project.config), "--report", str(report), "--top", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"1 scored, 0 rejected, 0 duplicates, {len(stills)} already in DEST" in result.output
+
+    ws = load_workbook(report)["Ranking"]
+    header = [c.value for c in ws[1]]
+    formats = {row[header.index("File")]: row[header.index("Format")] for row in ws.iter_rows(min_row=2,
+                                                                                             values_only=True)}
+    assert formats == {**{str(p): "image" for p in stills}, str(clip): "video 0:06 · 9:16"}
+    assert len(ws._images) == len(stills) + 1, "a thumbnail each, the video's its cover"  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
