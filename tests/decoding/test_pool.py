@@ -18,7 +18,7 @@ def test_a_run_stopped_mid_decode_hands_the_next_run_only_its_own_files(tmp_path
     with DecodePool(DecodeJob(None, ImageLimits(), 0, poison_decode), workers=1, timeout=30) as pool:
         for _ in range(3):
             began = time.monotonic()
-            stopped = list(pool.imap([slow, *quick], stop=lambda: time.monotonic() - began > 0.3))
+            stopped = list(pool.imap([slow, *quick], stop=lambda began=began: time.monotonic() - began > 0.3))
             assert stopped == [], "stopped while the slow file was still being decoded"
             # the worker still owes the slow file's answer: the next run must not take it for one of its own
             for path, reply in pool.imap(quick):
