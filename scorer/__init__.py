@@ -147,7 +147,7 @@ Rooms, one per command:
         posts.py            [shared] import posts.csv and Instaloader folders
         instaloader.py      Instaloader's metadata files read as untrusted JSON, within a bound, every type checked
         labels.py           [shared] the cleaning funnel, the classes and the held-out split
-        formats.py          post formats: their counts, do videos engage unlike images, labels and accuracy per format
+        formats.py          [shared] post formats: their counts, do videos engage unlike images, labels per format
         prepare.py          posts imported, cleaned, labelled and split, or refused as too few
         frames.py           a video post's frames as training images; held-out video posts judged as scoring judges them
         fit.py              training's fastai import: fit a vision learner, export it

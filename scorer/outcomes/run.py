@@ -37,7 +37,7 @@ from scorer.settings import Settings
 from scorer.textsafe import log_text
 from scorer.track_record import Launch, TrackRecord
 from scorer.training.card import keep_track_record
-from scorer.training.labels import label
+from scorer.training.formats import card_engagement, label_posts
 from scorer.training.posts import BadRow, import_posts
 
 
@@ -86,7 +86,8 @@ def _posts(settings: Settings, data: Path) -> tuple[pd.DataFrame, list[BadRow]]:
     imported = import_posts(data, ImageLimits.from_settings(settings.images), VideoLimits.from_settings(settings.video))
     if imported.table.empty:
         raise DataError(f"{data} has no usable post: see the reasons listed, and download the profile again")
-    table = label(imported.table, settings.train.label).reset_index(drop=True)
+    # as the model's card labelled its own posts: apart where its videos engaged unlike its images
+    table = label_posts(imported.table, settings.train.label, card_engagement(settings.model)).reset_index(drop=True)
     root = data.parent if data.is_file() else data
     table["post"] = [_post_key(Path(image), root.absolute()) for image in table["image"]]
     table["posted"] = [None if pd.isna(when) else _posted(when, bool(day), tz)

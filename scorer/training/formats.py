@@ -10,8 +10,10 @@ says "this is a video" teaches the learner nothing about the creative.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,9 +83,20 @@ def _log_ratio(videos: np.ndarray | float, images: np.ndarray | float) -> np.nda
     return np.asarray(np.log(np.maximum(videos, 1)) - np.log(np.maximum(images, 1)))
 
 
-def label_posts(posts: pd.DataFrame, settings: LabelSettings, engagement: Engagement) -> pd.DataFrame:
+def card_engagement(model: Path) -> Engagement | None:
+    """What the model's card found of its video posts' engagement against its images'; None without a card
+    (or one that did not compare them), as for a learner trained elsewhere."""
+    try:
+        found = json.loads(model.with_suffix(".card.json").read_text(encoding="utf-8"))["formats"]["engagement"]
+        ratio = Interval(**found["ratio_of_medians"])
+        return Engagement(int(found["videos"]), int(found["images"]), ratio, bool(found["differ"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def label_posts(posts: pd.DataFrame, settings: LabelSettings, engagement: Engagement | None) -> pd.DataFrame:
     """label(): all posts together, or, where videos engage differently, each group with its own cut points."""
-    if not engagement.differ:
+    if engagement is None or not engagement.differ:
         return label(posts, settings)
     group = groups_of(posts["format"])
     parts = [label(posts[group == name], own_settings(settings, name, engagement)) for name in GROUPS]

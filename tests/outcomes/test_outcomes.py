@@ -25,7 +25,7 @@ from scorer.config import load_settings
 from scorer.decoding.prints import phash_bits
 from scorer.ledger.schema import LAUNCH_COLUMNS
 from scorer.ledger.store import Ledger
-from scorer.outcomes.run import run_outcomes
+from scorer.outcomes.run import _posts, run_outcomes
 from tests.support.helpers import after_first_start
 from tests.support.history import unrelated_to
 from tests.support.outcomegen import as_posted, write_banner
@@ -331,3 +331,23 @@ def test_outcomes_on_nothing_usable_exits_2_with_one_line(tmp_path: Path) -> Non
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
     assert done.stderr.splitlines() == ["error: shop has no usable post: see the reasons listed, and download the "
                                         "profile again"], done.stderr
+
+
+@pytest.mark.parametrize("differ", [True, False])
+def test_launched_posts_are_labelled_as_the_models_card_labelled_its_own(tmp_path: Path, differ: bool) -> None:
+    # a card whose video posts engaged at 3x its images: its thresholds, 7000 and 11000, stand at 21000 and 33000
+    # for videos; where its videos engaged alike, every launch is labelled on the same thresholds
+    folder = tmp_path / "download"
+    for n in range(2):
+        write_banner(folder / f"p{n}.jpg", n)
+    write_rows(folder / "posts.csv", [{"file": "p0.jpg", "likes": 15000, "comments": 150, "format": "image"},
+                                      {"file": "p1.jpg", "likes": 25000, "comments": 250, "format": "video"}])
+    settings = load_settings(None, model=tmp_path / "models" / "m.pkl")
+    card = {"formats": {"engagement": {"videos": 30, "images": 40, "differ": differ,
+                                       "ratio_of_medians": {"value": 3.0, "low": 2.5, "high": 3.5}}}}
+    settings.model.parent.mkdir()
+    settings.model.with_suffix(".card.json").write_text(json.dumps(card))
+    table, bad = _posts(settings, folder)
+    assert bad == []
+    assert dict(zip(table["format"], table["label"], strict=True)) == {
+        "image": "High", "video": "Neutral" if differ else "High"}
