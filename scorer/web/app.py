@@ -56,7 +56,7 @@ def create_app(settings: Settings, engine: Engine, token: str | None) -> FastAPI
 
     async def upload_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UploadError)
-        return web.page(request, "try.html", exc.status, error=str(exc), serve=settings.serve)
+        return web.page(request, "try.html", exc.status, error=str(exc), serve=settings.serve, video=settings.video)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -44,7 +44,7 @@ def _add_try(app: FastAPI, web: Web) -> None:
 
     @app.get("/try")
     async def try_page(request: Request) -> Response:
-        return web.page(request, "try.html", serve=settings.serve)
+        return web.page(request, "try.html", serve=settings.serve, video=settings.video)
 
     @app.post("/try")
     async def upload(request: Request) -> Response:
@@ -60,7 +60,7 @@ def _add_try(app: FastAPI, web: Web) -> None:
         run = web.runs.get(run_id)
         if run is None:
             raise HTTPException(404, "this result is no longer kept: upload the creatives again")
-        return web.page(request, "try.html", serve=settings.serve, run=run,
+        return web.page(request, "try.html", serve=settings.serve, video=settings.video, run=run,
                         gallery=gallery(run.result, web.engine.model.classes))
 
     @app.get("/try/{run_id}/report.xlsx")

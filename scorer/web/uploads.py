@@ -2,7 +2,8 @@
 
 An upload's own name is only ever shown (on the page and in the report), never used as a path:
 the bytes go to `<private folder>/0001`, `0002`, ..., and are then vetted and decoded by the
-engine exactly like a file dropped into the inbox.
+engine exactly like a file dropped into the inbox. So the content decides what an upload is, a
+still or a video (scorer.decoding.video_probe), never its name or the type the browser claims.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from scorer.textsafe import display_text
 from scorer.web.gate import BodyTooLarge, upload_too_large
 
 FIELD = "creatives"
-_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+# a kept upload's name ends as its content's format, whatever it was called
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "MP4": ".mp4", "MOV": ".mov", "M4V": ".m4v",
+               "M4A": ".m4a", "WEBM": ".webm", "MKV": ".mkv"}
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ async def read_uploads(request: Request, serve: ServeSettings) -> tuple[list[Upl
                           "or raise serve.max_files in config.yaml", status=413)
     if not files:
         await form.close()
-        raise UploadError("no file chosen: choose or drop one or more images")
+        raise UploadError("no file chosen: choose or drop one or more images or videos")
     uploads = [Upload(display_name(f.filename, n), f.file) for n, f in enumerate(files, start=1)]
     return uploads, form.close
 

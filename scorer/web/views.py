@@ -20,6 +20,8 @@ from markupsafe import Markup
 from scorer.decoding.vet import is_ignored_name
 from scorer.fsutil import open_regular
 from scorer.ledger import history
+from scorer.report.evidence_columns import FILMSTRIP_PX
+from scorer.report.filmstrip import filmstrip
 from scorer.report.latest_book import LATEST_NAME
 from scorer.results import BatchResult, ModelInfo, Neighbour, Scored, rank
 from scorer.settings import Settings
@@ -38,9 +40,10 @@ class Card:
 
     rank: int
     scored: Scored
-    image: str
-    overlay: str = ""
+    image: str  # a video's is its cover
+    overlay: str = ""  # a video's is drawn on the hook's frame that holds its class most
     looks_like: list[tuple[str, Neighbour]] = field(default_factory=list)
+    filmstrip: str = ""  # a video's, as the report's Filmstrip column draws it
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,9 @@ def _shown(result: BatchResult) -> BatchResult:
 
 def _card(position: int, s: Scored) -> Card:
     neighbours = s.evidence.neighbours if s.evidence else ()
+    strip = filmstrip(s.video.frames, FILMSTRIP_PX) if s.video is not None else None
     return Card(position, s, _data_url(s.thumbnail), _data_url(s.overlay),
-                [(_data_url(post.thumbnail), post) for post in neighbours])
+                [(_data_url(post.thumbnail), post) for post in neighbours], _data_url(strip))
 
 
 def _data_url(thumbnail: bytes | None) -> str:

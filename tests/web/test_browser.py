@@ -28,6 +28,7 @@ from scorer.cli import main
 from tests.support.helpers import Project, after_first_start, tool_or_skip
 from tests.support.history import INFO, fill_history, record_launches
 from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.videogen import reel
 
 TOKEN = "browser-test-token-0123456789abcdef"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chromium")]  # looked for before the server starts
@@ -166,6 +167,29 @@ def test_two_uploads_rank_like_scorer_score_and_download_the_report(server: tupl
     served = load_workbook(io.BytesIO(downloaded.read_bytes()))
     assert served.sheetnames == ["Ranking", "Rejected", "Duplicates", "Model"]
     assert [(r[1], r[2]) for r in served["Ranking"].iter_rows(min_row=2, values_only=True)] == expected
+
+
+def test_a_video_upload_shows_its_card_with_the_filmstrip_and_its_format(server: tuple[str, Project],
+                                                                          browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    clip = reel(tmp_path / "in" / "clip.mp4", [(3.0, CLASS_COLOURS["High"]), (3.0, CLASS_COLOURS["Low"])])
+    browser.get(f"{url}/try")  # type: ignore[attr-defined]
+    lead = browser.find_element(By.CLASS_NAME, "lead").text  # type: ignore[attr-defined]
+    assert "images or videos" in lead and "Videos (MP4, MOV, WebM, Matroska) up to 900 s" in lead
+    _upload(browser, url, [clip])
+    card = browser.find_element(By.CSS_SELECTOR, '#gallery .card[data-name="clip.mp4"]')  # type: ignore[attr-defined]
+    assert card.find_element(By.CLASS_NAME, "media").text == "video 0:06 · 9:16"
+    strip = card.find_element(By.CSS_SELECTOR, "img.filmstrip")
+    assert strip.is_displayed()
+    # decoded by the browser: about six frames side by side, each above its caption; shown within the card
+    width, height = browser.execute_script(  # type: ignore[attr-defined]
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", strip)
+    assert width > 4 * height > 0
+    assert 0 < strip.size["width"] <= card.size["width"] and strip.size["height"] > 0
+    cover = card.find_element(By.CSS_SELECTOR, ".picture img")
+    assert browser.execute_script("return arguments[0].naturalWidth", cover) > 0  # type: ignore[attr-defined]
 
 
 def test_a_rejected_upload_shows_its_reason(server: tuple[str, Project], browser: object, tmp_path: Path) -> None:

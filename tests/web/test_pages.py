@@ -34,6 +34,7 @@ from scorer.web.auth import resolve_token
 from tests.support.helpers import Project, scorer_imports, tool_or_warn
 from tests.support.history import INFO, fill_history, record_launches
 from tests.support.imagegen import CLASS_COLOURS, write_creative
+from tests.support.videogen import reel
 
 TOKEN = "a-long-enough-test-token-0123456789"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -188,6 +189,7 @@ def test_security_headers_and_cross_site_posts(project: Project, engine: Engine)
 def test_reports_model_and_health_pages_show_the_watch_service(project: Project, engine: Engine) -> None:
     for label, colour in CLASS_COLOURS.items():
         write_creative(project.inbox / f"{label.lower()}.jpg", colour, (64, 48))
+    reel(project.inbox / "clip.mp4", [(3.0, CLASS_COLOURS["High"]), (3.0, CLASS_COLOURS["Low"])])
     project.write_config("model: models/tiny.pkl\nwatch:\n  settle_seconds: 0.2\n")
     watch = subprocess.run([sys.executable, "-m", "scorer", "watch", "--once", "--config", str(project.config)],
                            capture_output=True, text=True, timeout=300)
@@ -203,8 +205,10 @@ def test_reports_model_and_health_pages_show_the_watch_service(project: Project,
         download = client.get(f"/reports/{report.name}/download")
         model = client.get("/model").text
         health = client.get("/health").text
-    assert report.name in listing and listing.count('class="card"') == 3, "latest.xlsx's ranking is shown"
-    assert batch.count('class="card"') == 3 and "high.jpg" in batch
+    assert report.name in listing and listing.count('class="card"') == 4, "latest.xlsx's ranking is shown"
+    assert batch.count('class="card"') == 4 and "high.jpg" in batch
+    # the video's card as the ledger keeps it: its Format text and its frames' filmstrip
+    assert batch.count('<img class="filmstrip"') == 1 and '<span class="media">video 0:06 · 9:16</span>' in batch
     assert download.content == report.read_bytes()
     assert "better than always answering Neutral" in model and "80% (95% CI 60% to 95%)" in model
     assert "<td>4</td>" in model and engine.opened.sha256 in model

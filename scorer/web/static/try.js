@@ -1,4 +1,4 @@
-// The Try form: dropping images onto it fills the file input; submitting shows that scoring is under way.
+// The Try form: dropping images or videos onto it fills the file input; submitting shows that scoring is under way.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("upload");
