@@ -173,7 +173,8 @@ def test_a_file_that_is_not_a_learner_is_a_clear_error(creative_in: Project) -> 
     (creative_in.models / "tiny.pkl").write_bytes(b"not a pickle at all")
     result = CliRunner().invoke(main, ["score", str(creative_in.inbox), "--config", str(creative_in.config)])
     assert result.exit_code == 2
-    assert "is not a learner saved with learn.export()" in result.output
+    assert result.output == (f"error: {creative_in.models / 'tiny.pkl'} is a text file, not a learner saved with "
+                             "fastai's learn.export(): pass the .pkl file that learn.export() wrote\n")
 
 
 def test_model_in_a_folder_others_can_write_is_refused(creative_in: Project) -> None:

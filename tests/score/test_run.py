@@ -68,7 +68,7 @@ def test_score_ranks_good_images_and_rejects_the_broken_one(project: Project, ca
         assert sum(probs) == pytest.approx(1.0, abs=1e-6)
         assert r["Engagement score"] == pytest.approx(engagement_score(probs), abs=0.01)
         assert r["Confidence"] == pytest.approx(max(probs))
-        assert r["Pixels"] == "320 × 400" and r["Format"] == "JPEG"
+        assert r["Pixels"] == "320 × 400" and r["Format"] == "image"
     # The learner learned colour -> class, so red creatives must outrank blue ones.
     mean = {label: sum(r["Engagement score"] for r in ranking if r["File"].split("/")[-1].startswith(label.lower())) / 4
             for label in CLASS_COLOURS}
