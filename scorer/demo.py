@@ -2,7 +2,8 @@
 
 The images are generated, so the demo model only learns "warm colours engage more".
 It shows the whole job on a fresh machine in a couple of minutes; it says nothing
-about real creatives.
+about real creatives. A few generated reels are scored beside the stills, so that the
+report shows a video's filmstrip and how its first seconds weigh.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def write_posts(folder: Path, n: int = _POSTS, seed: int = 0) -> Path:
 
 
 def write_creatives(folder: Path, per_palette: int = 4, seed: int = 1) -> list[Path]:
-    """Generate new candidate creatives to score, `per_palette` of each colour family."""
+    """Generate new candidate creatives to score, `per_palette` stills of each colour family, and the reels."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     names = {"Low": "cool-blue", "Neutral": "fresh-green", "High": "warm-red"}
@@ -98,7 +99,35 @@ def write_creatives(folder: Path, per_palette: int = 4, seed: int = 1) -> list[P
             path = folder / f"{names[label]}-{n}.jpg"
             creative(colour, (320, 400), rng).save(path, quality=90)
             paths.append(path)
-    return paths
+    return paths + [write_reel(folder / name, palettes, rng) for name, palettes in REELS.items()]
+
+
+# The demo's reels: the palette of their first seconds (the hook), then of the rest; the first two swap them.
+REELS = {"warm-hook-reel.mp4": ("High", "Low"), "cool-hook-reel.mp4": ("Low", "High"),
+         "fresh-green-reel.mp4": ("Neutral", "Neutral")}
+_REEL_SIZE = (288, 512)  # 9:16, as Reels and stories are shown
+_REEL_FPS = 10
+_REEL_SECONDS = (3, 5)  # the hook (video.hook_seconds), then the rest
+
+
+def write_reel(path: Path, palettes: tuple[str, str], rng: np.random.Generator) -> Path:
+    """An 8 s H.264 MP4: a generated picture of the first palette panning through the hook, then one of the second."""
+    import av  # only here does the scorer write a video; only the decoding workers read one
+
+    w, h = _REEL_SIZE
+    pictures = {label: np.asarray(creative(PALETTES[label], (2 * w, h), rng)) for label in dict.fromkeys(palettes)}
+    with av.open(str(path), "w", format="mp4") as box:
+        stream = box.add_stream("libx264", rate=_REEL_FPS, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        shown = [(label, i) for label, seconds in zip(palettes, _REEL_SECONDS, strict=True)
+                 for i in range(seconds * _REEL_FPS)]
+        for pts, (label, i) in enumerate(shown):
+            x = (4 * i) % w  # the camera pans across a picture twice as wide as the frame
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pictures[label][:, x : x + w]), format="rgb24")
+            frame.pts = pts
+            box.mux(stream.encode(frame))
+        box.mux(stream.encode(None))
+    return path
 
 
 @dataclass(frozen=True)

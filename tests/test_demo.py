@@ -13,8 +13,9 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.demo import NOTE, SERVE_NOTE
+from scorer.demo import NOTE, REELS, SERVE_NOTE
 from scorer.fsutil import sha256_file
+from tests.support.workbooks import as_libreoffice_reads
 
 
 @pytest.mark.slow
@@ -33,6 +34,7 @@ def test_demo_trains_scores_and_runs_again_after_a_pin(tmp_path: Path, monkeypat
     assert f"Report: {report}" in text
     assert (tmp_path / "demo" / "posts" / "posts.csv").is_file()
     assert len(list((tmp_path / "demo" / "creatives").glob("*.jpg"))) == 12
+    assert sorted(p.name for p in (tmp_path / "demo" / "creatives").glob("*.mp4")) == sorted(REELS)
     assert (tmp_path / "models" / "demo.card.json").is_file()
 
     book = load_workbook(report)
@@ -44,6 +46,7 @@ def test_demo_trains_scores_and_runs_again_after_a_pin(tmp_path: Path, monkeypat
     mean = {colour: np.mean([r["Engagement score"] for r in rows if r["File"].startswith(colour)])
             for colour in ("warm-red", "fresh-green", "cool-blue")}
     assert mean["warm-red"] > mean["fresh-green"] > mean["cool-blue"]
+    check_reels(report, rows, tmp_path / "libreoffice")
     page = _served_card(config, tmp_path / "demo" / "creatives" / "warm-red-1.jpg")
     assert page.count('class="card"') == 1 and 'data-name="warm-red-1.jpg" data-class="High"' in page
     # the card carries the evidence: where the model looked and three of the account's own posts
@@ -65,6 +68,24 @@ def test_demo_trains_scores_and_runs_again_after_a_pin(tmp_path: Path, monkeypat
     assert (archived / "demo.pkl").is_file() and (archived / "demo.card.json").is_file()
     assert f"Previous model moved to {archived}" in " ".join(second.output.split())
     assert len(list((tmp_path / "outbox").glob("engagement-report-*.xlsx"))) == 2
+
+
+def check_reels(report: Path, rows: list[dict[str, object]], out: Path) -> None:
+    """The demo's reels ranked among its stills, the warm hook above the cool one, each with its filmstrip; the
+    report opens cleanly in LibreOffice."""
+    reels = {str(r["File"]): r for r in rows if str(r["File"]) in REELS}
+    assert sorted(reels) == sorted(REELS) and {r["Format"] for r in reels.values()} == {"video 0:08 · 9:16"}
+    assert int(reels["warm-hook-reel.mp4"]["Rank"]) < int(reels["cool-hook-reel.mp4"]["Rank"])  # type: ignore[arg-type]
+    assert "16 frames scored, 8 in the first 3 s" in str(reels["warm-hook-reel.mp4"]["Notes"])
+    ws = load_workbook(report)["Ranking"]
+    header = [c.value for c in ws[2]]
+    strip = header.index("Filmstrip")
+    shown_in = {image.anchor._from.row + 1 for image in ws._images if image.anchor._from.col == strip}
+    reel_rows = {row for row in range(3, ws.max_row + 1) if ws.cell(row, header.index("File") + 1).value in REELS}
+    assert shown_in == reel_rows, "a filmstrip beside each reel, and only there"
+    read = as_libreoffice_reads(report, out)
+    if read is not None:
+        assert set(REELS) <= {row[1] for row in read["Ranking"] if len(row) > 1}
 
 
 def _served_card(config: Path, creative: Path) -> str:
