@@ -120,13 +120,13 @@ class HotFolder:
             self.trouble.failed("moved files", failed)
         return failed is None
 
-    def already_recorded(self, path: Path, st: os.stat_result) -> bool:
+    def already_decided(self, path: Path, st: os.stat_result) -> bool:
         """Whether this exact file is in the ledger already, so intake need not read it again."""
         return self.ledger.known_here(path, st.st_size, st.st_mtime_ns)
 
     def waits(self, path: Path, st: os.stat_result) -> bool:
-        """Whether intake leaves this file for now: recorded already, or a sidecar whose creative may still come."""
-        return self.already_recorded(path, st) or (is_sidecar_name(path.name) and self.orphaned(path) is None)
+        """Whether intake leaves this file for now: decided already, or a sidecar whose creative may still come."""
+        return self.already_decided(path, st) or (is_sidecar_name(path.name) and self.orphaned(path) is None)
 
     def orphaned(self, sidecar: Path) -> str | None:
         """Why a sidecar is rejected, or None while it may still wait (see Triage.orphaned)."""

@@ -76,7 +76,7 @@ def test_keep_mode_leaves_files_in_place_and_never_reports_them_twice(settings: 
     hot = restart(keep)
     assert hot.process(inbox_files(keep), engine, stop=lambda: False) is not None
     assert [p.name for p in inbox_files(keep)] == ["a.jpg", "b.jpg"]
-    assert all(hot.already_recorded(p, os.lstat(p)) for p in inbox_files(keep))
+    assert all(hot.already_decided(p, os.lstat(p)) for p in inbox_files(keep))
     assert hot.process(inbox_files(keep), engine, stop=lambda: False) is None, "decided already"
     assert not keep.archive_dir.exists() and not keep.rejected_dir.exists()
 
