@@ -61,7 +61,7 @@ class Lookalikes:
 
 @dataclass(frozen=True)
 class Advice:
-    """The combined model's view of a creative's planned post: its score at the planned time and the best slots."""
+    """What the combined model says of a creative's planned post: its score at the planned time and the best slots."""
 
     planned_at: str  # local time and zone, "" when the plan gives no time
     planned_score: float | None

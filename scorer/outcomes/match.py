@@ -38,7 +38,7 @@ _KEEP = 4  # best creatives kept per post for the assignment
 class Likenesses:
     """The prints and embedding of many stills and videos, as matrices ready to compare."""
 
-    prints: np.ndarray  # (frames, views, words) uint64: every frame of each, one after another (a still: one)
+    prints: np.ndarray  # (frames, crops, words) uint64: every frame of each, one after another (a still: one)
     starts: np.ndarray  # (N,) int64: where each one's frames begin in prints
     embedding: np.ndarray  # (N, D) float32 unit rows; zeros where unknown
     known: np.ndarray  # (N,) bool: whether the row has embedding
@@ -52,7 +52,7 @@ class Likenesses:
         return counts
 
     def stacked(self, rows: np.ndarray, frames: int) -> np.ndarray:
-        """(rows, frames, views, words): the prints of these rows, each of which has `frames` frames."""
+        """(rows, frames, crops, words): the prints of these rows, each of which has `frames` frames."""
         stacked: np.ndarray = self.prints[self.starts[rows][:, None] + np.arange(frames)]
         return stacked
 
@@ -65,7 +65,7 @@ class Likenesses:
 
 
 def likenesses_of(prints: Sequence[bytes], embedding: Sequence[bytes | None]) -> Likenesses:
-    """Stack prints (one per still or video: every view of each frame) and float16 embedding (None where unknown)."""
+    """Stack prints (one per still or video: every crop of each frame) and float16 embedding (None where unknown)."""
     n = len(prints)
     packed = np.frombuffer(b"".join(prints), dtype=np.uint64).reshape(-1, len(CROPS), _WORDS)
     starts = np.zeros(n, np.int64)
@@ -90,7 +90,7 @@ def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
     p_frames, c_frames = posts.frames(), creatives.frames()
     for fp in np.unique(p_frames):  # a block per (post frames, creative frames): one for an account of stills
         rows = np.flatnonzero(p_frames == fp)
-        ours = posts.stacked(rows, int(fp))[:, :, 0, :]  # a post as launched, against every view of a creative
+        ours = posts.stacked(rows, int(fp))[:, :, 0, :]  # a post as launched, against every crop of a creative
         for fc in np.unique(c_frames):
             cols = np.flatnonzero(c_frames == fc)
             sim[np.ix_(rows, cols)] = _agreement(ours, creatives.stacked(cols, int(fc)), aligned=fp == fc > 1)
@@ -103,7 +103,7 @@ def similarities(posts: Likenesses, creatives: Likenesses) -> np.ndarray:
 
 
 def _agreement(ours: np.ndarray, theirs: np.ndarray, *, aligned: bool) -> np.ndarray:
-    """(posts, creatives) hash agreement of posts of f frames (n, f, words) with creatives of g (m, g, views, words):
+    """(posts, creatives) hash agreement of posts of f frames (n, f, words) with creatives of g (m, g, crops, words):
     the mean over a post's frames of each one's agreement with its most alike frame of the creative, in order
     (frame i with i - 1, i and i + 1) where `aligned`, else among all of them."""
     (n, f, _), (m, g) = ours.shape, theirs.shape[:2]
@@ -121,8 +121,8 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray, *, aligned: bool) -> np.nda
 
 
 def _frame_agreement(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
-    """(n, m) hash agreement, 0-1, of n prints (n, words) each with the closest view of m (m, views, words)."""
-    # one contiguous row per (view, word): the XOR and popcount then stream through memory
+    """(n, m) hash agreement, 0-1, of n prints (n, words) each with the closest crop of m (m, crops, words)."""
+    # one contiguous row per (crop, word): the XOR and popcount then stream through memory
     theirs = np.ascontiguousarray(theirs.transpose(1, 2, 0))
     ours = np.ascontiguousarray(ours.T)
     shape = (ours.shape[1], theirs.shape[2])
