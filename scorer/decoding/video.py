@@ -7,7 +7,8 @@ stands in for it, since a keyframe decodes alone; otherwise the decoder seeks to
 before the time only where that keyframe lies past the frame decoded last, and decodes forward.
 So the cost does not grow with the length of the video beyond the seeks. Each frame, upright and
 at its display size, goes through decode.py's Resize and thumbnail exactly as a still does. PyAV
-is imported only here and in video_probe.py, and only once a video arrives.
+is imported to read only here and in video_probe.py, and only once a video arrives (`scorer demo`
+imports it to write its reels).
 """
 
 from __future__ import annotations
