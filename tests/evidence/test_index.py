@@ -22,10 +22,10 @@ from openpyxl import load_workbook
 
 from scorer.cli import main
 from scorer.config import load_settings
-from scorer.demo import PALETTES, TOTALS, write_creatives, write_posts
+from scorer.demo import PALETTES, REELS, TOTALS, write_creatives, write_posts
 from scorer.evidence.index import index_path
 from scorer.fsutil import sha256_file
-from scorer.report.evidence_columns import LOOKS_LIKE, MEDIAN, PERCENTILE
+from scorer.report.evidence_columns import FILMSTRIP, LOOKS_LIKE, MEDIAN, PERCENTILE
 from scorer.scoring.assembly import open_engine
 from scorer.scoring.engine import Item
 from scorer.training.train import train
@@ -149,7 +149,8 @@ def test_report_shows_evidence_columns_and_model_sheet_comparison(trained: Train
     report = sorted((trained.root / "outbox").glob("engagement-report-*.xlsx"))[-1]
     book = load_workbook(report)
     header = [c.value for c in book["Ranking"][1]]
-    assert header[header.index("Thumbnail") + 1: header.index("Thumbnail") + 6] == EVIDENCE_COLUMNS
+    # The demo's creatives include reels: their filmstrip comes first, then the evidence.
+    assert header[header.index("Thumbnail") + 1: header.index("Thumbnail") + 7] == [FILMSTRIP, *EVIDENCE_COLUMNS]
     assert "Where the model looked" not in header  # explain: never
     medians = column(report, "Ranking", MEDIAN)
     assert all(isinstance(m, int) and m > 0 for m in medians)
@@ -157,8 +158,10 @@ def test_report_shows_evidence_columns_and_model_sheet_comparison(trained: Train
         report, "Ranking", PERCENTILE))
     looks = column(report, "Ranking", LOOKS_LIKE[0])
     assert all(" · " in str(text) for text in looks)
-    # Each row's thumbnail, and three look-alike pictures.
-    assert len(book["Ranking"]._images) == 4 * len(medians)
+    # Each row's thumbnail and three look-alike pictures, and each reel's filmstrip.
+    reels = [f for f in column(report, "Ranking", "Format") if f != "image"]
+    assert len(reels) == len(REELS)
+    assert len(book["Ranking"]._images) == 4 * len(medians) + len(reels)
     model = dict(book["Model"].iter_rows(min_row=2, values_only=True))
     assert "past posts in" in model["Evidence index"]
     assert model["Model card: Best supported"]
