@@ -50,7 +50,7 @@ Ground: plain data, settings and idioms that every floor uses.
     memory.py           gives freed memory back, so a long-running process stays at its working size
     console.py          logging set-up, progress bars, the live status line and printed summaries (rich)
     sdnotify.py         sd_notify(3): READY, STATUS and watchdog pings, for `scorer watch` and `scorer serve`
-    child.py            a `python -m` child process over a socket pair, killed whatever it does (decoders, couriers)
+    child.py            a `python -m` child process over a socket pair, killed whatever it does; reaped one at a time
 
 Floors, from the bottom up:
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scorer.child import Reaped
+
 _TIMEOUT_S = 900
 
 
@@ -24,10 +26,15 @@ def quantize_int8(folder: Path, calibration: np.ndarray) -> bytes:
     `calibration` is a float32 NCHW batch as the model takes it. The folder is a private temporary one.
     """
     np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32))
-    done = subprocess.run([sys.executable, "-m", "scorer.checks.quantize", str(folder)], capture_output=True,
-                          text=True, timeout=_TIMEOUT_S, check=False)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
+    with Reaped([sys.executable, "-m", "scorer.checks.quantize", str(folder)], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True) as child:
+        try:
+            out, err = child.communicate(timeout=_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise
+    if child.returncode != 0:
+        lines = (err or out).strip().splitlines() or [f"exit status {child.returncode}"]
         raise RuntimeError(lines[-1])
     return (folder / "int8.onnx").read_bytes()
 

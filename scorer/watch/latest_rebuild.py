@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from scorer.child import Reaped
 from scorer.errors import ScorerError
 from scorer.ledger.latest_window import read_window
 from scorer.ledger.schema import model_from_json, model_json
@@ -68,7 +69,7 @@ class LatestRebuilder:
         self._stopping = False
         self._due = 0.0  # monotonic time before which no rebuild starts
         self._failures = 0
-        self._child: subprocess.Popen[str] | None = None
+        self._child: Reaped | None = None
         self._thread = threading.Thread(target=self._main, name="latest.xlsx", daemon=True)
 
     def start(self) -> None:
@@ -155,7 +156,7 @@ class LatestRebuilder:
         with self._cond:
             if self._stopping:
                 nice = 0  # nothing left to give way to
-            child = self._child = subprocess.Popen(
+            child = self._child = Reaped(
                 [sys.executable, "-m", "scorer.watch.latest_rebuild"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
         try:

@@ -64,11 +64,9 @@ def poisoned(tmp_path: Path) -> dict[str, str]:
 def run_measured(args: list[str], env: dict[str, str], timeout: float = 120) -> int:
     """Run a command to its end; the peak over its run of its process tree's memory: the sum of each live
     process's VmHWM (its own peak RSS, a high-water mark), polled every 50 ms. Fails if it exits with an error
-    or runs past `timeout`.
-
-    Not faster: walking /proc every 10 ms, while the scorer's threads reaped two children at once, once left
-    the scorer spinning in the kernel (wait4 -> release_task -> shrink_dcache_parent), unkillable, on this
-    kind of machine's kernel (6.18)."""
+    or runs past `timeout`. (Its walk of /proc, beside the scorer's two threads that reap a crashed decoding
+    worker and the rebuilt latest.xlsx's child together, is how scorer/child.py's Reaped was found to be
+    needed.)"""
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
         peak, deadline = 0, time.monotonic() + timeout
