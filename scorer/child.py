@@ -75,8 +75,8 @@ class Child:
         ours, theirs = socket.socketpair()
         try:
             self._process = Reaped([sys.executable, "-m", self._module, str(theirs.fileno())],
-                                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL if self._quiet else None)
+                                   pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL if self._quiet else None)
         except OSError:
             ours.close()
             raise

@@ -35,7 +35,7 @@ from scorer.decoding.video_probe import VideoLimits, video_format
 from scorer.errors import ImageError, ScorerError
 from scorer.fsutil import sha256_bytes
 from scorer.model.fast_start import FastStart
-from scorer.scoring.frames import combine, stack
+from scorer.scoring.frames import predict_frames
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -203,17 +203,10 @@ class InferStage:
             batch["reason"] = np.full(len(status), self._refusal, dtype=object)
         elif len(todo):
             decoded = [_decoded(batch, int(i), np.asarray(frames[i]), times[i], in_hook[i]) for i in todo]
-            probs[todo] = self._answers(decoded)
+            probs[todo] = predict_frames(self._classifier, decoded, self._hook_weight, self._batch_size).probs
         batch["probs"] = probs
         return batch
 
-    def _answers(self, decoded: list[Decoded]) -> np.ndarray:
-        """Each creative's probabilities from its frames', in passes of at most batch_size frames."""
-        pixels, starts = stack(decoded)
-        step = self._batch_size
-        frame_probs = np.concatenate([self._classifier.predict_with_embedding(np.ascontiguousarray(
-            pixels[first:first + step]))[0] for first in range(0, len(pixels), step)])
-        return combine(decoded, starts, frame_probs, None, self._hook_weight).probs
 
 
 def _decoded(batch: Batch, i: int, frames: np.ndarray, times: Any, in_hook: Any) -> Decoded:

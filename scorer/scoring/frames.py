@@ -15,6 +15,7 @@ import numpy as np
 from scorer.decoding.decode import Decoded
 from scorer.decoding.video import DecodedVideo, frame_weights
 from scorer.results import Frame, Video, engagement_score
+from scorer.scoring.protocols import Predictor
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,17 @@ def stack(decoded: Sequence[Decoded]) -> tuple[np.ndarray, list[int]]:
     parts = [d.pixels if isinstance(d, DecodedVideo) else d.pixels[None] for d in decoded if d.pixels is not None]
     starts = np.cumsum([0, *(len(part) for part in parts)]).tolist()
     return np.concatenate(parts), starts
+
+
+def predict_frames(model: Predictor, decoded: Sequence[Decoded], hook_weight: float, batch_size: int) -> Answers:
+    """Each creative's answer from its frames', the frames run through the model in passes of at most batch_size
+    (where the caller has not sized its batch by frames, as the engine does)."""
+    pixels, starts = stack(decoded)
+    passes = [model.predict_with_embedding(np.ascontiguousarray(pixels[first:first + batch_size]))
+              for first in range(0, len(pixels), batch_size)]
+    found = [embedding for _, embedding in passes if embedding is not None]
+    embedding = np.concatenate(found) if len(found) == len(passes) else None
+    return combine(decoded, starts, np.concatenate([probs for probs, _ in passes]), embedding, hook_weight)
 
 
 def combine(decoded: Sequence[Decoded], starts: Sequence[int], probs: np.ndarray, embedding: np.ndarray | None,

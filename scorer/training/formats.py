@@ -21,6 +21,7 @@ import pandas as pd
 from scorer.results import show_interval
 from scorer.settings import LabelSettings
 from scorer.training.evaluate import Evaluation, Interval, evaluate, interval
+from scorer.training.frames import COVER, FRAMES
 from scorer.training.labels import class_numbers, class_ranges, label
 from scorer.training.posts import POST_FORMATS
 
@@ -198,6 +199,6 @@ def format_facts(table: pd.DataFrame, trained_on: Sequence[str], why_cover: dict
     videos = [i for i, fmt in enumerate(table["format"]) if fmt == "video"]
     cover = [{"source": str(table["source"].iat[i]),
               "why": f"its video's frames cannot be decoded ({why_cover[i]})" if i in why_cover
-              else "only its cover was given (no video beside it)"} for i in videos if trained_on[i] == "cover"]
+              else "only its cover was given (no video beside it)"} for i in videos if trained_on[i] == COVER]
     return FormatFacts(counts(table), engagement, [str(table["source"].iat[i]) for i in videos
-                                                   if trained_on[i] == "frames"], cover, accuracy)
+                                                   if trained_on[i] == FRAMES], cover, accuracy)

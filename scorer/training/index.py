@@ -27,7 +27,7 @@ from scorer.fsutil import atomic_write, sha256_file
 from scorer.model.integrity import remember_pin
 from scorer.results import engagement_score
 from scorer.scoring.classifier import Classifier
-from scorer.scoring.frames import combine, stack
+from scorer.scoring.frames import predict_frames
 from scorer.settings import Settings
 from scorer.training.compare import Comparison, Way, compare
 from scorer.training.labels import class_numbers, learner_classes
@@ -114,13 +114,8 @@ def _embed(classifier: Classifier, posts: pd.DataFrame, limits: tuple[ImageLimit
 def _predict(classifier: Classifier, decoded: list[Decoded], hook_weight: float) -> tuple[np.ndarray, np.ndarray]:
     """Each post's probabilities and embedding as scoring gives a creative's: a still's own, a video's frames'
     weighed (scorer.scoring.frames), in batches of the classifier's size."""
-    pixels, starts = stack(decoded)
-    parts = [classifier.predict_with_embedding(pixels[i:i + classifier.batch_size])
-             for i in range(0, len(pixels), classifier.batch_size)]
-    embeddings = [e for _, e in parts if e is not None]
-    assert len(embeddings) == len(parts)  # scoring_classifier refused a model without one
-    answers = combine(decoded, starts, np.concatenate([p for p, _ in parts]), np.concatenate(embeddings), hook_weight)
-    assert answers.embedding is not None
+    answers = predict_frames(classifier, decoded, hook_weight, classifier.batch_size)
+    assert answers.embedding is not None  # scoring_classifier refused a model without one
     return answers.probs, answers.embedding
 
 
